@@ -1,0 +1,13 @@
+//! MagicTunnel operator: turns `MagicTunnel` objects into tunnel endpoint pods.
+//!
+//! The pipeline, one module per step: [`validate`] (pure) → [`build`] (pure: desired objects) →
+//! [`reconcile`] (reads Secrets, applies, deletes, writes status). [`psk`], [`ike_id`] and
+//! [`conditions`] are pure helpers of those steps.
+pub mod crd;
+pub mod fixtures;
+pub mod ike_id;
+pub mod psk;
+pub mod settings;
+pub mod validate;
+#[cfg(test)]
+pub(crate) use fixtures as testing;

@@ -1,1 +1,3 @@
-fn main(){}
+fn main() {
+    print!("{}", operator::crd::crd_yaml());
+}

@@ -1,0 +1,239 @@
+//! PSK policy: generate, adopt, rotate. Pure: the Secrets come in, decisions go out.
+//!
+//! A generated PSK lives in an owned Secret `<tunnel>-psk` and is written exactly once; the
+//! Secret remembers, in an annotation, the value of the tunnel's `magictunnel.dev/rotate-psk`
+//! annotation it was generated for, so a new value regenerates it once and never again.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use ring::rand::SecureRandom;
+use tunnel_pod::config::{MIN_PSK_LEN, Psk};
+use zeroize::Zeroizing;
+
+/// Key of the PSK in a generated Secret, and the default key of an adopted one.
+pub const PSK_KEY: &str = "psk";
+/// On a generated Secret: when it was generated (RFC 3339).
+pub const GENERATED_AT_ANNOTATION: &str = "magictunnel.dev/psk-generated-at";
+/// On a generated Secret: the tunnel's rotate-psk annotation value it was generated for.
+pub const ROTATION_ANNOTATION: &str = "magictunnel.dev/psk-rotation";
+/// Random bytes in a generated PSK.
+pub const GENERATED_PSK_BYTES: usize = 32;
+
+pub fn generated_secret_name(tunnel: &str) -> String {
+    format!("{tunnel}-psk")
+}
+
+/// A new PSK: 32 bytes from the system CSPRNG, written as 43 URL-safe base64 characters so that
+/// it can be typed into any router's configuration unchanged.
+pub fn generate(rng: &dyn SecureRandom) -> Result<Psk, ring::error::Unspecified> {
+    let mut raw = Zeroizing::new([0u8; GENERATED_PSK_BYTES]);
+    rng.fill(raw.as_mut())?;
+    let text = Zeroizing::new(URL_SAFE_NO_PAD.encode(raw.as_ref()));
+    Ok(Psk::new(text.as_bytes().to_vec()))
+}
+
+/// Why a Secret's PSK cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PskProblem {
+    #[error("Secret {secret} has no key {key:?}")]
+    KeyMissing { secret: String, key: String },
+    #[error(
+        "the PSK in Secret {secret} key {key:?} is too weak: {len} bytes, at least {MIN_PSK_LEN} are required"
+    )]
+    TooShort {
+        secret: String,
+        key: String,
+        len: usize,
+    },
+}
+
+/// Read and check the PSK at `key` of a Secret.
+pub fn read(secret: &Secret, key: &str) -> Result<Psk, PskProblem> {
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| b.0.as_slice())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|s| s.as_bytes())
+        })
+        .ok_or_else(|| PskProblem::KeyMissing {
+            secret: name.clone(),
+            key: key.to_string(),
+        })?;
+    // Trailing newlines come from `kubectl create secret --from-file` of an edited file.
+    let trimmed = bytes
+        .strip_suffix(b"\r\n")
+        .or_else(|| bytes.strip_suffix(b"\n"))
+        .unwrap_or(bytes);
+    if trimmed.len() < MIN_PSK_LEN {
+        return Err(PskProblem::TooShort {
+            secret: name,
+            key: key.to_string(),
+            len: trimmed.len(),
+        });
+    }
+    Ok(Psk::new(trimmed.to_vec()))
+}
+
+/// What to do with the generated PSK Secret.
+#[derive(Debug, PartialEq, Eq)]
+pub enum GeneratedPskAction {
+    /// No Secret yet: generate and create it.
+    Create,
+    /// The Secret is current: use it.
+    Keep,
+    /// The rotate-psk annotation has a new value, or the Secret was damaged: regenerate.
+    Rotate,
+    /// A Secret of that name exists but is not ours: refuse to touch it.
+    NameTaken,
+}
+
+/// Decide from the existing Secret (if any), the tunnel's UID and its rotate-psk annotation.
+pub fn decide(
+    existing: Option<&Secret>,
+    tunnel_uid: &str,
+    rotation: Option<&str>,
+) -> GeneratedPskAction {
+    let Some(secret) = existing else {
+        return GeneratedPskAction::Create;
+    };
+    let owned = secret
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == tunnel_uid && o.controller == Some(true));
+    if !owned {
+        return GeneratedPskAction::NameTaken;
+    }
+    let recorded = secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ROTATION_ANNOTATION))
+        .map(String::as_str);
+    if recorded != rotation || read(secret, PSK_KEY).is_err() {
+        GeneratedPskAction::Rotate
+    } else {
+        GeneratedPskAction::Keep
+    }
+}
+
+/// The annotations a freshly generated Secret carries.
+pub fn generated_annotations(now_rfc3339: &str, rotation: Option<&str>) -> BTreeMap<String, String> {
+    let mut a = BTreeMap::new();
+    a.insert(GENERATED_AT_ANNOTATION.to_string(), now_rfc3339.to_string());
+    if let Some(r) = rotation {
+        a.insert(ROTATION_ANNOTATION.to_string(), r.to_string());
+    }
+    a
+}
+
+/// Secret data holding a PSK.
+pub fn secret_data(psk: &Psk) -> BTreeMap<String, ByteString> {
+    BTreeMap::from([(PSK_KEY.to_string(), ByteString(psk.as_bytes().to_vec()))])
+}
+
+/// When the PSK in a generated Secret was generated.
+pub fn generated_at(secret: &Secret) -> Option<String> {
+    secret
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(GENERATED_AT_ANNOTATION)
+        .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+    use ring::rand::SystemRandom;
+
+    const UID: &str = "5f0c2d7e-8a4b-4c1d-9e2f-0123456789ab";
+
+    fn secret(owner: Option<&str>, rotation: Option<&str>, psk: &[u8]) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: Some("t-psk".into()),
+                owner_references: owner.map(|uid| {
+                    vec![OwnerReference {
+                        uid: uid.into(),
+                        controller: Some(true),
+                        ..Default::default()
+                    }]
+                }),
+                annotations: Some(generated_annotations("2026-11-27T00:00:00Z", rotation)),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([(
+                PSK_KEY.to_string(),
+                ByteString(psk.to_vec()),
+            )])),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn generated_psks_are_long_printable_and_distinct() {
+        let rng = SystemRandom::new();
+        let a = generate(&rng).expect("rng");
+        let b = generate(&rng).expect("rng");
+        assert_eq!(a.len(), 43);
+        assert!(a.as_bytes().iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_'));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn adopt_checks_strength_and_key() {
+        let strong = secret(None, None, b"0123456789abcdef\n");
+        assert_eq!(read(&strong, PSK_KEY).expect("ok").as_bytes(), b"0123456789abcdef");
+        assert!(matches!(
+            read(&secret(None, None, b"short"), PSK_KEY),
+            Err(PskProblem::TooShort { len: 5, .. })
+        ));
+        assert!(matches!(
+            read(&strong, "other"),
+            Err(PskProblem::KeyMissing { .. })
+        ));
+        // The message names the Secret but never holds the key.
+        let msg = read(&secret(None, None, b"hunter2"), PSK_KEY)
+            .expect_err("weak")
+            .to_string();
+        assert!(msg.contains("t-psk") && !msg.contains("hunter2"), "{msg}");
+    }
+
+    #[test]
+    fn generation_happens_once_and_rotation_once_per_value() {
+        let good = [b'x'; 43];
+        assert_eq!(decide(None, UID, None), GeneratedPskAction::Create);
+        assert_eq!(decide(Some(&secret(Some(UID), None, &good)), UID, None), GeneratedPskAction::Keep);
+        assert_eq!(
+            decide(Some(&secret(Some(UID), None, &good)), UID, Some("1")),
+            GeneratedPskAction::Rotate
+        );
+        assert_eq!(
+            decide(Some(&secret(Some(UID), Some("1"), &good)), UID, Some("1")),
+            GeneratedPskAction::Keep
+        );
+        assert_eq!(
+            decide(Some(&secret(Some(UID), Some("1"), b"damaged")), UID, Some("1")),
+            GeneratedPskAction::Rotate
+        );
+        assert_eq!(
+            decide(Some(&secret(Some("other-uid"), None, &good)), UID, None),
+            GeneratedPskAction::NameTaken
+        );
+        assert_eq!(decide(Some(&secret(None, None, &good)), UID, None), GeneratedPskAction::NameTaken);
+    }
+}
