@@ -57,18 +57,19 @@ impl Identities {
     pub fn accepted(&self, types: &[IkeIdType]) -> Vec<IkeId> {
         types
             .iter()
-            .filter_map(|&t| {
-                self.get(t).map(|value| IkeId {
-                    id_type: t,
-                    value,
-                })
-            })
+            .filter_map(|&t| self.get(t).map(|value| IkeId { id_type: t, value }))
             .collect()
     }
 
     /// What status publishes: the accepted identities.
     pub fn status(&self, types: &[IkeIdType]) -> IkeIds {
-        let pick = |t: IkeIdType| if types.contains(&t) { self.get(t) } else { None };
+        let pick = |t: IkeIdType| {
+            if types.contains(&t) {
+                self.get(t)
+            } else {
+                None
+            }
+        };
         IkeIds {
             rfc822_addr: pick(IkeIdType::Rfc822Addr),
             fqdn: pick(IkeIdType::Fqdn),

@@ -3,10 +3,13 @@
 //! The pipeline, one module per step: [`validate`] (pure) → [`build`] (pure: desired objects) →
 //! [`reconcile`] (reads Secrets, applies, deletes, writes status). [`psk`], [`ike_id`] and
 //! [`conditions`] are pure helpers of those steps.
+pub mod build;
+pub mod conditions;
 pub mod crd;
 pub mod fixtures;
 pub mod ike_id;
 pub mod psk;
+pub mod rollout;
 pub mod settings;
 pub mod validate;
 #[cfg(test)]

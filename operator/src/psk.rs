@@ -130,7 +130,10 @@ pub fn decide(
 }
 
 /// The annotations a freshly generated Secret carries.
-pub fn generated_annotations(now_rfc3339: &str, rotation: Option<&str>) -> BTreeMap<String, String> {
+pub fn generated_annotations(
+    now_rfc3339: &str,
+    rotation: Option<&str>,
+) -> BTreeMap<String, String> {
     let mut a = BTreeMap::new();
     a.insert(GENERATED_AT_ANNOTATION.to_string(), now_rfc3339.to_string());
     if let Some(r) = rotation {
@@ -190,14 +193,21 @@ mod tests {
         let a = generate(&rng).expect("rng");
         let b = generate(&rng).expect("rng");
         assert_eq!(a.len(), 43);
-        assert!(a.as_bytes().iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_'));
+        assert!(
+            a.as_bytes()
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
+        );
         assert_ne!(a, b);
     }
 
     #[test]
     fn adopt_checks_strength_and_key() {
         let strong = secret(None, None, b"0123456789abcdef\n");
-        assert_eq!(read(&strong, PSK_KEY).expect("ok").as_bytes(), b"0123456789abcdef");
+        assert_eq!(
+            read(&strong, PSK_KEY).expect("ok").as_bytes(),
+            b"0123456789abcdef"
+        );
         assert!(matches!(
             read(&secret(None, None, b"short"), PSK_KEY),
             Err(PskProblem::TooShort { len: 5, .. })
@@ -217,7 +227,10 @@ mod tests {
     fn generation_happens_once_and_rotation_once_per_value() {
         let good = [b'x'; 43];
         assert_eq!(decide(None, UID, None), GeneratedPskAction::Create);
-        assert_eq!(decide(Some(&secret(Some(UID), None, &good)), UID, None), GeneratedPskAction::Keep);
+        assert_eq!(
+            decide(Some(&secret(Some(UID), None, &good)), UID, None),
+            GeneratedPskAction::Keep
+        );
         assert_eq!(
             decide(Some(&secret(Some(UID), None, &good)), UID, Some("1")),
             GeneratedPskAction::Rotate
@@ -227,13 +240,20 @@ mod tests {
             GeneratedPskAction::Keep
         );
         assert_eq!(
-            decide(Some(&secret(Some(UID), Some("1"), b"damaged")), UID, Some("1")),
+            decide(
+                Some(&secret(Some(UID), Some("1"), b"damaged")),
+                UID,
+                Some("1")
+            ),
             GeneratedPskAction::Rotate
         );
         assert_eq!(
             decide(Some(&secret(Some("other-uid"), None, &good)), UID, None),
             GeneratedPskAction::NameTaken
         );
-        assert_eq!(decide(Some(&secret(None, None, &good)), UID, None), GeneratedPskAction::NameTaken);
+        assert_eq!(
+            decide(Some(&secret(None, None, &good)), UID, None),
+            GeneratedPskAction::NameTaken
+        );
     }
 }

@@ -9,7 +9,8 @@ pub struct AccountId(String);
 impl AccountId {
     pub fn parse(s: &str) -> Result<Self, String> {
         let ok = (1..=32).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         if ok {
             Ok(AccountId(s.to_string()))
         } else {

@@ -106,8 +106,12 @@ fn same_object(a: &MagicTunnel, b: &MagicTunnel) -> bool {
 }
 
 fn parse_ipv4(field: &str, s: &str) -> Result<Ipv4Addr, Invalid> {
-    s.parse()
-        .map_err(|_| invalid("InvalidSpec", format!("{field}: {s:?} is not an IPv4 address")))
+    s.parse().map_err(|_| {
+        invalid(
+            "InvalidSpec",
+            format!("{field}: {s:?} is not an IPv4 address"),
+        )
+    })
 }
 
 fn endpoints(t: &MagicTunnel) -> Option<(Ipv4Addr, Option<Ipv4Addr>)> {
@@ -159,7 +163,10 @@ pub fn validate(
         .iter()
         .map(|r| {
             let prefix: Ipv4Net = r.prefix.parse().map_err(|_| {
-                invalid("InvalidSpec", format!("routes: {:?} is not an IPv4 prefix", r.prefix))
+                invalid(
+                    "InvalidSpec",
+                    format!("routes: {:?} is not an IPv4 prefix", r.prefix),
+                )
             })?;
             Ok(Route {
                 prefix,
@@ -268,7 +275,11 @@ fn validate_ipsec(
                 && endpoints(o) == Some((local, customer))
         })
         .collect();
-    let unique_customer = if shared_with.is_empty() { customer } else { None };
+    let unique_customer = if shared_with.is_empty() {
+        customer
+    } else {
+        None
+    };
     let identities = Identities::new(
         tunnel_id,
         &settings.account_id,
@@ -330,7 +341,8 @@ pub fn allocate_http_port(mt: &MagicTunnel, others: &[&MagicTunnel], settings: &
     let port_of = |t: &MagicTunnel| t.status.as_ref().and_then(|s| s.http_port);
     let in_range = |p: u16| {
         p >= settings.http_port_base
-            && u32::from(p) < u32::from(settings.http_port_base) + u32::from(settings.http_port_count)
+            && u32::from(p)
+                < u32::from(settings.http_port_base) + u32::from(settings.http_port_count)
     };
     if let Some(own) = port_of(mt).filter(|p| in_range(*p)) {
         let taken_by_older = others
@@ -401,7 +413,10 @@ mod tests {
         let v = validate(&a, &[&a], &settings()).expect("valid");
         let ipsec = v.ipsec.expect("ipsec");
         assert!(ipsec.accepted_id_types.contains(&IkeIdType::Ipv4Addr));
-        assert_eq!(ipsec.identities.ipv4_addr, Some(Ipv4Addr::new(198, 51, 100, 9)));
+        assert_eq!(
+            ipsec.identities.ipv4_addr,
+            Some(Ipv4Addr::new(198, 51, 100, 9))
+        );
 
         let b = ipsec_tunnel("b", 2, Some("198.51.100.9"));
         for t in [&a, &b] {

@@ -634,14 +634,16 @@ impl TunnelConfig {
 
     fn validate_mss_clamp(&self, mtu: u16) -> Result<(), ConfigError> {
         match (self.mss_clamp.mode, self.mss_clamp.value) {
-            (MssClampMode::Fixed, None) => Err(invalid(
-                "mssClamp.value",
-                "is required when mode is Fixed",
-            )),
+            (MssClampMode::Fixed, None) => {
+                Err(invalid("mssClamp.value", "is required when mode is Fixed"))
+            }
             (MssClampMode::Fixed, Some(v)) if v < 536 || v > mtu.saturating_sub(40) => {
                 Err(invalid(
                     "mssClamp.value",
-                    format!("must be between 536 and MTU − 40 = {}", mtu.saturating_sub(40)),
+                    format!(
+                        "must be between 536 and MTU − 40 = {}",
+                        mtu.saturating_sub(40)
+                    ),
                 ))
             }
             (MssClampMode::Auto | MssClampMode::Off, Some(_)) => Err(invalid(
@@ -708,7 +710,12 @@ impl IpsecConfig {
                 "NULL encryption requires allowNullCipher: true",
             ));
         }
-        if self.proposals.ike.integrity.contains(&Integrity::HmacSha1_96) {
+        if self
+            .proposals
+            .ike
+            .integrity
+            .contains(&Integrity::HmacSha1_96)
+        {
             return Err(invalid(
                 "ipsec.proposals.ike.integrity",
                 "HMAC-SHA1-96 is only allowed for Child SAs",
@@ -738,7 +745,9 @@ pub fn check_interface_address(net: Ipv4Net) -> Result<(), String> {
             "{net}: on a /30 the address must be one of the two usable hosts, not the network or broadcast address"
         )),
         30 => Ok(()),
-        other => Err(format!("{net}: the prefix must be /31 or /30, got /{other}")),
+        other => Err(format!(
+            "{net}: the prefix must be /31 or /30, got /{other}"
+        )),
     }
 }
 
@@ -807,7 +816,10 @@ ipsec:
         assert_eq!(c.mtu(), 1476);
         assert_eq!(c.ttl, 64);
         assert_eq!(c.mss_clamp.effective(c.mtu()), Some(1436));
-        assert_eq!(c.peer_interface_address(), Some(Ipv4Addr::new(10, 200, 0, 1)));
+        assert_eq!(
+            c.peer_interface_address(),
+            Some(Ipv4Addr::new(10, 200, 0, 1))
+        );
         assert!(c.health_check.enabled);
         assert_eq!(c.http.listen.port(), DEFAULT_HTTP_PORT);
         assert_eq!(c.gre, Some(GreOptions { key: Some(42) }));
@@ -834,7 +846,9 @@ ipsec:
     #[test]
     fn bad_base64_psk_does_not_echo_the_secret() {
         let text = ipsec_yaml("").replace("MDEyMzQ1Njc4OWFiY2RlZg==", "not*base64*SECRET");
-        let err = TunnelConfig::from_yaml(&text).expect_err("refused").to_string();
+        let err = TunnelConfig::from_yaml(&text)
+            .expect_err("refused")
+            .to_string();
         assert!(err.contains("psk is not valid base64"), "{err}");
         assert!(!err.contains("SECRET"), "{err}");
     }
@@ -856,7 +870,10 @@ ipsec:
             err_field(&GRE.replace("198.51.100.7", "192.0.2.1")),
             "customerEndpoint"
         );
-        assert_eq!(err_field(&GRE.replace("192.0.2.1", "0.0.0.0")), "localEndpoint");
+        assert_eq!(
+            err_field(&GRE.replace("192.0.2.1", "0.0.0.0")),
+            "localEndpoint"
+        );
         assert_eq!(
             err_field(&GRE.replace("10.200.0.0/31", "10.200.0.0/29")),
             "interfaceAddress"
@@ -880,7 +897,10 @@ ipsec:
             err_field(&format!("{GRE}mssClamp:\n  mode: Fixed\n  value: 1450\n")),
             "mssClamp.value"
         );
-        assert_eq!(err_field(&format!("{GRE}ipsec:\n  acceptedIds: []\n")), "ipsec");
+        assert_eq!(
+            err_field(&format!("{GRE}ipsec:\n  acceptedIds: []\n")),
+            "ipsec"
+        );
     }
 
     #[test]
@@ -890,12 +910,11 @@ ipsec:
             err_field(&ipsec_yaml("").replace("MDEyMzQ1Njc4OWFiY2RlZg==", "c2hvcnQ=")),
             "ipsec.psk"
         );
+        assert_eq!(err_field(&ipsec_yaml("  pskFile: /etc/psk\n")), "ipsec.psk");
         assert_eq!(
-            err_field(&ipsec_yaml("  pskFile: /etc/psk\n")),
-            "ipsec.psk"
-        );
-        assert_eq!(
-            err_field(&ipsec_yaml("  proposals:\n    esp:\n      encryption: [NULL]\n")),
+            err_field(&ipsec_yaml(
+                "  proposals:\n    esp:\n      encryption: [NULL]\n"
+            )),
             "ipsec.proposals.esp.encryption"
         );
         assert!(
@@ -914,7 +933,11 @@ ipsec:
             )),
             "ipsec.lifetimes.childSeconds"
         );
-        let without_ipsec = ipsec_yaml("").split("ipsec:").next().unwrap_or("").to_string();
+        let without_ipsec = ipsec_yaml("")
+            .split("ipsec:")
+            .next()
+            .unwrap_or("")
+            .to_string();
         assert_eq!(err_field(&without_ipsec), "ipsec");
     }
 

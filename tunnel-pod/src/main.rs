@@ -7,7 +7,10 @@ use clap::{Parser, Subcommand};
 use tunnel_pod::config::TunnelConfig;
 
 #[derive(Parser)]
-#[command(version, about = "MagicTunnel endpoint: userspace GRE / IPsec dataplane")]
+#[command(
+    version,
+    about = "MagicTunnel endpoint: userspace GRE / IPsec dataplane"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
