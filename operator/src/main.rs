@@ -1,3 +1,247 @@
-fn main() {
-    print!("{}", operator::crd::crd_yaml());
+//! `magictunnel-operator`: `crd` prints the CRD; `run` runs the controller.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use clap::{Parser, Subcommand, ValueEnum};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::core::error_boundary::DeserializeGuard;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::core::PartialObjectMeta;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, ResourceExt};
+use operator::build::MANAGED_BY;
+use operator::crd::{MagicTunnel, crd_yaml};
+use operator::metrics::Metrics;
+use operator::reconcile::{Context, TunnelSource, error_policy, reconcile};
+use operator::settings::{AccountId, IdDomain, Settings, TunnelResources};
+
+#[derive(Parser)]
+#[command(version, about = "MagicTunnel Kubernetes operator")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the MagicTunnel CustomResourceDefinition as YAML.
+    Crd,
+    /// Run the controller against the cluster in KUBECONFIG or the in-cluster config.
+    Run(RunArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Account ID in every IKE ID (1–32 lowercase letters or digits).
+    #[arg(long, env = "MAGICTUNNEL_ACCOUNT_ID")]
+    account_id: String,
+    /// Domain of the IKE IDs.
+    #[arg(long, default_value = "ipsec.magictunnel.dev")]
+    ike_id_domain: String,
+    /// Image of the tunnel endpoint pods.
+    #[arg(long)]
+    tunnel_image: String,
+    #[arg(long, default_value = "IfNotPresent")]
+    tunnel_image_pull_policy: String,
+    #[arg(long, default_value = "50m")]
+    tunnel_cpu_request: String,
+    #[arg(long, default_value = "32Mi")]
+    tunnel_memory_request: String,
+    #[arg(long, default_value = "128Mi")]
+    tunnel_memory_limit: String,
+    /// First host port handed to tunnel pods for /healthz, /readyz and /metrics.
+    #[arg(long, default_value_t = 9180)]
+    tunnel_http_port_base: u16,
+    #[arg(long, default_value_t = 1000)]
+    tunnel_http_port_count: u16,
+    /// Address of the operator's /metrics and /healthz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    #[arg(long, value_enum, default_value = "json")]
+    log_format: LogFormat,
+}
+
+impl RunArgs {
+    fn settings(&self) -> anyhow::Result<Settings> {
+        let ports_end = u32::from(self.tunnel_http_port_base) + u32::from(self.tunnel_http_port_count);
+        anyhow::ensure!(
+            self.tunnel_http_port_count > 0 && ports_end <= 65_536,
+            "--tunnel-http-port-base/--tunnel-http-port-count leave the port range"
+        );
+        Ok(Settings {
+            account_id: AccountId::parse(&self.account_id).map_err(anyhow::Error::msg)?,
+            ike_id_domain: IdDomain::parse(&self.ike_id_domain).map_err(anyhow::Error::msg)?,
+            tunnel_image: self.tunnel_image.clone(),
+            tunnel_image_pull_policy: self.tunnel_image_pull_policy.clone(),
+            tunnel_resources: TunnelResources {
+                cpu_request: self.tunnel_cpu_request.clone(),
+                memory_request: self.tunnel_memory_request.clone(),
+                memory_limit: self.tunnel_memory_limit.clone(),
+            },
+            http_port_base: self.tunnel_http_port_base,
+            http_port_count: self.tunnel_http_port_count,
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Crd => {
+            print!("{}", crd_yaml());
+            Ok(())
+        }
+        Command::Run(args) => run(args).await,
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let settings = args.settings()?;
+    let client = Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let metrics = Arc::new(Metrics::default());
+
+    let tunnels: Api<DeserializeGuard<MagicTunnel>> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::all(client.clone());
+    // Metadata only: the operator never caches key material.
+    let secrets: Api<PartialObjectMeta<Secret>> = Api::all(client.clone());
+    let owned = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
+
+    let controller = Controller::new(tunnels.clone(), watcher::Config::default());
+    let store = controller.store();
+    let source: TunnelSource = {
+        let store = store.clone();
+        Arc::new(move || {
+            store
+                .state()
+                .iter()
+                .filter_map(|g| g.0.as_ref().ok().cloned().map(Arc::new))
+                .collect()
+        })
+    };
+    let reporter = Reporter {
+        controller: "magictunnel-operator".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        settings,
+        source,
+        Recorder::new(client.clone(), reporter),
+        metrics.clone(),
+    ));
+
+    // A Secret named in ipsec.pskSecretRef may appear or change after the tunnel.
+    let referenced_by = {
+        let store = store.clone();
+        move |secret: PartialObjectMeta<Secret>| {
+            let (ns, name) = (secret.namespace(), secret.name_any());
+            store
+                .state()
+                .iter()
+                .filter_map(|g| g.0.as_ref().ok())
+                .filter(|t| {
+                    t.namespace() == ns
+                        && t.spec
+                            .ipsec
+                            .as_ref()
+                            .and_then(|i| i.psk_secret_ref.as_ref())
+                            .is_some_and(|r| r.name == name)
+                })
+                .map(|t| ObjectRef::from_obj(t).erase())
+                .filter_map(|r| {
+                    Some(ObjectRef::<DeserializeGuard<MagicTunnel>>::new(&r.name).within(r.namespace.as_deref()?))
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    // A tunnel's conflicts and ports depend on the tunnels sharing its local endpoint.
+    let neighbours = {
+        let store = store.clone();
+        move |changed: DeserializeGuard<MagicTunnel>| {
+            let Ok(changed) = changed.0 else { return vec![] };
+            store
+                .state()
+                .iter()
+                .filter_map(|g| g.0.as_ref().ok())
+                .filter(|t| {
+                    t.spec.local_endpoint == changed.spec.local_endpoint
+                        && (t.namespace(), t.name_any()) != (changed.namespace(), changed.name_any())
+                })
+                .filter_map(|t| {
+                    Some(ObjectRef::<DeserializeGuard<MagicTunnel>>::new(&t.name_any()).within(&t.namespace()?))
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+
+    let http = tokio::spawn(serve(args.listen, metrics));
+    tracing::info!(listen = %args.listen, "operator starting");
+    controller
+        .owns(pods, owned.clone())
+        .owns(secrets.clone(), owned)
+        .watches(secrets, watcher::Config::default(), referenced_by)
+        .watches(tunnels, watcher::Config::default(), neighbours)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile did not complete");
+            }
+        })
+        .await;
+    http.abort();
+    Ok(())
+}
+
+async fn serve(listen: SocketAddr, metrics: Arc<Metrics>) {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(render_metrics))
+        .with_state(metrics);
+    match tokio::net::TcpListener::bind(listen).await {
+        Ok(listener) => {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, %listen, "cannot listen"),
+    }
+}
+
+async fn render_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.render(),
+    )
 }

@@ -1,0 +1,517 @@
+//! The thin, impure layer: read Secrets, write the PSK Secret, server-side apply the config
+//! Secret, create and delete pods, write status and Events. Every decision is made by the pure
+//! modules; this one only carries them out, in this order:
+//!
+//! 1. PSK: read the adopted Secret, or create / rotate the generated one (IPsec only).
+//! 2. Config Secret: server-side apply (it must exist before a pod mounts it).
+//! 3. Pods: list the tunnel's pods, then create and delete what [`rollout::plan`] says.
+//! 4. Status: written only when it changed, with one Event per condition transition.
+//!
+//! No finalizer: everything the operator creates carries an owner reference, so the garbage
+//! collector removes it with the tunnel; adopted Secrets are never owned and stay.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::error_boundary::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
+use ring::rand::SecureRandom;
+use tunnel_pod::config::Psk;
+
+use crate::build::{self, Desired, FIELD_MANAGER};
+use crate::conditions::{self, Observation};
+use crate::crd::{EndpointStatus, MagicTunnel, MagicTunnelStatus};
+use crate::metrics::{Metrics, ReasonLabel, ResultLabel};
+use crate::psk::{self, GeneratedPskAction, PskProblem};
+use crate::rollout;
+use crate::settings::Settings;
+use crate::validate::{self, Invalid, PskSource, ValidatedTunnel};
+
+/// Failures that are retried with backoff (API errors). Specs that cannot be deployed are not
+/// errors: they end as `Configured=False` and wait for a change.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the object has no {0}")]
+    Malformed(&'static str),
+    #[error("reading Secret {name}: {source}")]
+    ReadSecret { name: String, source: kube::Error },
+    #[error("writing the PSK Secret {name}: {source}")]
+    WritePsk { name: String, source: kube::Error },
+    #[error("the system random generator failed")]
+    Random,
+    #[error("applying the config Secret: {0}")]
+    ApplyConfig(kube::Error),
+    #[error("listing pods: {0}")]
+    ListPods(kube::Error),
+    #[error("creating pod {name}: {source}")]
+    CreatePod { name: String, source: kube::Error },
+    #[error("deleting pod {name}: {source}")]
+    DeletePod { name: String, source: kube::Error },
+    #[error("writing status: {0}")]
+    PatchStatus(kube::Error),
+}
+
+impl Error {
+    /// Bounded metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Malformed(_) => "malformed",
+            Error::ReadSecret { .. } => "read_secret",
+            Error::WritePsk { .. } => "write_psk",
+            Error::Random => "random",
+            Error::ApplyConfig(_) => "apply_config",
+            Error::ListPods(_) => "list_pods",
+            Error::CreatePod { .. } => "create_pod",
+            Error::DeletePod { .. } => "delete_pod",
+            Error::PatchStatus(_) => "patch_status",
+        }
+    }
+}
+
+/// Supplies the tunnels the operator knows (the controller's cache), for cross-object rules.
+pub type TunnelSource = Arc<dyn Fn() -> Vec<Arc<MagicTunnel>> + Send + Sync>;
+
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub tunnels: TunnelSource,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub rng: Box<dyn SecureRandom + Send + Sync>,
+    pub now: fn() -> Timestamp,
+    /// Consecutive failures per object, for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        tunnels: TunnelSource,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Context {
+            client,
+            settings,
+            tunnels,
+            recorder,
+            metrics,
+            rng: Box::new(ring::rand::SystemRandom::new()),
+            now: Timestamp::now,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// How often a settled tunnel is looked at again even without a watch event.
+pub const RESYNC: Duration = Duration::from_secs(300);
+
+/// Entry point for the controller. Objects that fail to decode are counted and left alone: one
+/// bad object must not stall the others.
+pub async fn reconcile(
+    obj: Arc<DeserializeGuard<MagicTunnel>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    match &obj.0 {
+        Ok(mt) => reconcile_tunnel(mt, &ctx).await,
+        Err(invalid) => {
+            ctx.metrics.invalid_objects.inc();
+            tracing::warn!(error = %invalid, "cannot decode a MagicTunnel; skipping it");
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// Backoff: 5 s doubling to 5 min per object, reset by a success.
+pub fn error_policy(
+    obj: Arc<DeserializeGuard<MagicTunnel>>,
+    err: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    ctx.metrics
+        .failures
+        .get_or_create(&ReasonLabel {
+            reason: err.reason(),
+        })
+        .inc();
+    let key = object_key(obj.as_ref());
+    let attempts = {
+        let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = failures.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    let delay = Duration::from_secs(5u64.saturating_mul(1 << attempts.min(6).saturating_sub(1)))
+        .min(RESYNC);
+    tracing::warn!(error = %err, attempts, ?delay, "reconcile failed; retrying");
+    Action::requeue(delay)
+}
+
+/// Reconcile one decoded tunnel.
+pub async fn reconcile_tunnel(mt: &MagicTunnel, ctx: &Context) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(mt, ctx).await;
+    ctx.metrics
+        .duration
+        .observe(started.elapsed().as_secs_f64());
+    let label = match &result {
+        Ok(Outcome::Applied) => "applied",
+        Ok(Outcome::NotDeployed) => "not_deployed",
+        Err(_) => "error",
+    };
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ResultLabel { result: label })
+        .inc();
+    if result.is_ok() {
+        let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.remove(&object_key(mt));
+    }
+    result.map(|_| Action::requeue(RESYNC))
+}
+
+fn object_key(obj: &impl ResourceExt) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+enum Outcome {
+    Applied,
+    NotDeployed,
+}
+
+/// What status says about the PSK.
+#[derive(Default)]
+struct PskStatus {
+    secret_name: Option<String>,
+    generated_at: Option<String>,
+}
+
+async fn reconcile_inner(mt: &MagicTunnel, ctx: &Context) -> Result<Outcome, Error> {
+    if mt.metadata.deletion_timestamp.is_some() {
+        // Owner references let the garbage collector remove pods and Secrets.
+        return Ok(Outcome::NotDeployed);
+    }
+    let namespace = mt.namespace().ok_or(Error::Malformed("namespace"))?;
+    let owner = mt
+        .controller_owner_ref(&())
+        .ok_or(Error::Malformed("uid"))?;
+    let all = (ctx.tunnels)();
+    let all_refs: Vec<&MagicTunnel> = all.iter().map(Arc::as_ref).collect();
+
+    let validated = validate::validate(mt, &all_refs, &ctx.settings);
+    let mut psk_status = PskStatus::default();
+    let desired: Result<(ValidatedTunnel, Desired), Invalid> = match validated {
+        Err(invalid) => Err(invalid),
+        Ok(v) => {
+            let psk = match &v.ipsec {
+                Some(ipsec) => resolve_psk(mt, &v, &ipsec.psk, &owner, ctx, &mut psk_status)
+                    .await?
+                    .map(Some),
+                None => Ok(None),
+            };
+            psk.and_then(|psk| {
+                build::desired(&v, &owner, psk.as_ref(), &ctx.settings).map(|d| (v, d))
+            })
+        }
+    };
+
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    if let Ok((_, d)) = &desired {
+        apply_config(ctx, &namespace, &d.config_secret).await?;
+    }
+    let existing: Vec<Pod> = pods
+        .list(&ListParams::default().labels(&build::pod_selector(&mt.name_any())))
+        .await
+        .map_err(Error::ListPods)?
+        .items
+        .into_iter()
+        .filter(|p| p.owner_references().iter().any(|o| o.uid == owner.uid))
+        .collect();
+    let plan = match &desired {
+        Ok((_, d)) => rollout::plan(&d.pods, &existing),
+        // Not deployable: no pod may keep running an outdated or conflicting config.
+        Err(_) => rollout::PodPlan {
+            create: vec![],
+            delete: existing
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .filter_map(|p| p.metadata.name.clone())
+                .collect(),
+        },
+    };
+    for name in &plan.delete {
+        match pods.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(source) => {
+                return Err(Error::DeletePod {
+                    name: name.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    for pod in &plan.create {
+        let name = pod.name_any();
+        match pods.create(&PostParams::default(), pod).await {
+            Ok(_) => {}
+            // Created by a previous pass whose answer we missed; the next pass sees it.
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(source) => return Err(Error::CreatePod { name, source }),
+        }
+    }
+
+    let endpoints = endpoint_status(&existing, &plan);
+    let ready = endpoints.iter().filter(|e| e.ready).count();
+    let (configured, desired_replicas) = match &desired {
+        Ok((v, _)) => (Ok(()), v.replicas),
+        Err(invalid) => (Err(invalid), 0),
+    };
+    if let Err(invalid) = &configured {
+        ctx.metrics
+            .not_deployed
+            .get_or_create(&ReasonLabel {
+                reason: invalid.reason,
+            })
+            .inc();
+    }
+    let observation = Observation {
+        configured,
+        desired_replicas,
+        ready_replicas: i32::try_from(ready).unwrap_or(i32::MAX),
+    };
+    let old_status = mt.status.clone().unwrap_or_default();
+    let now = Time((ctx.now)());
+    let new_conditions = conditions::conditions(
+        observation,
+        mt.metadata.generation,
+        &old_status.conditions,
+        &now,
+    );
+    let validated = desired.as_ref().ok().map(|(v, _)| v);
+    let status = MagicTunnelStatus {
+        tunnel_id: crate::ike_id::tunnel_id(&owner.uid),
+        ike_ids: validated
+            .and_then(|v| v.ipsec.as_ref())
+            .map(|i| i.identities.status(&i.accepted_id_types)),
+        psk_secret_name: psk_status.secret_name,
+        psk_generated_at: psk_status.generated_at,
+        http_port: validated
+            .map(|v| v.http_port)
+            .or(old_status.http_port),
+        endpoints,
+        conditions: new_conditions,
+        observed_generation: mt.metadata.generation,
+    };
+    if status != old_status {
+        write_status(ctx, mt, &namespace, &status).await?;
+        for t in conditions::transitions(&old_status.conditions, &status.conditions) {
+            let type_ = if t.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            publish(ctx, mt, type_, &t.reason, "Reconcile", t.message).await;
+        }
+    }
+    tracing::info!(
+        tunnel = %format!("{namespace}/{}", mt.name_any()),
+        configured = observation.configured.is_ok(),
+        ready = observation.ready_replicas,
+        desired = desired_replicas,
+        created = plan.create.len(),
+        deleted = plan.delete.len(),
+        "reconciled"
+    );
+    Ok(if observation.configured.is_ok() {
+        Outcome::Applied
+    } else {
+        Outcome::NotDeployed
+    })
+}
+
+/// Read or produce the PSK. `Ok(Err(_))` is a spec problem for status, `Err(_)` an API failure.
+async fn resolve_psk(
+    mt: &MagicTunnel,
+    v: &ValidatedTunnel,
+    source: &PskSource,
+    owner: &OwnerReference,
+    ctx: &Context,
+    status: &mut PskStatus,
+) -> Result<Result<Psk, Invalid>, Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &v.namespace);
+    let name = source.secret_name().to_string();
+    let existing = secrets
+        .get_opt(&name)
+        .await
+        .map_err(|source| Error::ReadSecret {
+            name: name.clone(),
+            source,
+        })?;
+    status.secret_name = Some(name.clone());
+    match source {
+        PskSource::Adopted { key, .. } => {
+            let Some(secret) = existing else {
+                return Ok(Err(Invalid {
+                    reason: "PskSecretNotFound",
+                    message: format!(
+                        "Secret {}/{name} named in ipsec.pskSecretRef does not exist; the tunnel is configured as soon as it appears",
+                        v.namespace
+                    ),
+                }));
+            };
+            Ok(psk::read(&secret, key).map_err(|problem| Invalid {
+                reason: match problem {
+                    PskProblem::KeyMissing { .. } => "PskKeyMissing",
+                    PskProblem::TooShort { .. } => "PskTooWeak",
+                },
+                message: problem.to_string(),
+            }))
+        }
+        PskSource::Generated { rotation, .. } => {
+            let rotation = rotation.as_deref();
+            match psk::decide(existing.as_ref(), &owner.uid, rotation) {
+                GeneratedPskAction::Keep => {
+                    status.generated_at = existing.as_ref().and_then(psk::generated_at);
+                    // `decide` only keeps a Secret whose PSK reads back.
+                    Ok(existing
+                        .as_ref()
+                        .ok_or(())
+                        .and_then(|s| psk::read(s, psk::PSK_KEY).map_err(|_| ()))
+                        .map_err(|()| Invalid {
+                            reason: "PskUnreadable",
+                            message: format!("Secret {name} holds no usable PSK"),
+                        }))
+                }
+                GeneratedPskAction::NameTaken => Ok(Err(Invalid {
+                    reason: "PskSecretNameTaken",
+                    message: format!(
+                        "Secret {}/{name} exists but does not belong to this tunnel; delete it, or adopt it with ipsec.pskSecretRef",
+                        v.namespace
+                    ),
+                })),
+                action @ (GeneratedPskAction::Create | GeneratedPskAction::Rotate) => {
+                    let psk = psk::generate(ctx.rng.as_ref()).map_err(|_| Error::Random)?;
+                    let now = (ctx.now)().to_string();
+                    let mut secret = build::generated_psk_secret(v, owner, &psk, &now, rotation);
+                    let written = if action == GeneratedPskAction::Create {
+                        secrets.create(&PostParams::default(), &secret).await
+                    } else {
+                        // Optimistic concurrency: replace exactly the version we decided on.
+                        secret.metadata.resource_version =
+                            existing.as_ref().and_then(|s| s.metadata.resource_version.clone());
+                        secrets.replace(&name, &PostParams::default(), &secret).await
+                    };
+                    written.map_err(|source| Error::WritePsk {
+                        name: name.clone(),
+                        source,
+                    })?;
+                    status.generated_at = Some(now);
+                    let (reason, note) = if action == GeneratedPskAction::Create {
+                        ("PskGenerated", format!("generated a new PSK in Secret {name}"))
+                    } else {
+                        ("PskRotated", format!("rotated the PSK in Secret {name}"))
+                    };
+                    publish(ctx, mt, EventType::Normal, reason, "ManagePsk", note).await;
+                    Ok(Ok(psk))
+                }
+            }
+        }
+    }
+}
+
+async fn apply_config(ctx: &Context, namespace: &str, secret: &Secret) -> Result<(), Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut body = secret.clone();
+    // Server-side apply needs the type information in the body.
+    let value = {
+        body.metadata.managed_fields = None;
+        let mut v = serde_json::to_value(&body).map_err(|e| {
+            Error::ApplyConfig(kube::Error::SerdeError(e))
+        })?;
+        v["apiVersion"] = "v1".into();
+        v["kind"] = "Secret".into();
+        v
+    };
+    secrets
+        .patch(
+            &secret.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&value),
+        )
+        .await
+        .map_err(Error::ApplyConfig)?;
+    Ok(())
+}
+
+async fn write_status(
+    ctx: &Context,
+    mt: &MagicTunnel,
+    namespace: &str,
+    status: &MagicTunnelStatus,
+) -> Result<(), Error> {
+    let api: Api<MagicTunnel> = Api::namespaced(ctx.client.clone(), namespace);
+    let body = serde_json::json!({
+        "apiVersion": MagicTunnel::api_version(&()),
+        "kind": MagicTunnel::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &mt.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(Error::PatchStatus)?;
+    Ok(())
+}
+
+async fn publish(
+    ctx: &Context,
+    mt: &MagicTunnel,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    // An Event that cannot be written must not fail the reconcile.
+    if let Err(e) = ctx.recorder.publish(&event, &mt.object_ref(&())).await {
+        tracing::warn!(error = %e, reason, "could not publish an Event");
+    }
+}
+
+/// The endpoints that will exist once the plan is carried out.
+fn endpoint_status(existing: &[Pod], plan: &rollout::PodPlan) -> Vec<EndpointStatus> {
+    let mut out: Vec<EndpointStatus> = existing
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| !plan.delete.contains(&p.name_any()))
+        .map(|p| EndpointStatus {
+            pod: p.name_any(),
+            node: p.spec.as_ref().and_then(|s| s.node_name.clone()),
+            host_ip: p.status.as_ref().and_then(|s| s.host_ip.clone()),
+            ready: rollout::is_ready(p),
+        })
+        .chain(plan.create.iter().map(|p| EndpointStatus {
+            pod: p.name_any(),
+            ..Default::default()
+        }))
+        .collect();
+    out.sort_by(|a, b| a.pod.cmp(&b.pod));
+    out
+}
