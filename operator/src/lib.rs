@@ -13,6 +13,7 @@ pub mod psk;
 pub mod reconcile;
 pub mod rollout;
 pub mod settings;
+pub mod triggers;
 pub mod validate;
 #[cfg(test)]
 pub(crate) use fixtures as testing;

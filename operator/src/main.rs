@@ -12,10 +12,9 @@ use axum::routing::get;
 use clap::{Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::core::PartialObjectMeta;
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::core::PartialObjectMeta;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use operator::build::MANAGED_BY;
@@ -23,6 +22,7 @@ use operator::crd::{MagicTunnel, crd_yaml};
 use operator::metrics::Metrics;
 use operator::reconcile::{Context, TunnelSource, error_policy, reconcile};
 use operator::settings::{AccountId, IdDomain, Settings, TunnelResources};
+use operator::triggers;
 
 #[derive(Parser)]
 #[command(version, about = "MagicTunnel Kubernetes operator")]
@@ -78,7 +78,8 @@ struct RunArgs {
 
 impl RunArgs {
     fn settings(&self) -> anyhow::Result<Settings> {
-        let ports_end = u32::from(self.tunnel_http_port_base) + u32::from(self.tunnel_http_port_count);
+        let ports_end =
+            u32::from(self.tunnel_http_port_base) + u32::from(self.tunnel_http_port_count);
         anyhow::ensure!(
             self.tunnel_http_port_count > 0 && ports_end <= 65_536,
             "--tunnel-http-port-base/--tunnel-http-port-count leave the port range"
@@ -132,7 +133,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let pods: Api<Pod> = Api::all(client.clone());
     // Metadata only: the operator never caches key material.
     let secrets: Api<PartialObjectMeta<Secret>> = Api::all(client.clone());
-    let owned = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
+    let owned =
+        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
 
     let controller = Controller::new(tunnels.clone(), watcher::Config::default());
     let store = controller.store();
@@ -158,47 +160,30 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics.clone(),
     ));
 
+    let decoded = |store: &kube::runtime::reflector::Store<DeserializeGuard<MagicTunnel>>| {
+        store
+            .state()
+            .iter()
+            .filter_map(|g| g.0.as_ref().ok().cloned())
+            .collect::<Vec<_>>()
+    };
     // A Secret named in ipsec.pskSecretRef may appear or change after the tunnel.
     let referenced_by = {
         let store = store.clone();
         move |secret: PartialObjectMeta<Secret>| {
-            let (ns, name) = (secret.namespace(), secret.name_any());
-            store
-                .state()
-                .iter()
-                .filter_map(|g| g.0.as_ref().ok())
-                .filter(|t| {
-                    t.namespace() == ns
-                        && t.spec
-                            .ipsec
-                            .as_ref()
-                            .and_then(|i| i.psk_secret_ref.as_ref())
-                            .is_some_and(|r| r.name == name)
-                })
-                .map(|t| ObjectRef::from_obj(t).erase())
-                .filter_map(|r| {
-                    Some(ObjectRef::<DeserializeGuard<MagicTunnel>>::new(&r.name).within(r.namespace.as_deref()?))
-                })
-                .collect::<Vec<_>>()
+            triggers::referencing_secret(
+                &decoded(&store),
+                secret.namespace().as_deref(),
+                &secret.name_any(),
+            )
         }
     };
     // A tunnel's conflicts and ports depend on the tunnels sharing its local endpoint.
     let neighbours = {
         let store = store.clone();
-        move |changed: DeserializeGuard<MagicTunnel>| {
-            let Ok(changed) = changed.0 else { return vec![] };
-            store
-                .state()
-                .iter()
-                .filter_map(|g| g.0.as_ref().ok())
-                .filter(|t| {
-                    t.spec.local_endpoint == changed.spec.local_endpoint
-                        && (t.namespace(), t.name_any()) != (changed.namespace(), changed.name_any())
-                })
-                .filter_map(|t| {
-                    Some(ObjectRef::<DeserializeGuard<MagicTunnel>>::new(&t.name_any()).within(&t.namespace()?))
-                })
-                .collect::<Vec<_>>()
+        move |changed: DeserializeGuard<MagicTunnel>| match changed.0 {
+            Ok(changed) => triggers::sharing_local_endpoint(&decoded(&store), &changed),
+            Err(_) => vec![],
         }
     };
 

@@ -84,12 +84,25 @@ mod tests {
     #[test]
     fn renders_counters_with_bounded_labels() {
         let m = Metrics::default();
-        m.reconciles.get_or_create(&ResultLabel { result: "applied" }).inc();
-        m.failures.get_or_create(&ReasonLabel { reason: "apply_config" }).inc();
+        m.reconciles
+            .get_or_create(&ResultLabel { result: "applied" })
+            .inc();
+        m.failures
+            .get_or_create(&ReasonLabel {
+                reason: "apply_config",
+            })
+            .inc();
         m.duration.observe(0.01);
         let text = m.render();
-        assert!(text.contains("magictunnel_operator_reconciles_total{result=\"applied\"} 1"), "{text}");
-        assert!(text.contains("magictunnel_operator_reconcile_failures_total{reason=\"apply_config\"} 1"));
+        assert!(
+            text.contains("magictunnel_operator_reconciles_total{result=\"applied\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "magictunnel_operator_reconcile_failures_total{reason=\"apply_config\"} 1"
+            )
+        );
         assert!(text.contains("magictunnel_operator_reconcile_duration_seconds_count 1"));
         assert!(text.ends_with("# EOF\n"));
     }

@@ -304,9 +304,7 @@ async fn reconcile_inner(mt: &MagicTunnel, ctx: &Context) -> Result<Outcome, Err
             .map(|i| i.identities.status(&i.accepted_id_types)),
         psk_secret_name: psk_status.secret_name,
         psk_generated_at: psk_status.generated_at,
-        http_port: validated
-            .map(|v| v.http_port)
-            .or(old_status.http_port),
+        http_port: validated.map(|v| v.http_port).or(old_status.http_port),
         endpoints,
         conditions: new_conditions,
         observed_generation: mt.metadata.generation,
@@ -406,9 +404,12 @@ async fn resolve_psk(
                         secrets.create(&PostParams::default(), &secret).await
                     } else {
                         // Optimistic concurrency: replace exactly the version we decided on.
-                        secret.metadata.resource_version =
-                            existing.as_ref().and_then(|s| s.metadata.resource_version.clone());
-                        secrets.replace(&name, &PostParams::default(), &secret).await
+                        secret.metadata.resource_version = existing
+                            .as_ref()
+                            .and_then(|s| s.metadata.resource_version.clone());
+                        secrets
+                            .replace(&name, &PostParams::default(), &secret)
+                            .await
                     };
                     written.map_err(|source| Error::WritePsk {
                         name: name.clone(),
@@ -416,7 +417,10 @@ async fn resolve_psk(
                     })?;
                     status.generated_at = Some(now);
                     let (reason, note) = if action == GeneratedPskAction::Create {
-                        ("PskGenerated", format!("generated a new PSK in Secret {name}"))
+                        (
+                            "PskGenerated",
+                            format!("generated a new PSK in Secret {name}"),
+                        )
                     } else {
                         ("PskRotated", format!("rotated the PSK in Secret {name}"))
                     };
@@ -434,9 +438,8 @@ async fn apply_config(ctx: &Context, namespace: &str, secret: &Secret) -> Result
     // Server-side apply needs the type information in the body.
     let value = {
         body.metadata.managed_fields = None;
-        let mut v = serde_json::to_value(&body).map_err(|e| {
-            Error::ApplyConfig(kube::Error::SerdeError(e))
-        })?;
+        let mut v = serde_json::to_value(&body)
+            .map_err(|e| Error::ApplyConfig(kube::Error::SerdeError(e)))?;
         v["apiVersion"] = "v1".into();
         v["kind"] = "Secret".into();
         v

@@ -68,11 +68,23 @@ Tunnel pod image: repository:tag, the tag defaulting to the chart's appVersion.
 
 {{/*
 The account ID, checked: required, and 1 to 32 lowercase letters or digits.
+`helm install`/`helm template` stop at `required` or `fail` with the message.
+`helm lint` runs templates in lint mode, where Helm downgrades `required` and
+`fail` to [INFO] log lines; the `include` of a template that does not exist is
+then reached and makes lint fail as well, its error quoting the same message.
 */}}
 {{- define "magictunnel.accountId" -}}
-{{- $id := required "accountId is required: set it to the account the tunnels belong to (1 to 32 lowercase letters or digits), e.g. --set-string accountId=0123456789abcdef0123456789abcdef" .Values.accountId | toString }}
-{{- if not (regexMatch "^[a-z0-9]{1,32}$" $id) }}
-{{- fail (printf "accountId %q is invalid: it must match ^[a-z0-9]{1,32}$ (1 to 32 lowercase letters or digits; use --set-string or quote it in YAML if it is all digits)" $id) }}
+{{- $required := "accountId is required: set it to the account the tunnels belong to (1 to 32 lowercase letters or digits), e.g. --set-string accountId=0123456789abcdef0123456789abcdef" }}
+{{- $id := required $required .Values.accountId | toString }}
+{{- $msg := "" }}
+{{- if not $id }}
+{{- $msg = $required }}
+{{- else if not (regexMatch "^[a-z0-9]{1,32}$" $id) }}
+{{- $msg = printf "accountId '%s' is invalid: it must match ^[a-z0-9]{1,32}$ (1 to 32 lowercase letters or digits; use --set-string, or quote it in YAML, if it is all digits)" $id }}
+{{- fail $msg }}
+{{- end }}
+{{- if $msg }}
+{{- include (printf "ERROR: %s" $msg) . }}
 {{- end }}
 {{- $id }}
 {{- end }}
@@ -82,7 +94,9 @@ The log format, checked: json or text.
 */}}
 {{- define "magictunnel.logFormat" -}}
 {{- if not (has .Values.logFormat (list "json" "text")) }}
-{{- fail (printf "logFormat %q is invalid: it must be json or text" (toString .Values.logFormat)) }}
+{{- $msg := printf "logFormat '%s' is invalid: it must be json or text" (toString .Values.logFormat) }}
+{{- fail $msg }}
+{{- include (printf "ERROR: %s" $msg) . }}{{/* only reached under helm lint, see magictunnel.accountId */}}
 {{- end }}
 {{- .Values.logFormat }}
 {{- end }}

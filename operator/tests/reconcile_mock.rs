@@ -1,0 +1,697 @@
+//! Reconcile against a mocked API server (tower-test): every request the operator makes is
+//! checked in order, answered, and nothing else may be sent. These complement the e2e suite
+//! against a real kube-apiserver; they pin down the exact API traffic of each scenario.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::client::Body;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Client, Resource};
+use operator::build::CONFIG_KEY;
+use operator::crd::{
+    IpsecSpec, MagicTunnel, MagicTunnelStatus, ROTATE_PSK_ANNOTATION, SecretKeyRef,
+};
+use operator::fixtures::{gre_tunnel, ipsec_tunnel};
+use operator::metrics::Metrics;
+use operator::reconcile::{Context, reconcile_tunnel};
+use operator::settings::Settings;
+use serde_json::{Value, json};
+use tower_test::mock::{self, Handle, SendResponse};
+use tunnel_pod::config::TunnelConfig;
+
+type ApiHandle = Handle<Request<Body>, Response<Body>>;
+
+fn fixed_now() -> Timestamp {
+    Timestamp::from_second(1_800_000_000).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// The mocked API server side of one reconcile.
+struct ApiServer {
+    handle: ApiHandle,
+    /// The reconciled object, to answer status writes with a whole object.
+    tunnel: Value,
+}
+
+/// One request the operator made.
+struct Call {
+    method: String,
+    path: String,
+    query: String,
+    body: Value,
+    respond: SendResponse<Response<Body>>,
+    tunnel: Value,
+}
+
+impl Call {
+    fn reply(self, status: u16, body: Value) {
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let response = Response::builder()
+            .status(status)
+            .body(Body::from(bytes))
+            .expect("response");
+        self.respond.send_response(response);
+    }
+    /// Echo the request body back, as the API server does on create, replace and apply.
+    fn echo(self) {
+        let body = if self.path.ends_with("/status") {
+            let mut whole = self.tunnel.clone();
+            whole["status"] = self.body["status"].clone();
+            whole
+        } else {
+            self.body.clone()
+        };
+        self.reply(200, body);
+    }
+    fn not_found(self) {
+        self.reply(
+            404,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+        );
+    }
+}
+
+impl ApiServer {
+    async fn next(&mut self, method: &str, path: &str) -> Call {
+        let (request, respond) =
+            tokio::time::timeout(Duration::from_secs(5), self.handle.next_request())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {method} {path}"))
+                .unwrap_or_else(|| panic!("the operator stopped before {method} {path}"));
+        let method_seen = request.method().to_string();
+        let path_seen = request.uri().path().to_string();
+        let query = request.uri().query().unwrap_or_default().to_string();
+        let bytes = request.into_body().collect_bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("json body")
+        };
+        assert_eq!(
+            (method_seen.as_str(), path_seen.as_str()),
+            (method, path),
+            "unexpected request"
+        );
+        Call {
+            method: method_seen,
+            path: path_seen,
+            query,
+            body,
+            respond,
+            tunnel: self.tunnel.clone(),
+        }
+    }
+
+    /// Answer `count` Event writes; return their reasons.
+    async fn events(&mut self, count: usize) -> Vec<(String, String)> {
+        let mut seen = Vec::new();
+        for _ in 0..count {
+            let call = self
+                .next("POST", "/apis/events.k8s.io/v1/namespaces/default/events")
+                .await;
+            seen.push((
+                call.body["type"].as_str().unwrap_or_default().to_string(),
+                call.body["reason"].as_str().unwrap_or_default().to_string(),
+            ));
+            call.echo();
+        }
+        seen
+    }
+
+    /// After the reconcile returned and its client is gone, nothing else may arrive.
+    async fn assert_done(mut self) {
+        let extra = tokio::time::timeout(Duration::from_secs(1), self.handle.next_request()).await;
+        if let Ok(Some((req, _))) = extra {
+            panic!("unexpected extra request {} {}", req.method(), req.uri());
+        }
+    }
+}
+
+/// Run one reconcile of `mt` (with `others` in the cache) against the mocked server.
+fn start(
+    mt: MagicTunnel,
+    others: Vec<MagicTunnel>,
+) -> (
+    ApiServer,
+    tokio::task::JoinHandle<Result<(), String>>,
+    Arc<Metrics>,
+) {
+    start_at(mt, others, fixed_now)
+}
+
+fn later() -> Timestamp {
+    Timestamp::from_second(1_800_086_400).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn start_at(
+    mt: MagicTunnel,
+    others: Vec<MagicTunnel>,
+    now: fn() -> Timestamp,
+) -> (
+    ApiServer,
+    tokio::task::JoinHandle<Result<(), String>>,
+    Arc<Metrics>,
+) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let tunnel = serde_json::to_value(&mt).expect("json");
+    let client = Client::new(service, "default");
+    let metrics = Arc::new(Metrics::default());
+    let mut all: Vec<Arc<MagicTunnel>> = others.into_iter().map(Arc::new).collect();
+    all.push(Arc::new(mt.clone()));
+    let reporter = Reporter {
+        controller: "magictunnel-operator".into(),
+        instance: None,
+    };
+    let mut ctx = Context::new(
+        client.clone(),
+        Settings::example(),
+        Arc::new(move || all.clone()),
+        Recorder::new(client, reporter),
+        metrics.clone(),
+    );
+    ctx.now = now;
+    let task = tokio::spawn(async move {
+        reconcile_tunnel(&mt, &ctx)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        // ctx (and with it the client) is dropped here, closing the mock.
+    });
+    (ApiServer { handle, tunnel }, task, metrics)
+}
+
+async fn finish(server: ApiServer, task: tokio::task::JoinHandle<Result<(), String>>) {
+    let result = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("reconcile ends")
+        .expect("no panic");
+    assert_eq!(result, Ok(()));
+    server.assert_done().await;
+}
+
+fn config_of(apply_body: &Value) -> TunnelConfig {
+    let encoded = apply_body["data"][CONFIG_KEY]
+        .as_str()
+        .expect("tunnel.yaml in data");
+    let bytes: ByteString = serde_json::from_value(json!(encoded)).expect("base64");
+    TunnelConfig::from_yaml(std::str::from_utf8(&bytes.0).expect("utf8"))
+        .expect("config the pod accepts")
+}
+
+fn psk_of(secret_body: &Value) -> Vec<u8> {
+    let b: ByteString = serde_json::from_value(secret_body["data"]["psk"].clone()).expect("psk");
+    b.0
+}
+
+fn pod_list(pods: &[Value]) -> Value {
+    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": pods})
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
+
+const TUNNELS: &str = "/apis/magictunnel.dev/v1alpha1/namespaces/default/magictunnels";
+const SECRETS: &str = "/api/v1/namespaces/default/secrets";
+const PODS: &str = "/api/v1/namespaces/default/pods";
+
+#[tokio::test]
+async fn create_gre_tunnel_applies_config_pod_and_status() {
+    let mt = gre_tunnel("branch", 1);
+    let (mut api, task, metrics) = start(mt.clone(), vec![]);
+
+    let apply = api.next("PATCH", &format!("{SECRETS}/branch-config")).await;
+    assert!(
+        apply.query.contains("fieldManager=magictunnel-operator"),
+        "{}",
+        apply.query
+    );
+    assert!(apply.query.contains("force=true"));
+    let config = config_of(&apply.body);
+    assert_eq!(
+        config.customer_endpoint.map(|a| a.to_string()).as_deref(),
+        Some("198.51.100.2")
+    );
+    assert_eq!(
+        apply.body["metadata"]["ownerReferences"][0]["kind"],
+        "MagicTunnel"
+    );
+    assert_eq!(
+        apply.body["metadata"]["ownerReferences"][0]["uid"],
+        json!(mt.metadata.uid)
+    );
+    apply.echo();
+
+    let list = api.next("GET", PODS).await;
+    assert!(
+        list.query
+            .contains("labelSelector=magictunnel.dev%2Ftunnel%3Dbranch"),
+        "{}",
+        list.query
+    );
+    list.reply(200, pod_list(&[]));
+
+    let create = api.next("POST", PODS).await;
+    assert_eq!(create.body["metadata"]["name"], "branch-0");
+    assert_eq!(create.body["spec"]["hostNetwork"], true);
+    assert_eq!(
+        create.body["spec"]["volumes"][0]["secret"]["secretName"],
+        "branch-config"
+    );
+    create.echo();
+
+    let status = api.next("PATCH", &format!("{TUNNELS}/branch/status")).await;
+    assert_eq!(status.method, "PATCH");
+    assert!(status.path.ends_with("/status"));
+    assert_eq!(condition(&status.body, "Configured")["status"], "True");
+    assert_eq!(condition(&status.body, "Ready")["status"], "False");
+    assert_eq!(
+        condition(&status.body, "Ready")["message"],
+        "0/1 endpoint pods ready"
+    );
+    assert_eq!(
+        status.body["status"]["tunnelId"].as_str().map(str::len),
+        Some(32)
+    );
+    assert_eq!(status.body["status"]["endpoints"][0]["pod"], "branch-0");
+    assert_eq!(status.body["status"]["httpPort"], 9180);
+    assert!(
+        status.body["status"].get("ikeIds").is_none(),
+        "GRE has no IKE IDs"
+    );
+    status.echo();
+
+    let events = api.events(3).await;
+    assert!(
+        events.contains(&("Normal".into(), "Applied".into())),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&("Warning".into(), "EndpointsNotReady".into())),
+        "{events:?}"
+    );
+    finish(api, task).await;
+    assert!(
+        metrics
+            .render()
+            .contains("magictunnel_operator_reconciles_total{result=\"applied\"} 1")
+    );
+}
+
+/// Runs the first reconcile of an IPsec tunnel with a generated PSK; returns what was written.
+async fn first_ipsec_reconcile(mt: &MagicTunnel) -> (Value, Value, Value, Value) {
+    let (mut api, task, _) = start(mt.clone(), vec![]);
+    api.next("GET", &format!("{SECRETS}/vpn-psk"))
+        .await
+        .not_found();
+
+    let created = api.next("POST", SECRETS).await;
+    assert_eq!(created.body["metadata"]["name"], "vpn-psk");
+    assert_eq!(
+        created.body["metadata"]["ownerReferences"][0]["controller"],
+        true
+    );
+    assert_eq!(
+        psk_of(&created.body).len(),
+        43,
+        "32 random bytes, base64url"
+    );
+    let psk_secret = created.body.clone();
+    created.echo();
+    assert_eq!(
+        api.events(1).await,
+        [("Normal".to_string(), "PskGenerated".to_string())]
+    );
+
+    let apply = api.next("PATCH", &format!("{SECRETS}/vpn-config")).await;
+    let config = config_of(&apply.body);
+    let ipsec = config.ipsec.as_ref().expect("ipsec");
+    assert_eq!(
+        ipsec.psk.as_ref().map(|p| p.as_bytes().to_vec()),
+        Some(psk_of(&psk_secret))
+    );
+    assert_eq!(
+        ipsec.accepted_ids.len(),
+        4,
+        "all four formats: the endpoint pair is unique"
+    );
+    let config_body = apply.body.clone();
+    apply.echo();
+
+    api.next("GET", PODS).await.reply(200, pod_list(&[]));
+    let pod = api.next("POST", PODS).await;
+    let pod_body = pod.body.clone();
+    pod.echo();
+
+    let status = api.next("PATCH", &format!("{TUNNELS}/vpn/status")).await;
+    let s = &status.body["status"];
+    assert_eq!(s["pskSecretName"], "vpn-psk");
+    assert_eq!(s["pskGeneratedAt"], fixed_now().to_string());
+    assert!(s["ikeIds"]["fqdn"].as_str().is_some_and(|f| f.ends_with(".0123456789abcdef0123456789abcdef.ipsec.magictunnel.dev")));
+    assert_eq!(s["ikeIds"]["ipv4Addr"], "198.51.100.9");
+    assert!(
+        !status
+            .body
+            .to_string()
+            .contains(&String::from_utf8_lossy(&psk_of(&psk_secret)).to_string()),
+        "no key in status"
+    );
+    let status_body = status.body.clone();
+    status.echo();
+    api.events(3).await;
+    finish(api, task).await;
+    (psk_secret, config_body, pod_body, status_body)
+}
+
+fn with_status(mut mt: MagicTunnel, status_body: &Value) -> MagicTunnel {
+    mt.status = Some(
+        serde_json::from_value::<MagicTunnelStatus>(status_body["status"].clone()).expect("status"),
+    );
+    mt
+}
+
+fn stored(mut secret: Value) -> Value {
+    secret["metadata"]["resourceVersion"] = json!("41");
+    secret
+}
+
+#[tokio::test]
+async fn generated_psk_is_created_once_and_reconciles_are_idempotent() {
+    let mt = ipsec_tunnel("vpn", 1, Some("198.51.100.9"));
+    let (psk_secret, config_body, pod_body, status_body) = first_ipsec_reconcile(&mt).await;
+
+    // Second pass, with the world as the first one left it: reads, one idempotent apply, no
+    // Secret or pod writes, no status write and no Event.
+    let again = with_status(mt, &status_body);
+    let (mut api, task, _) = start(again, vec![]);
+    api.next("GET", &format!("{SECRETS}/vpn-psk"))
+        .await
+        .reply(200, stored(psk_secret));
+    let apply = api.next("PATCH", &format!("{SECRETS}/vpn-config")).await;
+    assert_eq!(apply.body, config_body, "same config as the first pass");
+    apply.echo();
+    api.next("GET", PODS)
+        .await
+        .reply(200, pod_list(&[pod_body]));
+    finish(api, task).await;
+}
+
+#[tokio::test]
+async fn rotation_annotation_regenerates_the_psk_once_without_rolling_pods() {
+    let mt = ipsec_tunnel("vpn", 1, Some("198.51.100.9"));
+    let (psk_secret, _, pod_body, status_body) = first_ipsec_reconcile(&mt).await;
+    let mut rotated = with_status(mt, &status_body);
+    rotated.metadata.annotations =
+        Some([(ROTATE_PSK_ANNOTATION.to_string(), "2026-11-27".to_string())].into());
+
+    let (mut api, task, _) = start_at(rotated.clone(), vec![], later);
+    api.next("GET", &format!("{SECRETS}/vpn-psk"))
+        .await
+        .reply(200, stored(psk_secret.clone()));
+    let replace = api.next("PUT", &format!("{SECRETS}/vpn-psk")).await;
+    assert_eq!(
+        replace.body["metadata"]["resourceVersion"], "41",
+        "optimistic concurrency"
+    );
+    assert_eq!(
+        replace.body["metadata"]["annotations"]["magictunnel.dev/psk-rotation"],
+        "2026-11-27"
+    );
+    let new_psk = psk_of(&replace.body);
+    assert_ne!(new_psk, psk_of(&psk_secret));
+    let new_secret = replace.body.clone();
+    replace.echo();
+    assert_eq!(
+        api.events(1).await,
+        [("Normal".to_string(), "PskRotated".to_string())]
+    );
+    let apply = api.next("PATCH", &format!("{SECRETS}/vpn-config")).await;
+    assert_eq!(
+        config_of(&apply.body)
+            .ipsec
+            .and_then(|i| i.psk)
+            .map(|p| p.as_bytes().to_vec()),
+        Some(new_psk)
+    );
+    apply.echo();
+    // Same config hash: the running pod is kept (no DELETE, no POST).
+    api.next("GET", PODS)
+        .await
+        .reply(200, pod_list(&[pod_body.clone()]));
+    let status = api.next("PATCH", &format!("{TUNNELS}/vpn/status")).await;
+    assert_eq!(status.body["status"]["pskSecretName"], "vpn-psk");
+    assert_eq!(status.body["status"]["pskGeneratedAt"], later().to_string());
+    let rotated_status = status.body.clone();
+    status.echo();
+    finish(api, task).await;
+
+    // The same annotation value again: nothing is regenerated, nothing is written.
+    let (mut api, task, _) = start_at(with_status(rotated, &rotated_status), vec![], later);
+    api.next("GET", &format!("{SECRETS}/vpn-psk"))
+        .await
+        .reply(200, stored(new_secret));
+    api.next("PATCH", &format!("{SECRETS}/vpn-config"))
+        .await
+        .echo();
+    api.next("GET", PODS)
+        .await
+        .reply(200, pod_list(&[pod_body]));
+    finish(api, task).await;
+}
+
+fn adopting(name: &str, secret: &str) -> MagicTunnel {
+    let mut mt = ipsec_tunnel(name, 1, None);
+    mt.spec.ipsec = Some(IpsecSpec {
+        psk_secret_ref: Some(SecretKeyRef {
+            name: secret.into(),
+            key: Some("key".into()),
+        }),
+        ..Default::default()
+    });
+    mt
+}
+
+fn user_secret(value: &[u8]) -> Value {
+    serde_json::to_value(Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("corp-psk".into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        },
+        data: Some([("key".to_string(), ByteString(value.to_vec()))].into()),
+        ..Default::default()
+    })
+    .expect("json")
+}
+
+#[tokio::test]
+async fn adopted_psk_is_used_and_never_written() {
+    let mt = adopting("corp", "corp-psk");
+    let (mut api, task, _) = start(mt, vec![]);
+    api.next("GET", &format!("{SECRETS}/corp-psk"))
+        .await
+        .reply(200, user_secret(b"a-strong-shared-key-2026"));
+    let apply = api.next("PATCH", &format!("{SECRETS}/corp-config")).await;
+    let psk = config_of(&apply.body)
+        .ipsec
+        .and_then(|i| i.psk)
+        .expect("psk");
+    assert_eq!(psk.as_bytes(), b"a-strong-shared-key-2026");
+    apply.echo();
+    api.next("GET", PODS).await.reply(200, pod_list(&[]));
+    api.next("POST", PODS).await.echo();
+    let status = api.next("PATCH", &format!("{TUNNELS}/corp/status")).await;
+    assert_eq!(status.body["status"]["pskSecretName"], "corp-psk");
+    assert!(status.body["status"].get("pskGeneratedAt").is_none());
+    status.echo();
+    api.events(3).await;
+    finish(api, task).await;
+}
+
+#[tokio::test]
+async fn weak_adopted_psk_is_reported_not_deployed() {
+    let (mut api, task, metrics) = start(adopting("corp", "corp-psk"), vec![]);
+    api.next("GET", &format!("{SECRETS}/corp-psk"))
+        .await
+        .reply(200, user_secret(b"password"));
+    api.next("GET", PODS).await.reply(200, pod_list(&[]));
+    let status = api.next("PATCH", &format!("{TUNNELS}/corp/status")).await;
+    let c = condition(&status.body, "Configured");
+    assert_eq!(
+        (c["status"].as_str(), c["reason"].as_str()),
+        (Some("False"), Some("PskTooWeak"))
+    );
+    assert!(!status.body.to_string().contains("password"));
+    status.echo();
+    let events = api.events(3).await;
+    assert!(
+        events.contains(&("Warning".into(), "PskTooWeak".into())),
+        "{events:?}"
+    );
+    finish(api, task).await;
+    assert!(
+        metrics
+            .render()
+            .contains("tunnels_not_deployed_total{reason=\"PskTooWeak\"} 1")
+    );
+}
+
+#[tokio::test]
+async fn missing_secret_is_reported_then_picked_up_when_it_appears() {
+    let mt = adopting("corp", "corp-psk");
+    let (mut api, task, _) = start(mt.clone(), vec![]);
+    api.next("GET", &format!("{SECRETS}/corp-psk"))
+        .await
+        .not_found();
+    api.next("GET", PODS).await.reply(200, pod_list(&[]));
+    let status = api.next("PATCH", &format!("{TUNNELS}/corp/status")).await;
+    let c = condition(&status.body, "Configured");
+    assert_eq!(c["reason"], "PskSecretNotFound");
+    assert!(
+        c["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("default/corp-psk"))
+    );
+    let status_body = status.body.clone();
+    status.echo();
+    assert!(
+        api.events(3)
+            .await
+            .contains(&("Warning".into(), "PskSecretNotFound".into()))
+    );
+    finish(api, task).await;
+
+    // The Secret appears (the controller's Secret watch triggers this reconcile).
+    let (mut api, task, _) = start(with_status(mt, &status_body), vec![]);
+    api.next("GET", &format!("{SECRETS}/corp-psk"))
+        .await
+        .reply(200, user_secret(b"a-strong-shared-key-2026"));
+    api.next("PATCH", &format!("{SECRETS}/corp-config"))
+        .await
+        .echo();
+    api.next("GET", PODS).await.reply(200, pod_list(&[]));
+    api.next("POST", PODS).await.echo();
+    let status = api.next("PATCH", &format!("{TUNNELS}/corp/status")).await;
+    assert_eq!(condition(&status.body, "Configured")["status"], "True");
+    status.echo();
+    let events = api.events(3).await;
+    assert!(
+        events.contains(&("Normal".into(), "Applied".into())),
+        "{events:?}"
+    );
+    finish(api, task).await;
+}
+
+fn running_pod(owner: &MagicTunnel, name: &str) -> Value {
+    let mut pod = Pod {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("default".into()),
+            owner_references: owner.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        status: Some(PodStatus {
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    pod.metadata.labels = Some([("magictunnel.dev/tunnel".to_string(), "new".to_string())].into());
+    serde_json::to_value(pod).expect("json")
+}
+
+#[tokio::test]
+async fn conflicting_tunnel_is_reported_and_its_pods_removed() {
+    let old = gre_tunnel("old", 1);
+    let mut new = gre_tunnel("new", 2);
+    new.spec.customer_endpoint = old.spec.customer_endpoint.clone();
+    let (mut api, task, _) = start(new.clone(), vec![old]);
+    // No config is applied; a pod left from before the conflict is removed.
+    api.next("GET", PODS)
+        .await
+        .reply(200, pod_list(&[running_pod(&new, "new-0")]));
+    let delete = api.next("DELETE", &format!("{PODS}/new-0")).await;
+    delete.reply(200, running_pod(&new, "new-0"));
+    let status = api.next("PATCH", &format!("{TUNNELS}/new/status")).await;
+    let c = condition(&status.body, "Configured");
+    assert_eq!(c["reason"], "EndpointConflict");
+    assert!(
+        c["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("default/old")),
+        "{c}"
+    );
+    assert_eq!(
+        status.body["status"]["endpoints"],
+        Value::Null,
+        "no endpoints left"
+    );
+    status.echo();
+    assert!(
+        api.events(3)
+            .await
+            .contains(&("Warning".into(), "EndpointConflict".into()))
+    );
+    finish(api, task).await;
+}
+
+#[tokio::test]
+async fn deleted_tunnel_makes_no_requests() {
+    let mut mt = gre_tunnel("gone", 1);
+    mt.metadata.deletion_timestamp = Some(Time(fixed_now()));
+    let (api, task, _) = start(mt, vec![]);
+    finish(api, task).await;
+}
+
+#[tokio::test]
+async fn psk_secret_name_taken_by_someone_else_is_not_overwritten() {
+    let mt = ipsec_tunnel("vpn", 1, None);
+    let (mut api, task, _) = start(mt, vec![]);
+    let mut foreign = user_secret(b"someone-elses-key-0123");
+    foreign["metadata"]["name"] = json!("vpn-psk");
+    api.next("GET", &format!("{SECRETS}/vpn-psk"))
+        .await
+        .reply(200, foreign);
+    api.next("GET", PODS).await.reply(200, pod_list(&[]));
+    let status = api.next("PATCH", &format!("{TUNNELS}/vpn/status")).await;
+    assert_eq!(
+        condition(&status.body, "Configured")["reason"],
+        "PskSecretNameTaken"
+    );
+    status.echo();
+    api.events(3).await;
+    finish(api, task).await;
+}
+
+#[tokio::test]
+async fn api_errors_fail_the_reconcile_for_retry() {
+    let mt = gre_tunnel("branch", 1);
+    let (mut api, task, _) = start(mt, vec![]);
+    api.next("PATCH", &format!("{SECRETS}/branch-config")).await.reply(
+        500,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 500, "message": "etcd is down"}),
+    );
+    let result = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("ends")
+        .expect("no panic");
+    assert!(
+        result
+            .as_ref()
+            .is_err_and(|e| e.contains("applying the config Secret")),
+        "{result:?}"
+    );
+    api.assert_done().await;
+}
