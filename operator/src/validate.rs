@@ -334,9 +334,11 @@ fn validate_ipsec(
 }
 
 /// Every tunnel pod runs on the host network, so two tunnels on one node need different HTTP
-/// ports. A tunnel keeps the port recorded in its status unless an older tunnel holds it too;
-/// otherwise it takes the lowest free one. Pods also declare the port as a hostPort, so the
-/// scheduler never co-locates two pods that briefly hold the same one.
+/// ports. The assignment is global and deterministic, so that concurrent reconciles of different
+/// tunnels agree even before either has recorded its port: oldest first, a tunnel keeps the port
+/// recorded in its status unless an older tunnel holds it; then, oldest first, each tunnel
+/// without a port takes the lowest free one. Pods also declare the port as a hostPort, so the
+/// scheduler never co-locates two pods that hold the same one.
 pub fn allocate_http_port(mt: &MagicTunnel, others: &[&MagicTunnel], settings: &Settings) -> u16 {
     let port_of = |t: &MagicTunnel| t.status.as_ref().and_then(|s| s.http_port);
     let in_range = |p: u16| {
@@ -344,20 +346,33 @@ pub fn allocate_http_port(mt: &MagicTunnel, others: &[&MagicTunnel], settings: &
             && u32::from(p)
                 < u32::from(settings.http_port_base) + u32::from(settings.http_port_count)
     };
-    if let Some(own) = port_of(mt).filter(|p| in_range(*p)) {
-        let taken_by_older = others
-            .iter()
-            .any(|o| port_of(o) == Some(own) && age_order(o, mt) == Ordering::Less);
-        if !taken_by_older {
-            return own;
+    let mut all: Vec<&MagicTunnel> = others.to_vec();
+    all.push(mt);
+    all.sort_by(|a, b| age_order(a, b));
+    let mut taken = BTreeSet::new();
+    let mut waiting = Vec::new();
+    for t in &all {
+        match port_of(t).filter(|p| in_range(*p) && !taken.contains(p)) {
+            Some(p) => {
+                taken.insert(p);
+                if same_object(t, mt) {
+                    return p;
+                }
+            }
+            None => waiting.push(*t),
         }
     }
-    let used: BTreeSet<u16> = others.iter().filter_map(|o| port_of(o)).collect();
-    (0..settings.http_port_count)
+    let mut free = (0..settings.http_port_count)
         .filter_map(|i| settings.http_port_base.checked_add(i))
-        .find(|p| !used.contains(p))
-        // Range exhausted: share the base port; the hostPort declaration keeps such pods apart.
-        .unwrap_or(settings.http_port_base)
+        .filter(|p| !taken.contains(p));
+    for t in waiting {
+        let port = free.next();
+        if same_object(t, mt) {
+            // Range exhausted: share the base port; the hostPort keeps such pods apart.
+            return port.unwrap_or(settings.http_port_base);
+        }
+    }
+    settings.http_port_base
 }
 
 #[cfg(test)]
@@ -505,5 +520,9 @@ mod tests {
         // A port outside the range is not kept.
         let e = with_port(gre_tunnel("e", 5), 80);
         assert_eq!(allocate_http_port(&e, &[], &s), 9180);
+        // Two new tunnels reconciled concurrently agree before either has a status.
+        let (x, y) = (gre_tunnel("x", 6), gre_tunnel("y", 7));
+        assert_eq!(allocate_http_port(&x, &[&y], &s), 9180);
+        assert_eq!(allocate_http_port(&y, &[&x], &s), 9181);
     }
 }

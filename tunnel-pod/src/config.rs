@@ -273,12 +273,16 @@ pub enum DhGroup {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IkeProposals {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 8)))]
     pub encryption: Vec<IkeEncryption>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 8)))]
     pub integrity: Vec<Integrity>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 8)))]
     pub prf: Vec<Prf>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 8)))]
     pub dh_groups: Vec<DhGroup>,
 }
 
@@ -288,11 +292,14 @@ pub struct IkeProposals {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EspProposals {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 8)))]
     pub encryption: Vec<EspEncryption>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 8)))]
     pub integrity: Vec<Integrity>,
     /// PFS groups for Child SA rekeys.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 8)))]
     pub pfs_groups: Vec<DhGroup>,
 }
 
