@@ -37,7 +37,7 @@ OPERATOR_PID=$!
 MT_E2E_OPERATOR_METRICS="http://127.0.0.1:$METRICS_PORT/metrics" \
   cargo test -p magictunnel-e2e --test operator -- --ignored --test-threads 4 "$@"
 # The operator acted only within its RBAC: a Forbidden answer would have failed a reconcile.
-if grep -q "Forbidden" "$MT_CLUSTER_DIR/operator.log"; then
-  echo "the operator was refused by RBAC:" >&2; grep "Forbidden" "$MT_CLUSTER_DIR/operator.log" | head -5 >&2
+if grep -qE 'cannot [a-z]+ resource' "$MT_CLUSTER_DIR/operator.log"; then
+  echo "the operator was refused by RBAC:" >&2; grep -E 'cannot [a-z]+ resource' "$MT_CLUSTER_DIR/operator.log" | head -5 >&2
   exit 1
 fi

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Everything the tests need beyond Rust and Go, installed idempotently. Heavy Go builds (helm,
+# kube-apiserver, kube-controller-manager) are cached under $MAGICTUNNEL_CACHE.
+set -euo pipefail
+CACHE="${MAGICTUNNEL_CACHE:-/var/cache/magictunnel}"
+HELM_VERSION="${HELM_VERSION:-v3.19.0}"
+mkdir -p "$CACHE/bin"
+
+need_apt=()
+command -v etcd >/dev/null || need_apt+=(etcd-server)
+command -v curl >/dev/null || need_apt+=(curl)
+command -v openssl >/dev/null || need_apt+=(openssl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x "$CACHE/bin/helm" ]; then
+  echo "building helm $HELM_VERSION (once)" >&2
+  GOBIN="$CACHE/bin" CGO_ENABLED=0 go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+fi
+
+"$(dirname "$0")/../e2e/cluster/build-k8s.sh" kube-apiserver kube-controller-manager >/dev/null
