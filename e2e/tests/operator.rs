@@ -14,7 +14,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
 };
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use magictunnel_e2e::{client, eventually};
 use operator::crd::{MagicTunnel, ROTATE_PSK_ANNOTATION};
 use serde_json::{Value, json};

@@ -36,7 +36,7 @@ enum Command {
     /// Print the MagicTunnel CustomResourceDefinition as YAML.
     Crd,
     /// Run the controller against the cluster in KUBECONFIG or the in-cluster config.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -107,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", crd_yaml());
             Ok(())
         }
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
     }
 }
 

@@ -445,7 +445,7 @@ async fn rotation_annotation_regenerates_the_psk_once_without_rolling_pods() {
     // Same config hash: the running pod is kept (no DELETE, no POST).
     api.next("GET", PODS)
         .await
-        .reply(200, pod_list(&[pod_body.clone()]));
+        .reply(200, pod_list(std::slice::from_ref(&pod_body)));
     let status = api.next("PATCH", &format!("{TUNNELS}/vpn/status")).await;
     assert_eq!(status.body["status"]["pskSecretName"], "vpn-psk");
     assert_eq!(status.body["status"]["pskGeneratedAt"], later().to_string());

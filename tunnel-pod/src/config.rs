@@ -728,7 +728,7 @@ impl IpsecConfig {
                 "HMAC-SHA1-96 is only allowed for Child SAs",
             ));
         }
-        if !(64..=65_536).contains(&self.replay_window) || self.replay_window % 64 != 0 {
+        if !(64..=65_536).contains(&self.replay_window) || !self.replay_window.is_multiple_of(64) {
             return Err(invalid(
                 "ipsec.replayWindow",
                 "must be a multiple of 64 between 64 and 65536",
