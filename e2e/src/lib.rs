@@ -87,7 +87,8 @@ where
     }
 }
 
-fn helm() -> anyhow::Result<PathBuf> {
+/// The `helm` binary: on PATH or where `make tools` builds it.
+pub fn helm() -> anyhow::Result<PathBuf> {
     let cache =
         std::env::var("MAGICTUNNEL_CACHE").unwrap_or_else(|_| "/var/cache/magictunnel".into());
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")

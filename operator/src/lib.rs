@@ -4,6 +4,7 @@
 //! [`reconcile`] (reads Secrets, applies, deletes, writes status). [`psk`], [`ike_id`] and
 //! [`conditions`] are pure helpers of those steps.
 pub mod build;
+pub mod cli;
 pub mod conditions;
 pub mod crd;
 pub mod fixtures;
