@@ -16,5 +16,3 @@ pub mod rollout;
 pub mod settings;
 pub mod triggers;
 pub mod validate;
-#[cfg(test)]
-pub(crate) use fixtures as testing;

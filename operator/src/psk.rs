@@ -90,8 +90,8 @@ pub fn read(secret: &Secret, key: &str) -> Result<Psk, PskProblem> {
 pub enum GeneratedPskAction {
     /// No Secret yet: generate and create it.
     Create,
-    /// The Secret is current: use it.
-    Keep,
+    /// The Secret is current: use its PSK.
+    Keep(Psk),
     /// The rotate-psk annotation has a new value, or the Secret was damaged: regenerate.
     Rotate,
     /// A Secret of that name exists but is not ours: refuse to touch it.
@@ -122,10 +122,9 @@ pub fn decide(
         .as_ref()
         .and_then(|a| a.get(ROTATION_ANNOTATION))
         .map(String::as_str);
-    if recorded != rotation || read(secret, PSK_KEY).is_err() {
-        GeneratedPskAction::Rotate
-    } else {
-        GeneratedPskAction::Keep
+    match read(secret, PSK_KEY) {
+        Ok(psk) if recorded == rotation => GeneratedPskAction::Keep(psk),
+        _ => GeneratedPskAction::Rotate,
     }
 }
 
@@ -229,7 +228,7 @@ mod tests {
         assert_eq!(decide(None, UID, None), GeneratedPskAction::Create);
         assert_eq!(
             decide(Some(&secret(Some(UID), None, &good)), UID, None),
-            GeneratedPskAction::Keep
+            GeneratedPskAction::Keep(Psk::new(good.to_vec()))
         );
         assert_eq!(
             decide(Some(&secret(Some(UID), None, &good)), UID, Some("1")),
@@ -237,7 +236,7 @@ mod tests {
         );
         assert_eq!(
             decide(Some(&secret(Some(UID), Some("1"), &good)), UID, Some("1")),
-            GeneratedPskAction::Keep
+            GeneratedPskAction::Keep(Psk::new(good.to_vec()))
         );
         assert_eq!(
             decide(

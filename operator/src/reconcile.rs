@@ -377,17 +377,9 @@ async fn resolve_psk(
         PskSource::Generated { rotation, .. } => {
             let rotation = rotation.as_deref();
             match psk::decide(existing.as_ref(), &owner.uid, rotation) {
-                GeneratedPskAction::Keep => {
+                GeneratedPskAction::Keep(psk) => {
                     status.generated_at = existing.as_ref().and_then(psk::generated_at);
-                    // `decide` only keeps a Secret whose PSK reads back.
-                    Ok(existing
-                        .as_ref()
-                        .ok_or(())
-                        .and_then(|s| psk::read(s, psk::PSK_KEY).map_err(|_| ()))
-                        .map_err(|()| Invalid {
-                            reason: "PskUnreadable",
-                            message: format!("Secret {name} holds no usable PSK"),
-                        }))
+                    Ok(Ok(psk))
                 }
                 GeneratedPskAction::NameTaken => Ok(Err(Invalid {
                     reason: "PskSecretNameTaken",
@@ -434,21 +426,12 @@ async fn resolve_psk(
 
 async fn apply_config(ctx: &Context, namespace: &str, secret: &Secret) -> Result<(), Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let mut body = secret.clone();
-    // Server-side apply needs the type information in the body.
-    let value = {
-        body.metadata.managed_fields = None;
-        let mut v = serde_json::to_value(&body)
-            .map_err(|e| Error::ApplyConfig(kube::Error::SerdeError(e)))?;
-        v["apiVersion"] = "v1".into();
-        v["kind"] = "Secret".into();
-        v
-    };
+    // k8s-openapi writes apiVersion and kind, which server-side apply needs.
     secrets
         .patch(
             &secret.name_any(),
             &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&value),
+            &Patch::Apply(secret),
         )
         .await
         .map_err(Error::ApplyConfig)?;

@@ -379,7 +379,7 @@ pub fn allocate_http_port(mt: &MagicTunnel, others: &[&MagicTunnel], settings: &
 mod tests {
     use super::*;
     use crate::crd::MagicTunnelStatus;
-    use crate::testing::{gre_tunnel, ipsec_tunnel};
+    use crate::fixtures::{gre_tunnel, ipsec_tunnel};
 
     fn settings() -> Settings {
         Settings::example()
