@@ -1,1 +1,16 @@
+//! MagicTunnel endpoint: the TunnelConfig contract and the userspace dataplane.
+// Tests may unwrap: a panic there is a failed test, which is the point.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod config;
+pub mod dataplane;
+pub mod drops;
+pub mod gre;
+pub mod health;
+pub mod http;
+pub mod io;
+pub mod metrics;
+pub mod mss;
+pub mod netlink;
+pub mod run;
+pub mod wire;

@@ -4,7 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use tracing_subscriber::EnvFilter;
 use tunnel_pod::config::TunnelConfig;
+use tunnel_pod::run::{Options, run};
 
 #[derive(Parser)]
 #[command(
@@ -27,6 +32,13 @@ enum Command {
     Run {
         #[arg(long)]
         config: PathBuf,
+        /// TUN interface name (at most 15 bytes); derived from the tunnel ID or name by default.
+        #[arg(long)]
+        interface: Option<String>,
+        /// Loss window of the health "degraded" state, in seconds (Magic WAN: 300). Shorter
+        /// windows let a tunnel report healthy sooner after an outage; tests use a few seconds.
+        #[arg(long, default_value_t = 300)]
+        loss_window: u64,
     },
 }
 
@@ -50,16 +62,50 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run { config } => match TunnelConfig::load(&config) {
-            Ok(_) => {
-                // The dataplane arrives with the GRE (#3) and ESP (#4) issues.
-                eprintln!("tunnel-pod run: the dataplane is not built yet; config is valid");
-                ExitCode::from(3)
+        Command::Run {
+            config: path,
+            interface,
+            loss_window,
+        } => {
+            let config = match TunnelConfig::load(&path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            };
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .init();
+            let options = Options {
+                interface,
+                loss_window: Duration::from_secs(loss_window.max(1)),
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(config, options)) {
+                Ok(()) => {
+                    // The data path threads are blocked in reads on devices that are gone.
+                    std::process::exit(0)
+                }
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    std::process::exit(1)
+                }
             }
-            Err(e) => {
-                eprintln!("{}: {e}", config.display());
-                ExitCode::from(2)
-            }
-        },
+        }
     }
 }

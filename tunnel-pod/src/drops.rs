@@ -1,0 +1,81 @@
+//! Why a packet was dropped: one bounded label per reason for the drop counters.
+
+/// Every reason the dataplane drops a packet. The set is closed so metric labels stay bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Shorter than a header or than the length a header announces.
+    Truncated,
+    /// GRE version other than 0.
+    BadVersion,
+    /// GRE bits 1, 4 or 5 set (RFC 2784 §2.3).
+    ReservedBits,
+    /// GRE protocol type other than IPv4 or IPv6.
+    UnknownProtocol,
+    /// GRE key absent, present, or different from the configured one.
+    KeyMismatch,
+    /// GRE checksum present and wrong.
+    BadChecksum,
+    /// Outer source is not the customer endpoint.
+    UnexpectedSource,
+    /// Inner packet larger than the tunnel MTU.
+    Oversized,
+    /// Inner packet is not the IP version its protocol type says.
+    MalformedInner,
+    /// Packet read from the TUN device is neither IPv4 nor IPv6.
+    NotIp,
+    /// The transport socket refused the packet.
+    SendError,
+    /// The TUN device refused the packet.
+    TunWriteError,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 12] = [
+        DropReason::Truncated,
+        DropReason::BadVersion,
+        DropReason::ReservedBits,
+        DropReason::UnknownProtocol,
+        DropReason::KeyMismatch,
+        DropReason::BadChecksum,
+        DropReason::UnexpectedSource,
+        DropReason::Oversized,
+        DropReason::MalformedInner,
+        DropReason::NotIp,
+        DropReason::SendError,
+        DropReason::TunWriteError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Truncated => "truncated",
+            DropReason::BadVersion => "bad_version",
+            DropReason::ReservedBits => "reserved_bits",
+            DropReason::UnknownProtocol => "unknown_protocol",
+            DropReason::KeyMismatch => "key_mismatch",
+            DropReason::BadChecksum => "bad_checksum",
+            DropReason::UnexpectedSource => "unexpected_source",
+            DropReason::Oversized => "oversized",
+            DropReason::MalformedInner => "malformed_inner",
+            DropReason::NotIp => "not_ip",
+            DropReason::SendError => "send_error",
+            DropReason::TunWriteError => "tun_write_error",
+        }
+    }
+
+    /// Position in `ALL`, for counter arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_is_in_index_order() {
+        for (i, d) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(d.index(), i);
+        }
+    }
+}

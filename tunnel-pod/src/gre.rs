@@ -1,0 +1,307 @@
+//! The GRE tunnel core, sans-IO: inner packets in, GRE datagrams out, and back.
+//!
+//! The raw socket (protocol 47) adds and strips nothing on send: the kernel writes the outer IPv4
+//! header (with the configured TTL), so `encap` only prepends the GRE header. On receive the
+//! kernel hands over the whole outer datagram, IPv4 header included.
+
+use std::net::Ipv4Addr;
+use std::ops::Range;
+
+use crate::drops::DropReason;
+use crate::mss;
+use crate::wire::gre::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6, GreError};
+use crate::wire::{Error as WireError, ipv4};
+
+/// Space to leave in front of an inner packet for the largest GRE header we send (base + key).
+pub const HEADROOM: usize = 8;
+
+/// One direction's settings, fixed for the life of the tunnel.
+#[derive(Debug, Clone, Copy)]
+pub struct Gre {
+    pub customer: Ipv4Addr,
+    pub key: Option<u32>,
+    pub mtu: u16,
+    /// Clamp TCP MSS to this value, both directions.
+    pub mss: Option<u16>,
+}
+
+/// A decapsulated inner packet: its byte range in the received datagram and its IP version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inner {
+    pub range: Range<usize>,
+    pub ethertype: u16,
+}
+
+impl Gre {
+    /// Encapsulates the inner packet at `buf[HEADROOM..HEADROOM + len]`, clamping MSS on the way;
+    /// returns the range of `buf` to hand to the raw socket.
+    pub fn encap(&self, buf: &mut [u8], len: usize) -> Result<Range<usize>, DropReason> {
+        let end = HEADROOM.checked_add(len).ok_or(DropReason::Oversized)?;
+        let inner = buf.get_mut(HEADROOM..end).ok_or(DropReason::Oversized)?;
+        let ethertype = match inner.first().map(|b| b >> 4) {
+            Some(4) => ETHERTYPE_IPV4,
+            Some(6) => ETHERTYPE_IPV6,
+            _ => return Err(DropReason::NotIp),
+        };
+        if len > usize::from(self.mtu) {
+            return Err(DropReason::Oversized);
+        }
+        if let Some(m) = self.mss {
+            mss::clamp(inner, m);
+        }
+        let repr = gre::Repr {
+            protocol: ethertype,
+            key: self.key,
+            sequence: None,
+            checksum: false,
+        };
+        let start = HEADROOM - repr.header_len();
+        repr.emit(buf.get_mut(start..HEADROOM).ok_or(DropReason::Truncated)?)
+            .map_err(|_| DropReason::Truncated)?;
+        Ok(start..end)
+    }
+
+    /// Checks a received datagram (outer IPv4 header included) and locates its inner packet,
+    /// clamping MSS in place. RFC 2890 sequence numbers are accepted and not enforced: a
+    /// site-to-site tunnel carries IP, which tolerates reordering better than added loss.
+    pub fn decap(&self, datagram: &mut [u8]) -> Result<Inner, DropReason> {
+        // The kernel has checked the outer header already; this only guards our own indexing.
+        let outer = ipv4::Packet::new_checked(&*datagram).map_err(|_| DropReason::Truncated)?;
+        if outer.src_addr() != self.customer {
+            return Err(DropReason::UnexpectedSource);
+        }
+        if outer.protocol() != ipv4::PROTO_GRE {
+            return Err(DropReason::UnknownProtocol);
+        }
+        let gre_start = outer.header_len();
+        let gre_end = usize::from(outer.total_len());
+        let g = gre::Packet::new_unchecked(datagram.get(gre_start..gre_end).unwrap_or(&[]));
+        let repr = gre::Repr::parse(&g).map_err(|e| match e {
+            GreError::Truncated => DropReason::Truncated,
+            GreError::BadVersion => DropReason::BadVersion,
+            GreError::ReservedBits => DropReason::ReservedBits,
+            GreError::BadChecksum => DropReason::BadChecksum,
+        })?;
+        if repr.key != self.key {
+            return Err(DropReason::KeyMismatch);
+        }
+        let start = gre_start + repr.header_len();
+        let inner = datagram
+            .get_mut(start..gre_end)
+            .ok_or(DropReason::Truncated)?;
+        let len = match repr.protocol {
+            ETHERTYPE_IPV4 => inner_ipv4_len(inner)?,
+            ETHERTYPE_IPV6 => inner_ipv6_len(inner)?,
+            _ => return Err(DropReason::UnknownProtocol),
+        };
+        if len > usize::from(self.mtu) {
+            return Err(DropReason::Oversized);
+        }
+        if let Some(m) = self.mss {
+            mss::clamp(inner.get_mut(..len).unwrap_or(&mut []), m);
+        }
+        Ok(Inner {
+            range: start..start + len,
+            ethertype: repr.protocol,
+        })
+    }
+}
+
+/// Length of the inner IPv4 packet (link padding after it is cut off).
+fn inner_ipv4_len(b: &[u8]) -> Result<usize, DropReason> {
+    match ipv4::Packet::new_checked(b) {
+        Ok(p) => Ok(usize::from(p.total_len())),
+        Err(WireError::Truncated) if b.first().is_some_and(|v| v >> 4 == 4) => {
+            Err(DropReason::Truncated)
+        }
+        Err(_) => Err(DropReason::MalformedInner),
+    }
+}
+
+fn inner_ipv6_len(b: &[u8]) -> Result<usize, DropReason> {
+    if b.first().map(|v| v >> 4) != Some(6) {
+        return Err(DropReason::MalformedInner);
+    }
+    let (Some(&hi), Some(&lo)) = (b.get(4), b.get(5)) else {
+        return Err(DropReason::Truncated);
+    };
+    let len = 40 + usize::from(u16::from_be_bytes([hi, lo]));
+    if b.len() < len {
+        return Err(DropReason::Truncated);
+    }
+    Ok(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOCAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    const CUSTOMER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+
+    fn gre(key: Option<u32>) -> Gre {
+        Gre {
+            customer: CUSTOMER,
+            key,
+            mtu: 1476,
+            mss: Some(1436),
+        }
+    }
+
+    fn inner_v4(payload: usize) -> Vec<u8> {
+        let mut p = vec![0u8; 20 + payload];
+        ipv4::Repr {
+            src: [10, 0, 0, 1].into(),
+            dst: [10, 0, 0, 2].into(),
+            protocol: ipv4::PROTO_ICMP,
+            ttl: 64,
+            payload_len: payload,
+        }
+        .emit(&mut p)
+        .unwrap();
+        p
+    }
+
+    /// What the peer's kernel would deliver to our raw socket for this GRE payload.
+    fn outer(src: Ipv4Addr, gre_bytes: &[u8]) -> Vec<u8> {
+        let mut d = vec![0u8; 20 + gre_bytes.len()];
+        ipv4::Repr {
+            src,
+            dst: LOCAL,
+            protocol: ipv4::PROTO_GRE,
+            ttl: 64,
+            payload_len: gre_bytes.len(),
+        }
+        .emit(&mut d)
+        .unwrap();
+        d[20..].copy_from_slice(gre_bytes);
+        d
+    }
+
+    fn encap(g: &Gre, inner: &[u8]) -> Vec<u8> {
+        let mut buf = vec![0u8; HEADROOM + inner.len()];
+        buf[HEADROOM..].copy_from_slice(inner);
+        let r = g.encap(&mut buf, inner.len()).unwrap();
+        buf[r].to_vec()
+    }
+
+    #[test]
+    fn round_trip_with_and_without_key() {
+        for key in [None, Some(1001)] {
+            let g = gre(key);
+            let inner = inner_v4(8);
+            let wire = encap(&g, &inner);
+            assert_eq!(wire.len(), inner.len() + if key.is_some() { 8 } else { 4 });
+            let mut d = outer(CUSTOMER, &wire);
+            let got = g.decap(&mut d).unwrap();
+            assert_eq!(got.ethertype, ETHERTYPE_IPV4);
+            assert_eq!(&d[got.range], &inner[..]);
+        }
+    }
+
+    #[test]
+    fn link_padding_is_cut_off() {
+        let g = gre(None);
+        let mut wire = encap(&g, &inner_v4(8));
+        wire.extend_from_slice(&[0; 6]);
+        let mut d = outer(CUSTOMER, &wire);
+        assert_eq!(g.decap(&mut d).unwrap().range.len(), 28);
+    }
+
+    #[test]
+    fn drops_by_reason() {
+        let g = gre(Some(7));
+        let good = encap(&g, &inner_v4(8));
+        let case = |src: Ipv4Addr, bytes: &[u8]| g.decap(&mut outer(src, bytes)).unwrap_err();
+        assert_eq!(
+            case(Ipv4Addr::new(203, 0, 113, 9), &good),
+            DropReason::UnexpectedSource
+        );
+        assert_eq!(case(CUSTOMER, &good[..6]), DropReason::Truncated);
+        assert_eq!(
+            case(CUSTOMER, &encap(&gre(Some(8)), &inner_v4(8))),
+            DropReason::KeyMismatch
+        );
+        assert_eq!(
+            case(CUSTOMER, &encap(&gre(None), &inner_v4(8))),
+            DropReason::KeyMismatch
+        );
+        let mut v1 = good.clone();
+        v1[1] |= 1;
+        assert_eq!(case(CUSTOMER, &v1), DropReason::BadVersion);
+        let mut routing = good.clone();
+        routing[0] |= 0x40;
+        assert_eq!(case(CUSTOMER, &routing), DropReason::ReservedBits);
+        let mut proto = good.clone();
+        proto[2..4].copy_from_slice(&0x88beu16.to_be_bytes());
+        assert_eq!(case(CUSTOMER, &proto), DropReason::UnknownProtocol);
+        let mut v6_label = good.clone();
+        v6_label[2..4].copy_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+        assert_eq!(case(CUSTOMER, &v6_label), DropReason::MalformedInner);
+        let mut short_inner = good.clone();
+        short_inner.truncate(good.len() - 1);
+        assert_eq!(case(CUSTOMER, &short_inner), DropReason::Truncated);
+        let big = gre(Some(7));
+        let huge = Gre { mtu: 9000, ..big };
+        assert_eq!(
+            case(CUSTOMER, &encap(&huge, &inner_v4(1500))),
+            DropReason::Oversized
+        );
+    }
+
+    #[test]
+    fn checksum_is_verified() {
+        let g = gre(None);
+        let inner = inner_v4(8);
+        let mut wire = vec![0u8; 12 + inner.len()];
+        wire[12..].copy_from_slice(&inner);
+        gre::Repr {
+            protocol: ETHERTYPE_IPV4,
+            key: None,
+            sequence: Some(5),
+            checksum: true,
+        }
+        .emit(&mut wire)
+        .unwrap();
+        // Sequence numbers (RFC 2890) are accepted.
+        assert!(g.decap(&mut outer(CUSTOMER, &wire)).is_ok());
+        let mut bad = wire.clone();
+        bad[4] ^= 0xff;
+        assert_eq!(
+            g.decap(&mut outer(CUSTOMER, &bad)).unwrap_err(),
+            DropReason::BadChecksum
+        );
+    }
+
+    #[test]
+    fn tun_side_refuses_non_ip_and_oversize() {
+        let g = gre(None);
+        let mut buf = vec![0u8; HEADROOM + 40];
+        assert_eq!(g.encap(&mut buf, 40), Err(DropReason::NotIp));
+        let mut big = vec![0u8; HEADROOM + 1477];
+        big[HEADROOM] = 0x45;
+        assert_eq!(g.encap(&mut big, 1477), Err(DropReason::Oversized));
+        assert_eq!(g.encap(&mut buf, 100), Err(DropReason::Oversized));
+    }
+
+    #[test]
+    fn hostile_datagrams_never_panic() {
+        let g = gre(Some(1));
+        let good = outer(CUSTOMER, &encap(&g, &inner_v4(40)));
+        let mut state = 0x9e37_79b9u32;
+        for i in 0..50_000 {
+            let mut d = good.clone();
+            if i % 7 == 0 {
+                d.truncate((state as usize) % d.len());
+            }
+            for _ in 0..3 {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                if !d.is_empty() {
+                    let at = (state as usize >> 8) % d.len();
+                    d[at] = (state >> 24) as u8;
+                }
+            }
+            let _ = g.decap(&mut d);
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! `/healthz`, `/readyz` and `/metrics` for the kubelet and Prometheus.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+use axum::Router;
+use axum::extract::State as AxumState;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::health::State;
+use crate::metrics::Metrics;
+
+/// What readiness is decided from, updated by the data path and the prober.
+#[derive(Debug)]
+pub struct Status {
+    health_enabled: bool,
+    transport_open: AtomicBool,
+    health: AtomicU8,
+}
+
+impl Status {
+    pub fn new(health_enabled: bool) -> Self {
+        Status {
+            health_enabled,
+            transport_open: AtomicBool::new(false),
+            health: AtomicU8::new(0),
+        }
+    }
+
+    pub fn set_transport_open(&self, open: bool) {
+        self.transport_open.store(open, Ordering::Relaxed);
+    }
+
+    pub fn set_health(&self, s: State) {
+        let i = State::ALL.iter().position(|x| *x == s).unwrap_or(0);
+        self.health.store(i as u8, Ordering::Relaxed);
+    }
+
+    pub fn health(&self) -> State {
+        State::ALL
+            .get(usize::from(self.health.load(Ordering::Relaxed)))
+            .copied()
+            .unwrap_or(State::Unknown)
+    }
+
+    /// Ready = the tunnel carries traffic: health checks passing (healthy or degraded), or, with
+    /// health checks off, the transport open.
+    pub fn readiness(&self) -> (bool, String) {
+        if !self.transport_open.load(Ordering::Relaxed) {
+            return (false, "transport not open".into());
+        }
+        if !self.health_enabled {
+            return (true, "transport open (health checks disabled)".into());
+        }
+        let h = self.health();
+        (h.is_up(), format!("health {}", h.as_str()))
+    }
+}
+
+#[derive(Clone)]
+struct Shared {
+    status: Arc<Status>,
+    metrics: Arc<Metrics>,
+}
+
+pub fn router(status: Arc<Status>, metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .with_state(Shared { status, metrics })
+}
+
+pub async fn serve(listen: SocketAddr, app: Router) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+async fn readyz(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
+    let (ready, why) = s.status.readiness();
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, format!("{why}\n"))
+}
+
+async fn render_metrics(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
+    (
+        [(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_follows_transport_and_health() {
+        let s = Status::new(true);
+        assert!(!s.readiness().0);
+        s.set_transport_open(true);
+        assert_eq!(s.readiness(), (false, "health unknown".to_string()));
+        for (state, ready) in [
+            (State::Healthy, true),
+            (State::Degraded, true),
+            (State::Down, false),
+        ] {
+            s.set_health(state);
+            assert_eq!(s.health(), state);
+            assert_eq!(s.readiness().0, ready, "{state:?}");
+        }
+        let off = Status::new(false);
+        off.set_transport_open(true);
+        assert!(off.readiness().0);
+    }
+}

@@ -1,0 +1,55 @@
+//! The two devices the data path moves packets between: the TUN interface and the raw GRE socket.
+
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use anyhow::{Context, Result};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::wire::ipv4::PROTO_GRE;
+
+/// Opens (creates) the TUN interface `name` without configuring it: netlink does that.
+pub fn open_tun(name: &str) -> Result<tun::Device> {
+    let mut config = tun::Configuration::default();
+    config.tun_name(name);
+    tun::create(&config).with_context(|| {
+        format!("creating TUN interface {name} (is /dev/net/tun present and NET_ADMIN granted?)")
+    })
+}
+
+/// A raw IPv4 socket for protocol 47 bound to our endpoint and connected to the customer's, so
+/// the kernel delivers only that peer's GRE packets to this process (many tunnels may share the
+/// local anycast address on one node).
+pub fn open_gre_socket(local: Ipv4Addr, customer: Ipv4Addr, ttl: u8) -> Result<Socket> {
+    let s = Socket::new(
+        Domain::IPV4,
+        Type::RAW,
+        Some(Protocol::from(i32::from(PROTO_GRE))),
+    )
+    .context("opening a raw GRE socket (needs NET_RAW)")?;
+    s.bind(&SocketAddrV4::new(local, 0).into())
+        .with_context(|| {
+            format!("binding to local endpoint {local}: is it an address of this host?")
+        })?;
+    s.connect(&SocketAddrV4::new(customer, 0).into())
+        .with_context(|| format!("connecting to customer endpoint {customer}"))?;
+    s.set_ttl_v4(u32::from(ttl))
+        .context("setting the outer TTL")?;
+    // Bursts from a fast sender must not overflow the default socket buffers.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    Ok(s)
+}
+
+/// Receives one datagram (outer IPv4 header included) from the raw socket.
+pub fn recv(socket: &Socket, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut s = socket;
+    s.read(buf)
+}
+
+/// False only for errors that mean the socket itself is unusable; the rest are ICMP errors the
+/// kernel reports on a connected socket, and the next datagram may be fine.
+pub fn is_transient(e: &std::io::Error) -> bool {
+    // EBADF, EFAULT, EINVAL, ENOTSOCK, ENOMEM
+    !matches!(e.raw_os_error(), Some(9 | 14 | 22 | 88 | 12) | None)
+}

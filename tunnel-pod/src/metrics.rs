@@ -1,0 +1,205 @@
+//! Prometheus metrics of one tunnel endpoint. The per-packet counters are resolved once at start,
+//! so the data path pays one relaxed atomic add per counter and never takes a lock.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::drops::DropReason;
+use crate::health::State;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabel {
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// Packets and bytes one way through the tunnel.
+#[derive(Clone, Debug, Default)]
+pub struct Flow {
+    pub packets: Counter,
+    pub bytes: Counter,
+}
+
+impl Flow {
+    #[inline]
+    pub fn count(&self, bytes: usize) {
+        self.packets.inc();
+        self.bytes.inc_by(bytes as u64);
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// TUN → tunnel (encapsulated and sent).
+    pub egress: Flow,
+    /// Tunnel → TUN (received and decapsulated).
+    pub ingress: Flow,
+    drops: Vec<Counter>,
+    health: Family<StateLabel, Gauge>,
+    pub probes_sent: Counter,
+    pub probes_ok: Counter,
+    pub probes_lost: Counter,
+    pub probe_rtt: Histogram,
+    pub probes_reflected: Counter,
+    pub keepalives_reflected: Counter,
+    pub socket_errors: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("magictunnel");
+        let packets = Family::<DirectionLabel, Counter>::default();
+        let bytes = Family::<DirectionLabel, Counter>::default();
+        let flow = |direction| Flow {
+            packets: packets.get_or_create(&DirectionLabel { direction }).clone(),
+            bytes: bytes.get_or_create(&DirectionLabel { direction }).clone(),
+        };
+        let (egress, ingress) = (flow("egress"), flow("ingress"));
+        registry.register(
+            "tunnel_packets",
+            "Inner packets carried: egress = TUN to tunnel, ingress = tunnel to TUN",
+            packets,
+        );
+        registry.register("tunnel_bytes", "Inner bytes carried, by direction", bytes);
+        let drop_family = Family::<ReasonLabel, Counter>::default();
+        let drops = DropReason::ALL
+            .iter()
+            .map(|d| {
+                drop_family
+                    .get_or_create(&ReasonLabel { reason: d.as_str() })
+                    .clone()
+            })
+            .collect();
+        registry.register("tunnel_drops", "Packets dropped, by reason", drop_family);
+        let health = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "health_state",
+            "Tunnel health: 1 for the current state",
+            health.clone(),
+        );
+        let probes = Family::<ResultLabel, Counter>::default();
+        let probe = |result| probes.get_or_create(&ResultLabel { result }).clone();
+        let (probes_sent, probes_ok, probes_lost) = (probe("sent"), probe("ok"), probe("lost"));
+        registry.register(
+            "probes",
+            "Health probes: sent, ok (returned), lost (timed out)",
+            probes,
+        );
+        let probe_rtt = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        registry.register(
+            "probe_rtt_seconds",
+            "Round-trip time of returned health probes",
+            probe_rtt.clone(),
+        );
+        let probes_reflected = Counter::default();
+        registry.register(
+            "probes_reflected",
+            "The peer's reply-style probes sent back through the tunnel",
+            probes_reflected.clone(),
+        );
+        let keepalives_reflected = Counter::default();
+        registry.register(
+            "gre_keepalives_reflected",
+            "GRE keepalives (RFC 2784 packets addressed back to their sender) returned",
+            keepalives_reflected.clone(),
+        );
+        let socket_errors = Counter::default();
+        registry.register(
+            "socket_errors",
+            "Errors reported on the transport socket (ICMP from the path: unreachable, too big)",
+            socket_errors.clone(),
+        );
+        let m = Metrics {
+            registry,
+            egress,
+            ingress,
+            drops,
+            health,
+            probes_sent,
+            probes_ok,
+            probes_lost,
+            probe_rtt,
+            probes_reflected,
+            keepalives_reflected,
+            socket_errors,
+        };
+        m.set_health(State::Unknown);
+        m
+    }
+}
+
+impl Metrics {
+    #[inline]
+    pub fn dropped(&self, reason: DropReason) {
+        if let Some(c) = self.drops.get(reason.index()) {
+            c.inc();
+        }
+    }
+
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops.get(reason.index()).map_or(0, Counter::get)
+    }
+
+    pub fn set_health(&self, state: State) {
+        for s in State::ALL {
+            self.health
+                .get_or_create(&StateLabel { state: s.as_str() })
+                .set(i64::from(s == state));
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_drop_reason_and_state_is_exported() {
+        let m = Metrics::default();
+        m.dropped(DropReason::KeyMismatch);
+        m.egress.count(100);
+        m.set_health(State::Down);
+        let text = m.render();
+        for d in DropReason::ALL {
+            assert!(
+                text.contains(&format!(
+                    "magictunnel_tunnel_drops_total{{reason=\"{}\"}}",
+                    d.as_str()
+                )),
+                "{d:?}"
+            );
+        }
+        assert!(text.contains("magictunnel_tunnel_drops_total{reason=\"key_mismatch\"} 1"));
+        assert!(text.contains("magictunnel_tunnel_bytes_total{direction=\"egress\"} 100"));
+        assert!(text.contains("magictunnel_health_state{state=\"down\"} 1"));
+        assert!(text.contains("magictunnel_health_state{state=\"healthy\"} 0"));
+        assert_eq!(m.drops(DropReason::KeyMismatch), 1);
+    }
+}

@@ -1,0 +1,110 @@
+//! Interface address, MTU and routes through rtnetlink (no `ip` commands).
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use anyhow::{Context, Result, anyhow};
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
+
+use crate::config::Route;
+
+/// A netlink connection, alive while this value is.
+pub struct Netlink {
+    handle: Handle,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Netlink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Netlink {
+    pub fn connect() -> Result<Self> {
+        let (conn, handle, _) = rtnetlink::new_connection().context("opening rtnetlink")?;
+        let task = tokio::spawn(conn);
+        Ok(Netlink { handle, task })
+    }
+
+    pub async fn link_index(&self, name: &str) -> Result<u32> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        let link = links
+            .try_next()
+            .await
+            .with_context(|| format!("looking up interface {name}"))?
+            .ok_or_else(|| anyhow!("interface {name} not found"))?;
+        Ok(link.header.index)
+    }
+
+    /// Sets the MTU, adds the interface address (which also installs the connected route to the
+    /// peer's half of the subnet) and brings the link up.
+    pub async fn configure_interface(&self, index: u32, mtu: u16, address: Ipv4Net) -> Result<()> {
+        self.handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .mtu(u32::from(mtu))
+                    .build(),
+            )
+            .execute()
+            .await
+            .context("setting the MTU")?;
+        self.handle
+            .address()
+            .add(index, IpAddr::V4(address.addr()), address.prefix_len())
+            .execute()
+            .await
+            .with_context(|| format!("adding address {address}"))?;
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .context("bringing the interface up")?;
+        Ok(())
+    }
+
+    fn route_message(index: u32, route: &Route) -> rtnetlink::packet_route::route::RouteMessage {
+        let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(route.prefix.network(), route.prefix.prefix_len())
+            .output_interface(index);
+        if let Some(m) = route.metric {
+            b = b.priority(m);
+        }
+        b.build()
+    }
+
+    pub async fn add_route(&self, index: u32, route: &Route) -> Result<()> {
+        self.handle
+            .route()
+            .add(Self::route_message(index, route))
+            .execute()
+            .await
+            .with_context(|| format!("adding route {}", route.prefix))
+    }
+
+    pub async fn delete_route(&self, index: u32, route: &Route) -> Result<()> {
+        self.handle
+            .route()
+            .del(Self::route_message(index, route))
+            .execute()
+            .await
+            .with_context(|| format!("deleting route {}", route.prefix))
+    }
+
+    pub async fn delete_link(&self, index: u32) -> Result<()> {
+        self.handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .context("deleting the interface")
+    }
+}

@@ -1,0 +1,235 @@
+//! `tunnel-pod run`: sets the endpoint up, runs it until SIGTERM, and takes it down again.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use ring::rand::{SecureRandom, SystemRandom};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::config::{TunnelConfig, TunnelType};
+use crate::dataplane::Path;
+use crate::gre::{Gre, HEADROOM};
+use crate::health::{self, ProbeSpec, Prober};
+use crate::http::{self, Status};
+use crate::io;
+use crate::metrics::Metrics;
+use crate::netlink::Netlink;
+
+/// Knobs that are not part of the tunnel's definition.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// TUN interface name; derived from the tunnel when absent.
+    pub interface: Option<String>,
+    /// Loss window of the degraded state (Magic WAN: 5 minutes).
+    pub loss_window: Duration,
+}
+
+/// The TUN name: `mt` + the tunnel ID's first 13 hex digits (unique per tunnel on a node), or
+/// the sanitised tunnel name when there is no ID. At most 15 bytes (IFNAMSIZ − 1).
+pub fn interface_name(config: &TunnelConfig) -> String {
+    let source = config.tunnel_id.as_deref().unwrap_or(&config.name);
+    let clean: String = source
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .map(|c| c.to_ascii_lowercase())
+        .take(13)
+        .collect();
+    format!("mt{clean}")
+}
+
+pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
+    if config.tunnel_type == TunnelType::Ipsec {
+        bail!("the IPsec dataplane is not built yet (issue #4); GRE tunnels run");
+    }
+    let customer = config
+        .customer_endpoint
+        .ok_or_else(|| anyhow!("customerEndpoint: a GRE tunnel needs one"))?;
+    let name = options
+        .interface
+        .clone()
+        .unwrap_or_else(|| interface_name(&config));
+    let metrics = Arc::new(Metrics::default());
+    let status = Arc::new(Status::new(config.health_check.enabled));
+    let listen = config.http.listen;
+    let app = http::router(status.clone(), metrics.clone());
+    let server = tokio::spawn(async move { http::serve(listen, app).await });
+
+    let socket = io::open_gre_socket(config.local_endpoint, customer, config.ttl)?;
+    let tun = io::open_tun(&name)?;
+    let netlink = Netlink::connect()?;
+    let index = netlink.link_index(&name).await?;
+    let mtu = config.mtu();
+    netlink
+        .configure_interface(index, mtu, config.interface_address)
+        .await?;
+    let mut installed = Vec::new();
+    for route in &config.routes {
+        if let Err(e) = netlink.add_route(index, route).await {
+            teardown(&netlink, index, &installed).await;
+            return Err(e);
+        }
+        installed.push(route.clone());
+    }
+    tracing::info!(
+        interface = %name, local = %config.local_endpoint, customer = %customer, mtu,
+        routes = installed.len(), "GRE tunnel up"
+    );
+
+    let peer = config.peer_interface_address();
+    let probes = config
+        .health_check
+        .enabled
+        .then(|| probe_spec(&config, peer))
+        .transpose()?;
+    let path = Arc::new(Path {
+        gre: Gre {
+            customer,
+            key: config.gre.as_ref().and_then(|g| g.key),
+            mtu,
+            mss: config.mss_clamp.effective(mtu),
+        },
+        tun,
+        socket,
+        metrics: metrics.clone(),
+        local_endpoint: config.local_endpoint,
+        peer_address: peer,
+        probes,
+    });
+    let (returns_tx, returns_rx) = mpsc::channel(1024);
+    let (failed_tx, mut failed_rx) = mpsc::unbounded_channel();
+    spawn_direction("egress", path.clone(), failed_tx.clone(), |p| {
+        p.run_egress()
+    });
+    spawn_direction("ingress", path.clone(), failed_tx, move |p| {
+        p.run_ingress(returns_tx)
+    });
+    status.set_transport_open(true);
+    let prober = probes.map(|spec| {
+        let p = Prober::new(
+            config.health_check.rate.per_second(),
+            options.loss_window,
+            Instant::now(),
+        );
+        tokio::spawn(probe_loop(
+            path.clone(),
+            spec,
+            p,
+            returns_rx,
+            status.clone(),
+            metrics.clone(),
+        ))
+    });
+
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let outcome = tokio::select! {
+        _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); Ok(()) }
+        _ = int.recv() => { tracing::info!("SIGINT: shutting down"); Ok(()) }
+        Some((direction, e)) = failed_rx.recv() => Err(anyhow!("{direction} path failed: {e}")),
+        r = server => Err(match r { Ok(Err(e)) => e, Ok(Ok(())) => anyhow!("HTTP server stopped"), Err(e) => e.into() }),
+    };
+    status.set_transport_open(false);
+    if let Some(p) = prober {
+        p.abort();
+    }
+    teardown(&netlink, index, &installed).await;
+    outcome
+}
+
+/// Removes what `run` installed. The kernel would drop it with the TUN device at exit anyway;
+/// doing it explicitly makes the order certain (routes first) and reports failures.
+async fn teardown(netlink: &Netlink, index: u32, routes: &[crate::config::Route]) {
+    for r in routes {
+        if let Err(e) = netlink.delete_route(index, r).await {
+            tracing::warn!(error = %format!("{e:#}"), "route removal failed");
+        }
+    }
+    if let Err(e) = netlink.delete_link(index).await {
+        tracing::warn!(error = %format!("{e:#}"), "interface removal failed");
+    }
+}
+
+fn spawn_direction(
+    direction: &'static str,
+    path: Arc<Path>,
+    failed: mpsc::UnboundedSender<(&'static str, std::io::Error)>,
+    body: impl FnOnce(&Path) -> std::io::Error + Send + 'static,
+) {
+    let spawned = std::thread::Builder::new()
+        .name(format!("gre-{direction}"))
+        .spawn(move || {
+            let e = body(&path);
+            let _ = failed.send((direction, e));
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, direction, "cannot start data path thread");
+    }
+}
+
+fn probe_spec(config: &TunnelConfig, peer: Option<Ipv4Addr>) -> Result<ProbeSpec> {
+    let target =
+        config.health_check.target.or(peer).ok_or_else(|| {
+            anyhow!("healthCheck.target: no peer address on the interface subnet")
+        })?;
+    let mut random = [0u8; 10];
+    SystemRandom::new()
+        .fill(&mut random)
+        .map_err(|_| anyhow!("no system randomness"))?;
+    let mut nonce = [0u8; 8];
+    nonce.copy_from_slice(&random[2..]);
+    Ok(ProbeSpec {
+        style: config.health_check.check_type,
+        local: config.interface_address.addr(),
+        target,
+        identifier: u16::from_be_bytes([random[0], random[1]]),
+        nonce,
+        ttl: 64,
+    })
+}
+
+async fn probe_loop(
+    path: Arc<Path>,
+    spec: ProbeSpec,
+    mut prober: Prober,
+    mut returns: mpsc::Receiver<(u16, Instant)>,
+    status: Arc<Status>,
+    metrics: Arc<Metrics>,
+) {
+    let mut buf = vec![0u8; HEADROOM + health::PROBE_LEN];
+    let mut last = health::State::Unknown;
+    loop {
+        let poll = prober.poll(Instant::now());
+        metrics.probes_lost.inc_by(u64::from(poll.lost));
+        if let Some(seq) = poll.send {
+            let sent = spec
+                .emit(seq, buf.get_mut(HEADROOM..).unwrap_or_default())
+                .is_some_and(|len| path.send_own(&mut buf, len));
+            if sent {
+                metrics.probes_sent.inc();
+            }
+        }
+        let state = prober.state();
+        if state != last {
+            tracing::info!(
+                from = last.as_str(),
+                to = state.as_str(),
+                "tunnel health changed"
+            );
+            last = state;
+            metrics.set_health(state);
+            status.set_health(state);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(poll.next.into()) => {}
+            Some((seq, at)) = returns.recv() => {
+                if let Some(rtt) = prober.on_return(seq, at) {
+                    metrics.probes_ok.inc();
+                    metrics.probe_rtt.observe(rtt.as_secs_f64());
+                }
+            }
+        }
+    }
+}
