@@ -91,7 +91,7 @@ pub struct MagicTunnelSpec {
     #[schemars(length(max = 18))]
     pub interface_address: String,
 
-    /// Tunnel interface MTU. Default 1476 for GRE, 1400 for IPsec.
+    /// Tunnel interface MTU. Default 1476 for GRE (1472 with a key), 1400 for IPsec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 576, max = 1500))]
     pub mtu: Option<u16>,

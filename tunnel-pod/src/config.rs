@@ -24,6 +24,8 @@ pub const KIND: &str = "TunnelConfig";
 
 /// GRE adds a 20-byte outer IPv4 header and a 4-byte GRE header (RFC 2784) to 1500.
 pub const GRE_DEFAULT_MTU: u16 = 1476;
+/// A GRE key (RFC 2890) adds 4 more bytes; without this the outer packet would be fragmented.
+pub const GRE_KEYED_DEFAULT_MTU: u16 = 1472;
 /// IPsec default: leaves room for UDP-encapsulated ESP with every seed suite (see DESIGN.md).
 pub const IPSEC_DEFAULT_MTU: u16 = 1400;
 pub const DEFAULT_TTL: u8 = 64;
@@ -471,7 +473,7 @@ pub struct TunnelConfig {
     pub customer_endpoint: Option<Ipv4Addr>,
     /// Our address on the tunnel interface with its /31 or /30 prefix.
     pub interface_address: Ipv4Net,
-    /// Default: 1476 for GRE, 1400 for IPsec.
+    /// Default: 1476 for GRE (1472 with a key), 1400 for IPsec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u16>,
     #[serde(default = "default_ttl")]
@@ -545,6 +547,9 @@ impl TunnelConfig {
 
     pub fn mtu(&self) -> u16 {
         self.mtu.unwrap_or(match self.tunnel_type {
+            TunnelType::Gre if self.gre.as_ref().is_some_and(|g| g.key.is_some()) => {
+                GRE_KEYED_DEFAULT_MTU
+            }
             TunnelType::Gre => GRE_DEFAULT_MTU,
             TunnelType::Ipsec => IPSEC_DEFAULT_MTU,
         })
@@ -820,9 +825,14 @@ ipsec:
     #[test]
     fn gre_defaults() {
         let c = TunnelConfig::from_yaml(GRE).expect("valid");
-        assert_eq!(c.mtu(), 1476);
+        // With key 42: 20 (IPv4) + 8 (GRE with key) + 1472 = 1500.
+        assert_eq!(c.mtu(), 1472);
         assert_eq!(c.ttl, 64);
-        assert_eq!(c.mss_clamp.effective(c.mtu()), Some(1436));
+        assert_eq!(c.mss_clamp.effective(c.mtu()), Some(1432));
+        let unkeyed =
+            TunnelConfig::from_yaml(&GRE.replace("gre:\n  key: 42\n", "")).expect("valid");
+        assert_eq!(unkeyed.mtu(), 1476);
+        assert_eq!(unkeyed.mss_clamp.effective(unkeyed.mtu()), Some(1436));
         assert_eq!(
             c.peer_interface_address(),
             Some(Ipv4Addr::new(10, 200, 0, 1))

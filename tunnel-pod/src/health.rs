@@ -178,8 +178,11 @@ impl Prober {
             let seq = self.next_seq;
             self.next_seq = self.next_seq.wrapping_add(1);
             self.pending.push_back((seq, now));
-            // Keep the schedule even if polled late, but never burst to catch up.
-            self.next_send = (self.next_send + self.interval).max(now);
+            // Keep the schedule, but after a late poll start afresh rather than burst to catch up.
+            self.next_send += self.interval;
+            if self.next_send <= now {
+                self.next_send = now + self.interval;
+            }
             Some(seq)
         } else {
             None

@@ -9,12 +9,22 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::wire::ipv4::PROTO_GRE;
 
 /// Opens (creates) the TUN interface `name` without configuring it: netlink does that.
-pub fn open_tun(name: &str) -> Result<tun::Device> {
+/// The device always carries a virtio-net header (`IFF_VNET_HDR`); `offload` also turns on TSO
+/// and checksum offload, so the kernel may hand over (and accept) 64 KiB TCP packets.
+pub fn open_tun(name: &str, offload: bool) -> Result<tun::Device> {
     let mut config = tun::Configuration::default();
     config.tun_name(name);
-    tun::create(&config).with_context(|| {
+    config.platform_config(|p| {
+        p.vnet_hdr(true);
+    });
+    let device = tun::create(&config).with_context(|| {
         format!("creating TUN interface {name} (is /dev/net/tun present and NET_ADMIN granted?)")
-    })
+    })?;
+    if offload && let Err(e) = crate::tun_offload::enable(&device) {
+        // Still correct without: the kernel then sends MTU-sized packets only.
+        tracing::warn!(error = %e, "TUN offload unavailable; one packet per read");
+    }
+    Ok(device)
 }
 
 /// A raw IPv4 socket for protocol 47 bound to our endpoint and connected to the customer's, so
@@ -52,4 +62,59 @@ pub fn recv(socket: &Socket, buf: &mut [u8]) -> std::io::Result<usize> {
 pub fn is_transient(e: &std::io::Error) -> bool {
     // EBADF, EFAULT, EINVAL, ENOTSOCK, ENOMEM
     !matches!(e.raw_os_error(), Some(9 | 14 | 22 | 88 | 12) | None)
+}
+
+/// Receives a datagram only if one is already queued (`WouldBlock` otherwise).
+pub fn recv_queued(socket: &Socket, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    nix::sys::socket::recv(
+        socket.as_raw_fd(),
+        buf,
+        nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(std::io::Error::from)
+}
+
+/// Sends datagrams with as few `sendmmsg` calls as the kernel allows. Returns how many the
+/// socket refused (each refused one is skipped, the rest still go).
+pub fn send_batch(
+    socket: &Socket,
+    headers: &mut nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrIn>,
+    frames: &[&[u8]],
+) -> usize {
+    use nix::sys::socket::{MsgFlags, SockaddrIn, sendmmsg};
+    use std::io::IoSlice;
+    use std::os::fd::AsRawFd;
+    let mut refused = 0;
+    let mut next = 0;
+    while next < frames.len() {
+        let rest = frames.get(next..).unwrap_or_default();
+        let iovs: Vec<[IoSlice<'_>; 1]> = rest.iter().map(|f| [IoSlice::new(f)]).collect();
+        // Connected socket: no per-message address.
+        let addrs: Vec<Option<SockaddrIn>> = vec![None; iovs.len()];
+        match sendmmsg(
+            socket.as_raw_fd(),
+            headers,
+            &iovs,
+            &addrs,
+            [],
+            MsgFlags::empty(),
+        ) {
+            Ok(results) => {
+                let sent = results.count();
+                next += sent.max(1);
+                if sent == 0 {
+                    refused += 1;
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => {
+                // The first message of the call failed (e.g. an ICMP error pending on the
+                // socket); skip it and carry on with the rest.
+                refused += 1;
+                next += 1;
+            }
+        }
+    }
+    refused
 }

@@ -12,5 +12,7 @@ pub mod io;
 pub mod metrics;
 pub mod mss;
 pub mod netlink;
+pub mod offload;
 pub mod run;
+pub mod tun_offload;
 pub mod wire;

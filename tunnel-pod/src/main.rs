@@ -39,6 +39,10 @@ enum Command {
         /// windows let a tunnel report healthy sooner after an outage; tests use a few seconds.
         #[arg(long, default_value_t = 300)]
         loss_window: u64,
+        /// Turn off TUN offload (TSO/checksum) and receive coalescing: one packet per syscall,
+        /// for comparison in benchmarks.
+        #[arg(long)]
+        no_offload: bool,
     },
 }
 
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
             config: path,
             interface,
             loss_window,
+            no_offload,
         } => {
             let config = match TunnelConfig::load(&path) {
                 Ok(c) => c,
@@ -84,6 +89,7 @@ fn main() -> ExitCode {
             let options = Options {
                 interface,
                 loss_window: Duration::from_secs(loss_window.max(1)),
+                offload: !no_offload,
             };
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)

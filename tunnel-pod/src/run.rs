@@ -25,6 +25,8 @@ pub struct Options {
     pub interface: Option<String>,
     /// Loss window of the degraded state (Magic WAN: 5 minutes).
     pub loss_window: Duration,
+    /// TUN segmentation/checksum offload and receive coalescing (on unless benchmarking).
+    pub offload: bool,
 }
 
 /// The TUN name: `mt` + the tunnel ID's first 13 hex digits (unique per tunnel on a node), or
@@ -58,7 +60,7 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
     let server = tokio::spawn(async move { http::serve(listen, app).await });
 
     let socket = io::open_gre_socket(config.local_endpoint, customer, config.ttl)?;
-    let tun = io::open_tun(&name)?;
+    let tun = io::open_tun(&name, options.offload)?;
     let netlink = Netlink::connect()?;
     let index = netlink.link_index(&name).await?;
     let mtu = config.mtu();
@@ -97,6 +99,7 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
         local_endpoint: config.local_endpoint,
         peer_address: peer,
         probes,
+        coalesce: options.offload,
     });
     let (returns_tx, returns_rx) = mpsc::channel(1024);
     let (failed_tx, mut failed_rx) = mpsc::unbounded_channel();

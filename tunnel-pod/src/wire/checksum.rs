@@ -1,19 +1,35 @@
 //! The Internet checksum (RFC 1071) and its incremental update (RFC 1624).
 
-/// One's-complement sum of `data` as 16-bit big-endian words, added to `acc`, not folded.
-pub fn sum(data: &[u8], mut acc: u32) -> u32 {
-    let mut chunks = data.chunks_exact(2);
+/// One's-complement sum of `data` as 16-bit big-endian words, added to `acc`; partly folded
+/// (the result fits in 17 bits plus `acc`), to be finished by `finish`.
+///
+/// Eight bytes at a time: a big-endian u64 is two 32-bit halves, and summing 32-bit pieces then
+/// folding gives the same one's-complement sum as 16-bit words (RFC 1071 §2 (B), (C)). A u64
+/// accumulator cannot overflow below 2^32 bytes.
+pub fn sum(data: &[u8], acc: u32) -> u32 {
+    let mut wide: u64 = u64::from(acc);
+    let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
-        acc = acc.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
-        // Fold early so the accumulator cannot overflow on 64 KiB inputs.
-        if acc > 0xFFFF_0000 {
-            acc = (acc & 0xFFFF) + (acc >> 16);
-        }
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let w = u64::from_be_bytes(w);
+        wide += (w >> 32) + (w & 0xffff_ffff);
     }
-    if let [last] = chunks.remainder() {
-        acc = acc.wrapping_add(u32::from(*last) << 8);
+    let mut rest = chunks.remainder().chunks_exact(2);
+    for c in &mut rest {
+        wide += u64::from(u16::from_be_bytes([c[0], c[1]]));
     }
-    acc
+    if let [last] = rest.remainder() {
+        wide += u64::from(*last) << 8;
+    }
+    while wide > 0xffff_ffff {
+        wide = (wide & 0xffff_ffff) + (wide >> 32);
+    }
+    let mut folded = wide as u32;
+    if folded > 0xffff_0000 {
+        folded = (folded & 0xffff) + (folded >> 16);
+    }
+    folded
 }
 
 /// Folds a sum to 16 bits and complements it: the value to store in a checksum field.
@@ -56,6 +72,33 @@ mod tests {
         // RFC 1071 §3: 00 01 f2 03 f4 f5 f6 f7 sums to ddf2 (before complement).
         let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
         assert_eq!(finish(sum(&data, 0)), !0xddf2);
+    }
+
+    #[test]
+    fn wide_sum_equals_word_by_word() {
+        fn reference(data: &[u8]) -> u16 {
+            let mut acc: u32 = 0;
+            for c in data.chunks(2) {
+                acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+                acc = (acc & 0xffff) + (acc >> 16);
+            }
+            !(acc as u16)
+        }
+        let mut state = 1u32;
+        for len in (0..300).chain([1399, 1400, 1401, 65_535]) {
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (state >> 24) as u8
+                })
+                .collect();
+            assert_eq!(checksum(&data), reference(&data), "len {len}");
+            assert_eq!(
+                checksum(&vec![0xff; len]),
+                reference(&vec![0xff; len]),
+                "ones, len {len}"
+            );
+        }
     }
 
     #[test]

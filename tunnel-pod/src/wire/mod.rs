@@ -23,7 +23,7 @@ pub type Result<T> = core::result::Result<T, Error>;
 
 /// Reads a big-endian u16 at `at`; callers have checked the length.
 #[inline]
-pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
+pub fn be16(b: &[u8], at: usize) -> u16 {
     match b.get(at..at + 2) {
         Some(s) => u16::from_be_bytes([s[0], s[1]]),
         None => 0,
@@ -31,7 +31,7 @@ pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
 }
 
 #[inline]
-pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
+pub fn be32(b: &[u8], at: usize) -> u32 {
     match b.get(at..at + 4) {
         Some(s) => u32::from_be_bytes([s[0], s[1], s[2], s[3]]),
         None => 0,
@@ -39,14 +39,14 @@ pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
 }
 
 #[inline]
-pub(crate) fn put16(b: &mut [u8], at: usize, v: u16) {
+pub fn put16(b: &mut [u8], at: usize, v: u16) {
     if let Some(s) = b.get_mut(at..at + 2) {
         s.copy_from_slice(&v.to_be_bytes());
     }
 }
 
 #[inline]
-pub(crate) fn put32(b: &mut [u8], at: usize, v: u32) {
+pub fn put32(b: &mut [u8], at: usize, v: u32) {
     if let Some(s) = b.get_mut(at..at + 4) {
         s.copy_from_slice(&v.to_be_bytes());
     }

@@ -1,0 +1,517 @@
+//! TUN offload, pure part: the virtio-net header the kernel puts before each packet on a TUN
+//! device opened with `IFF_VNET_HDR`, TCP segmentation of the large (TSO) packets it hands us,
+//! and coalescing of received TCP segments into large (GRO) packets we hand back.
+//!
+//! With offload the host's TCP stack exchanges 64 KiB packets with the TUN device, one syscall
+//! each instead of one per 1.4 KiB. The wire still carries MTU-sized GRE packets: we cut them
+//! here (as the NIC would for TSO) and glue them together on receipt (as GRO would).
+
+use crate::wire::checksum::{finish, sum};
+use crate::wire::{be16, be32, ipv4, put16, put32};
+
+pub const VNET_HDR_LEN: usize = 10;
+pub const F_NEEDS_CSUM: u8 = 1;
+pub const GSO_NONE: u8 = 0;
+pub const GSO_TCPV4: u8 = 1;
+pub const GSO_TCPV6: u8 = 4;
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_PSH: u8 = 0x08;
+const TCP_ACK: u8 = 0x10;
+const TCP_URG: u8 = 0x20;
+const TCP_ECE: u8 = 0x40;
+const TCP_CWR: u8 = 0x80;
+
+/// `struct virtio_net_hdr` (virtio spec §5.1.6), little-endian as on every host we run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VnetHdr {
+    pub flags: u8,
+    pub gso_type: u8,
+    pub hdr_len: u16,
+    pub gso_size: u16,
+    pub csum_start: u16,
+    pub csum_offset: u16,
+}
+
+impl VnetHdr {
+    pub fn parse(b: &[u8]) -> Option<Self> {
+        let b = b.get(..VNET_HDR_LEN)?;
+        let le = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        Some(VnetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: le(2),
+            gso_size: le(4),
+            csum_start: le(6),
+            csum_offset: le(8),
+        })
+    }
+
+    pub fn emit(&self, b: &mut [u8]) {
+        if let Some(b) = b.get_mut(..VNET_HDR_LEN) {
+            b[0] = self.flags;
+            b[1] = self.gso_type;
+            b[2..4].copy_from_slice(&self.hdr_len.to_le_bytes());
+            b[4..6].copy_from_slice(&self.gso_size.to_le_bytes());
+            b[6..8].copy_from_slice(&self.csum_start.to_le_bytes());
+            b[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
+        }
+    }
+}
+
+/// Why an offloaded packet from the kernel could not be turned into wire packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed;
+
+/// Completes a partial checksum (`F_NEEDS_CSUM`): the kernel left the pseudo-header sum in the
+/// checksum field and expects the sum from `csum_start` to the end to be folded in.
+pub fn complete_checksum(packet: &mut [u8], h: &VnetHdr) -> Result<(), Malformed> {
+    let start = usize::from(h.csum_start);
+    let field = start + usize::from(h.csum_offset);
+    if field + 2 > packet.len() {
+        return Err(Malformed);
+    }
+    let c = finish(sum(packet.get(start..).ok_or(Malformed)?, 0));
+    put16(packet, field, c);
+    Ok(())
+}
+
+/// The IP and TCP header lengths of a TCP packet, from the packet itself (the kernel's
+/// `hdr_len` is only a hint).
+fn tcp_headers(p: &[u8]) -> Result<(usize, usize, bool), Malformed> {
+    let (ip_len, v4) = match p.first().map(|b| b >> 4) {
+        Some(4) => {
+            let ip = ipv4::Packet::new_checked(p).map_err(|_| Malformed)?;
+            if ip.protocol() != ipv4::PROTO_TCP {
+                return Err(Malformed);
+            }
+            (ip.header_len(), true)
+        }
+        Some(6) if p.get(6) == Some(&ipv4::PROTO_TCP) => (40, false),
+        _ => return Err(Malformed),
+    };
+    let tcp_len = usize::from(p.get(ip_len + 12).ok_or(Malformed)? >> 4) * 4;
+    if tcp_len < 20 || ip_len + tcp_len > p.len() {
+        return Err(Malformed);
+    }
+    Ok((ip_len, tcp_len, v4))
+}
+
+/// TCP checksum over the pseudo-header and `segment` (TCP header + payload), field zeroed first.
+fn tcp_checksum(ip: &[u8], v4: bool, segment: &mut [u8]) {
+    put16(segment, 16, 0);
+    let len = segment.len();
+    let pseudo = pseudo_sum(ip, v4, len);
+    put16(segment, 16, finish(sum(segment, pseudo)));
+}
+
+/// Sum of the IPv4 or IPv6 pseudo-header for a TCP segment of `len` bytes.
+fn pseudo_sum(ip: &[u8], v4: bool, len: usize) -> u32 {
+    let (src, dst) = if v4 {
+        (12..16, 16..20)
+    } else {
+        (8..24, 24..40)
+    };
+    let mut acc = sum(ip.get(src).unwrap_or(&[]), 0);
+    acc = sum(ip.get(dst).unwrap_or(&[]), acc);
+    acc + u32::from(ipv4::PROTO_TCP) + (len as u32 & 0xffff) + ((len as u32) >> 16)
+}
+
+/// Cuts a TSO packet into segments of at most `gso_size` payload bytes. Each segment is written
+/// at `out[i * slot + headroom ..]`; returns the segment lengths in `lens`.
+pub fn segment(
+    packet: &[u8],
+    gso_size: usize,
+    out: &mut [u8],
+    slot: usize,
+    headroom: usize,
+    lens: &mut Vec<usize>,
+) -> Result<(), Malformed> {
+    lens.clear();
+    let (ip_len, tcp_len, v4) = tcp_headers(packet)?;
+    let hl = ip_len + tcp_len;
+    let payload = packet.get(hl..).ok_or(Malformed)?;
+    if gso_size == 0 || hl + gso_size + headroom > slot {
+        return Err(Malformed);
+    }
+    let count = payload.len().div_ceil(gso_size);
+    if count * slot > out.len() {
+        return Err(Malformed);
+    }
+    let seq = be32(packet, ip_len + 4);
+    let id = be16(packet, 4);
+    let flags = packet.get(ip_len + 13).copied().unwrap_or(0);
+    for (i, chunk) in payload.chunks(gso_size).enumerate() {
+        let base = i * slot + headroom;
+        let len = hl + chunk.len();
+        let seg = out.get_mut(base..base + len).ok_or(Malformed)?;
+        seg[..hl].copy_from_slice(&packet[..hl]);
+        seg[hl..].copy_from_slice(chunk);
+        if v4 {
+            put16(seg, 2, len as u16);
+            put16(seg, 4, id.wrapping_add(i as u16));
+            let mut ip = ipv4::Packet::new_unchecked(&mut seg[..]);
+            ip.fill_checksum();
+        } else {
+            put16(seg, 4, (len - 40) as u16);
+        }
+        let t = ip_len;
+        put32(seg, t + 4, seq.wrapping_add((i * gso_size) as u32));
+        let mut f = flags;
+        if i + 1 < count {
+            f &= !(TCP_FIN | TCP_PSH);
+        }
+        if i > 0 {
+            f &= !TCP_CWR;
+        }
+        seg[t + 13] = f;
+        let (ip, tcp) = seg.split_at_mut(t);
+        tcp_checksum(ip, v4, tcp);
+        lens.push(len);
+    }
+    Ok(())
+}
+
+/// A TCP/IPv4 flow segment that can join a coalesced packet.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    ip_len: usize,
+    tcp_len: usize,
+    payload: usize,
+    seq: u32,
+    flags: u8,
+}
+
+/// The header fields that must match for two segments to be glued: addresses, ports, TOS, TTL,
+/// header lengths and TCP options (timestamps included), and the ACK number and window.
+fn same_flow(a: &[u8], b: &[u8], c: &Candidate) -> bool {
+    let ip_same =
+        a.get(1) == b.get(1) && a.get(8..10) == b.get(8..10) && a.get(12..20) == b.get(12..20);
+    let t = c.ip_len;
+    // Ports, ack, data offset, window; then the options.
+    ip_same
+        && a.get(t..t + 4) == b.get(t..t + 4)
+        && a.get(t + 8..t + 13) == b.get(t + 8..t + 13)
+        && a.get(t + 14..t + 16) == b.get(t + 14..t + 16)
+        && a.get(t + 20..t + c.tcp_len) == b.get(t + 20..t + c.tcp_len)
+}
+
+/// A plain IPv4 (no options, not fragmented) TCP data segment with only ACK/PSH set and a valid
+/// checksum: what GRO may merge. Anything else passes through on its own.
+fn candidate(p: &[u8]) -> Option<Candidate> {
+    let ip = ipv4::Packet::new_checked(p).ok()?;
+    if ip.header_len() != 20 || ip.protocol() != ipv4::PROTO_TCP || ip.is_fragment() {
+        return None;
+    }
+    let total = usize::from(ip.total_len());
+    let (ip_len, tcp_len, _) = tcp_headers(p.get(..total)?).ok()?;
+    let flags = *p.get(ip_len + 13)?;
+    let payload = total - ip_len - tcp_len;
+    let only_ack_psh = flags & (TCP_SYN | TCP_FIN | TCP_RST | TCP_URG | TCP_ECE | TCP_CWR) == 0;
+    if payload == 0 || !only_ack_psh || flags & TCP_ACK == 0 {
+        return None;
+    }
+    // Verify before merging: the merged packet goes up with a partial checksum the kernel
+    // trusts, so a corrupted segment must not hide inside it.
+    let pseudo = pseudo_sum(p, true, total - ip_len);
+    if finish(sum(p.get(ip_len..total)?, pseudo)) != 0 {
+        return None;
+    }
+    Some(Candidate {
+        ip_len,
+        tcp_len,
+        payload,
+        seq: be32(p, ip_len + 4),
+        flags,
+    })
+}
+
+/// Builds one coalesced packet in its own buffer, `VNET_HDR_LEN` bytes of header room first.
+pub struct Coalescer {
+    buf: Vec<u8>,
+    /// Bytes used in `buf` after the virtio header.
+    len: usize,
+    first: Option<Candidate>,
+    segments: usize,
+    next_seq: u32,
+    closed: bool,
+}
+
+/// Most payload bytes in one coalesced packet: the IPv4 total length field limits it.
+const MAX_COALESCED: usize = 65_535;
+
+impl Default for Coalescer {
+    fn default() -> Self {
+        Coalescer {
+            buf: vec![0; VNET_HDR_LEN + MAX_COALESCED],
+            len: 0,
+            first: None,
+            segments: 0,
+            next_seq: 0,
+            closed: false,
+        }
+    }
+}
+
+impl Coalescer {
+    pub fn is_empty(&self) -> bool {
+        self.segments == 0
+    }
+
+    /// Adds `p` when it continues the packet being built (or starts one); false when the
+    /// caller must flush first or send `p` on its own.
+    pub fn push(&mut self, p: &[u8]) -> bool {
+        let Some(c) = candidate(p) else { return false };
+        let Some(first) = self.first else {
+            let total = c.ip_len + c.tcp_len + c.payload;
+            let Some(dst) = self.buf.get_mut(VNET_HDR_LEN..VNET_HDR_LEN + total) else {
+                return false;
+            };
+            dst.copy_from_slice(&p[..total]);
+            self.len = total;
+            self.first = Some(c);
+            self.segments = 1;
+            self.next_seq = c.seq.wrapping_add(c.payload as u32);
+            self.closed = c.flags & TCP_PSH != 0;
+            return true;
+        };
+        let head = &self.buf[VNET_HDR_LEN..VNET_HDR_LEN + first.ip_len + first.tcp_len];
+        let fits = self.len + c.payload <= MAX_COALESCED;
+        if self.closed
+            || !fits
+            || c.seq != self.next_seq
+            || c.payload > first.payload
+            || c.tcp_len != first.tcp_len
+            || !same_flow(head, p, &first)
+        {
+            return false;
+        }
+        let from = c.ip_len + c.tcp_len;
+        let Some(src) = p.get(from..from + c.payload) else {
+            return false;
+        };
+        let at = VNET_HDR_LEN + self.len;
+        let Some(dst) = self.buf.get_mut(at..at + c.payload) else {
+            return false;
+        };
+        dst.copy_from_slice(src);
+        self.len += c.payload;
+        self.segments += 1;
+        self.next_seq = c.seq.wrapping_add(c.payload as u32);
+        // A short segment or PSH ends the burst, as GRO does.
+        if c.payload < first.payload || c.flags & TCP_PSH != 0 {
+            self.closed = true;
+            if let Some(f) = self.buf.get_mut(VNET_HDR_LEN + first.ip_len + 13) {
+                *f |= c.flags & TCP_PSH;
+            }
+        }
+        true
+    }
+
+    /// Finishes the packet: the bytes to write to the TUN device (virtio header included).
+    pub fn finish(&mut self) -> Option<&[u8]> {
+        let first = self.first.take()?;
+        let segments = std::mem::take(&mut self.segments);
+        let len = std::mem::take(&mut self.len);
+        let pkt = self.buf.get_mut(VNET_HDR_LEN..VNET_HDR_LEN + len)?;
+        let mut hdr = VnetHdr::default();
+        if segments > 1 {
+            put16(pkt, 2, len as u16);
+            ipv4::Packet::new_unchecked(&mut pkt[..]).fill_checksum();
+            // Partial checksum: the pseudo-header sum, not complemented; the kernel finishes it.
+            let tcp_total = len - first.ip_len;
+            let pseudo = pseudo_sum(pkt, true, tcp_total);
+            let mut folded = pseudo;
+            while folded > 0xffff {
+                folded = (folded & 0xffff) + (folded >> 16);
+            }
+            put16(pkt, first.ip_len + 16, folded as u16);
+            hdr = VnetHdr {
+                flags: F_NEEDS_CSUM,
+                gso_type: GSO_TCPV4,
+                hdr_len: (first.ip_len + first.tcp_len) as u16,
+                gso_size: first.payload as u16,
+                csum_start: first.ip_len as u16,
+                csum_offset: 16,
+            };
+        }
+        hdr.emit(&mut self.buf);
+        self.buf.get(..VNET_HDR_LEN + len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::checksum::verify;
+
+    /// A TCP/IPv4 segment 10.0.0.1:1000 → 10.0.0.2:2000 with a timestamp option.
+    fn tcp(seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let tcp_len = 32;
+        let mut p = vec![0u8; 20 + tcp_len + payload.len()];
+        ipv4::Repr {
+            src: [10, 0, 0, 1].into(),
+            dst: [10, 0, 0, 2].into(),
+            protocol: ipv4::PROTO_TCP,
+            ttl: 64,
+            payload_len: tcp_len + payload.len(),
+        }
+        .emit(&mut p)
+        .unwrap();
+        put16(&mut p, 20, 1000);
+        put16(&mut p, 22, 2000);
+        put32(&mut p, 24, seq);
+        put32(&mut p, 28, 77);
+        p[32] = 8 << 4;
+        p[33] = flags;
+        put16(&mut p, 34, 500);
+        p[40..52].copy_from_slice(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
+        p[52..].copy_from_slice(payload);
+        let (ip, t) = p.split_at_mut(20);
+        tcp_checksum(ip, true, t);
+        p
+    }
+
+    fn tcp_valid(p: &[u8]) -> bool {
+        let total = usize::from(be16(p, 2));
+        finish(sum(&p[20..total], pseudo_sum(p, true, total - 20))) == 0
+    }
+
+    #[test]
+    fn vnet_header_round_trip() {
+        let h = VnetHdr {
+            flags: 1,
+            gso_type: 1,
+            hdr_len: 52,
+            gso_size: 1400,
+            csum_start: 20,
+            csum_offset: 16,
+        };
+        let mut b = [0u8; 10];
+        h.emit(&mut b);
+        assert_eq!(b, [1, 1, 52, 0, 0x78, 0x05, 20, 0, 16, 0]);
+        assert_eq!(VnetHdr::parse(&b), Some(h));
+        assert_eq!(VnetHdr::parse(&b[..9]), None);
+    }
+
+    #[test]
+    fn segmentation_then_coalescing_restores_the_stream() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        let big = tcp(1_000_000, TCP_ACK | TCP_PSH, &data);
+        let (slot, headroom) = (2048, 8);
+        let mut out = vec![0u8; 16 * slot];
+        let mut lens = Vec::new();
+        segment(&big, 1400, &mut out, slot, headroom, &mut lens).unwrap();
+        assert_eq!(lens.len(), 8);
+        let mut c = Coalescer::default();
+        for (i, len) in lens.iter().enumerate() {
+            let s = &out[i * slot + headroom..i * slot + headroom + len];
+            assert!(verify(&s[..20]), "IPv4 header checksum of segment {i}");
+            assert!(tcp_valid(s), "TCP checksum of segment {i}");
+            assert_eq!(be32(s, 24), 1_000_000 + 1400 * i as u32);
+            assert_eq!(s[33] & TCP_PSH != 0, i == 7, "PSH only on the last segment");
+            assert!(c.push(s), "segment {i} joins");
+        }
+        let merged = c.finish().unwrap().to_vec();
+        let h = VnetHdr::parse(&merged).unwrap();
+        assert_eq!(
+            (
+                h.gso_type,
+                h.gso_size,
+                h.hdr_len,
+                h.csum_start,
+                h.csum_offset
+            ),
+            (GSO_TCPV4, 1400, 52, 20, 16)
+        );
+        let p = &merged[VNET_HDR_LEN..];
+        assert_eq!(&p[52..], &data[..]);
+        assert_eq!(p[33] & TCP_PSH, TCP_PSH);
+        assert!(verify(&p[..20]));
+        // What the kernel does with the partial checksum: the sum over the segment completes it.
+        let mut done = p.to_vec();
+        complete_checksum(&mut done, &h).unwrap();
+        assert!(tcp_valid(&done));
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn coalescing_refuses_what_gro_would() {
+        let a = tcp(1, TCP_ACK, &[1; 100]);
+        let mut c = Coalescer::default();
+        assert!(c.push(&a));
+        assert!(!c.push(&tcp(999, TCP_ACK, &[1; 100])), "gap in sequence");
+        assert!(!c.push(&tcp(101, TCP_ACK | TCP_FIN, &[1; 100])), "FIN");
+        assert!(
+            !c.push(&tcp(101, TCP_ACK, &[1; 200])),
+            "longer than the first"
+        );
+        let mut other_port = tcp(101, TCP_ACK, &[1; 100]);
+        put16(&mut other_port, 22, 2001);
+        let (ip, t) = other_port.split_at_mut(20);
+        tcp_checksum(ip, true, t);
+        assert!(!c.push(&other_port), "other flow");
+        let mut corrupt = tcp(101, TCP_ACK, &[1; 100]);
+        corrupt[60] ^= 1;
+        assert!(!c.push(&corrupt), "bad checksum");
+        assert!(
+            c.push(&tcp(101, TCP_ACK, &[1; 50])),
+            "short segment joins and closes"
+        );
+        assert!(!c.push(&tcp(151, TCP_ACK, &[1; 50])), "closed");
+        // A single segment goes out unchanged with an empty virtio header.
+        let mut single = Coalescer::default();
+        assert!(single.push(&a));
+        let out = single.finish().unwrap();
+        assert_eq!(&out[..VNET_HDR_LEN], &[0; VNET_HDR_LEN]);
+        assert_eq!(&out[VNET_HDR_LEN..], &a[..]);
+    }
+
+    #[test]
+    fn partial_checksum_completion() {
+        let mut p = tcp(5, TCP_ACK, &[9; 33]);
+        let good = p.clone();
+        // What the kernel hands over: the field holds the folded pseudo-header sum.
+        let mut pseudo = pseudo_sum(&p, true, p.len() - 20);
+        while pseudo > 0xffff {
+            pseudo = (pseudo & 0xffff) + (pseudo >> 16);
+        }
+        put16(&mut p, 36, pseudo as u16);
+        let h = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            csum_start: 20,
+            csum_offset: 16,
+            ..VnetHdr::default()
+        };
+        complete_checksum(&mut p, &h).unwrap();
+        assert_eq!(p, good);
+        let bad = VnetHdr {
+            csum_start: 200,
+            ..h
+        };
+        assert_eq!(complete_checksum(&mut p, &bad), Err(Malformed));
+    }
+
+    #[test]
+    fn hostile_tso_packets_never_panic() {
+        let base = tcp(1, TCP_ACK, &[3; 3000]);
+        let mut out = vec![0u8; 8 * 2048];
+        let mut lens = Vec::new();
+        let mut state = 7u32;
+        for _ in 0..20_000 {
+            let mut p = base.clone();
+            for _ in 0..3 {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let i = (state as usize >> 8) % 60;
+                p[i] = (state >> 24) as u8;
+            }
+            let gso = (state >> 20) as usize % 2000;
+            let _ = segment(&p, gso, &mut out, 2048, 8, &mut lens);
+            let mut c = Coalescer::default();
+            c.push(&p);
+            c.push(&p);
+            let _ = c.finish();
+        }
+    }
+}
