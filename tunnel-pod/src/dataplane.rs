@@ -52,33 +52,34 @@ pub struct Path {
 impl Path {
     /// TUN → GRE, until the TUN device fails.
     pub fn run_egress(&self) -> std::io::Error {
-        let mut buf = vec![0u8; TUN_BUF_LEN];
+        // Read at an offset so that the virtio header plus this leaves HEADROOM before the packet.
+        const AT: usize = HEADROOM - VNET_HDR_LEN;
+        let mut buf = vec![0u8; AT + TUN_BUF_LEN];
         let mut segments = vec![0u8; MAX_SEGMENTS * SLOT];
         let mut lens = Vec::with_capacity(MAX_SEGMENTS);
         let mut headers = nix::sys::socket::MultiHeaders::preallocate(MAX_SEGMENTS, None);
         loop {
-            let n = match self.tun.recv(&mut buf) {
+            let n = match self.tun.recv(&mut buf[AT..]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return e,
             };
-            let Some(hdr) = VnetHdr::parse(&buf[..n.min(VNET_HDR_LEN)]) else {
+            let Some(hdr) = VnetHdr::parse(&buf[AT..AT + n.min(VNET_HDR_LEN)]) else {
                 self.metrics.dropped(DropReason::Truncated);
                 continue;
             };
             let len = n - VNET_HDR_LEN;
             match hdr.gso_type {
                 GSO_NONE => {
-                    let packet = &mut buf[VNET_HDR_LEN..n];
+                    let packet = &mut buf[HEADROOM..AT + n];
                     if hdr.flags & F_NEEDS_CSUM != 0 && complete_checksum(packet, &hdr).is_err() {
                         self.metrics.dropped(DropReason::Truncated);
                         continue;
                     }
-                    // The virtio header's 10 bytes are the GRE header's room.
-                    self.encap_and_send(&mut buf[VNET_HDR_LEN - HEADROOM..n], len);
+                    self.encap_and_send(&mut buf[..AT + n], len);
                 }
                 GSO_TCPV4 | GSO_TCPV6 => {
-                    let packet = &buf[VNET_HDR_LEN..n];
+                    let packet = &buf[HEADROOM..AT + n];
                     let gso = usize::from(hdr.gso_size);
                     if segment(packet, gso, &mut segments, SLOT, HEADROOM, &mut lens).is_err() {
                         self.metrics.dropped(DropReason::Truncated);
@@ -235,16 +236,11 @@ impl Path {
             .peer_address
             .is_some_and(|peer| health::is_peer_probe(packet, peer))
         {
-            // Route it back as the customer's router would: the same packet, through the tunnel.
-            // The received outer and GRE headers leave ≥ 24 bytes of headroom before `range`.
+            // Route it back as the customer's router would: the same packet, through the tunnel,
+            // in the room the received outer headers leave (the same size as ours).
             let len = range.len();
-            if let Some(frame) = range
-                .start
-                .checked_sub(HEADROOM)
-                .and_then(|s| buf.get_mut(s..range.end))
-                && let Ok(out) = self.gre.encap(frame, len)
-            {
-                self.send(frame.get(out).unwrap_or_default(), len);
+            if let Ok(out) = self.gre.encap_at(buf, range) {
+                self.send(buf.get(out).unwrap_or_default(), len);
                 self.metrics.probes_reflected.inc();
             }
             return true;

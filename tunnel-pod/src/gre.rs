@@ -1,7 +1,8 @@
 //! The GRE tunnel core, sans-IO: inner packets in, GRE datagrams out, and back.
 //!
-//! The raw socket (protocol 47) adds and strips nothing on send: the kernel writes the outer IPv4
-//! header (with the configured TTL), so `encap` only prepends the GRE header. On receive the
+//! The raw socket (protocol 47) is opened with `IP_HDRINCL`: `encap` writes the outer IPv4
+//! header itself (the kernel still fills in the ID and the header checksum), which spares the
+//! kernel's generic append path and its copy-with-checksum on every send. On receive the
 //! kernel hands over the whole outer datagram, IPv4 header included.
 
 use std::net::Ipv4Addr;
@@ -12,13 +13,17 @@ use crate::mss;
 use crate::wire::gre::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6, GreError};
 use crate::wire::{Error as WireError, ipv4};
 
-/// Space to leave in front of an inner packet for the largest GRE header we send (base + key).
-pub const HEADROOM: usize = 8;
+/// Space to leave in front of an inner packet for the outer IPv4 header and the largest GRE
+/// header we send (base + key).
+pub const HEADROOM: usize = ipv4::HEADER_LEN + 8;
 
 /// One direction's settings, fixed for the life of the tunnel.
 #[derive(Debug, Clone, Copy)]
 pub struct Gre {
+    pub local: Ipv4Addr,
     pub customer: Ipv4Addr,
+    /// Outer TTL.
+    pub ttl: u8,
     pub key: Option<u32>,
     pub mtu: u16,
     /// Clamp TCP MSS to this value, both directions.
@@ -37,8 +42,18 @@ impl Gre {
     /// returns the range of `buf` to hand to the raw socket.
     pub fn encap(&self, buf: &mut [u8], len: usize) -> Result<Range<usize>, DropReason> {
         let end = HEADROOM.checked_add(len).ok_or(DropReason::Oversized)?;
-        let inner = buf.get_mut(HEADROOM..end).ok_or(DropReason::Oversized)?;
-        let ethertype = match inner.first().map(|b| b >> 4) {
+        self.encap_at(buf, HEADROOM..end)
+    }
+
+    /// Encapsulates the inner packet at `buf[inner]`, writing the outer headers just before it.
+    pub fn encap_at(
+        &self,
+        buf: &mut [u8],
+        inner: Range<usize>,
+    ) -> Result<Range<usize>, DropReason> {
+        let len = inner.len();
+        let packet = buf.get_mut(inner.clone()).ok_or(DropReason::Oversized)?;
+        let ethertype = match packet.first().map(|b| b >> 4) {
             Some(4) => ETHERTYPE_IPV4,
             Some(6) => ETHERTYPE_IPV6,
             _ => return Err(DropReason::NotIp),
@@ -47,7 +62,7 @@ impl Gre {
             return Err(DropReason::Oversized);
         }
         if let Some(m) = self.mss {
-            mss::clamp(inner, m);
+            mss::clamp(packet, m);
         }
         let repr = gre::Repr {
             protocol: ethertype,
@@ -55,10 +70,30 @@ impl Gre {
             sequence: None,
             checksum: false,
         };
-        let start = HEADROOM - repr.header_len();
-        repr.emit(buf.get_mut(start..HEADROOM).ok_or(DropReason::Truncated)?)
-            .map_err(|_| DropReason::Truncated)?;
-        Ok(start..end)
+        let gre_start = inner
+            .start
+            .checked_sub(repr.header_len())
+            .ok_or(DropReason::Truncated)?;
+        let start = gre_start
+            .checked_sub(ipv4::HEADER_LEN)
+            .ok_or(DropReason::Truncated)?;
+        repr.emit(
+            buf.get_mut(gre_start..inner.start)
+                .ok_or(DropReason::Truncated)?,
+        )
+        .map_err(|_| DropReason::Truncated)?;
+        let outer = ipv4::Repr {
+            src: self.local,
+            dst: self.customer,
+            protocol: ipv4::PROTO_GRE,
+            ttl: self.ttl,
+            payload_len: inner.end - gre_start,
+        };
+        // ID 0: the kernel picks one (raw(7), IP_HDRINCL).
+        outer
+            .emit(buf.get_mut(start..gre_start).ok_or(DropReason::Truncated)?)
+            .map_err(|_| DropReason::Oversized)?;
+        Ok(start..inner.end)
     }
 
     /// Checks a received datagram (outer IPv4 header included) and locates its inner packet,
@@ -141,7 +176,9 @@ mod tests {
 
     fn gre(key: Option<u32>) -> Gre {
         Gre {
+            local: LOCAL,
             customer: CUSTOMER,
+            ttl: 77,
             key,
             mtu: 1476,
             mss: Some(1436),
@@ -178,11 +215,17 @@ mod tests {
         d
     }
 
+    /// The GRE part (outer IPv4 header stripped) of what `encap` sends.
     fn encap(g: &Gre, inner: &[u8]) -> Vec<u8> {
         let mut buf = vec![0u8; HEADROOM + inner.len()];
         buf[HEADROOM..].copy_from_slice(inner);
         let r = g.encap(&mut buf, inner.len()).unwrap();
-        buf[r].to_vec()
+        let outer = ipv4::Packet::new_checked(&buf[r.clone()]).unwrap();
+        assert_eq!((outer.src_addr(), outer.dst_addr()), (LOCAL, CUSTOMER));
+        assert_eq!((outer.ttl(), outer.protocol()), (g.ttl, ipv4::PROTO_GRE));
+        assert_eq!(usize::from(outer.total_len()), r.len());
+        assert!(outer.verify_checksum());
+        buf[r.start + 20..r.end].to_vec()
     }
 
     #[test]

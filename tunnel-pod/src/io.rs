@@ -30,7 +30,7 @@ pub fn open_tun(name: &str, offload: bool) -> Result<tun::Device> {
 /// A raw IPv4 socket for protocol 47 bound to our endpoint and connected to the customer's, so
 /// the kernel delivers only that peer's GRE packets to this process (many tunnels may share the
 /// local anycast address on one node).
-pub fn open_gre_socket(local: Ipv4Addr, customer: Ipv4Addr, ttl: u8) -> Result<Socket> {
+pub fn open_gre_socket(local: Ipv4Addr, customer: Ipv4Addr) -> Result<Socket> {
     let s = Socket::new(
         Domain::IPV4,
         Type::RAW,
@@ -43,8 +43,9 @@ pub fn open_gre_socket(local: Ipv4Addr, customer: Ipv4Addr, ttl: u8) -> Result<S
         })?;
     s.connect(&SocketAddrV4::new(customer, 0).into())
         .with_context(|| format!("connecting to customer endpoint {customer}"))?;
-    s.set_ttl_v4(u32::from(ttl))
-        .context("setting the outer TTL")?;
+    // We write the outer IPv4 header ourselves (see `gre`), TTL included.
+    s.set_header_included_v4(true)
+        .context("setting IP_HDRINCL")?;
     // Bursts from a fast sender must not overflow the default socket buffers.
     let _ = s.set_recv_buffer_size(4 << 20);
     let _ = s.set_send_buffer_size(4 << 20);

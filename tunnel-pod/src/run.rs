@@ -59,7 +59,7 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
     let app = http::router(status.clone(), metrics.clone());
     let server = tokio::spawn(async move { http::serve(listen, app).await });
 
-    let socket = io::open_gre_socket(config.local_endpoint, customer, config.ttl)?;
+    let socket = io::open_gre_socket(config.local_endpoint, customer)?;
     let tun = io::open_tun(&name, options.offload)?;
     let netlink = Netlink::connect()?;
     let index = netlink.link_index(&name).await?;
@@ -88,7 +88,9 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
         .transpose()?;
     let path = Arc::new(Path {
         gre: Gre {
+            local: config.local_endpoint,
             customer,
+            ttl: config.ttl,
             key: config.gre.as_ref().and_then(|g| g.key),
             mtu,
             mss: config.mss_clamp.effective(mtu),
