@@ -1,17 +1,21 @@
 # MagicTunnel. The two commands a newcomer needs:
-#   make demo   bring up a local control plane, the operator and sample tunnels
+#   make demo   a GRE tunnel between two tunnel-pods in network namespaces, then a local control
+#               plane with the operator and the sample tunnels
 #   make test   everything CI runs (installs its own tools first)
 SHELL := /bin/bash
 export MAGICTUNNEL_CACHE ?= /var/cache/magictunnel
 export PATH := $(MAGICTUNNEL_CACHE)/bin:$(PATH)
 HELM_VERSION ?= v3.19.0
 
-.PHONY: demo test tools unit e2e lint crds bench
+.PHONY: demo demo-gre test tools unit netns-test e2e lint crds bench bench-gre
 
-demo: tools
+demo: tools demo-gre
 	e2e/demo.sh
 
-test: tools lint unit e2e
+demo-gre:
+	scripts/demo-gre.sh
+
+test: tools lint unit netns-test e2e
 
 tools:
 	.ci/install-tools.sh
@@ -23,6 +27,10 @@ lint:
 unit:
 	cargo test --workspace
 
+# Dataplane tests in network namespaces (root): two tunnel-pods, tshark, scapy, iperf3.
+netns-test:
+	cargo test -p magictunnel-tunnel-pod --test netns_gre -- --ignored --test-threads=1
+
 e2e:
 	e2e/run-local.sh
 
@@ -30,5 +38,10 @@ crds:
 	cargo run -q -p magictunnel-operator -- crd > crds/magictunnel.yaml
 	cp crds/magictunnel.yaml charts/magictunnel/crds/magictunnel.yaml
 
-bench:
+bench: bench-gre
 	cargo bench -p magictunnel-operator --bench pure_path
+	cargo bench -p magictunnel-tunnel-pod --bench gre_path
+
+# iperf3 through two tunnel-pods beside raw veth, in one run.
+bench-gre:
+	scripts/bench-gre.sh

@@ -10,6 +10,13 @@ need_apt=()
 command -v etcd >/dev/null || need_apt+=(etcd-server)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v openssl >/dev/null || need_apt+=(openssl)
+# The dataplane tests: packet dissection, frame crafting, throughput, namespaces.
+command -v tshark >/dev/null || need_apt+=(tshark)
+/usr/bin/python3 -c 'import scapy' 2>/dev/null || need_apt+=(python3-scapy)
+command -v iperf3 >/dev/null || need_apt+=(iperf3)
+command -v tcpdump >/dev/null || need_apt+=(tcpdump)
+command -v ping >/dev/null || need_apt+=(iputils-ping)
+command -v ip >/dev/null || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
