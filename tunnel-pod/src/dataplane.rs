@@ -249,7 +249,7 @@ impl Path {
             // RFC 2784 keepalive (Cisco style): the inner packet is a GRE datagram addressed
             // back to the sender; the tunnel's job is to send it there. The host cannot, since
             // its source is our own address (a martian on the TUN).
-            if self.socket.send(gre_payload).is_ok() {
+            if io::send(&self.socket, gre_payload).is_ok() {
                 self.metrics.keepalives_reflected.inc();
             }
             return true;
@@ -258,7 +258,7 @@ impl Path {
     }
 
     fn send(&self, frame: &[u8], inner_len: usize) {
-        match self.socket.send(frame) {
+        match io::send(&self.socket, frame) {
             Ok(_) => self.metrics.egress.count(inner_len),
             Err(_) => self.metrics.dropped(DropReason::SendError),
         }
@@ -268,7 +268,7 @@ impl Path {
     /// `buf[HEADROOM..HEADROOM + len]`.
     pub fn send_own(&self, buf: &mut [u8], len: usize) -> bool {
         match self.gre.encap(buf, len) {
-            Ok(range) => self.socket.send(buf.get(range).unwrap_or_default()).is_ok(),
+            Ok(range) => io::send(&self.socket, buf.get(range).unwrap_or_default()).is_ok(),
             Err(_) => false,
         }
     }

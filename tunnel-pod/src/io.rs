@@ -88,6 +88,7 @@ pub fn send_batch(
     use std::os::fd::AsRawFd;
     let mut refused = 0;
     let mut next = 0;
+    let mut retried = false;
     while next < frames.len() {
         let rest = frames.get(next..).unwrap_or_default();
         let iovs: Vec<[IoSlice<'_>; 1]> = rest.iter().map(|f| [IoSlice::new(f)]).collect();
@@ -104,18 +105,36 @@ pub fn send_batch(
             Ok(results) => {
                 let sent = results.count();
                 next += sent.max(1);
+                retried = false;
                 if sent == 0 {
                     refused += 1;
                 }
             }
             Err(nix::errno::Errno::EINTR) => {}
+            Err(e) if !retried && is_transient(&std::io::Error::from(e)) => {
+                // An ICMP error from earlier traffic was pending on the socket and consumed
+                // by this call; the message itself was not tried. Once more.
+                retried = true;
+            }
             Err(_) => {
-                // The first message of the call failed (e.g. an ICMP error pending on the
-                // socket); skip it and carry on with the rest.
+                // The first message of the call failed; skip it and carry on with the rest.
                 refused += 1;
                 next += 1;
+                retried = false;
             }
         }
     }
     refused
+}
+
+/// Sends one datagram. A connected socket reports an ICMP error that arrived for earlier traffic
+/// (e.g. protocol unreachable while the peer restarts) on its next call, without sending: such an
+/// error is retried once, so it does not cost this packet.
+pub fn send(socket: &Socket, frame: &[u8]) -> std::io::Result<usize> {
+    match socket.send(frame) {
+        Err(e) if is_transient(&e) && e.kind() != std::io::ErrorKind::WouldBlock => {
+            socket.send(frame)
+        }
+        other => other,
+    }
 }
