@@ -8,7 +8,8 @@
 # tunnel-pods (GRE, MTU 1476, MSS clamp Auto, health checks at the default rate). Prints one
 # Markdown table row per run. Everything it creates is removed on exit, also on Ctrl-C.
 #
-# Environment: TUNNEL_POD=path skips the build and uses that binary; PYTHON picks the
+# Environment: TUNNEL_POD=path skips the build and uses that binary; TUNNEL_POD_ARGS adds flags
+# to `tunnel-pod run` (e.g. --no-offload for the one-packet-per-syscall path); PYTHON picks the
 # interpreter that parses iperf3's JSON (stdlib only; default python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -84,10 +85,10 @@ EOF
 }
 config a 203.0.113.1 203.0.113.2 10.99.0.0/31
 config b 203.0.113.2 203.0.113.1 10.99.0.1/31
-ip netns exec "$NS_A" "$TUNNEL_POD" run --config "$WORK/a.yaml" --interface "${ID}ta" \
+ip netns exec "$NS_A" "$TUNNEL_POD" run --config "$WORK/a.yaml" --interface "${ID}ta" ${TUNNEL_POD_ARGS:-} \
     >"$WORK/a.log" 2>&1 &
 PIDS+=($!)
-ip netns exec "$NS_B" "$TUNNEL_POD" run --config "$WORK/b.yaml" --interface "${ID}tb" \
+ip netns exec "$NS_B" "$TUNNEL_POD" run --config "$WORK/b.yaml" --interface "${ID}tb" ${TUNNEL_POD_ARGS:-} \
     >"$WORK/b.log" 2>&1 &
 PIDS+=($!)
 
