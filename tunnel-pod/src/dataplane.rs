@@ -26,8 +26,9 @@ use crate::wire::{gre::ETHERTYPE_IPV4, ipv4};
 const TUN_BUF_LEN: usize = VNET_HDR_LEN + 65_536;
 /// One wire packet's slot in a batch: GRE headroom plus any MTU-sized packet, rounded up.
 const SLOT: usize = 2048;
-/// A TSO packet of 64 KiB cut at the smallest MSS we allow (MTU 576 − 40) fits in this many.
-const MAX_SEGMENTS: usize = 65_536 / 536 + 1;
+/// A TSO packet of 64 KiB cut at the smallest MSS Linux sends with (88 bytes, `TCP_MIN_SND_MSS`,
+/// should a peer advertise something that small) fits in this many segments.
+const MAX_SEGMENTS: usize = 65_536 / 88 + 1;
 /// Received datagrams handled per batch before the coalesced packet is flushed to the TUN.
 const RX_BATCH: usize = 64;
 /// Receive slot: larger than any datagram an MTU-sized inner packet makes; a datagram filling
@@ -73,7 +74,7 @@ impl Path {
                 GSO_NONE => {
                     let packet = &mut buf[HEADROOM..AT + n];
                     if hdr.flags & F_NEEDS_CSUM != 0 && complete_checksum(packet, &hdr).is_err() {
-                        self.metrics.dropped(DropReason::Truncated);
+                        self.metrics.dropped(DropReason::BadOffload);
                         continue;
                     }
                     self.encap_and_send(&mut buf[..AT + n], len);
@@ -82,7 +83,7 @@ impl Path {
                     let packet = &buf[HEADROOM..AT + n];
                     let gso = usize::from(hdr.gso_size);
                     if segment(packet, gso, &mut segments, SLOT, HEADROOM, &mut lens).is_err() {
-                        self.metrics.dropped(DropReason::Truncated);
+                        self.metrics.dropped(DropReason::BadOffload);
                         continue;
                     }
                     let mut frames: Vec<&[u8]> = Vec::with_capacity(lens.len());
@@ -107,7 +108,7 @@ impl Path {
                     let bytes = inner_bytes * sent / frames.len().max(1);
                     self.metrics.egress.bytes.inc_by(bytes as u64);
                 }
-                _ => self.metrics.dropped(DropReason::NotIp),
+                _ => self.metrics.dropped(DropReason::BadOffload),
             }
         }
     }

@@ -23,6 +23,9 @@ pub enum DropReason {
     MalformedInner,
     /// Packet read from the TUN device is neither IPv4 nor IPv6.
     NotIp,
+    /// Packet read from the TUN device with an offload request we cannot carry out (unknown
+    /// GSO type, checksum offsets outside the packet, a TSO packet that is not TCP).
+    BadOffload,
     /// The transport socket refused the packet.
     SendError,
     /// The TUN device refused the packet.
@@ -30,7 +33,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Truncated,
         DropReason::BadVersion,
         DropReason::ReservedBits,
@@ -41,6 +44,7 @@ impl DropReason {
         DropReason::Oversized,
         DropReason::MalformedInner,
         DropReason::NotIp,
+        DropReason::BadOffload,
         DropReason::SendError,
         DropReason::TunWriteError,
     ];
@@ -57,6 +61,7 @@ impl DropReason {
             DropReason::Oversized => "oversized",
             DropReason::MalformedInner => "malformed_inner",
             DropReason::NotIp => "not_ip",
+            DropReason::BadOffload => "bad_offload",
             DropReason::SendError => "send_error",
             DropReason::TunWriteError => "tun_write_error",
         }

@@ -186,8 +186,10 @@ struct Candidate {
 /// The header fields that must match for two segments to be glued: addresses, ports, TOS, TTL,
 /// header lengths and TCP options (timestamps included), and the ACK number and window.
 fn same_flow(a: &[u8], b: &[u8], c: &Candidate) -> bool {
-    let ip_same =
-        a.get(1) == b.get(1) && a.get(8..10) == b.get(8..10) && a.get(12..20) == b.get(12..20);
+    // TOS; DF (fragments never get here); TTL and protocol; addresses.
+    let ip_same = a.get(1) == b.get(1)
+        && a.get(6..10) == b.get(6..10)
+        && a.get(12..20) == b.get(12..20);
     let t = c.ip_len;
     // Ports, ack, data offset, window; then the options.
     ip_same
