@@ -138,3 +138,37 @@ pub fn send(socket: &Socket, frame: &[u8]) -> std::io::Result<usize> {
         other => other,
     }
 }
+
+/// A raw ICMP socket bound to our endpoint address: the returns of unidirectional probes, which
+/// come back over the Internet rather than through the tunnel.
+pub fn open_icmp_socket(local: Ipv4Addr) -> Result<Socket> {
+    let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))
+        .context("opening a raw ICMP socket (needs NET_RAW)")?;
+    s.bind(&SocketAddrV4::new(local, 0).into())
+        .with_context(|| format!("binding the ICMP socket to {local}"))?;
+    Ok(s)
+}
+
+/// Reads ICMP from `socket` forever, passing the returns of our probes to the prober; every other
+/// ICMP message the host receives (the socket sees them all) is ignored.
+pub fn receive_probe_returns(
+    socket: &Socket,
+    spec: &crate::health::ProbeSpec,
+    returns: &tokio::sync::mpsc::Sender<(u16, std::time::Instant)>,
+) {
+    let mut buf = [0u8; 2048];
+    loop {
+        match recv(socket, &mut buf) {
+            Ok(n) => {
+                if let Some(seq) = buf.get(..n).and_then(|p| spec.match_return(p)) {
+                    let _ = returns.try_send((seq, std::time::Instant::now()));
+                }
+            }
+            Err(e) if is_transient(&e) || e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                tracing::error!(error = %e, "ICMP return socket failed; unidirectional probes will be lost");
+                return;
+            }
+        }
+    }
+}

@@ -187,9 +187,8 @@ struct Candidate {
 /// header lengths and TCP options (timestamps included), and the ACK number and window.
 fn same_flow(a: &[u8], b: &[u8], c: &Candidate) -> bool {
     // TOS; DF (fragments never get here); TTL and protocol; addresses.
-    let ip_same = a.get(1) == b.get(1)
-        && a.get(6..10) == b.get(6..10)
-        && a.get(12..20) == b.get(12..20);
+    let ip_same =
+        a.get(1) == b.get(1) && a.get(6..10) == b.get(6..10) && a.get(12..20) == b.get(12..20);
     let t = c.ip_len;
     // Ports, ack, data offset, window; then the options.
     ip_same

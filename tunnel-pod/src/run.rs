@@ -9,7 +9,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use crate::config::{TunnelConfig, TunnelType};
+use crate::config::{HealthCheckDirection, TunnelConfig, TunnelType};
 use crate::dataplane::Path;
 use crate::gre::{Gre, HEADROOM};
 use crate::health::{self, ProbeSpec, Prober};
@@ -105,6 +105,17 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
     });
     let (returns_tx, returns_rx) = mpsc::channel(1024);
     let (failed_tx, mut failed_rx) = mpsc::unbounded_channel();
+    if let Some(spec) =
+        probes.filter(|_| config.health_check.direction == HealthCheckDirection::Unidirectional)
+    {
+        // Returns come back over the Internet to our endpoint address, outside the tunnel.
+        let icmp = io::open_icmp_socket(config.local_endpoint)?;
+        let returns = returns_tx.clone();
+        std::thread::Builder::new()
+            .name("icmp-returns".into())
+            .spawn(move || io::receive_probe_returns(&icmp, &spec, &returns))
+            .context("starting the ICMP return thread")?;
+    }
     spawn_direction("egress", path.clone(), failed_tx.clone(), |p| {
         p.run_egress()
     });
@@ -185,9 +196,15 @@ fn probe_spec(config: &TunnelConfig, peer: Option<Ipv4Addr>) -> Result<ProbeSpec
         .map_err(|_| anyhow!("no system randomness"))?;
     let mut nonce = [0u8; 8];
     nonce.copy_from_slice(&random[2..]);
+    // Bidirectional probes return through the tunnel to our tunnel address; unidirectional ones
+    // to our endpoint address over the Internet (Magic WAN's two directions).
+    let local = match config.health_check.direction {
+        HealthCheckDirection::Bidirectional => config.interface_address.addr(),
+        HealthCheckDirection::Unidirectional => config.local_endpoint,
+    };
     Ok(ProbeSpec {
         style: config.health_check.check_type,
-        local: config.interface_address.addr(),
+        local,
         target,
         identifier: u16::from_be_bytes([random[0], random[1]]),
         nonce,

@@ -745,3 +745,76 @@ fn health_goes_down_when_the_path_breaks_and_recovers() {
         "B reflected none of A's probes"
     );
 }
+
+/// Unidirectional probes leave through the tunnel and return over the "Internet": the peer
+/// decapsulates them and its kernel forwards them to our endpoint address, where the raw ICMP
+/// socket sees them. With forwarding off at the peer they never return; with it on, they do.
+/// Both styles.
+#[test]
+#[ignore = "needs root and network namespaces; run by make netns-test"]
+fn unidirectional_probes_return_outside_the_tunnel() {
+    for style in ["Reply", "Request"] {
+        let mut lab = Lab::new(LabOptions::default());
+        // A forwarding router that is not the target's owner: the target is an address on B's
+        // loopback for request style (B answers), and a foreign source for reply style.
+        let target = std::net::Ipv4Addr::new(198, 51, 100, 99);
+        if style == "Request" {
+            lab.exec_ok(
+                Side::B,
+                "ip",
+                &["addr", "add", "198.51.100.99/32", "dev", "lo"],
+            );
+        }
+        lab.exec_ok(Side::B, "sysctl", &["-qw", "net.ipv4.ip_forward=0"]);
+        lab.start_both(
+            |side, c| {
+                if side == Side::A {
+                    c.health_type = style;
+                    c.health_direction = "Unidirectional";
+                    c.health_target = Some(target);
+                } else {
+                    c.health_rate = None;
+                }
+            },
+            &["--loss-window", "3"],
+        );
+        lab.wait_ready(&[Side::B]);
+        let state = |lab: &Lab| lab.metrics(Side::A).health_state().unwrap_or_default();
+        if style == "Reply" {
+            // Reply style needs the peer to route the packet on: nothing returns without it.
+            let down = wait_for(Duration::from_secs(8), Duration::from_millis(200), || {
+                (state(&lab) == "down").then_some(())
+            });
+            assert!(
+                down.is_some(),
+                "{style}: A should be down while B does not forward, is {}{}",
+                state(&lab),
+                lab.logs()
+            );
+            lab.exec_ok(Side::B, "sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+        }
+        let healthy = wait_for(Duration::from_secs(15), Duration::from_millis(200), || {
+            (state(&lab) == "healthy").then_some(())
+        });
+        assert!(
+            healthy.is_some(),
+            "{style}: A never healthy, is {}{}",
+            state(&lab),
+            lab.logs()
+        );
+        // The returns did not come through the tunnel: B's tunnel-pod carried none back.
+        let b = lab.metrics(Side::B);
+        assert_eq!(
+            b.get("magictunnel_probes_reflected_total", &[]),
+            0.0,
+            "{style}"
+        );
+        let returned = wait_for(Duration::from_secs(5), Duration::from_millis(100), || {
+            let ok = lab
+                .metrics(Side::A)
+                .get("magictunnel_probes_total", &[("result", "ok")]);
+            (ok >= 10.0).then_some(())
+        });
+        assert!(returned.is_some(), "{style}: fewer than 10 probes returned");
+    }
+}

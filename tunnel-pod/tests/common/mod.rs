@@ -197,6 +197,11 @@ pub struct GreConfig {
     pub routes: Vec<String>,
     /// Probe rate (`Low`, `Mid`, `High`); `None` disables health checks.
     pub health_rate: Option<&'static str>,
+    /// `Reply` or `Request`.
+    pub health_type: &'static str,
+    /// `Bidirectional` or `Unidirectional`.
+    pub health_direction: &'static str,
+    pub health_target: Option<Ipv4Addr>,
     pub key: Option<u32>,
     pub http_port: u16,
 }
@@ -229,7 +234,12 @@ impl GreConfig {
         let _ = match self.health_rate {
             Some(rate) => writeln!(
                 y,
-                "healthCheck: {{enabled: true, type: Reply, direction: Bidirectional, rate: {rate}}}"
+                "healthCheck: {{enabled: true, type: {}, direction: {}, rate: {rate}{}}}",
+                self.health_type,
+                self.health_direction,
+                self.health_target
+                    .map(|t| format!(", target: {t}"))
+                    .unwrap_or_default()
             ),
             None => writeln!(y, "healthCheck: {{enabled: false}}"),
         };
@@ -398,6 +408,9 @@ impl Lab {
                 Side::B => "10.10.0.0/24".to_string(),
             }],
             health_rate: Some("High"),
+            health_type: "Reply",
+            health_direction: "Bidirectional",
+            health_target: None,
             key: None,
             http_port: HTTP_PORT,
         }
