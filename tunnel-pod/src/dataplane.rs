@@ -124,35 +124,22 @@ impl Path {
     pub fn run_ingress(&self, returns: mpsc::Sender<(u16, Instant)>) -> std::io::Error {
         let mut slots = vec![0u8; RX_BATCH * RX_SLOT];
         let mut lens = [0usize; RX_BATCH];
+        let mut headers = nix::sys::socket::MultiHeaders::preallocate(RX_BATCH, None);
         let mut gro = Coalescer::default();
         loop {
-            // Block for the first datagram, then take what is already queued.
-            let mut count = 0;
-            while count < RX_BATCH {
-                let slot = &mut slots[count * RX_SLOT..(count + 1) * RX_SLOT];
-                let got = if count == 0 {
-                    io::recv(&self.socket, slot)
-                } else {
-                    io::recv_queued(&self.socket, slot)
-                };
-                match got {
-                    Ok(n) => {
-                        lens[count] = n;
-                        count += 1;
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            // Block for the first datagram, then take what is already queued: one syscall.
+            let count =
+                match io::recv_batch(&self.socket, &mut headers, &mut slots, RX_SLOT, &mut lens) {
+                    Ok(count) => count,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                     Err(e) if io::is_transient(&e) => {
-                        // An ICMP error from the peer's side (e.g. protocol unreachable while
-                        // its endpoint restarts), reported on the connected socket.
+                        // An ICMP error from the peer's side (e.g. protocol unreachable while its
+                        // endpoint restarts), reported on the connected socket.
                         self.metrics.socket_errors.inc();
-                        if count > 0 {
-                            break;
-                        }
+                        continue;
                     }
                     Err(e) => return e,
-                }
-            }
+                };
             for (i, &n) in lens.iter().enumerate().take(count) {
                 let slot = &mut slots[i * RX_SLOT..(i + 1) * RX_SLOT];
                 self.receive(slot, n, &mut gro, &returns);

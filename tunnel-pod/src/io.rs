@@ -65,17 +65,6 @@ pub fn is_transient(e: &std::io::Error) -> bool {
     !matches!(e.raw_os_error(), Some(9 | 14 | 22 | 88 | 12) | None)
 }
 
-/// Receives a datagram only if one is already queued (`WouldBlock` otherwise).
-pub fn recv_queued(socket: &Socket, buf: &mut [u8]) -> std::io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    nix::sys::socket::recv(
-        socket.as_raw_fd(),
-        buf,
-        nix::sys::socket::MsgFlags::MSG_DONTWAIT,
-    )
-    .map_err(std::io::Error::from)
-}
-
 /// Sends datagrams with as few `sendmmsg` calls as the kernel allows. Returns how many the
 /// socket refused (each refused one is skipped, the rest still go).
 pub fn send_batch(
@@ -171,4 +160,42 @@ pub fn receive_probe_returns(
             }
         }
     }
+}
+
+/// Receives up to `lens.len()` datagrams into consecutive `slot`-sized pieces of `slots` with one
+/// `recvmmsg`, blocking only until the first arrives. A truncated datagram gets the length
+/// `slot` (the caller drops it as oversized).
+pub fn recv_batch(
+    socket: &Socket,
+    headers: &mut nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrIn>,
+    slots: &mut [u8],
+    slot: usize,
+    lens: &mut [usize],
+) -> std::io::Result<usize> {
+    use nix::sys::socket::{MsgFlags, recvmmsg};
+    use std::io::IoSliceMut;
+    use std::os::fd::AsRawFd;
+    let mut iovs: Vec<[IoSliceMut<'_>; 1]> = slots
+        .chunks_exact_mut(slot)
+        .take(lens.len())
+        .map(|c| [IoSliceMut::new(c)])
+        .collect();
+    let results = recvmmsg(
+        socket.as_raw_fd(),
+        headers,
+        iovs.iter_mut(),
+        MsgFlags::MSG_WAITFORONE,
+        None,
+    )
+    .map_err(std::io::Error::from)?;
+    let mut count = 0;
+    for (msg, len) in results.zip(lens.iter_mut()) {
+        *len = if msg.flags.contains(MsgFlags::MSG_TRUNC) {
+            slot
+        } else {
+            msg.bytes
+        };
+        count += 1;
+    }
+    Ok(count)
 }
