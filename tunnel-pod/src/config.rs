@@ -393,7 +393,7 @@ impl<'de> Deserialize<'de> for Psk {
             .decode(text.trim())
             .map(Psk::new)
             // The message must not echo the input: it is a secret.
-            .map_err(|_| serde::de::Error::custom("psk is not valid base64"))
+            .map_err(|_| serde::de::Error::custom("secret is not valid base64 (value not shown)"))
     }
 }
 
@@ -866,7 +866,7 @@ ipsec:
         let err = TunnelConfig::from_yaml(&text)
             .expect_err("refused")
             .to_string();
-        assert!(err.contains("psk is not valid base64"), "{err}");
+        assert!(err.contains("secret is not valid base64"), "{err}");
         assert!(!err.contains("SECRET"), "{err}");
     }
 

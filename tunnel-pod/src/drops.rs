@@ -30,10 +30,26 @@ pub enum DropReason {
     SendError,
     /// The TUN device refused the packet.
     TunWriteError,
+    /// ESP: no inbound SA has this SPI.
+    UnknownSpi,
+    /// ESP: the ICV (GCM tag or HMAC) does not verify.
+    BadIcv,
+    /// ESP: padding bytes are not 1, 2, 3, … (RFC 4303 §2.4).
+    BadPadding,
+    /// ESP: sequence number already received (anti-replay on).
+    Replayed,
+    /// ESP: sequence number left of the replay window.
+    TooOld,
+    /// ESP: next header is not IPv4, IPv6 or "no next header".
+    BadNextHeader,
+    /// ESP: a dummy packet (next header 59, RFC 4303 §2.6), discarded by design.
+    DummyPacket,
+    /// ESP: the outbound SA cannot send (sequence numbers used up, or hard lifetime reached).
+    SaExhausted,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 21] = [
         DropReason::Truncated,
         DropReason::BadVersion,
         DropReason::ReservedBits,
@@ -47,6 +63,14 @@ impl DropReason {
         DropReason::BadOffload,
         DropReason::SendError,
         DropReason::TunWriteError,
+        DropReason::UnknownSpi,
+        DropReason::BadIcv,
+        DropReason::BadPadding,
+        DropReason::Replayed,
+        DropReason::TooOld,
+        DropReason::BadNextHeader,
+        DropReason::DummyPacket,
+        DropReason::SaExhausted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -64,6 +88,14 @@ impl DropReason {
             DropReason::BadOffload => "bad_offload",
             DropReason::SendError => "send_error",
             DropReason::TunWriteError => "tun_write_error",
+            DropReason::UnknownSpi => "unknown_spi",
+            DropReason::BadIcv => "bad_icv",
+            DropReason::BadPadding => "bad_padding",
+            DropReason::Replayed => "replayed",
+            DropReason::TooOld => "too_old",
+            DropReason::BadNextHeader => "bad_next_header",
+            DropReason::DummyPacket => "dummy_packet",
+            DropReason::SaExhausted => "sa_exhausted",
         }
     }
 

@@ -2,4 +2,6 @@
 
 #[cfg(test)]
 mod kat;
+pub mod replay;
+pub mod sa;
 pub mod suite;

@@ -40,6 +40,8 @@ pub enum KeyError {
     NeedsIntegrity(&'static str),
     #[error("AES-GCM provides integrity itself; no integrity algorithm may be combined with it")]
     GcmWithIntegrity,
+    #[error("replay window {0} is not a multiple of 64 between 64 and 65536")]
+    BadReplayWindow(u32),
 }
 
 /// Why a received packet does not open.
@@ -52,7 +54,10 @@ pub enum OpenError {
 }
 
 enum Cipher {
-    Gcm { key: LessSafeKey, salt: [u8; 4] },
+    Gcm {
+        key: Box<LessSafeKey>,
+        salt: [u8; 4],
+    },
     Cbc128(Box<Aes128>),
     Cbc256(Box<Aes256>),
     Null,
@@ -155,7 +160,7 @@ impl Transform {
                 let mut s = [0u8; 4];
                 s.copy_from_slice(salt);
                 Cipher::Gcm {
-                    key: LessSafeKey::new(key),
+                    key: Box::new(LessSafeKey::new(key)),
                     salt: s,
                 }
             }
@@ -224,7 +229,7 @@ impl Transform {
             .len()
             .checked_sub(icv_len)
             .ok_or(OpenError::Truncated)?;
-        if body_end < body_start || (body_end - body_start) % self.align() != 0 {
+        if body_end < body_start || !(body_end - body_start).is_multiple_of(self.align()) {
             return Err(OpenError::Truncated);
         }
         match &self.cipher {
@@ -262,7 +267,7 @@ impl Transform {
             .checked_sub(icv_len)
             .ok_or(OpenError::Truncated)?;
         // At least the 2-byte trailer, aligned.
-        if body_end < body_start + 2 || (body_end - body_start) % self.align() != 0 {
+        if body_end < body_start + 2 || !(body_end - body_start).is_multiple_of(self.align()) {
             return Err(OpenError::Truncated);
         }
         match &self.cipher {

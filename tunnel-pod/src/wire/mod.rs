@@ -5,10 +5,12 @@
 //! hostile input can only ever produce an `Error`.
 
 pub mod checksum;
+pub mod esp;
 pub mod gre;
 pub mod icmp;
 pub mod ipv4;
 pub mod tcp;
+pub mod udp_encap;
 
 /// Why a buffer is not a valid packet of the expected format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
