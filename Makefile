@@ -7,7 +7,7 @@ export MAGICTUNNEL_CACHE ?= /var/cache/magictunnel
 export PATH := $(MAGICTUNNEL_CACHE)/bin:$(PATH)
 HELM_VERSION ?= v3.19.0
 
-.PHONY: demo demo-gre test tools unit netns-test e2e lint crds bench bench-gre
+.PHONY: demo demo-gre test tools unit netns-test fuzz e2e lint crds bench bench-gre
 
 demo: tools demo-gre
 	e2e/demo.sh
@@ -15,7 +15,7 @@ demo: tools demo-gre
 demo-gre:
 	scripts/demo-gre.sh
 
-test: tools lint unit netns-test e2e
+test: tools lint unit netns-test fuzz e2e
 
 tools:
 	.ci/install-tools.sh
@@ -26,6 +26,10 @@ lint:
 
 unit:
 	cargo test --workspace
+
+# cargo-fuzz targets (ESP open, GRE decap), FUZZ_SECONDS each (default 30); nightly toolchain.
+fuzz:
+	.ci/fuzz.sh
 
 # Dataplane tests in network namespaces (root): two tunnel-pods, tshark, scapy, iperf3.
 netns-test:
