@@ -68,6 +68,7 @@ pub fn tunnel_config(v: &ValidatedTunnel, psk: Option<&Psk>) -> Result<TunnelCon
             allow_null_cipher: i.allow_null_cipher,
             proposals: i.proposals.clone(),
             lifetimes: i.lifetimes,
+            static_sa: None,
         }),
         _ => None,
     };

@@ -406,7 +406,8 @@ pub struct IpsecConfig {
     /// A file holding the raw PSK bytes, re-read for every new IKE SA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub psk_file: Option<PathBuf>,
-    /// Identities accepted in the peer's IDi.
+    /// Identities accepted in the peer's IDi (not needed with `staticSa`).
+    #[serde(default)]
     pub accepted_ids: Vec<IkeId>,
     #[serde(default)]
     pub replay_protection: bool,
@@ -418,6 +419,10 @@ pub struct IpsecConfig {
     pub proposals: Proposals,
     #[serde(default)]
     pub lifetimes: Lifetimes,
+    /// Manually keyed SAs instead of IKE (RFC 4301 §4.5): for peers without IKE, tests and
+    /// benchmarks. The PSK and accepted IDs are then not needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub static_sa: Option<crate::esp::sa::StaticSa>,
 }
 
 fn default_replay_window() -> u32 {
@@ -639,7 +644,15 @@ impl TunnelConfig {
             (TunnelType::Ipsec, None, None) => {
                 Err(invalid("ipsec", "is required when type is IPsec"))
             }
-            (TunnelType::Ipsec, None, Some(ipsec)) => ipsec.validate(),
+            (TunnelType::Ipsec, None, Some(ipsec)) => {
+                if ipsec.static_sa.is_some() && self.customer_endpoint.is_none() {
+                    return Err(invalid(
+                        "customerEndpoint",
+                        "static SAs (ipsec.staticSa) need the peer's address",
+                    ));
+                }
+                ipsec.validate()
+            }
             (TunnelType::Gre, _, None) => Ok(()),
         }
     }
@@ -695,7 +708,9 @@ impl IpsecConfig {
             (Some(_), Some(_)) => {
                 return Err(invalid("ipsec.psk", "set either psk or pskFile, not both"));
             }
-            (None, None) => return Err(invalid("ipsec.psk", "one of psk or pskFile is required")),
+            (None, None) if self.static_sa.is_none() => {
+                return Err(invalid("ipsec.psk", "one of psk or pskFile is required"));
+            }
             (Some(psk), None) if psk.len() < MIN_PSK_LEN => {
                 return Err(invalid(
                     "ipsec.psk",
@@ -704,7 +719,11 @@ impl IpsecConfig {
             }
             _ => {}
         }
-        if self.accepted_ids.is_empty() {
+        if let Some(sa) = &self.static_sa {
+            sa.validate(self.allow_null_cipher)
+                .map_err(|(field, why)| invalid(field, why))?;
+        }
+        if self.accepted_ids.is_empty() && self.static_sa.is_none() {
             return Err(invalid(
                 "ipsec.acceptedIds",
                 "at least one identity is required",

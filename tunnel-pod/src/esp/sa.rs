@@ -64,6 +64,39 @@ impl SaParams {
     }
 }
 
+/// A manually keyed pair of SAs (RFC 4301 §4.5), as written in a TunnelConfig.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StaticSa {
+    /// What we send with (the peer's inbound SA).
+    pub outbound: SaParams,
+    /// What the peer sends with (its outbound SA).
+    pub inbound: SaParams,
+}
+
+impl StaticSa {
+    /// The rules serde cannot express, as (field, reason).
+    pub fn validate(&self, allow_null: bool) -> Result<(), (&'static str, String)> {
+        for (field, p) in [
+            ("ipsec.staticSa.outbound", &self.outbound),
+            ("ipsec.staticSa.inbound", &self.inbound),
+        ] {
+            // RFC 4303 §2.1: SPI 0 is reserved, 1–255 are reserved by IANA.
+            if p.spi < 256 {
+                return Err((field, format!("spi {} is reserved; use 256 or more", p.spi)));
+            }
+            if p.encryption == EspEncryption::Null && !allow_null {
+                return Err((
+                    field,
+                    "NULL encryption requires allowNullCipher: true".into(),
+                ));
+            }
+            p.transform().map_err(|e| (field, e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
 /// Why an inner packet was not sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SealError {
@@ -617,5 +650,58 @@ mod tests {
             }
             let _ = inb.open(&mut p);
         }
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use crate::config::{ConfigError, TunnelConfig};
+
+    fn yaml(sa: &str, extra: &str) -> String {
+        format!(
+            "apiVersion: magictunnel.dev/v1alpha1
+kind: TunnelConfig
+name: lab/static
+type: IPsec
+localEndpoint: 192.0.2.1
+customerEndpoint: 198.51.100.2
+interfaceAddress: 10.200.0.0/31
+ipsec:
+{extra}  staticSa:
+{sa}"
+        )
+    }
+
+    const GOOD: &str = "    outbound: {spi: 4096, encryption: AES-GCM-16-256, encryptionKey: AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIj}
+    inbound: {spi: 8192, encryption: AES-CBC-128, integrity: HMAC-SHA2-256-128, encryptionKey: AAECAwQFBgcICQoLDA0ODw==, integrityKey: AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=}
+";
+
+    fn field(text: &str) -> String {
+        match TunnelConfig::from_yaml(text) {
+            Err(ConfigError::Invalid { field, .. }) => field.to_string(),
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn static_sas_need_no_psk_and_are_checked() {
+        let c = TunnelConfig::from_yaml(&yaml(GOOD, "")).expect("valid static config");
+        let sa = c.ipsec.and_then(|i| i.static_sa).expect("static SA");
+        assert_eq!((sa.outbound.spi, sa.inbound.spi), (4096, 8192));
+        assert!(!format!("{sa:?}").contains("AAECAwQF"), "keys redacted");
+        assert_eq!(
+            field(&yaml(&GOOD.replace("spi: 4096", "spi: 255"), "")),
+            "ipsec.staticSa.outbound"
+        );
+        assert_eq!(
+            field(&yaml(&GOOD.replace("AES-GCM-16-256", "AES-GCM-16-128"), "")),
+            "ipsec.staticSa.outbound"
+        );
+        assert_eq!(
+            field(&yaml(&GOOD.replace("AES-CBC-128", "NULL"), "")),
+            "ipsec.staticSa.inbound"
+        );
+        let no_customer = yaml(GOOD, "").replace("customerEndpoint: 198.51.100.2\n", "");
+        assert_eq!(field(&no_customer), "customerEndpoint");
     }
 }
