@@ -304,6 +304,25 @@ impl Transform {
     }
 }
 
+/// AES-128 or AES-256 as a block cipher: what the CBC helpers need.
+trait Aes:
+    BlockEncrypt
+    + aes::cipher::BlockDecrypt
+    + Clone
+    + aes::cipher::BlockCipher
+    + aes::cipher::BlockSizeUser<BlockSize = aes::cipher::consts::U16>
+{
+}
+
+impl<T> Aes for T where
+    T: BlockEncrypt
+        + aes::cipher::BlockDecrypt
+        + Clone
+        + aes::cipher::BlockCipher
+        + aes::cipher::BlockSizeUser<BlockSize = aes::cipher::consts::U16>
+{
+}
+
 fn gcm_nonce(salt: &[u8; 4], explicit: &[u8; 8]) -> Nonce {
     // RFC 4106 §4: the nonce is the salt followed by the explicit IV.
     let mut n = [0u8; 12];
@@ -320,10 +339,7 @@ fn cbc_seal<C>(
     iv: u64,
 ) -> Result<(), OpenError>
 where
-    C: BlockEncrypt
-        + Clone
-        + aes::cipher::BlockCipher
-        + aes::cipher::BlockSizeUser<BlockSize = aes::cipher::consts::U16>,
+    C: Aes,
     cbc::Encryptor<C>: BlockEncryptMut,
 {
     // IV = AES_K(iv ‖ 0…): unpredictable to anyone without the key, never repeated while the
@@ -342,10 +358,7 @@ fn cbc_seal_with_iv<C>(
     block: &aes::Block,
 ) -> Result<(), OpenError>
 where
-    C: BlockEncrypt
-        + Clone
-        + aes::cipher::BlockCipher
-        + aes::cipher::BlockSizeUser<BlockSize = aes::cipher::consts::U16>,
+    C: Aes,
     cbc::Encryptor<C>: BlockEncryptMut,
 {
     packet[HEADER_LEN..body_start].copy_from_slice(block);
@@ -364,10 +377,7 @@ fn cbc_open<C>(
     body_end: usize,
 ) -> Result<(), OpenError>
 where
-    C: Clone
-        + aes::cipher::BlockCipher
-        + aes::cipher::BlockDecrypt
-        + aes::cipher::BlockSizeUser<BlockSize = aes::cipher::consts::U16>,
+    C: Aes,
     cbc::Decryptor<C>: BlockDecryptMut,
 {
     let mut iv = aes::Block::default();
