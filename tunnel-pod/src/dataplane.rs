@@ -12,7 +12,8 @@ use socket2::Socket;
 use tokio::sync::mpsc;
 
 use crate::drops::DropReason;
-use crate::gre::{Gre, HEADROOM};
+use crate::encap::{Encap, TAILROOM};
+use crate::gre::HEADROOM;
 use crate::health::{self, ProbeSpec};
 use crate::io;
 use crate::metrics::Metrics;
@@ -34,10 +35,13 @@ const RX_BATCH: usize = 64;
 /// Receive slot: larger than any datagram an MTU-sized inner packet makes; a datagram filling
 /// it whole is taken as truncated and dropped as oversized.
 const RX_SLOT: usize = 4096;
+/// Datagrams are received this far into their slot, so that even an ESP packet with no IV
+/// leaves room for the virtio header before its inner packet.
+const RX_OFFSET: usize = 16;
 
 /// Everything both directions share.
 pub struct Path {
-    pub gre: Gre,
+    pub encap: Encap,
     /// Opened with `IFF_VNET_HDR`: every packet is preceded by a virtio-net header.
     pub tun: tun::Device,
     pub socket: Socket,
@@ -55,7 +59,7 @@ impl Path {
     pub fn run_egress(&self) -> std::io::Error {
         // Read at an offset so that the virtio header plus this leaves HEADROOM before the packet.
         const AT: usize = HEADROOM - VNET_HDR_LEN;
-        let mut buf = vec![0u8; AT + TUN_BUF_LEN];
+        let mut buf = vec![0u8; AT + TUN_BUF_LEN + TAILROOM];
         let mut segments = vec![0u8; MAX_SEGMENTS * SLOT];
         let mut lens = Vec::with_capacity(MAX_SEGMENTS);
         let mut headers = nix::sys::socket::MultiHeaders::preallocate(MAX_SEGMENTS, None);
@@ -77,7 +81,7 @@ impl Path {
                         self.metrics.dropped(DropReason::BadOffload);
                         continue;
                     }
-                    self.encap_and_send(&mut buf[..AT + n], len);
+                    self.encap_and_send(&mut buf, len);
                 }
                 GSO_TCPV4 | GSO_TCPV6 => {
                     let packet = &buf[HEADROOM..AT + n];
@@ -89,8 +93,7 @@ impl Path {
                     let mut frames: Vec<&[u8]> = Vec::with_capacity(lens.len());
                     let mut inner_bytes = 0;
                     for (slot, &len) in segments.chunks_exact_mut(SLOT).zip(lens.iter()) {
-                        let frame = &mut slot[..HEADROOM + len];
-                        match self.gre.encap(frame, len) {
+                        match self.encap.encap(slot, len) {
                             Ok(range) => {
                                 frames.push(&slot[range]);
                                 inner_bytes += len;
@@ -114,7 +117,7 @@ impl Path {
     }
 
     fn encap_and_send(&self, frame: &mut [u8], len: usize) {
-        match self.gre.encap(frame, len) {
+        match self.encap.encap(frame, len) {
             Ok(range) => self.send(frame.get(range).unwrap_or_default(), len),
             Err(d) => self.metrics.dropped(d),
         }
@@ -128,18 +131,24 @@ impl Path {
         let mut gro = Coalescer::default();
         loop {
             // Block for the first datagram, then take what is already queued: one syscall.
-            let count =
-                match io::recv_batch(&self.socket, &mut headers, &mut slots, RX_SLOT, &mut lens) {
-                    Ok(count) => count,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                    Err(e) if io::is_transient(&e) => {
-                        // An ICMP error from the peer's side (e.g. protocol unreachable while its
-                        // endpoint restarts), reported on the connected socket.
-                        self.metrics.socket_errors.inc();
-                        continue;
-                    }
-                    Err(e) => return e,
-                };
+            let count = match io::recv_batch(
+                &self.socket,
+                &mut headers,
+                &mut slots,
+                RX_SLOT,
+                RX_OFFSET,
+                &mut lens,
+            ) {
+                Ok(count) => count,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if io::is_transient(&e) => {
+                    // An ICMP error from the peer's side (e.g. protocol unreachable while its
+                    // endpoint restarts), reported on the connected socket.
+                    self.metrics.socket_errors.inc();
+                    continue;
+                }
+                Err(e) => return e,
+            };
             for (i, &n) in lens.iter().enumerate().take(count) {
                 let slot = &mut slots[i * RX_SLOT..(i + 1) * RX_SLOT];
                 self.receive(slot, n, &mut gro, &returns);
@@ -157,12 +166,19 @@ impl Path {
         gro: &mut Coalescer,
         returns: &mpsc::Sender<(u16, Instant)>,
     ) {
-        if n >= slot.len() {
+        if n >= slot.len() - RX_OFFSET {
             self.metrics.dropped(DropReason::Oversized);
             return;
         }
-        let inner = match self.gre.decap(&mut slot[..n]) {
-            Ok(i) => i,
+        let Some(datagram) = slot.get_mut(RX_OFFSET..RX_OFFSET + n) else {
+            self.metrics.dropped(DropReason::Oversized);
+            return;
+        };
+        let inner = match self.encap.decap(datagram) {
+            Ok(mut i) => {
+                i.range = i.range.start + RX_OFFSET..i.range.end + RX_OFFSET;
+                i
+            }
             Err(d) => {
                 self.metrics.dropped(d);
                 return;
@@ -227,13 +243,17 @@ impl Path {
             // Route it back as the customer's router would: the same packet, through the tunnel,
             // in the room the received outer headers leave (the same size as ours).
             let len = range.len();
-            if let Ok(out) = self.gre.encap_at(buf, range) {
+            if let Ok(out) = self.encap.encap_at(buf, range) {
                 self.send(buf.get(out).unwrap_or_default(), len);
                 self.metrics.probes_reflected.inc();
             }
             return true;
         }
-        if let Some(gre_payload) = keepalive(packet, self.local_endpoint, self.gre.customer) {
+        if let Some(gre_payload) = self
+            .encap
+            .as_gre()
+            .and_then(|g| keepalive(packet, self.local_endpoint, g.customer))
+        {
             // RFC 2784 keepalive (Cisco style): the inner packet is a GRE datagram addressed
             // back to the sender; the tunnel's job is to send it there. The host cannot, since
             // its source is our own address (a martian on the TUN).
@@ -255,7 +275,7 @@ impl Path {
     /// Encapsulates and sends a packet the endpoint made itself (a probe) written at
     /// `buf[HEADROOM..HEADROOM + len]`.
     pub fn send_own(&self, buf: &mut [u8], len: usize) -> bool {
-        match self.gre.encap(buf, len) {
+        match self.encap.encap(buf, len) {
             Ok(range) => io::send(&self.socket, buf.get(range).unwrap_or_default()).is_ok(),
             Err(_) => false,
         }

@@ -46,10 +46,14 @@ pub enum DropReason {
     DummyPacket,
     /// ESP: the outbound SA cannot send (sequence numbers used up, or hard lifetime reached).
     SaExhausted,
+    /// Port 4500: a NAT keepalive (RFC 3948 §2.3). Not data; counted here to be visible.
+    NatKeepalive,
+    /// Port 4500: an IKE message (non-ESP marker); IKE is not built yet.
+    IkeUnsupported,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 21] = [
+    pub const ALL: [DropReason; 23] = [
         DropReason::Truncated,
         DropReason::BadVersion,
         DropReason::ReservedBits,
@@ -71,6 +75,8 @@ impl DropReason {
         DropReason::BadNextHeader,
         DropReason::DummyPacket,
         DropReason::SaExhausted,
+        DropReason::NatKeepalive,
+        DropReason::IkeUnsupported,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -96,6 +102,8 @@ impl DropReason {
             DropReason::BadNextHeader => "bad_next_header",
             DropReason::DummyPacket => "dummy_packet",
             DropReason::SaExhausted => "sa_exhausted",
+            DropReason::NatKeepalive => "nat_keepalive",
+            DropReason::IkeUnsupported => "ike_unsupported",
         }
     }
 

@@ -163,13 +163,14 @@ pub fn receive_probe_returns(
 }
 
 /// Receives up to `lens.len()` datagrams into consecutive `slot`-sized pieces of `slots` with one
-/// `recvmmsg`, blocking only until the first arrives. A truncated datagram gets the length
-/// `slot` (the caller drops it as oversized).
+/// `recvmmsg`, blocking only until the first arrives, each `offset` bytes into its slot. A
+/// truncated datagram gets the length `slot` (the caller drops it as oversized).
 pub fn recv_batch(
     socket: &Socket,
     headers: &mut nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrIn>,
     slots: &mut [u8],
     slot: usize,
+    offset: usize,
     lens: &mut [usize],
 ) -> std::io::Result<usize> {
     use nix::sys::socket::{MsgFlags, recvmmsg};
@@ -178,7 +179,7 @@ pub fn recv_batch(
     let mut iovs: Vec<[IoSliceMut<'_>; 1]> = slots
         .chunks_exact_mut(slot)
         .take(lens.len())
-        .map(|c| [IoSliceMut::new(c)])
+        .map(|c| [IoSliceMut::new(c.get_mut(offset..).unwrap_or_default())])
         .collect();
     let results = recvmmsg(
         socket.as_raw_fd(),
@@ -198,4 +199,20 @@ pub fn recv_batch(
         count += 1;
     }
     Ok(count)
+}
+
+/// A UDP socket on our endpoint's port 4500 connected to the customer's (RFC 3948: ESP in UDP
+/// from the start, as Magic WAN does).
+pub fn open_esp_socket(local: Ipv4Addr, customer: Ipv4Addr) -> Result<Socket> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+        .context("opening a UDP socket")?;
+    s.bind(&SocketAddrV4::new(local, 4500).into())
+        .with_context(|| {
+            format!("binding to {local}:4500: is it an address of this host, and the port free?")
+        })?;
+    s.connect(&SocketAddrV4::new(customer, 4500).into())
+        .with_context(|| format!("connecting to customer endpoint {customer}:4500"))?;
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    Ok(s)
 }

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod dataplane;
 pub mod drops;
+pub mod encap;
 pub mod esp;
 pub mod gre;
 pub mod health;

@@ -1,7 +1,7 @@
 //! `tunnel-pod run`: sets the endpoint up, runs it until SIGTERM, and takes it down again.
 
 use std::net::Ipv4Addr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -11,12 +11,15 @@ use tokio::sync::mpsc;
 
 use crate::config::{HealthCheckDirection, TunnelConfig, TunnelType};
 use crate::dataplane::Path;
+use crate::encap::{Encap, Esp, TAILROOM};
+use crate::esp::sa::{Inbound, Outbound, StaticSa};
 use crate::gre::{Gre, HEADROOM};
 use crate::health::{self, ProbeSpec, Prober};
 use crate::http::{self, Status};
 use crate::io;
 use crate::metrics::Metrics;
 use crate::netlink::Netlink;
+use crate::wire::udp_encap::KEEPALIVE;
 
 /// Knobs that are not part of the tunnel's definition.
 #[derive(Debug, Clone)]
@@ -43,12 +46,15 @@ pub fn interface_name(config: &TunnelConfig) -> String {
 }
 
 pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
-    if config.tunnel_type == TunnelType::Ipsec {
-        bail!("the IPsec dataplane is not built yet (issue #4); GRE tunnels run");
+    let static_sa = config.ipsec.as_ref().and_then(|i| i.static_sa.clone());
+    if config.tunnel_type == TunnelType::Ipsec && static_sa.is_none() {
+        bail!(
+            "IKEv2 is not built yet: an IPsec tunnel runs with manually keyed SAs (ipsec.staticSa) only"
+        );
     }
     let customer = config
         .customer_endpoint
-        .ok_or_else(|| anyhow!("customerEndpoint: a GRE tunnel needs one"))?;
+        .ok_or_else(|| anyhow!("customerEndpoint: this tunnel needs the peer's address"))?;
     let name = options
         .interface
         .clone()
@@ -59,7 +65,10 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
     let app = http::router(status.clone(), metrics.clone());
     let server = tokio::spawn(async move { http::serve(listen, app).await });
 
-    let socket = io::open_gre_socket(config.local_endpoint, customer)?;
+    let socket = match config.tunnel_type {
+        TunnelType::Gre => io::open_gre_socket(config.local_endpoint, customer)?,
+        TunnelType::Ipsec => io::open_esp_socket(config.local_endpoint, customer)?,
+    };
     let tun = io::open_tun(&name, options.offload)?;
     let netlink = Netlink::connect()?;
     let index = netlink.link_index(&name).await?;
@@ -77,7 +86,7 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
     }
     tracing::info!(
         interface = %name, local = %config.local_endpoint, customer = %customer, mtu,
-        routes = installed.len(), "GRE tunnel up"
+        routes = installed.len(), kind = %config.tunnel_type, "tunnel up"
     );
 
     let peer = config.peer_interface_address();
@@ -87,14 +96,7 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
         .then(|| probe_spec(&config, peer))
         .transpose()?;
     let path = Arc::new(Path {
-        gre: Gre {
-            local: config.local_endpoint,
-            customer,
-            ttl: config.ttl,
-            key: config.gre.as_ref().and_then(|g| g.key),
-            mtu,
-            mss: config.mss_clamp.effective(mtu),
-        },
+        encap: encapsulation(&config, customer, mtu, static_sa)?,
         tun,
         socket,
         metrics: metrics.clone(),
@@ -123,6 +125,8 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
         p.run_ingress(returns_tx)
     });
     status.set_transport_open(true);
+    let keepalives =
+        matches!(path.encap, Encap::Esp(_)).then(|| tokio::spawn(nat_keepalives(path.clone())));
     let prober = probes.map(|spec| {
         let p = Prober::new(
             config.health_check.rate.per_second(),
@@ -148,8 +152,8 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
         r = server => Err(match r { Ok(Err(e)) => e, Ok(Ok(())) => anyhow!("HTTP server stopped"), Err(e) => e.into() }),
     };
     status.set_transport_open(false);
-    if let Some(p) = prober {
-        p.abort();
+    for task in [prober, keepalives].into_iter().flatten() {
+        task.abort();
     }
     teardown(&netlink, index, &installed).await;
     outcome
@@ -165,6 +169,50 @@ async fn teardown(netlink: &Netlink, index: u32, routes: &[crate::config::Route]
     }
     if let Err(e) = netlink.delete_link(index).await {
         tracing::warn!(error = %format!("{e:#}"), "interface removal failed");
+    }
+}
+
+/// GRE from the config, or ESP from its static SAs.
+fn encapsulation(
+    config: &TunnelConfig,
+    customer: Ipv4Addr,
+    mtu: u16,
+    static_sa: Option<StaticSa>,
+) -> Result<Encap> {
+    let mss = config.mss_clamp.effective(mtu);
+    Ok(match (config.tunnel_type, static_sa) {
+        (TunnelType::Ipsec, Some(sa)) => {
+            let replay = config
+                .ipsec
+                .as_ref()
+                .filter(|i| i.replay_protection)
+                .map(|i| i.replay_window);
+            Encap::Esp(Box::new(Esp {
+                outbound: Outbound::new(sa.outbound).context("ipsec.staticSa.outbound")?,
+                inbound: Mutex::new(
+                    Inbound::new(sa.inbound, replay).context("ipsec.staticSa.inbound")?,
+                ),
+                mtu,
+                mss,
+            }))
+        }
+        _ => Encap::Gre(Gre {
+            local: config.local_endpoint,
+            customer,
+            ttl: config.ttl,
+            key: config.gre.as_ref().and_then(|g| g.key),
+            mtu,
+            mss,
+        }),
+    })
+}
+
+/// RFC 3948 §4: keep NAT bindings open with a one-byte 0xFF datagram; 20 s is the usual period.
+async fn nat_keepalives(path: Arc<Path>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(20));
+    loop {
+        tick.tick().await;
+        let _ = io::send(&path.socket, &KEEPALIVE);
     }
 }
 
@@ -220,7 +268,7 @@ async fn probe_loop(
     status: Arc<Status>,
     metrics: Arc<Metrics>,
 ) {
-    let mut buf = vec![0u8; HEADROOM + health::PROBE_LEN];
+    let mut buf = vec![0u8; HEADROOM + health::PROBE_LEN + TAILROOM];
     let mut last = health::State::Unknown;
     loop {
         let poll = prober.poll(Instant::now());

@@ -6,6 +6,7 @@
 //! install the same SA. Keys are base64 on the wire, zeroized on drop, and redacted in `Debug`.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -108,15 +109,16 @@ pub enum SealError {
     NoRoom,
 }
 
-/// The outbound half: seals inner packets.
+/// The outbound half: seals inner packets. Shared by every thread that sends (data path,
+/// prober, reflected probes): the counters are atomics, so each packet gets its own number.
 #[derive(Debug)]
 pub struct Outbound {
     params: SaParams,
     transform: Transform,
     /// The last sequence number used (0: none yet; RFC 4303 §3.3.3 starts at 1).
-    seq: u32,
-    bytes: u64,
-    packets: u64,
+    seq: AtomicU32,
+    bytes: AtomicU64,
+    packets: AtomicU64,
 }
 
 /// Serialisable state of an outbound SA, to hand to another process.
@@ -133,15 +135,15 @@ impl Outbound {
         Ok(Outbound {
             transform: params.transform()?,
             params,
-            seq: 0,
-            bytes: 0,
-            packets: 0,
+            seq: AtomicU32::new(0),
+            bytes: AtomicU64::new(0),
+            packets: AtomicU64::new(0),
         })
     }
 
     pub fn restore(state: OutboundState) -> Result<Self, KeyError> {
-        let mut sa = Outbound::new(state.params)?;
-        sa.seq = state.seq;
+        let sa = Outbound::new(state.params)?;
+        sa.seq.store(state.seq, Ordering::Relaxed);
         Ok(sa)
     }
 
@@ -150,7 +152,7 @@ impl Outbound {
     pub fn state(&self) -> OutboundState {
         OutboundState {
             params: self.params.clone(),
-            seq: self.seq,
+            seq: self.seq.load(Ordering::Relaxed),
         }
     }
 
@@ -175,33 +177,41 @@ impl Outbound {
     /// 90 % of a hard lifetime is used.
     pub fn needs_rekey(&self) -> bool {
         let soft = |used: u64, limit: Option<u64>| limit.is_some_and(|l| used >= l / 10 * 9);
-        self.seq >= SEQ_REKEY_MARK
-            || soft(self.bytes, self.params.lifetime.bytes)
-            || soft(self.packets, self.params.lifetime.packets)
+        self.seq.load(Ordering::Relaxed) >= SEQ_REKEY_MARK
+            || soft(
+                self.bytes.load(Ordering::Relaxed),
+                self.params.lifetime.bytes,
+            )
+            || soft(
+                self.packets.load(Ordering::Relaxed),
+                self.params.lifetime.packets,
+            )
     }
 
     /// Seals the inner packet at `buf[inner]` into an ESP packet around it (header and IV before,
     /// padding, trailer and ICV after); returns the packet's range in `buf`.
     pub fn seal(
-        &mut self,
+        &self,
         buf: &mut [u8],
         inner: Range<usize>,
         next_header: u8,
     ) -> Result<Range<usize>, SealError> {
-        // RFC 4303 §3.3.3: with ESN off the sequence number must not cycle; the sender stops.
-        let seq = self
-            .seq
-            .checked_add(1)
-            .ok_or(SealError::SequenceExhausted)?;
         let len = inner.len();
-        let over = |used: u64, add: u64, limit: Option<u64>| {
-            limit.is_some_and(|l| used.saturating_add(add) > l)
+        let over = |used: &AtomicU64, add: u64, limit: Option<u64>| {
+            limit.is_some_and(|l| used.load(Ordering::Relaxed).saturating_add(add) > l)
         };
-        if over(self.bytes, len as u64, self.params.lifetime.bytes)
-            || over(self.packets, 1, self.params.lifetime.packets)
+        if over(&self.bytes, len as u64, self.params.lifetime.bytes)
+            || over(&self.packets, 1, self.params.lifetime.packets)
         {
             return Err(SealError::Expired);
         }
+        // RFC 4303 §3.3.3: with ESN off the sequence number must not cycle; the sender stops.
+        // A number is taken atomically, so concurrent senders never share one (nor a GCM IV).
+        let seq = self
+            .seq
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| s.checked_add(1))
+            .map_err(|_| SealError::SequenceExhausted)?
+            + 1;
         let start = inner
             .start
             .checked_sub(self.headroom())
@@ -223,9 +233,8 @@ impl Outbound {
         self.transform
             .seal(packet, u64::from(seq))
             .map_err(|_| SealError::NoRoom)?;
-        self.seq = seq;
-        self.bytes += len as u64;
-        self.packets += 1;
+        self.bytes.fetch_add(len as u64, Ordering::Relaxed);
+        self.packets.fetch_add(1, Ordering::Relaxed);
         Ok(start..end)
     }
 }
@@ -398,7 +407,7 @@ mod tests {
     }
 
     /// Seals `inner` with `out` and returns the ESP packet bytes.
-    fn seal(out: &mut Outbound, inner: &[u8]) -> Vec<u8> {
+    fn seal(out: &Outbound, inner: &[u8]) -> Vec<u8> {
         let head = out.headroom();
         let mut buf = vec![0u8; head + inner.len() + out.tailroom()];
         buf[head..head + inner.len()].copy_from_slice(inner);
