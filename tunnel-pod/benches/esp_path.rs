@@ -111,7 +111,7 @@ fn esp(c: &mut Criterion) {
             });
             let out = Outbound::new(params(enc, integ)).expect("sa");
             let (head, tail) = (out.headroom(), out.tailroom());
-            let mut out = out;
+            let out = out;
             let packet = inner(size);
             let mut frame = vec![0u8; head + size + tail];
             group.bench_function(BenchmarkId::new("seal", size), |b| {
@@ -123,7 +123,7 @@ fn esp(c: &mut Criterion) {
                     );
                 })
             });
-            let mut fresh = Outbound::new(params(enc, integ)).expect("sa");
+            let fresh = Outbound::new(params(enc, integ)).expect("sa");
             let mut f = vec![0u8; head + size + tail];
             f[head..head + size].copy_from_slice(&packet);
             let r = fresh

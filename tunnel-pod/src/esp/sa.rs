@@ -436,11 +436,11 @@ mod tests {
     #[test]
     fn round_trip_every_suite_and_size() {
         for (enc, integ) in all_suites() {
-            let mut out = Outbound::new(params(0x1000, enc, integ)).unwrap();
+            let out = Outbound::new(params(0x1000, enc, integ)).unwrap();
             let mut inb = Inbound::new(params(0x1000, enc, integ), Some(1024)).unwrap();
             for len in [20, 21, 64, 65, 512, 1399, 1400, 1401] {
                 let inner = inner_v4(len);
-                let mut p = seal(&mut out, &inner);
+                let mut p = seal(&out, &inner);
                 let opened = inb.open(&mut p).unwrap();
                 assert_eq!(
                     &p[opened.inner.clone()],
@@ -454,10 +454,10 @@ mod tests {
 
     #[test]
     fn sequence_numbers_start_at_one_and_replays_are_dropped() {
-        let mut out = Outbound::new(params(7, EspEncryption::AesGcm16_256, None)).unwrap();
+        let out = Outbound::new(params(7, EspEncryption::AesGcm16_256, None)).unwrap();
         let mut inb =
             Inbound::new(params(7, EspEncryption::AesGcm16_256, None), Some(1024)).unwrap();
-        let packets: Vec<Vec<u8>> = (0..2000).map(|_| seal(&mut out, &inner_v4(60))).collect();
+        let packets: Vec<Vec<u8>> = (0..2000).map(|_| seal(&out, &inner_v4(60))).collect();
         assert_eq!(
             esp::Packet::new_checked(&packets[0][..])
                 .unwrap()
@@ -488,9 +488,9 @@ mod tests {
 
     #[test]
     fn forged_packet_does_not_move_the_window() {
-        let mut out = Outbound::new(params(7, EspEncryption::AesGcm16_128, None)).unwrap();
+        let out = Outbound::new(params(7, EspEncryption::AesGcm16_128, None)).unwrap();
         let mut inb = Inbound::new(params(7, EspEncryption::AesGcm16_128, None), Some(64)).unwrap();
-        let good = seal(&mut out, &inner_v4(40));
+        let good = seal(&out, &inner_v4(40));
         let mut forged = good.clone();
         forged[4..8].copy_from_slice(&1_000_000u32.to_be_bytes());
         assert_eq!(inb.open(&mut forged), Err(DropReason::BadIcv));
@@ -500,14 +500,14 @@ mod tests {
 
     #[test]
     fn sequence_never_wraps() {
-        let mut out = Outbound::restore(OutboundState {
+        let out = Outbound::restore(OutboundState {
             params: params(1, EspEncryption::AesGcm16_128, None),
             seq: u32::MAX - 2,
         })
         .unwrap();
         assert!(out.needs_rekey());
-        seal(&mut out, &inner_v4(40));
-        seal(&mut out, &inner_v4(40));
+        seal(&out, &inner_v4(40));
+        seal(&out, &inner_v4(40));
         let mut buf = vec![0u8; 200];
         assert_eq!(
             out.seal(&mut buf, 16..56, NEXT_IPV4),
@@ -520,12 +520,12 @@ mod tests {
     fn hard_lifetime_stops_and_soft_asks_for_rekey() {
         let mut p = params(1, EspEncryption::AesGcm16_128, None);
         p.lifetime.packets = Some(10);
-        let mut out = Outbound::new(p).unwrap();
+        let out = Outbound::new(p).unwrap();
         for _ in 0..9 {
-            seal(&mut out, &inner_v4(40));
+            seal(&out, &inner_v4(40));
         }
         assert!(out.needs_rekey());
-        seal(&mut out, &inner_v4(40));
+        seal(&out, &inner_v4(40));
         let mut buf = vec![0u8; 200];
         assert_eq!(
             out.seal(&mut buf, 16..56, NEXT_IPV4),
@@ -587,13 +587,13 @@ mod tests {
 
     #[test]
     fn state_serialises_without_showing_keys() {
-        let mut out = Outbound::new(params(
+        let out = Outbound::new(params(
             0xabcd,
             EspEncryption::AesCbc256,
             Some(Integrity::HmacSha2_256_128),
         ))
         .unwrap();
-        seal(&mut out, &inner_v4(40));
+        seal(&out, &inner_v4(40));
         let state = out.state();
         let json = serde_json::to_string(&state).unwrap();
         let back: OutboundState = serde_json::from_str(&json).unwrap();
@@ -605,8 +605,8 @@ mod tests {
             "no base64 key in Debug: {debug}"
         );
         // The replica continues after the last number used.
-        let mut replica = Outbound::restore(back).unwrap();
-        let p = seal(&mut replica, &inner_v4(40));
+        let replica = Outbound::restore(back).unwrap();
+        let p = seal(&replica, &inner_v4(40));
         assert_eq!(esp::Packet::new_checked(&p[..]).unwrap().sequence(), 2);
         let mut inb = Inbound::new(
             params(
@@ -632,7 +632,7 @@ mod tests {
 
     #[test]
     fn hostile_packets_never_panic() {
-        let mut out = Outbound::new(params(
+        let out = Outbound::new(params(
             3,
             EspEncryption::AesCbc128,
             Some(Integrity::HmacSha1_96),
@@ -643,7 +643,7 @@ mod tests {
             Some(64),
         )
         .unwrap();
-        let good = seal(&mut out, &inner_v4(100));
+        let good = seal(&out, &inner_v4(100));
         let mut state = 0x1234_5678u32;
         for i in 0..20_000 {
             let mut p = good.clone();
