@@ -33,7 +33,7 @@ fuzz:
 
 # Dataplane tests in network namespaces (root): two tunnel-pods, tshark, scapy, iperf3.
 netns-test:
-	cargo test -p magictunnel-tunnel-pod --test netns_gre -- --ignored --test-threads=1
+	cargo test -p magictunnel-tunnel-pod --test netns_gre --test netns_esp -- --ignored --test-threads=1
 
 e2e:
 	e2e/run-local.sh

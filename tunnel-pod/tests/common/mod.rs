@@ -203,6 +203,8 @@ pub struct GreConfig {
     pub health_direction: &'static str,
     pub health_target: Option<Ipv4Addr>,
     pub key: Option<u32>,
+    /// Some: an IPsec tunnel with this `ipsec:` block (indented YAML body) instead of GRE.
+    pub ipsec: Option<String>,
     pub http_port: u16,
 }
 
@@ -212,7 +214,11 @@ impl GreConfig {
         let _ = writeln!(y, "apiVersion: magictunnel.dev/v1alpha1");
         let _ = writeln!(y, "kind: TunnelConfig");
         let _ = writeln!(y, "name: {}", self.name);
-        let _ = writeln!(y, "type: GRE");
+        let _ = writeln!(
+            y,
+            "type: {}",
+            if self.ipsec.is_some() { "IPsec" } else { "GRE" }
+        );
         let _ = writeln!(y, "localEndpoint: {}", self.local);
         let _ = writeln!(y, "customerEndpoint: {}", self.customer);
         let _ = writeln!(y, "interfaceAddress: {}", self.interface_address);
@@ -245,6 +251,9 @@ impl GreConfig {
         };
         if let Some(key) = self.key {
             let _ = writeln!(y, "gre: {{key: {key}}}");
+        }
+        if let Some(block) = &self.ipsec {
+            let _ = writeln!(y, "ipsec:\n{block}");
         }
         let _ = writeln!(y, "http: {{listen: 127.0.0.1:{}}}", self.http_port);
         y
@@ -412,6 +421,7 @@ impl Lab {
             health_direction: "Bidirectional",
             health_target: None,
             key: None,
+            ipsec: None,
             http_port: HTTP_PORT,
         }
     }
