@@ -7,7 +7,7 @@ export MAGICTUNNEL_CACHE ?= /var/cache/magictunnel
 export PATH := $(MAGICTUNNEL_CACHE)/bin:$(PATH)
 HELM_VERSION ?= v3.19.0
 
-.PHONY: demo demo-gre test tools unit netns-test fuzz e2e lint crds bench bench-gre
+.PHONY: demo demo-gre test tools unit netns-test fuzz e2e lint crds bench bench-dataplane
 
 demo: tools demo-gre
 	e2e/demo.sh
@@ -42,10 +42,11 @@ crds:
 	cargo run -q -p magictunnel-operator -- crd > crds/magictunnel.yaml
 	cp crds/magictunnel.yaml charts/magictunnel/crds/magictunnel.yaml
 
-bench: bench-gre
+bench: bench-dataplane
 	cargo bench -p magictunnel-operator --bench pure_path
 	cargo bench -p magictunnel-tunnel-pod --bench gre_path
 
-# iperf3 through two tunnel-pods beside raw veth, in one run.
-bench-gre:
-	scripts/bench-gre.sh
+# iperf3 through two tunnel-pods (GRE, ESP) beside raw veth in one run; then strongSwan.
+bench-dataplane:
+	scripts/bench-dataplane.sh
+	scripts/bench-strongswan.sh

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Throughput of the userspace GRE dataplane against the raw veth it runs on.
+# Throughput of the userspace dataplane against the raw veth it runs on, in one invocation.
 #
-#   sudo scripts/bench-gre.sh [DURATION_SECONDS] [PARALLEL_STREAMS]     (defaults: 10 1)
+#   sudo scripts/bench-dataplane.sh [DURATION_SECONDS] [PARALLEL_STREAMS]     (defaults: 10 1)
 #
 # Builds tunnel-pod (release), makes two network namespaces joined by a veth pair, and measures
-# an iperf3 TCP transfer from A to B twice: over the veth itself (baseline) and through two
-# tunnel-pods (GRE, MTU 1476, MSS clamp Auto, health checks at the default rate). Prints one
-# Markdown table row per run. Everything it creates is removed on exit, also on Ctrl-C.
+# an iperf3 TCP transfer from A to B over the veth itself (baseline), then through two
+# tunnel-pods for each of MODES (default "gre esp"): GRE (MTU 1476) and ESP AES-256-GCM in UDP
+# 4500 with static SAs (MTU 1400); MSS clamp Auto, health checks at the default rate. Prints a
+# Markdown table. Everything it creates is removed on exit, also on Ctrl-C.
 #
 # Environment: TUNNEL_POD=path skips the build and uses that binary; TUNNEL_POD_ARGS adds flags
 # to `tunnel-pod run` (e.g. --no-offload for the one-packet-per-syscall path); PYTHON picks the
@@ -16,6 +17,7 @@ cd "$(dirname "$0")/.."
 
 DURATION=${1:-10}
 PARALLEL=${2:-1}
+MODES=${MODES:-gre esp}
 PYTHON=${PYTHON:-python3}
 [[ $DURATION =~ ^[0-9]+$ && $PARALLEL =~ ^[0-9]+$ ]] || {
     echo "usage: $0 [DURATION_SECONDS] [PARALLEL_STREAMS]" >&2
@@ -67,44 +69,56 @@ ip -n "$NS_B" addr add 203.0.113.2/24 dev "$VETH_B"
 ip -n "$NS_A" link set "$VETH_A" up
 ip -n "$NS_B" link set "$VETH_B" up
 
-# config SIDE LOCAL CUSTOMER INTERFACE_ADDRESS
+# ESP static SAs: A sends with SPI 4097, B with 8194; random AES-256-GCM keys + salts.
+KEY_AB=$(head -c 36 /dev/urandom | base64 -w0)
+KEY_BA=$(head -c 36 /dev/urandom | base64 -w0)
+sa() { echo "{spi: $1, encryption: AES-GCM-16-256, encryptionKey: \"$2\"}"; }
+
+# config MODE SIDE LOCAL CUSTOMER INTERFACE_ADDRESS OUT_SA IN_SA
 config() {
-    cat >"$WORK/$1.yaml" <<EOF
-apiVersion: magictunnel.dev/v1alpha1
-kind: TunnelConfig
-name: bench/$1
-type: GRE
-localEndpoint: $2
-customerEndpoint: $3
-interfaceAddress: $4
-mtu: 1476
-mssClamp: {mode: Auto}
-healthCheck: {enabled: true, type: Reply, direction: Bidirectional, rate: Mid}
-http: {listen: 127.0.0.1:9180}
-EOF
+    {
+        printf 'apiVersion: magictunnel.dev/v1alpha1\nkind: TunnelConfig\nname: bench/%s\n' "$2"
+        printf 'localEndpoint: %s\ncustomerEndpoint: %s\ninterfaceAddress: %s\n' "$3" "$4" "$5"
+        printf 'mssClamp: {mode: Auto}\nhttp: {listen: 127.0.0.1:9180}\n'
+        printf 'healthCheck: {enabled: true, type: Reply, direction: Bidirectional, rate: Mid}\n'
+        if [[ $1 == gre ]]; then
+            printf 'type: GRE\nmtu: 1476\n'
+        else
+            printf 'type: IPsec\nipsec:\n  staticSa:\n    outbound: %s\n    inbound: %s\n' "$6" "$7"
+        fi
+    } >"$WORK/$1-$2.yaml"
 }
-config a 203.0.113.1 203.0.113.2 10.99.0.0/31
-config b 203.0.113.2 203.0.113.1 10.99.0.1/31
-ip netns exec "$NS_A" "$TUNNEL_POD" run --config "$WORK/a.yaml" --interface "${ID}ta" ${TUNNEL_POD_ARGS:-} \
-    >"$WORK/a.log" 2>&1 &
-PIDS+=($!)
-ip netns exec "$NS_B" "$TUNNEL_POD" run --config "$WORK/b.yaml" --interface "${ID}tb" ${TUNNEL_POD_ARGS:-} \
-    >"$WORK/b.log" 2>&1 &
-PIDS+=($!)
+
+# start_pods MODE: a tunnel-pod in each namespace, waited for until both are ready.
+start_pods() {
+    config "$1" a 203.0.113.1 203.0.113.2 10.99.0.0/31 "$(sa 4097 "$KEY_AB")" "$(sa 8194 "$KEY_BA")"
+    config "$1" b 203.0.113.2 203.0.113.1 10.99.0.1/31 "$(sa 8194 "$KEY_BA")" "$(sa 4097 "$KEY_AB")"
+    ip netns exec "$NS_A" "$TUNNEL_POD" run --config "$WORK/$1-a.yaml" --interface "${ID}ta" \
+        ${TUNNEL_POD_ARGS:-} >"$WORK/$1-a.log" 2>&1 &
+    POD_A=$!
+    PIDS+=("$POD_A")
+    ip netns exec "$NS_B" "$TUNNEL_POD" run --config "$WORK/$1-b.yaml" --interface "${ID}tb" \
+        ${TUNNEL_POD_ARGS:-} >"$WORK/$1-b.log" 2>&1 &
+    POD_B=$!
+    PIDS+=("$POD_B")
+    for _ in $(seq 100); do
+        if ready "$NS_A" && ready "$NS_B"; then return; fi
+        sleep 0.2
+    done
+    echo "$0: $1 tunnel-pods not ready within 20 s" >&2
+    echo "--- A ---" >&2; cat "$WORK/$1-a.log" >&2
+    echo "--- B ---" >&2; cat "$WORK/$1-b.log" >&2
+    exit 1
+}
+
+stop_pods() {
+    kill -TERM "$POD_A" "$POD_B" 2>/dev/null || true
+    wait "$POD_A" "$POD_B" 2>/dev/null || true
+    forget "$POD_A" "$POD_B"
+}
 
 ready() { [[ $(ip netns exec "$1" curl -s -o /dev/null -w '%{http_code}' --max-time 1 \
     http://127.0.0.1:9180/readyz) == 200 ]]; }
-for _ in $(seq 100); do
-    if ready "$NS_A" && ready "$NS_B"; then break; fi
-    sleep 0.2
-done
-if ! { ready "$NS_A" && ready "$NS_B"; }; then
-    echo "$0: tunnel-pods not ready within 20 s" >&2
-    echo "--- A ---" >&2; cat "$WORK/a.log" >&2
-    echo "--- B ---" >&2; cat "$WORK/b.log" >&2
-    exit 1
-fi
-
 # iperf3 LABEL SERVER_ADDRESS: TCP from A to SERVER_ADDRESS in B; writes $WORK/LABEL.json.
 measure() {
     ip netns exec "$NS_B" iperf3 -s -1 -B "$2" >"$WORK/$1-server.log" 2>&1 &
@@ -135,20 +149,28 @@ forget() {
     PIDS=("${kept[@]}")
 }
 measure veth 203.0.113.2
-measure gre 10.99.0.1
+for mode in $MODES; do
+    start_pods "$mode"
+    measure "$mode" 10.99.0.1
+    stop_pods
+done
 
-"$PYTHON" - "$WORK/veth.json" "$WORK/gre.json" "$DURATION" "$PARALLEL" <<'EOF'
+"$PYTHON" - "$WORK" "$DURATION" "$PARALLEL" veth $MODES <<'EOF'
 import json, sys
-reports = [json.load(open(p)) for p in sys.argv[1:3]]
-for name, report in zip(("veth", "GRE"), reports):
+work, duration, parallel, *names = sys.argv[1:]
+ends = {}
+for name in names:
+    report = json.load(open(f"{work}/{name}.json"))
     if "error" in report or "sum_received" not in report.get("end", {}):
         sys.exit(f"iperf3 over {name}: {report.get('error', 'no result')}")
-veth, gre = (r["end"] for r in reports)
-duration, parallel = sys.argv[3:5]
+    ends[name] = report["end"]
 gbps = lambda end: end["sum_received"]["bits_per_second"] / 1e9
-print("| streams | duration | raw veth Gbit/s | GRE (tunnel-pod) Gbit/s | GRE / veth "
-      "| GRE retransmits |")
+label = {"veth": "raw veth", "gre": "GRE (tunnel-pod)",
+         "esp": "ESP AES-256-GCM in UDP (tunnel-pod)"}
+print("| streams | duration | path | Gbit/s | / veth | retransmits |")
 print("|---|---|---|---|---|---|")
-print(f"| {parallel} | {duration} s | {gbps(veth):.2f} | {gbps(gre):.2f} "
-      f"| {gbps(gre) / gbps(veth):.1%} | {gre['sum_sent'].get('retransmits', 'n/a')} |")
+for name in names:
+    end = ends[name]
+    print(f"| {parallel} | {duration} s | {label.get(name, name)} | {gbps(end):.2f} "
+          f"| {gbps(end) / gbps(ends['veth']):.1%} | {end['sum_sent'].get('retransmits', 'n/a')} |")
 EOF
