@@ -24,6 +24,7 @@ fn params(enc: EspEncryption, integ: Option<Integrity>) -> SaParams {
         encryption_key: Psk::new(vec![7; e]),
         integrity_key: integ.map(|_| Psk::new(vec![9; i])),
         lifetime: SaLifetime::default(),
+        traffic_selectors: Default::default(),
     }
 }
 

@@ -50,10 +50,12 @@ pub enum DropReason {
     NatKeepalive,
     /// Port 4500: an IKE message (non-ESP marker); IKE is not built yet.
     IkeUnsupported,
+    /// ESP: the inner packet is outside the SA's traffic selectors (RFC 4301 §5.2).
+    SelectorMismatch,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 23] = [
+    pub const ALL: [DropReason; 24] = [
         DropReason::Truncated,
         DropReason::BadVersion,
         DropReason::ReservedBits,
@@ -77,6 +79,7 @@ impl DropReason {
         DropReason::SaExhausted,
         DropReason::NatKeepalive,
         DropReason::IkeUnsupported,
+        DropReason::SelectorMismatch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -104,6 +107,7 @@ impl DropReason {
             DropReason::SaExhausted => "sa_exhausted",
             DropReason::NatKeepalive => "nat_keepalive",
             DropReason::IkeUnsupported => "ike_unsupported",
+            DropReason::SelectorMismatch => "selector_mismatch",
         }
     }
 

@@ -87,6 +87,7 @@ impl Esp {
             .map_err(|e| match e {
                 SealError::SequenceExhausted | SealError::Expired => DropReason::SaExhausted,
                 SealError::NoRoom => DropReason::Truncated,
+                SealError::NotSelected => DropReason::SelectorMismatch,
             })
     }
 

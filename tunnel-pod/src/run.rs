@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use crate::config::{HealthCheckDirection, TunnelConfig, TunnelType};
 use crate::dataplane::Path;
 use crate::encap::{Encap, Esp, TAILROOM};
-use crate::esp::sa::{Inbound, Outbound, StaticSa};
+use crate::esp::sa::{Age, Inbound, Outbound, StaticSa};
 use crate::gre::{Gre, HEADROOM};
 use crate::health::{self, ProbeSpec, Prober};
 use crate::http::{self, Status};
@@ -125,8 +125,9 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
         p.run_ingress(returns_tx)
     });
     status.set_transport_open(true);
-    let keepalives =
-        matches!(path.encap, Encap::Esp(_)).then(|| tokio::spawn(nat_keepalives(path.clone())));
+    let esp = matches!(path.encap, Encap::Esp(_));
+    let keepalives = esp.then(|| tokio::spawn(nat_keepalives(path.clone())));
+    let clock = esp.then(|| tokio::spawn(sa_clock(path.clone())));
     let prober = probes.map(|spec| {
         let p = Prober::new(
             config.health_check.rate.per_second(),
@@ -152,7 +153,7 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
         r = server => Err(match r { Ok(Err(e)) => e, Ok(Ok(())) => anyhow!("HTTP server stopped"), Err(e) => e.into() }),
     };
     status.set_transport_open(false);
-    for task in [prober, keepalives].into_iter().flatten() {
+    for task in [prober, keepalives, clock].into_iter().flatten() {
         task.abort();
     }
     teardown(&netlink, index, &installed).await;
@@ -205,6 +206,43 @@ fn encapsulation(
             mss,
         }),
     })
+}
+
+/// Reports the static SAs' age every second: at 90 % of a time lifetime it warns (static keys
+/// must be replaced by hand), at 100 % both halves stop.
+async fn sa_clock(path: Arc<Path>) {
+    let Encap::Esp(esp) = &path.encap else { return };
+    let born = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last = Age::Fresh;
+    loop {
+        tick.tick().await;
+        let age = born.elapsed();
+        let out = esp.outbound.check_age(age);
+        let inb = esp
+            .inbound
+            .lock()
+            .map_or(Age::Expired, |mut i| i.check_age(age));
+        let worst = if out == Age::Expired || inb == Age::Expired {
+            Age::Expired
+        } else if out == Age::Rekey || inb == Age::Rekey {
+            Age::Rekey
+        } else {
+            Age::Fresh
+        };
+        if worst != last {
+            match worst {
+                Age::Rekey => {
+                    tracing::warn!("static SAs at 90 % of their lifetime: replace the keys")
+                }
+                Age::Expired => {
+                    tracing::error!("static SAs expired: the tunnel stops carrying traffic")
+                }
+                Age::Fresh => {}
+            }
+            last = worst;
+        }
+    }
 }
 
 /// RFC 3948 §4: keep NAT bindings open with a one-byte 0xFF datagram; 20 s is the usual period.

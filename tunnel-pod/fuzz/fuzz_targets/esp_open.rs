@@ -23,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
         encryption_key: Psk::new(vec![1; enc_len]),
         integrity_key: integrity.map(|_| Psk::new(vec![2; integ_len])),
         lifetime: SaLifetime::default(),
+        traffic_selectors: Default::default(),
     };
     let Ok(mut sa) = Inbound::new(params, Some(1024)) else { return };
     if let Datagram::Esp(esp) = classify(rest) {

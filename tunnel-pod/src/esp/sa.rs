@@ -6,7 +6,9 @@
 //! install the same SA. Keys are base64 on the wire, zeroized on drop, and redacted in `Debug`.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use ipnet::Ipv4Net;
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +36,72 @@ pub struct SaLifetime {
     pub bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packets: Option<u64>,
+    /// Age limit; the caller reports the age (`check_age`), the SA keeps no clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<u64>,
+}
+
+/// Where an SA's age stands against its time lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Age {
+    Fresh,
+    /// 90 % of the lifetime used: replace the SA.
+    Rekey,
+    /// Lifetime over: the SA refuses to send or receive from now on.
+    Expired,
+}
+
+fn age_status(age: std::time::Duration, limit: Option<u64>) -> Age {
+    match limit {
+        Some(l) if age.as_secs() >= l => Age::Expired,
+        Some(l) if age.as_secs() >= l / 10 * 9 => Age::Rekey,
+        _ => Age::Fresh,
+    }
+}
+
+/// The inner traffic an SA carries (RFC 4301 §4.4.1): tunnel mode, IPv4 prefixes. Inbound, the
+/// decrypted packet's source must be in `remote` and its destination in `local` (RFC 4301 §5.2
+/// step 4); outbound the other way round. The default is any.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrafficSelectors {
+    #[serde(default = "any")]
+    pub local: Vec<Ipv4Net>,
+    #[serde(default = "any")]
+    pub remote: Vec<Ipv4Net>,
+}
+
+fn any() -> Vec<Ipv4Net> {
+    vec![Ipv4Net::default()]
+}
+
+impl Default for TrafficSelectors {
+    fn default() -> Self {
+        TrafficSelectors {
+            local: any(),
+            remote: any(),
+        }
+    }
+}
+
+impl TrafficSelectors {
+    /// Whether an inner packet from `src` to `dst` belongs here, seen from our side. Only IPv4
+    /// is selected on; IPv6 inner packets pass only when both lists are "any".
+    fn admits(&self, packet: &[u8], inbound: bool) -> bool {
+        let any = |l: &[Ipv4Net]| l.iter().any(|n| n.prefix_len() == 0);
+        match ipv4::Packet::new_checked(packet) {
+            Ok(ip) => {
+                let (ours, theirs) = if inbound {
+                    (ip.dst_addr(), ip.src_addr())
+                } else {
+                    (ip.src_addr(), ip.dst_addr())
+                };
+                self.local.iter().any(|n| n.contains(&ours))
+                    && self.remote.iter().any(|n| n.contains(&theirs))
+            }
+            Err(_) => any(&self.local) && any(&self.remote),
+        }
+    }
 }
 
 /// Everything that defines one direction of an SA.
@@ -51,6 +119,8 @@ pub struct SaParams {
     pub integrity_key: Option<Psk>,
     #[serde(default)]
     pub lifetime: SaLifetime,
+    #[serde(default)]
+    pub traffic_selectors: TrafficSelectors,
 }
 
 impl SaParams {
@@ -107,6 +177,8 @@ pub enum SealError {
     Expired,
     #[error("no room around the packet for the ESP header and trailer")]
     NoRoom,
+    #[error("the packet is outside the SA's traffic selectors")]
+    NotSelected,
 }
 
 /// The outbound half: seals inner packets. Shared by every thread that sends (data path,
@@ -119,6 +191,7 @@ pub struct Outbound {
     seq: AtomicU32,
     bytes: AtomicU64,
     packets: AtomicU64,
+    expired: AtomicBool,
 }
 
 /// Serialisable state of an outbound SA, to hand to another process.
@@ -138,6 +211,7 @@ impl Outbound {
             seq: AtomicU32::new(0),
             bytes: AtomicU64::new(0),
             packets: AtomicU64::new(0),
+            expired: AtomicBool::new(false),
         })
     }
 
@@ -188,6 +262,15 @@ impl Outbound {
             )
     }
 
+    /// Reports the SA's age; past its time lifetime it stops sending for good.
+    pub fn check_age(&self, age: std::time::Duration) -> Age {
+        let status = age_status(age, self.params.lifetime.seconds);
+        if status == Age::Expired {
+            self.expired.store(true, Ordering::Relaxed);
+        }
+        status
+    }
+
     /// Seals the inner packet at `buf[inner]` into an ESP packet around it (header and IV before,
     /// padding, trailer and ICV after); returns the packet's range in `buf`.
     pub fn seal(
@@ -197,6 +280,15 @@ impl Outbound {
         next_header: u8,
     ) -> Result<Range<usize>, SealError> {
         let len = inner.len();
+        if self.expired.load(Ordering::Relaxed) {
+            return Err(SealError::Expired);
+        }
+        if !buf
+            .get(inner.clone())
+            .is_some_and(|p| self.params.traffic_selectors.admits(p, false))
+        {
+            return Err(SealError::NotSelected);
+        }
         let over = |used: &AtomicU64, add: u64, limit: Option<u64>| {
             limit.is_some_and(|l| used.load(Ordering::Relaxed).saturating_add(add) > l)
         };
@@ -255,6 +347,7 @@ pub struct Inbound {
     window: ReplayWindow,
     bytes: u64,
     packets: u64,
+    expired: bool,
 }
 
 /// Serialisable state of an inbound SA.
@@ -279,6 +372,7 @@ impl Inbound {
             window,
             bytes: 0,
             packets: 0,
+            expired: false,
         })
     }
 
@@ -291,6 +385,7 @@ impl Inbound {
             window,
             bytes: 0,
             packets: 0,
+            expired: false,
         })
     }
 
@@ -306,7 +401,17 @@ impl Inbound {
     }
 
     /// Opens the ESP packet `packet` (starting at the SPI) in place.
+    /// Reports the SA's age; past its time lifetime it refuses every packet.
+    pub fn check_age(&mut self, age: std::time::Duration) -> Age {
+        let status = age_status(age, self.params.lifetime.seconds);
+        self.expired |= status == Age::Expired;
+        status
+    }
+
     pub fn open(&mut self, packet: &mut [u8]) -> Result<Opened, DropReason> {
+        if self.expired {
+            return Err(DropReason::SaExhausted);
+        }
         let seq = esp::Packet::new_checked(&*packet)
             .map_err(|_| DropReason::Truncated)?
             .sequence();
@@ -359,12 +464,16 @@ impl Inbound {
             NEXT_NONE => return Err(DropReason::DummyPacket),
             _ => return Err(DropReason::BadNextHeader),
         };
+        let inner = body.start..body.start + inner_len;
+        if !packet
+            .get(inner.clone())
+            .is_some_and(|p| self.params.traffic_selectors.admits(p, true))
+        {
+            return Err(DropReason::SelectorMismatch);
+        }
         self.bytes += inner_len as u64;
         self.packets += 1;
-        Ok(Opened {
-            inner: body.start..body.start + inner_len,
-            next_header,
-        })
+        Ok(Opened { inner, next_header })
     }
 }
 
@@ -389,6 +498,7 @@ mod tests {
             encryption_key: Psk::new((0..e as u8).collect()),
             integrity_key: integ.map(|_| Psk::new((100..100 + i as u8).collect())),
             lifetime: SaLifetime::default(),
+            traffic_selectors: Default::default(),
         }
     }
 
@@ -582,6 +692,61 @@ mod tests {
         assert_eq!(
             inb().open(&mut make_raw(&[1, 2], &[], 200, NEXT_IPV4)),
             Err(DropReason::BadPadding)
+        );
+    }
+
+    #[test]
+    fn time_lifetime_asks_for_rekey_then_stops_both_halves() {
+        use std::time::Duration;
+        let mut p = params(1, EspEncryption::AesGcm16_128, None);
+        p.lifetime.seconds = Some(100);
+        let out = Outbound::new(p.clone()).unwrap();
+        let mut inb = Inbound::new(p, None).unwrap();
+        assert_eq!(out.check_age(Duration::from_secs(10)), Age::Fresh);
+        let sealed = seal(&out, &inner_v4(40));
+        assert_eq!(out.check_age(Duration::from_secs(95)), Age::Rekey);
+        assert_eq!(out.check_age(Duration::from_secs(100)), Age::Expired);
+        let mut buf = vec![0u8; 200];
+        assert_eq!(
+            out.seal(&mut buf, 16..56, NEXT_IPV4),
+            Err(SealError::Expired)
+        );
+        inb.open(&mut sealed.clone()).unwrap();
+        assert_eq!(inb.check_age(Duration::from_secs(101)), Age::Expired);
+        assert_eq!(inb.open(&mut sealed.clone()), Err(DropReason::SaExhausted));
+    }
+
+    #[test]
+    fn traffic_selectors_are_enforced_both_ways() {
+        let mut p = params(5, EspEncryption::AesGcm16_256, None);
+        // From our side: 10.0.0.2 is local, 10.0.0.1 is the peer's network.
+        p.traffic_selectors = TrafficSelectors {
+            local: vec!["10.0.0.2/32".parse().unwrap()],
+            remote: vec!["10.0.0.0/31".parse().unwrap()],
+        };
+        // The peer's outbound (its local is our remote) seals 10.0.0.1 → 10.0.0.2 fine.
+        let mut peer = params(5, EspEncryption::AesGcm16_256, None);
+        peer.traffic_selectors = TrafficSelectors {
+            local: p.traffic_selectors.remote.clone(),
+            remote: p.traffic_selectors.local.clone(),
+        };
+        let peer_out = Outbound::new(peer).unwrap();
+        let mut inb = Inbound::new(p.clone(), None).unwrap();
+        let good = seal(&peer_out, &inner_v4(40));
+        inb.open(&mut good.clone()).unwrap();
+        // A sender with "any" selectors slips in 10.0.0.1 → 10.0.0.3: refused after decryption.
+        let any_out = Outbound::new(params(5, EspEncryption::AesGcm16_256, None)).unwrap();
+        let mut stray = inner_v4(40);
+        stray[19] = 3;
+        let mut bad = seal(&any_out, &stray);
+        assert_eq!(inb.open(&mut bad), Err(DropReason::SelectorMismatch));
+        // And our own outbound refuses to send what it may not carry.
+        let out = Outbound::new(p).unwrap();
+        let mut buf = vec![0u8; 200];
+        buf[16..56].copy_from_slice(&inner_v4(40));
+        assert_eq!(
+            out.seal(&mut buf, 16..56, NEXT_IPV4),
+            Err(SealError::NotSelected)
         );
     }
 
