@@ -62,6 +62,7 @@ pub struct Metrics {
     pub probes_reflected: Counter,
     pub keepalives_reflected: Counter,
     pub socket_errors: Counter,
+    pub nat_keepalives_sent: Counter,
 }
 
 impl Default for Metrics {
@@ -128,6 +129,12 @@ impl Default for Metrics {
             "Errors reported on the transport socket (ICMP from the path: unreachable, too big)",
             socket_errors.clone(),
         );
+        let nat_keepalives_sent = Counter::default();
+        registry.register(
+            "nat_keepalives_sent",
+            "NAT keepalives (RFC 3948 §2.3) sent on the ESP port",
+            nat_keepalives_sent.clone(),
+        );
         let m = Metrics {
             registry,
             egress,
@@ -141,6 +148,7 @@ impl Default for Metrics {
             probes_reflected,
             keepalives_reflected,
             socket_errors,
+            nat_keepalives_sent,
         };
         m.set_health(State::Unknown);
         m

@@ -247,10 +247,14 @@ async fn sa_clock(path: Arc<Path>) {
 
 /// RFC 3948 §4: keep NAT bindings open with a one-byte 0xFF datagram; 20 s is the usual period.
 async fn nat_keepalives(path: Arc<Path>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(20));
+    // The first one a second after start (the peer is likely up by then), then every 20 s.
+    let first = tokio::time::Instant::now() + Duration::from_secs(1);
+    let mut tick = tokio::time::interval_at(first, Duration::from_secs(20));
     loop {
         tick.tick().await;
-        let _ = io::send(&path.socket, &KEEPALIVE);
+        if io::send(&path.socket, &KEEPALIVE).is_ok() {
+            path.metrics.nat_keepalives_sent.inc();
+        }
     }
 }
 

@@ -94,6 +94,20 @@ fn every_suite_carries_ping_and_tcp() {
             "{label}: iperf3 moved only {received} bytes"
         );
         let b = lab.metrics(Side::B);
+        // RFC 3948 §4: A's first NAT keepalive (1 s after start, then every 20 s) reached B.
+        assert!(
+            lab.metrics(Side::A)
+                .get("magictunnel_nat_keepalives_sent_total", &[])
+                >= 1.0,
+            "{label}: A sent no NAT keepalive"
+        );
+        assert!(
+            b.get(
+                "magictunnel_tunnel_drops_total",
+                &[("reason", "nat_keepalive")]
+            ) >= 1.0,
+            "{label}: no NAT keepalive seen"
+        );
         for reason in [
             "bad_icv",
             "replayed",
