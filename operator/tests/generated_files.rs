@@ -80,5 +80,9 @@ fn examples_pass_the_crd_rules_validation_and_build() {
 fn standalone_tunnel_configs_are_valid() {
     let path = repo().join("examples/tunnel-config-gre.yaml");
     let config = TunnelConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(config.mtu(), 1476);
+    assert_eq!(config.mtu(), 1472, "keyed GRE");
+    let path = repo().join("examples/tunnel-config-ipsec-static.yaml");
+    let config = TunnelConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let sa = config.ipsec.and_then(|i| i.static_sa).expect("static SAs");
+    assert_eq!((sa.outbound.spi, sa.inbound.spi), (4097, 8194));
 }
