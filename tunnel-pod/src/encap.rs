@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use crate::drops::DropReason;
 use crate::esp::sa::{Inbound, NEXT_IPV4, NEXT_IPV6, Outbound, SealError};
-use crate::gre::{Gre, HEADROOM, Inner};
+use crate::gre::{Gre, Inner, after_headroom};
 use crate::mss;
 use crate::wire::esp;
 use crate::wire::gre::{ETHERTYPE_IPV4, ETHERTYPE_IPV6};
@@ -36,8 +36,7 @@ impl Encap {
     /// Encapsulates the inner packet at `buf[HEADROOM..HEADROOM + len]`; `buf` must hold
     /// `TAILROOM` more bytes after it.
     pub fn encap(&self, buf: &mut [u8], len: usize) -> Result<Range<usize>, DropReason> {
-        let end = HEADROOM.checked_add(len).ok_or(DropReason::Oversized)?;
-        self.encap_at(buf, HEADROOM..end)
+        self.encap_at(buf, after_headroom(len)?)
     }
 
     /// Encapsulates the inner packet at `buf[inner]`, in place; returns what to send.

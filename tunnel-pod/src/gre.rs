@@ -37,12 +37,16 @@ pub struct Inner {
     pub ethertype: u16,
 }
 
+/// Where an inner packet of `len` bytes sits in a buffer laid out with `HEADROOM` in front.
+pub fn after_headroom(len: usize) -> Result<Range<usize>, DropReason> {
+    Ok(HEADROOM..HEADROOM.checked_add(len).ok_or(DropReason::Oversized)?)
+}
+
 impl Gre {
     /// Encapsulates the inner packet at `buf[HEADROOM..HEADROOM + len]`, clamping MSS on the way;
     /// returns the range of `buf` to hand to the raw socket.
     pub fn encap(&self, buf: &mut [u8], len: usize) -> Result<Range<usize>, DropReason> {
-        let end = HEADROOM.checked_add(len).ok_or(DropReason::Oversized)?;
-        self.encap_at(buf, HEADROOM..end)
+        self.encap_at(buf, after_headroom(len)?)
     }
 
     /// Encapsulates the inner packet at `buf[inner]`, writing the outer headers just before it.
