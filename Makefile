@@ -1,5 +1,5 @@
 # MagicTunnel. The two commands a newcomer needs:
-#   make demo   a GRE tunnel between two tunnel-pods in network namespaces, then a local control
+#   make demo   GRE and IPsec tunnels between tunnel-pods in network namespaces, then a local control
 #               plane with the operator and the sample tunnels
 #   make test   everything CI runs (installs its own tools first)
 SHELL := /bin/bash
@@ -7,13 +7,13 @@ export MAGICTUNNEL_CACHE ?= /var/cache/magictunnel
 export PATH := $(MAGICTUNNEL_CACHE)/bin:$(PATH)
 HELM_VERSION ?= v3.19.0
 
-.PHONY: demo demo-gre test tools unit netns-test fuzz e2e lint crds bench bench-dataplane
+.PHONY: demo demo-tunnels test tools unit netns-test fuzz e2e lint crds bench bench-dataplane
 
-demo: tools demo-gre
+demo: tools demo-tunnels
 	e2e/demo.sh
 
-demo-gre:
-	scripts/demo-gre.sh
+demo-tunnels:
+	scripts/demo-tunnels.sh
 
 test: tools lint unit netns-test fuzz e2e
 
