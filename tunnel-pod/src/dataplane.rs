@@ -249,7 +249,7 @@ impl Path {
             }
             return true;
         }
-        if let Some(gre_payload) = self
+        if let Some(keepalive) = self
             .encap
             .as_gre()
             .and_then(|g| keepalive(packet, self.local_endpoint, g.customer))
@@ -257,7 +257,7 @@ impl Path {
             // RFC 2784 keepalive (Cisco style): the inner packet is a GRE datagram addressed
             // back to the sender; the tunnel's job is to send it there. The host cannot, since
             // its source is our own address (a martian on the TUN).
-            if io::send(&self.socket, gre_payload).is_ok() {
+            if io::send(&self.socket, keepalive).is_ok() {
                 self.metrics.keepalives_reflected.inc();
             }
             return true;
@@ -282,13 +282,18 @@ impl Path {
     }
 }
 
-/// The GRE payload of a keepalive: an inner IPv4 GRE packet from our endpoint to the customer's.
+/// A GRE keepalive (RFC 2784 as Cisco uses it): an inner IPv4 packet from our endpoint to the
+/// customer's whose payload is itself a GRE header. Returns the whole inner packet, which is
+/// exactly what to send back: the socket takes the IPv4 header as written (`IP_HDRINCL`), and
+/// the checks here are what keeps a sender from making us emit anything else.
 fn keepalive(packet: &[u8], local: Ipv4Addr, customer: Ipv4Addr) -> Option<&[u8]> {
     let ip = ipv4::Packet::new_checked(packet).ok()?;
-    if ip.protocol() != ipv4::PROTO_GRE || ip.src_addr() != local || ip.dst_addr() != customer {
+    let ours =
+        ip.protocol() == ipv4::PROTO_GRE && ip.src_addr() == local && ip.dst_addr() == customer;
+    if !ours || ip.is_fragment() || crate::wire::gre::Packet::new_checked(ip.payload()).is_err() {
         return None;
     }
-    packet.get(ip.header_len()..usize::from(ip.total_len()))
+    packet.get(..usize::from(ip.total_len()))
 }
 
 #[cfg(test)]
@@ -299,6 +304,7 @@ mod tests {
     fn keepalive_is_recognised_only_between_the_endpoints() {
         let local = Ipv4Addr::new(192, 0, 2, 1);
         let customer = Ipv4Addr::new(198, 51, 100, 2);
+        // Cisco: inner IPv4 local → customer carrying a bare GRE header (protocol type 0).
         let mut p = vec![0u8; 24];
         let repr = |src, dst| ipv4::Repr {
             src,
@@ -308,8 +314,16 @@ mod tests {
             payload_len: 4,
         };
         repr(local, customer).emit(&mut p).unwrap();
-        assert_eq!(keepalive(&p, local, customer), Some(&p[20..]));
+        assert_eq!(
+            keepalive(&p, local, customer),
+            Some(&p[..]),
+            "sent back whole, header included"
+        );
         repr(customer, local).emit(&mut p).unwrap();
+        assert_eq!(keepalive(&p, local, customer), None, "wrong direction");
+        // A payload that is not GRE (here: version 1) cannot ride out as a "keepalive".
+        repr(local, customer).emit(&mut p).unwrap();
+        p[21] = 1;
         assert_eq!(keepalive(&p, local, customer), None);
     }
 }

@@ -19,6 +19,8 @@ use crate::metrics::Metrics;
 pub struct Status {
     health_enabled: bool,
     transport_open: AtomicBool,
+    /// The outbound SA can send no more (expired, used up): not ready whatever the probes say.
+    sa_exhausted: AtomicBool,
     health: AtomicU8,
 }
 
@@ -27,12 +29,17 @@ impl Status {
         Status {
             health_enabled,
             transport_open: AtomicBool::new(false),
+            sa_exhausted: AtomicBool::new(false),
             health: AtomicU8::new(0),
         }
     }
 
     pub fn set_transport_open(&self, open: bool) {
         self.transport_open.store(open, Ordering::Relaxed);
+    }
+
+    pub fn set_sa_exhausted(&self, exhausted: bool) {
+        self.sa_exhausted.store(exhausted, Ordering::Relaxed);
     }
 
     pub fn set_health(&self, s: State) {
@@ -52,6 +59,9 @@ impl Status {
     pub fn readiness(&self) -> (bool, String) {
         if !self.transport_open.load(Ordering::Relaxed) {
             return (false, "transport not open".into());
+        }
+        if self.sa_exhausted.load(Ordering::Relaxed) {
+            return (false, "IPsec SA exhausted: new keys are needed".into());
         }
         if !self.health_enabled {
             return (true, "transport open (health checks disabled)".into());
@@ -125,5 +135,10 @@ mod tests {
         let off = Status::new(false);
         off.set_transport_open(true);
         assert!(off.readiness().0);
+        off.set_sa_exhausted(true);
+        assert!(
+            !off.readiness().0,
+            "an exhausted SA is not ready even without health checks"
+        );
     }
 }

@@ -16,7 +16,14 @@ pub enum Outcome {
 }
 
 /// Lowers the MSS option of a TCP SYN or SYN-ACK in the IP packet `packet` to at most `max`.
+/// `max` is the MSS for IPv4 (MTU − 40); an IPv6 header is 20 bytes longer, so IPv6 segments
+/// are clamped to `max − 20`.
 pub fn clamp(packet: &mut [u8], max: u16) -> Outcome {
+    let max = if packet.first().is_some_and(|b| b >> 4 == 6) {
+        max.saturating_sub(20)
+    } else {
+        max
+    };
     let Some(tcp_range) = tcp_segment(packet) else {
         return Outcome::Unchanged;
     };
@@ -164,6 +171,20 @@ mod tests {
         // Option length running past the header: left alone, no panic.
         let mut broken = syn(&[2, 40, 0x05, 0xb4], tcp::FLAG_SYN);
         assert_eq!(clamp(&mut broken, 1436), Outcome::Unchanged);
+    }
+
+    #[test]
+    fn ipv6_is_clamped_20_bytes_lower() {
+        // IPv6 header (40) + TCP SYN with MSS 1440; Auto for MTU 1476 says 1436 for IPv4.
+        let mut p = vec![0u8; 40 + 24];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&24u16.to_be_bytes());
+        p[6] = 6;
+        p[40 + 12] = 6 << 4;
+        p[40 + 13] = tcp::FLAG_SYN;
+        p[40 + 20..40 + 24].copy_from_slice(&[2, 4, 0x05, 0xa0]);
+        assert_eq!(clamp(&mut p, 1436), Outcome::Clamped { from: 1440 });
+        assert_eq!(u16::from_be_bytes([p[62], p[63]]), 1416);
     }
 
     #[test]

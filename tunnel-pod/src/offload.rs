@@ -73,7 +73,9 @@ pub fn complete_checksum(packet: &mut [u8], h: &VnetHdr) -> Result<(), Malformed
         return Err(Malformed);
     }
     let c = finish(sum(packet.get(start..).ok_or(Malformed)?, 0));
-    put16(packet, field, c);
+    // A computed 0 goes out as 0xFFFF (the same in one's complement): for UDP, 0 would mean
+    // "no checksum", which IPv6 forbids (RFC 768, RFC 8200 §8.1).
+    put16(packet, field, if c == 0 { 0xffff } else { c });
     Ok(())
 }
 
@@ -202,7 +204,12 @@ fn same_flow(a: &[u8], b: &[u8], c: &Candidate) -> bool {
 /// checksum: what GRO may merge. Anything else passes through on its own.
 fn candidate(p: &[u8]) -> Option<Candidate> {
     let ip = ipv4::Packet::new_checked(p).ok()?;
-    if ip.header_len() != 20 || ip.protocol() != ipv4::PROTO_TCP || ip.is_fragment() {
+    // The merged packet gets a fresh IPv4 checksum: a damaged header must not be laundered.
+    if ip.header_len() != 20
+        || ip.protocol() != ipv4::PROTO_TCP
+        || ip.is_fragment()
+        || !ip.verify_checksum()
+    {
         return None;
     }
     let total = usize::from(ip.total_len());
@@ -456,6 +463,9 @@ mod tests {
         let mut corrupt = tcp(101, TCP_ACK, &[1; 100]);
         corrupt[60] ^= 1;
         assert!(!c.push(&corrupt), "bad checksum");
+        let mut bad_ip = tcp(101, TCP_ACK, &[1; 100]);
+        bad_ip[5] ^= 1; // IPv4 ID: outside the TCP checksum, inside the header checksum
+        assert!(!c.push(&bad_ip), "bad IPv4 header checksum");
         assert!(
             c.push(&tcp(101, TCP_ACK, &[1; 50])),
             "short segment joins and closes"

@@ -120,14 +120,14 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
     }
     spawn_direction("egress", path.clone(), failed_tx.clone(), |p| {
         p.run_egress()
-    });
+    })?;
     spawn_direction("ingress", path.clone(), failed_tx, move |p| {
         p.run_ingress(returns_tx)
-    });
+    })?;
     status.set_transport_open(true);
     let esp = matches!(path.encap, Encap::Esp(_));
     let keepalives = esp.then(|| tokio::spawn(nat_keepalives(path.clone())));
-    let clock = esp.then(|| tokio::spawn(sa_clock(path.clone())));
+    let clock = esp.then(|| tokio::spawn(sa_clock(path.clone(), status.clone())));
     let prober = probes.map(|spec| {
         let p = Prober::new(
             config.health_check.rate.per_second(),
@@ -210,7 +210,7 @@ fn encapsulation(
 
 /// Reports the static SAs' age every second: at 90 % of a time lifetime it warns (static keys
 /// must be replaced by hand), at 100 % both halves stop.
-async fn sa_clock(path: Arc<Path>) {
+async fn sa_clock(path: Arc<Path>, status: Arc<Status>) {
     let Encap::Esp(esp) = &path.encap else { return };
     let born = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -223,9 +223,11 @@ async fn sa_clock(path: Arc<Path>) {
             .inbound
             .lock()
             .map_or(Age::Expired, |mut i| i.check_age(age));
-        let worst = if out == Age::Expired || inb == Age::Expired {
+        let exhausted = esp.outbound.is_exhausted();
+        status.set_sa_exhausted(exhausted);
+        let worst = if out == Age::Expired || inb == Age::Expired || exhausted {
             Age::Expired
-        } else if out == Age::Rekey || inb == Age::Rekey {
+        } else if out == Age::Rekey || inb == Age::Rekey || esp.outbound.needs_rekey() {
             Age::Rekey
         } else {
             Age::Fresh
@@ -263,16 +265,15 @@ fn spawn_direction(
     path: Arc<Path>,
     failed: mpsc::UnboundedSender<(&'static str, std::io::Error)>,
     body: impl FnOnce(&Path) -> std::io::Error + Send + 'static,
-) {
-    let spawned = std::thread::Builder::new()
-        .name(format!("gre-{direction}"))
+) -> Result<()> {
+    std::thread::Builder::new()
+        .name(format!("dp-{direction}"))
         .spawn(move || {
             let e = body(&path);
             let _ = failed.send((direction, e));
-        });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, direction, "cannot start data path thread");
-    }
+        })
+        .with_context(|| format!("starting the {direction} data path thread"))?;
+    Ok(())
 }
 
 fn probe_spec(config: &TunnelConfig, peer: Option<Ipv4Addr>) -> Result<ProbeSpec> {

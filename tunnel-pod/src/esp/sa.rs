@@ -148,6 +148,24 @@ pub struct StaticSa {
 impl StaticSa {
     /// The rules serde cannot express, as (field, reason).
     pub fn validate(&self, allow_null: bool) -> Result<(), (&'static str, String)> {
+        let (o, i) = (&self.outbound, &self.inbound);
+        if o.spi == i.spi {
+            return Err((
+                "ipsec.staticSa",
+                "outbound and inbound need different SPIs".into(),
+            ));
+        }
+        // One key in both directions would let both senders use the same (key, nonce) pairs
+        // and make our own packets acceptable to us when reflected.
+        let same = |a: &Psk, b: &Psk| !a.is_empty() && a.as_bytes() == b.as_bytes();
+        let same_integrity =
+            matches!((&o.integrity_key, &i.integrity_key), (Some(a), Some(b)) if same(a, b));
+        if same(&o.encryption_key, &i.encryption_key) || same_integrity {
+            return Err((
+                "ipsec.staticSa",
+                "outbound and inbound must not share a key".into(),
+            ));
+        }
         for (field, p) in [
             ("ipsec.staticSa.outbound", &self.outbound),
             ("ipsec.staticSa.inbound", &self.inbound),
@@ -189,6 +207,10 @@ pub struct Outbound {
     transform: Transform,
     /// The last sequence number used (0: none yet; RFC 4303 §3.3.3 starts at 1).
     seq: AtomicU32,
+    /// IV = `iv_base` + sequence number. Random per SA instance, so that a process that starts
+    /// the same (manually keyed) SA again, with the sequence back at 1, does not repeat a GCM
+    /// nonce or a CBC IV: two runs collide only if their 2^32-wide ranges overlap in 2^64.
+    iv_base: u64,
     bytes: AtomicU64,
     packets: AtomicU64,
     expired: AtomicBool,
@@ -201,6 +223,8 @@ pub struct OutboundState {
     pub params: SaParams,
     /// The last sequence number used; the new holder continues after it.
     pub seq: u32,
+    /// Where this SA's IV counter started (see `Outbound::iv_base`).
+    pub iv_base: u64,
 }
 
 impl Outbound {
@@ -209,6 +233,7 @@ impl Outbound {
             transform: params.transform()?,
             params,
             seq: AtomicU32::new(0),
+            iv_base: random_u64()?,
             bytes: AtomicU64::new(0),
             packets: AtomicU64::new(0),
             expired: AtomicBool::new(false),
@@ -216,8 +241,9 @@ impl Outbound {
     }
 
     pub fn restore(state: OutboundState) -> Result<Self, KeyError> {
-        let sa = Outbound::new(state.params)?;
+        let mut sa = Outbound::new(state.params)?;
         sa.seq.store(state.seq, Ordering::Relaxed);
+        sa.iv_base = state.iv_base;
         Ok(sa)
     }
 
@@ -227,6 +253,7 @@ impl Outbound {
         OutboundState {
             params: self.params.clone(),
             seq: self.seq.load(Ordering::Relaxed),
+            iv_base: self.iv_base,
         }
     }
 
@@ -260,6 +287,17 @@ impl Outbound {
                 self.packets.load(Ordering::Relaxed),
                 self.params.lifetime.packets,
             )
+    }
+
+    /// True once the SA cannot send any more (expired, lifetime used up, sequence exhausted).
+    pub fn is_exhausted(&self) -> bool {
+        let limit = self.params.lifetime;
+        let reached =
+            |used: &AtomicU64, l: Option<u64>| l.is_some_and(|l| used.load(Ordering::Relaxed) >= l);
+        self.expired.load(Ordering::Relaxed)
+            || self.seq.load(Ordering::Relaxed) == u32::MAX
+            || reached(&self.bytes, limit.bytes)
+            || reached(&self.packets, limit.packets)
     }
 
     /// Reports the SA's age; past its time lifetime it stops sending for good.
@@ -323,7 +361,7 @@ impl Outbound {
         trailer[pad] = pad as u8;
         trailer[pad + 1] = next_header;
         self.transform
-            .seal(packet, u64::from(seq))
+            .seal(packet, self.iv_base.wrapping_add(u64::from(seq)))
             .map_err(|_| SealError::NoRoom)?;
         self.bytes.fetch_add(len as u64, Ordering::Relaxed);
         self.packets.fetch_add(1, Ordering::Relaxed);
@@ -409,7 +447,10 @@ impl Inbound {
     }
 
     pub fn open(&mut self, packet: &mut [u8]) -> Result<Opened, DropReason> {
-        if self.expired {
+        let limit = self.params.lifetime;
+        let reached = |used: u64, l: Option<u64>| l.is_some_and(|l| used >= l);
+        if self.expired || reached(self.bytes, limit.bytes) || reached(self.packets, limit.packets)
+        {
             return Err(DropReason::SaExhausted);
         }
         let seq = esp::Packet::new_checked(&*packet)
@@ -475,6 +516,15 @@ impl Inbound {
         self.packets += 1;
         Ok(Opened { inner, next_header })
     }
+}
+
+fn random_u64() -> Result<u64, KeyError> {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut b = [0u8; 8];
+    SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| KeyError::NoRandomness)?;
+    Ok(u64::from_be_bytes(b))
 }
 
 fn replay_drop(r: Replay) -> DropReason {
@@ -613,6 +663,7 @@ mod tests {
         let out = Outbound::restore(OutboundState {
             params: params(1, EspEncryption::AesGcm16_128, None),
             seq: u32::MAX - 2,
+            iv_base: 0,
         })
         .unwrap();
         assert!(out.needs_rekey());
@@ -692,6 +743,36 @@ mod tests {
         assert_eq!(
             inb().open(&mut make_raw(&[1, 2], &[], 200, NEXT_IPV4)),
             Err(DropReason::BadPadding)
+        );
+    }
+
+    #[test]
+    fn a_restarted_sa_never_repeats_a_gcm_nonce() {
+        // Same static key, both instances start at sequence 1: the explicit IVs must differ.
+        let p = params(1, EspEncryption::AesGcm16_256, None);
+        let (first, second) = (Outbound::new(p.clone()).unwrap(), Outbound::new(p).unwrap());
+        let (a, b) = (seal(&first, &inner_v4(40)), seal(&second, &inner_v4(40)));
+        assert_eq!(a[4..8], b[4..8], "both are sequence number 1");
+        assert_ne!(a[8..16], b[8..16], "but their IVs differ");
+        assert_ne!(
+            &a[8..16],
+            &1u64.to_be_bytes(),
+            "the IV is not the bare counter"
+        );
+    }
+
+    #[test]
+    fn inbound_hard_lifetime_by_packets() {
+        let mut p = params(1, EspEncryption::AesGcm16_128, None);
+        p.lifetime.packets = Some(3);
+        let peer = Outbound::new(params(1, EspEncryption::AesGcm16_128, None)).unwrap();
+        let mut inb = Inbound::new(p, None).unwrap();
+        for _ in 0..3 {
+            inb.open(&mut seal(&peer, &inner_v4(40))).unwrap();
+        }
+        assert_eq!(
+            inb.open(&mut seal(&peer, &inner_v4(40))),
+            Err(DropReason::SaExhausted)
         );
     }
 
@@ -874,6 +955,20 @@ ipsec:
         assert_eq!(
             field(&yaml(&GOOD.replace("AES-CBC-128", "NULL"), "")),
             "ipsec.staticSa.inbound"
+        );
+        assert_eq!(
+            field(&yaml(&GOOD.replace("spi: 8192", "spi: 4096"), "")),
+            "ipsec.staticSa"
+        );
+        let same_key = GOOD.replace(
+            "encryption: AES-CBC-128, integrity: HMAC-SHA2-256-128, encryptionKey: AAECAwQFBgcICQoLDA0ODw==",
+            "encryption: AES-GCM-16-256, encryptionKey: AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIj",
+        )
+        .replace(", integrityKey: AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "");
+        assert_eq!(
+            field(&yaml(&same_key, "")),
+            "ipsec.staticSa",
+            "one key both ways"
         );
         let no_customer = yaml(GOOD, "").replace("customerEndpoint: 198.51.100.2\n", "");
         assert_eq!(field(&no_customer), "customerEndpoint");

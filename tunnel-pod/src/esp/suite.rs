@@ -42,6 +42,8 @@ pub enum KeyError {
     GcmWithIntegrity,
     #[error("replay window {0} is not a multiple of 64 between 64 and 65536")]
     BadReplayWindow(u32),
+    #[error("no system randomness for the IV base")]
+    NoRandomness,
 }
 
 /// Why a received packet does not open.
