@@ -40,21 +40,9 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/$ID.XXXXXX")
 PIDS=()
 NAMESPACES=()
 
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    local ns
-    for ns in "${NAMESPACES[@]}"; do
-        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
-        ip netns del "$ns" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
+# shellcheck source=scripts/lib-netns.sh
+. "$PWD/scripts/lib-netns.sh"
+cleanup() { reap_lab; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 

@@ -61,22 +61,13 @@ PIDS=()
 NAMESPACES=()
 OK=0
 
+# shellcheck source=scripts/lib-netns.sh
+. "$(cd "$(dirname "$0")" && pwd)/lib-netns.sh"
 cleanup() {
-    local pid ns
     if [[ $OK != 1 && ${KEEP_LOGS:-0} == 1 ]]; then
         cp "$WORK"/*.log . 2>/dev/null || true
     fi
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    for ns in "${NAMESPACES[@]}"; do
-        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
-        ip netns del "$ns" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
+    reap_lab
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

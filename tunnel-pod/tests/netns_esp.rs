@@ -70,12 +70,7 @@ fn every_suite_carries_ping_and_tcp() {
             &[],
         );
         lab.wait_ready(&Side::BOTH);
-        let peer = lab.node(Side::B).tunnel_addr.to_string();
-        let ping = lab.exec(
-            Side::A,
-            "ping",
-            &["-c", "3", "-i", "0.2", "-W", "2", "-n", &peer],
-        );
+        let ping = lab.ping_through(Side::A, 3);
         assert!(
             ping.status.success(),
             "{label}: ping failed:\n{}",
@@ -146,12 +141,7 @@ fn wire_is_esp_in_udp_4500_and_mismatched_keys_are_refused() {
     );
     let veth = lab.node(Side::A).veth.clone();
     let capture = lab.capture(Side::A, &veth, 10, "udp port 4500");
-    let peer = lab.node(Side::B).tunnel_addr.to_string();
-    let _ = lab.exec(
-        Side::A,
-        "ping",
-        &["-c", "5", "-i", "0.2", "-W", "1", "-n", &peer],
-    );
+    let _ = lab.ping_through(Side::A, 5);
     let pcap = lab.finish_capture(capture, Duration::from_secs(10));
     let fields = tshark_fields(
         &pcap,
@@ -207,11 +197,11 @@ fn captured_packets_replayed_on_the_wire() {
         // ESP only: `greater 64` leaves out A's one-byte NAT keepalive, sent 1 s after start.
         let filter = format!("udp port 4500 and src host {a_outer} and greater 64");
         let capture = lab.capture(Side::B, &veth_b, 5, &filter);
-        let peer = lab.node(Side::B).tunnel_addr.to_string();
-        lab.exec_ok(
-            Side::A,
-            "ping",
-            &["-c", "5", "-i", "0.2", "-W", "2", "-n", &peer],
+        let ping = lab.ping_through(Side::A, 5);
+        assert!(
+            ping.status.success(),
+            "ping through the tunnel failed:\n{}",
+            lab.logs()
         );
         let pcap = lab.finish_capture(capture, Duration::from_secs(10));
         let before = lab.metrics(Side::B);

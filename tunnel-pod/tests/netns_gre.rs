@@ -38,15 +38,10 @@ fn ping_and_tcp_through_the_tunnel() {
     let mut lab = started_pair(|_, _| {}, &[]);
     let (a0, b0) = (lab.metrics(Side::A), lab.metrics(Side::B));
 
-    let peer = lab.node(Side::B).tunnel_addr.to_string();
-    let ping = lab.exec(
-        Side::A,
-        "ping",
-        &["-c", "5", "-i", "0.2", "-W", "2", "-n", &peer],
-    );
+    let ping = lab.ping_through(Side::A, 5);
     assert!(
         ping.status.success(),
-        "ping {peer} through the tunnel failed:\n{}{}",
+        "ping through the tunnel failed:\n{}{}",
         String::from_utf8_lossy(&ping.stdout),
         lab.logs()
     );
@@ -191,11 +186,11 @@ fn tshark_dissects_gre_with_configured_ttl_and_key() {
     );
     let veth = lab.node(Side::A).veth.clone();
     let capture = lab.capture(Side::A, &veth, 30, "ip proto 47");
-    let peer = lab.node(Side::B).tunnel_addr.to_string();
-    lab.exec_ok(
-        Side::A,
-        "ping",
-        &["-c", "10", "-i", "0.2", "-W", "2", "-n", &peer],
+    let ping = lab.ping_through(Side::A, 10);
+    assert!(
+        ping.status.success(),
+        "ping through the tunnel failed:\n{}",
+        lab.logs()
     );
     let pcap = lab.finish_capture(capture, Duration::from_secs(10));
 

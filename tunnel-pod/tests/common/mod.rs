@@ -439,6 +439,17 @@ impl Lab {
         run_ok(&mut self.in_ns(side, program, args))
     }
 
+    /// `count` pings, 0.2 s apart, from `from` to the other side's tunnel address.
+    pub fn ping_through(&self, from: Side, count: u32) -> Output {
+        let peer = self.node(from.other()).tunnel_addr.to_string();
+        let count = count.to_string();
+        self.exec(
+            from,
+            "ping",
+            &["-c", &count, "-i", "0.2", "-W", "2", "-n", &peer],
+        )
+    }
+
     pub fn exec(&self, side: Side, program: &str, args: &[&str]) -> Output {
         output(&mut self.in_ns(side, program, args))
     }
