@@ -1,7 +1,6 @@
 //! Prometheus metrics of the operator. Label values are bounded: fixed words, never messages.
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -70,10 +69,7 @@ impl Default for Metrics {
 impl Metrics {
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
-        out
+        tunnel_pod::metrics::render(&self.registry)
     }
 }
 
