@@ -231,6 +231,18 @@ impl Path {
         let Some(packet) = buf.get(range.clone()) else {
             return false;
         };
+        // Only ICMP (probes) and GRE (keepalives) can be ours: one look at the protocol lets
+        // every data packet through without further parsing.
+        let protocol = match ipv4::Packet::new_checked(packet) {
+            Ok(ip) => ip.protocol(),
+            Err(_) => return false,
+        };
+        if protocol == ipv4::PROTO_GRE {
+            return self.reflect_keepalive(packet);
+        }
+        if protocol != ipv4::PROTO_ICMP {
+            return false;
+        }
         if let Some(seq) = self.probes.as_ref().and_then(|p| p.match_return(packet)) {
             // A full channel means the prober is far behind; losing a return then is harmless.
             let _ = returns.try_send((seq, Instant::now()));
@@ -249,20 +261,24 @@ impl Path {
             }
             return true;
         }
-        if let Some(keepalive) = self
+        false
+    }
+
+    /// RFC 2784 keepalive (Cisco style): the inner packet is a GRE datagram addressed back to
+    /// the sender; the tunnel's job is to send it there. The host cannot, since its source is
+    /// our own address (a martian on the TUN). True when `packet` was one.
+    fn reflect_keepalive(&self, packet: &[u8]) -> bool {
+        let Some(keepalive) = self
             .encap
             .as_gre()
             .and_then(|g| keepalive(packet, self.local_endpoint, g.customer))
-        {
-            // RFC 2784 keepalive (Cisco style): the inner packet is a GRE datagram addressed
-            // back to the sender; the tunnel's job is to send it there. The host cannot, since
-            // its source is our own address (a martian on the TUN).
-            if io::send(&self.socket, keepalive).is_ok() {
-                self.metrics.keepalives_reflected.inc();
-            }
-            return true;
+        else {
+            return false;
+        };
+        if io::send(&self.socket, keepalive).is_ok() {
+            self.metrics.keepalives_reflected.inc();
         }
-        false
+        true
     }
 
     fn send(&self, frame: &[u8], inner_len: usize) {
