@@ -43,13 +43,8 @@ pub fn after_headroom(len: usize) -> Result<Range<usize>, DropReason> {
 }
 
 impl Gre {
-    /// Encapsulates the inner packet at `buf[HEADROOM..HEADROOM + len]`, clamping MSS on the way;
-    /// returns the range of `buf` to hand to the raw socket.
-    pub fn encap(&self, buf: &mut [u8], len: usize) -> Result<Range<usize>, DropReason> {
-        self.encap_at(buf, after_headroom(len)?)
-    }
-
-    /// Encapsulates the inner packet at `buf[inner]`, writing the outer headers just before it.
+    /// Encapsulates the inner packet at `buf[inner]`, writing the outer headers just before it
+    /// and clamping MSS on the way; returns the range of `buf` to hand to the raw socket.
     pub fn encap_at(
         &self,
         buf: &mut [u8],
@@ -223,7 +218,9 @@ mod tests {
     fn encap(g: &Gre, inner: &[u8]) -> Vec<u8> {
         let mut buf = vec![0u8; HEADROOM + inner.len()];
         buf[HEADROOM..].copy_from_slice(inner);
-        let r = g.encap(&mut buf, inner.len()).unwrap();
+        let r = g
+            .encap_at(&mut buf, after_headroom(inner.len()).unwrap())
+            .unwrap();
         let outer = ipv4::Packet::new_checked(&buf[r.clone()]).unwrap();
         assert_eq!((outer.src_addr(), outer.dst_addr()), (LOCAL, CUSTOMER));
         assert_eq!((outer.ttl(), outer.protocol()), (g.ttl, ipv4::PROTO_GRE));
@@ -324,11 +321,20 @@ mod tests {
     fn tun_side_refuses_non_ip_and_oversize() {
         let g = gre(None);
         let mut buf = vec![0u8; HEADROOM + 40];
-        assert_eq!(g.encap(&mut buf, 40), Err(DropReason::NotIp));
+        assert_eq!(
+            g.encap_at(&mut buf, after_headroom(40).unwrap()),
+            Err(DropReason::NotIp)
+        );
         let mut big = vec![0u8; HEADROOM + 1477];
         big[HEADROOM] = 0x45;
-        assert_eq!(g.encap(&mut big, 1477), Err(DropReason::Oversized));
-        assert_eq!(g.encap(&mut buf, 100), Err(DropReason::Oversized));
+        assert_eq!(
+            g.encap_at(&mut big, after_headroom(1477).unwrap()),
+            Err(DropReason::Oversized)
+        );
+        assert_eq!(
+            g.encap_at(&mut buf, after_headroom(100).unwrap()),
+            Err(DropReason::Oversized)
+        );
     }
 
     #[test]
