@@ -46,16 +46,7 @@ cleanup() { reap_lab; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-for ns in "$NS_A" "$NS_B"; do
-    ip netns add "$ns"
-    NAMESPACES+=("$ns")
-    ip -n "$ns" link set lo up
-done
-ip link add "$VETH_A" netns "$NS_A" type veth peer name "$VETH_B" netns "$NS_B"
-ip -n "$NS_A" addr add 203.0.113.1/24 dev "$VETH_A"
-ip -n "$NS_B" addr add 203.0.113.2/24 dev "$VETH_B"
-ip -n "$NS_A" link set "$VETH_A" up
-ip -n "$NS_B" link set "$VETH_B" up
+make_link
 
 # ESP static SAs: A sends with SPI 4097, B with 8194; random AES-256-GCM keys + salts.
 KEY_AB=$(head -c 36 /dev/urandom | base64 -w0)

@@ -82,18 +82,9 @@ fail() {
     exit 1
 }
 
-for ns in "$NS_A" "$NS_B"; do
-    ip netns add "$ns"
-    NAMESPACES+=("$ns")
-    ip -n "$ns" link set lo up
-done
-ip link add "$VETH_A" netns "$NS_A" type veth peer name "$VETH_B" netns "$NS_B"
-ip -n "$NS_A" addr add 203.0.113.1/24 dev "$VETH_A"
-ip -n "$NS_B" addr add 203.0.113.2/24 dev "$VETH_B"
+make_link
 ip -n "$NS_A" addr add 10.98.0.1/32 dev lo
 ip -n "$NS_B" addr add 10.98.0.2/32 dev lo
-ip -n "$NS_A" link set "$VETH_A" up
-ip -n "$NS_B" link set "$VETH_B" up
 
 PLUGINS=${CHARON_PLUGINS:-random nonce aesni aes sha1 sha2 hmac gcm pem pkcs1 x509 pubkey gmp curve25519 kdf openssl kernel-libipsec kernel-netlink socket-default vici updown}
 PSK=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
