@@ -425,6 +425,13 @@ pub struct IpsecConfig {
     pub static_sa: Option<crate::esp::sa::StaticSa>,
 }
 
+impl IpsecConfig {
+    /// The anti-replay window to enforce, or `None` when anti-replay is off (the default).
+    pub fn replay(&self) -> Option<u32> {
+        self.replay_protection.then_some(self.replay_window)
+    }
+}
+
 fn default_replay_window() -> u32 {
     DEFAULT_REPLAY_WINDOW
 }

@@ -1,4 +1,5 @@
-//! The GRE data path: one blocking thread per direction around the sans-IO core in `gre`.
+//! The data path: one blocking thread per direction around the sans-IO encapsulation in
+//! `encap` (GRE or ESP in UDP).
 //!
 //! Threads rather than async tasks: each direction is a tight read → transform → write loop on
 //! one device pair, and blocking syscalls on a dedicated core cost less than readiness polling.
@@ -12,7 +13,7 @@ use socket2::Socket;
 use tokio::sync::mpsc;
 
 use crate::drops::DropReason;
-use crate::encap::{Encap, TAILROOM};
+use crate::encap::{Encap, Received, TAILROOM};
 use crate::gre::HEADROOM;
 use crate::health::{self, ProbeSpec};
 use crate::io;
@@ -52,6 +53,15 @@ pub struct Path {
     pub probes: Option<ProbeSpec>,
     /// Coalesce received TCP segments into large packets for the TUN device (GRO).
     pub coalesce: bool,
+    /// IKE messages that arrive on the ESP socket (port 4500) go here, to the IKE task.
+    pub ike: Option<mpsc::Sender<IkeDatagram>>,
+}
+
+/// An IKE message received on the data path's socket, marker removed.
+#[derive(Debug)]
+pub struct IkeDatagram {
+    pub from: std::net::SocketAddrV4,
+    pub bytes: Vec<u8>,
 }
 
 impl Path {
@@ -101,7 +111,12 @@ impl Path {
                             Err(d) => self.metrics.dropped(d),
                         }
                     }
-                    let refused = io::send_batch(&self.socket, &mut headers, &frames);
+                    let Ok(to) = self.encap.destination() else {
+                        self.metrics
+                            .dropped_n(DropReason::NoSa, frames.len() as u64);
+                        continue;
+                    };
+                    let refused = io::send_batch(&self.socket, &mut headers, &frames, to);
                     for _ in 0..refused {
                         self.metrics.dropped(DropReason::SendError);
                     }
@@ -127,6 +142,7 @@ impl Path {
     pub fn run_ingress(&self, returns: mpsc::Sender<(u16, Instant)>) -> std::io::Error {
         let mut slots = vec![0u8; RX_BATCH * RX_SLOT];
         let mut lens = [0usize; RX_BATCH];
+        let mut from = [None; RX_BATCH];
         let mut headers = nix::sys::socket::MultiHeaders::preallocate(RX_BATCH, None);
         let mut gro = Coalescer::default();
         loop {
@@ -138,6 +154,7 @@ impl Path {
                 RX_SLOT,
                 RX_OFFSET,
                 &mut lens,
+                &mut from,
             ) {
                 Ok(count) => count,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -149,9 +166,9 @@ impl Path {
                 }
                 Err(e) => return e,
             };
-            for (i, &n) in lens.iter().enumerate().take(count) {
+            for (i, (&n, &src)) in lens.iter().zip(from.iter()).enumerate().take(count) {
                 let slot = &mut slots[i * RX_SLOT..(i + 1) * RX_SLOT];
-                self.receive(slot, n, &mut gro, &returns);
+                self.receive(slot, n, src, &mut gro, &returns);
             }
             self.flush(&mut gro);
         }
@@ -163,6 +180,7 @@ impl Path {
         &self,
         slot: &mut [u8],
         n: usize,
+        src: Option<std::net::SocketAddrV4>,
         gro: &mut Coalescer,
         returns: &mpsc::Sender<(u16, Instant)>,
     ) {
@@ -175,9 +193,13 @@ impl Path {
             return;
         };
         let inner = match self.encap.decap(datagram) {
-            Ok(mut i) => {
+            Ok(Received::Inner(mut i)) => {
                 i.range = i.range.start + RX_OFFSET..i.range.end + RX_OFFSET;
                 i
+            }
+            Ok(Received::Ike(range)) => {
+                self.pass_to_ike(datagram.get(range).unwrap_or_default(), src);
+                return;
             }
             Err(d) => {
                 self.metrics.dropped(d);
@@ -209,6 +231,20 @@ impl Path {
         match self.tun.send(frame) {
             Ok(_) => self.metrics.ingress.count(inner.range.len()),
             Err(_) => self.metrics.dropped(DropReason::TunWriteError),
+        }
+    }
+
+    fn pass_to_ike(&self, message: &[u8], src: Option<std::net::SocketAddrV4>) {
+        let (Some(ike), Some(from)) = (&self.ike, src) else {
+            self.metrics.dropped(DropReason::NoSa);
+            return;
+        };
+        let datagram = IkeDatagram {
+            from,
+            bytes: message.to_vec(),
+        };
+        if ike.try_send(datagram).is_err() {
+            self.metrics.dropped(DropReason::IkeBacklog);
         }
     }
 
@@ -275,25 +311,31 @@ impl Path {
         else {
             return false;
         };
-        if io::send(&self.socket, keepalive).is_ok() {
+        if io::send(&self.socket, keepalive, None).is_ok() {
             self.metrics.keepalives_reflected.inc();
         }
         true
     }
 
     fn send(&self, frame: &[u8], inner_len: usize) {
-        match io::send(&self.socket, frame) {
+        let sent = self
+            .encap
+            .destination()
+            .and_then(|to| io::send(&self.socket, frame, to).map_err(|_| DropReason::SendError));
+        match sent {
             Ok(_) => self.metrics.egress.count(inner_len),
-            Err(_) => self.metrics.dropped(DropReason::SendError),
+            Err(d) => self.metrics.dropped(d),
         }
     }
 
     /// Encapsulates and sends a packet the endpoint made itself (a probe) written at
     /// `buf[HEADROOM..HEADROOM + len]`.
     pub fn send_own(&self, buf: &mut [u8], len: usize) -> bool {
-        match self.encap.encap(buf, len) {
-            Ok(range) => io::send(&self.socket, buf.get(range).unwrap_or_default()).is_ok(),
-            Err(_) => false,
+        match (self.encap.encap(buf, len), self.encap.destination()) {
+            (Ok(range), Ok(to)) => {
+                io::send(&self.socket, buf.get(range).unwrap_or_default(), to).is_ok()
+            }
+            _ => false,
         }
     }
 }

@@ -48,14 +48,16 @@ pub enum DropReason {
     SaExhausted,
     /// Port 4500: a NAT keepalive (RFC 3948 §2.3). Not data; counted here to be visible.
     NatKeepalive,
-    /// Port 4500: an IKE message (non-ESP marker); IKE is not built yet.
-    IkeUnsupported,
+    /// ESP: no outbound SA (IKE has not established one yet), or the peer's address is unknown.
+    NoSa,
     /// ESP: the inner packet is outside the SA's traffic selectors (RFC 4301 §5.2).
     SelectorMismatch,
+    /// IKE: a message arrived faster than the IKE task takes them (its queue was full).
+    IkeBacklog,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 24] = [
+    pub const ALL: [DropReason; 25] = [
         DropReason::Truncated,
         DropReason::BadVersion,
         DropReason::ReservedBits,
@@ -78,8 +80,9 @@ impl DropReason {
         DropReason::DummyPacket,
         DropReason::SaExhausted,
         DropReason::NatKeepalive,
-        DropReason::IkeUnsupported,
+        DropReason::NoSa,
         DropReason::SelectorMismatch,
+        DropReason::IkeBacklog,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -106,8 +109,9 @@ impl DropReason {
             DropReason::DummyPacket => "dummy_packet",
             DropReason::SaExhausted => "sa_exhausted",
             DropReason::NatKeepalive => "nat_keepalive",
-            DropReason::IkeUnsupported => "ike_unsupported",
+            DropReason::NoSa => "no_sa",
             DropReason::SelectorMismatch => "selector_mismatch",
+            DropReason::IkeBacklog => "ike_backlog",
         }
     }
 

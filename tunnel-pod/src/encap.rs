@@ -1,8 +1,12 @@
 //! The tunnel's encapsulation, whichever it is: GRE over raw IP, or ESP in UDP (RFC 3948). One
 //! enum rather than a trait object, so the per-packet calls stay direct.
 
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::Range;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 
 use crate::drops::DropReason;
 use crate::esp::sa::{Inbound, NEXT_IPV4, NEXT_IPV6, Outbound, SealError};
@@ -10,20 +14,58 @@ use crate::gre::{Gre, Inner, after_headroom};
 use crate::mss;
 use crate::wire::esp;
 use crate::wire::gre::{ETHERTYPE_IPV4, ETHERTYPE_IPV6};
-use crate::wire::udp_encap::{Datagram, classify};
+use crate::wire::udp_encap::{Datagram, NON_ESP_MARKER_LEN, classify};
 
 /// Room to leave after an inner packet: the largest ESP trailer (15 bytes of CBC padding, pad
 /// length, next header) and ICV (16).
 pub const TAILROOM: usize = 15 + 2 + 16;
 
-/// An ESP tunnel with one manually keyed (or, later, IKE-made) pair of SAs.
+/// An ESP tunnel's SAs, changed while the data path runs: IKE installs, rekeys and retires Child
+/// SAs; static SAs are installed once. Readers never block: each packet loads the current tables
+/// (`ArcSwap`, a few nanoseconds), writers publish new tables (rare: once per rekey).
 #[derive(Debug)]
 pub struct Esp {
-    pub outbound: Outbound,
-    /// Only the receive thread opens packets; the lock is uncontended.
-    pub inbound: Mutex<Inbound>,
+    /// The SAs we send with, in order of preference; a packet takes the first whose traffic
+    /// selectors admit it (one entry unless the peer negotiated extra Child SAs). Shared by every
+    /// thread that sends (egress, reflected probes, the prober): sequence numbers are atomic.
+    outbound: ArcSwap<Vec<Arc<Outbound>>>,
+    /// SPI → inbound SA. During a rekey the old and the new SA are both here, so no packet in
+    /// flight is lost. Only the receive thread opens packets: the locks are uncontended.
+    inbound: ArcSwap<Vec<Arc<InboundSlot>>>,
+    /// Where ESP goes: the peer's address and port as IKE learned them (behind a NAT, not the
+    /// configured customer endpoint), packed by `pack_peer`; 0 while unknown.
+    peer: AtomicU64,
     pub mtu: u16,
     pub mss: Option<u16>,
+}
+
+#[derive(Debug)]
+struct InboundSlot {
+    spi: u32,
+    sa: Mutex<Inbound>,
+}
+
+/// Packs an IPv4 socket address into a u64 (bit 48 marks "set") so it can be swapped atomically.
+fn pack_peer(addr: SocketAddrV4) -> u64 {
+    (1 << 48) | (u64::from(u32::from(*addr.ip())) << 16) | u64::from(addr.port())
+}
+
+fn unpack_peer(v: u64) -> Option<SocketAddrV4> {
+    (v >> 48 == 1).then(|| {
+        SocketAddrV4::new(
+            Ipv4Addr::from(((v >> 16) & 0xFFFF_FFFF) as u32),
+            (v & 0xFFFF) as u16,
+        )
+    })
+}
+
+/// What a received datagram turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// A data packet, opened in place.
+    Inner(Inner),
+    /// An IKE message on port 4500 (after the non-ESP marker), for the IKE core.
+    Ike(Range<usize>),
 }
 
 #[derive(Debug)]
@@ -52,10 +94,26 @@ impl Encap {
     }
 
     /// Checks and opens one received datagram (as the socket delivers it) in place.
-    pub fn decap(&self, datagram: &mut [u8]) -> Result<Inner, DropReason> {
+    pub fn decap(&self, datagram: &mut [u8]) -> Result<Received, DropReason> {
         match self {
-            Encap::Gre(g) => g.decap(datagram),
+            Encap::Gre(g) => g.decap(datagram).map(Received::Inner),
             Encap::Esp(e) => e.decap(datagram),
+        }
+    }
+
+    /// Where to send what `encap` made: `None` for a connected socket (GRE), the peer's
+    /// address for ESP; `Err` while the peer is not known yet.
+    pub fn destination(&self) -> Result<Option<SocketAddrV4>, DropReason> {
+        match self {
+            Encap::Gre(_) => Ok(None),
+            Encap::Esp(e) => e.peer().map(Some).ok_or(DropReason::NoSa),
+        }
+    }
+
+    pub fn as_esp(&self) -> Option<&Esp> {
+        match self {
+            Encap::Esp(e) => Some(e),
+            Encap::Gre(_) => None,
         }
     }
 
@@ -68,6 +126,90 @@ impl Encap {
 }
 
 impl Esp {
+    /// No SAs yet: everything sent is dropped as `no_sa`, everything received as `unknown_spi`.
+    pub fn new(mtu: u16, mss: Option<u16>) -> Self {
+        Esp {
+            outbound: ArcSwap::from_pointee(Vec::new()),
+            inbound: ArcSwap::from_pointee(Vec::new()),
+            peer: AtomicU64::new(0),
+            mtu,
+            mss,
+        }
+    }
+
+    pub fn peer(&self) -> Option<SocketAddrV4> {
+        unpack_peer(self.peer.load(Ordering::Relaxed))
+    }
+
+    pub fn set_peer(&self, peer: SocketAddrV4) {
+        self.peer.store(pack_peer(peer), Ordering::Relaxed);
+    }
+
+    /// Adds an inbound SA (replacing one with the same SPI).
+    pub fn install_inbound(&self, sa: Inbound) {
+        let slot = Arc::new(InboundSlot {
+            spi: sa.spi(),
+            sa: Mutex::new(sa),
+        });
+        self.inbound.rcu(|t| {
+            let mut t: Vec<_> = t.iter().filter(|s| s.spi != slot.spi).cloned().collect();
+            t.push(slot.clone());
+            t
+        });
+    }
+
+    /// Puts an outbound SA first: from now on new packets use it.
+    pub fn activate_outbound(&self, sa: Arc<Outbound>) {
+        self.outbound.rcu(|t| {
+            let mut v = vec![sa.clone()];
+            v.extend(t.iter().filter(|o| o.spi() != sa.spi()).cloned());
+            v
+        });
+    }
+
+    /// Adds an outbound SA after the active ones (an extra Child SA with its own selectors, or
+    /// a rekeyed SA not yet in use).
+    pub fn add_outbound(&self, sa: Arc<Outbound>) {
+        self.outbound.rcu(|t| {
+            let mut v: Vec<_> = t.iter().filter(|o| o.spi() != sa.spi()).cloned().collect();
+            v.push(sa.clone());
+            v
+        });
+    }
+
+    /// Removes the SAs with these SPIs (either may be absent).
+    pub fn retire(&self, inbound_spi: u32, outbound_spi: u32) {
+        self.inbound.rcu(|t| {
+            t.iter()
+                .filter(|s| s.spi != inbound_spi)
+                .cloned()
+                .collect::<Vec<_>>()
+        });
+        self.outbound.rcu(|t| {
+            t.iter()
+                .filter(|o| o.spi() != outbound_spi)
+                .cloned()
+                .collect::<Vec<_>>()
+        });
+    }
+
+    /// Every outbound SA, for the SA clock and status.
+    pub fn outbound_sas(&self) -> Vec<Arc<Outbound>> {
+        self.outbound.load().iter().cloned().collect()
+    }
+
+    /// Runs `f` on each inbound SA (the SA clock's age checks).
+    pub fn for_each_inbound(&self, mut f: impl FnMut(&mut Inbound)) {
+        for slot in self.inbound.load().iter() {
+            let mut sa = slot.sa.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut sa);
+        }
+    }
+
+    pub fn has_sas(&self) -> bool {
+        !self.outbound.load().is_empty() && !self.inbound.load().is_empty()
+    }
+
     fn encap_at(&self, buf: &mut [u8], inner: Range<usize>) -> Result<Range<usize>, DropReason> {
         let packet = buf.get_mut(inner.clone()).ok_or(DropReason::Oversized)?;
         let next_header = match packet.first().map(|b| b >> 4) {
@@ -81,35 +223,46 @@ impl Esp {
         if let Some(m) = self.mss {
             mss::clamp(packet, m);
         }
-        self.outbound
-            .seal(buf, inner, next_header)
-            .map_err(|e| match e {
-                SealError::SequenceExhausted | SealError::Expired => DropReason::SaExhausted,
-                SealError::NoRoom => DropReason::Truncated,
-                SealError::NotSelected => DropReason::SelectorMismatch,
-            })
+        let table = self.outbound.load();
+        let sa = match table.as_slice() {
+            [] => return Err(DropReason::NoSa),
+            [only] => only,
+            many => many
+                .iter()
+                .find(|o| o.selects(packet))
+                .ok_or(DropReason::SelectorMismatch)?,
+        };
+        sa.seal(buf, inner, next_header).map_err(|e| match e {
+            SealError::SequenceExhausted | SealError::Expired => DropReason::SaExhausted,
+            SealError::NoRoom => DropReason::Truncated,
+            SealError::NotSelected => DropReason::SelectorMismatch,
+        })
     }
 
-    fn decap(&self, datagram: &mut [u8]) -> Result<Inner, DropReason> {
+    fn decap(&self, datagram: &mut [u8]) -> Result<Received, DropReason> {
         let esp_len = match classify(datagram) {
             Datagram::Esp(p) => p.len(),
             Datagram::Keepalive => return Err(DropReason::NatKeepalive),
-            Datagram::Ike(_) => return Err(DropReason::IkeUnsupported),
+            Datagram::Ike(_) => {
+                return Ok(Received::Ike(NON_ESP_MARKER_LEN..datagram.len()));
+            }
             Datagram::Malformed => return Err(DropReason::Truncated),
         };
         let spi = esp::Packet::new_checked(&*datagram)
             .map_err(|_| DropReason::Truncated)?
             .spi();
-        let mut inbound = self
-            .inbound
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if spi != inbound.spi() {
-            return Err(DropReason::UnknownSpi);
-        }
+        let table = self.inbound.load();
+        let slot = table
+            .iter()
+            .find(|s| s.spi == spi)
+            .ok_or(DropReason::UnknownSpi)?;
         let packet = datagram.get_mut(..esp_len).ok_or(DropReason::Truncated)?;
-        let opened = inbound.open(packet)?;
-        drop(inbound);
+        let opened = slot
+            .sa
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .open(packet)?;
+        drop(table);
         if opened.inner.len() > usize::from(self.mtu) {
             return Err(DropReason::Oversized);
         }
@@ -123,9 +276,23 @@ impl Esp {
         } else {
             ETHERTYPE_IPV6
         };
-        Ok(Inner {
+        Ok(Received::Inner(Inner {
             range: opened.inner,
             ethertype,
-        })
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_address_packs_losslessly() {
+        for a in ["203.0.113.2:4500", "0.0.0.0:0", "255.255.255.255:65535"] {
+            let addr: SocketAddrV4 = a.parse().unwrap();
+            assert_eq!(unpack_peer(pack_peer(addr)), Some(addr));
+        }
+        assert_eq!(unpack_peer(0), None);
     }
 }

@@ -1,8 +1,8 @@
 //! `/healthz`, `/readyz` and `/metrics` for the kubelet and Prometheus.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State as AxumState;
@@ -22,6 +22,11 @@ pub struct Status {
     /// The outbound SA can send no more (expired, used up): not ready whatever the probes say.
     sa_exhausted: AtomicBool,
     health: AtomicU8,
+    /// IKE tunnels carry traffic only while a Child SA is established.
+    needs_child_sa: bool,
+    child_sa_up: AtomicBool,
+    /// `/status`: the IKE and Child SAs as JSON (SPIs, suites, peer, ages; never keys).
+    sas: Mutex<serde_json::Value>,
 }
 
 impl Status {
@@ -31,7 +36,28 @@ impl Status {
             transport_open: AtomicBool::new(false),
             sa_exhausted: AtomicBool::new(false),
             health: AtomicU8::new(0),
+            needs_child_sa: false,
+            child_sa_up: AtomicBool::new(false),
+            sas: Mutex::new(serde_json::json!({})),
         }
+    }
+
+    /// For an IKE tunnel: not ready until a Child SA is established.
+    pub fn with_ike(mut self) -> Self {
+        self.needs_child_sa = true;
+        self
+    }
+
+    pub fn set_child_sa_up(&self, up: bool) {
+        self.child_sa_up.store(up, Ordering::Relaxed);
+    }
+
+    pub fn set_sas(&self, sas: serde_json::Value) {
+        *self.sas.lock().unwrap_or_else(|p| p.into_inner()) = sas;
+    }
+
+    pub fn sas(&self) -> serde_json::Value {
+        self.sas.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn set_transport_open(&self, open: bool) {
@@ -63,6 +89,9 @@ impl Status {
         if self.sa_exhausted.load(Ordering::Relaxed) {
             return (false, "IPsec SA exhausted: new keys are needed".into());
         }
+        if self.needs_child_sa && !self.child_sa_up.load(Ordering::Relaxed) {
+            return (false, "no IPsec Child SA established".into());
+        }
         if !self.health_enabled {
             return (true, "transport open (health checks disabled)".into());
         }
@@ -82,6 +111,7 @@ pub fn router(status: Arc<Status>, metrics: Arc<Metrics>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
+        .route("/status", get(render_status))
         .with_state(Shared { status, metrics })
 }
 
@@ -101,6 +131,15 @@ async fn readyz(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, format!("{why}\n"))
+}
+
+async fn render_status(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
+    let body = serde_json::json!({
+        "ready": s.status.readiness().0,
+        "health": s.status.health().as_str(),
+        "ipsec": s.status.sas(),
+    });
+    ([(CONTENT_TYPE, "application/json")], body.to_string())
 }
 
 async fn render_metrics(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
@@ -135,6 +174,14 @@ mod tests {
         let off = Status::new(false);
         off.set_transport_open(true);
         assert!(off.readiness().0);
+        let ike = Status::new(false).with_ike();
+        ike.set_transport_open(true);
+        assert_eq!(
+            ike.readiness(),
+            (false, "no IPsec Child SA established".to_string())
+        );
+        ike.set_child_sa_up(true);
+        assert!(ike.readiness().0);
         off.set_sa_exhausted(true);
         assert!(
             !off.readiness().0,

@@ -71,6 +71,7 @@ pub fn send_batch(
     socket: &Socket,
     headers: &mut nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrIn>,
     frames: &[&[u8]],
+    to: Option<SocketAddrV4>,
 ) -> usize {
     use nix::sys::socket::{MsgFlags, SockaddrIn, sendmmsg};
     use std::io::IoSlice;
@@ -81,8 +82,8 @@ pub fn send_batch(
     while next < frames.len() {
         let rest = frames.get(next..).unwrap_or_default();
         let iovs: Vec<[IoSlice<'_>; 1]> = rest.iter().map(|f| [IoSlice::new(f)]).collect();
-        // Connected socket: no per-message address.
-        let addrs: Vec<Option<SockaddrIn>> = vec![None; iovs.len()];
+        // A connected socket (GRE) takes no per-message address.
+        let addrs: Vec<Option<SockaddrIn>> = vec![to.map(SockaddrIn::from); iovs.len()];
         match sendmmsg(
             socket.as_raw_fd(),
             headers,
@@ -119,11 +120,13 @@ pub fn send_batch(
 /// Sends one datagram. A connected socket reports an ICMP error that arrived for earlier traffic
 /// (e.g. protocol unreachable while the peer restarts) on its next call, without sending: such an
 /// error is retried once, so it does not cost this packet.
-pub fn send(socket: &Socket, frame: &[u8]) -> std::io::Result<usize> {
-    match socket.send(frame) {
-        Err(e) if is_transient(&e) && e.kind() != std::io::ErrorKind::WouldBlock => {
-            socket.send(frame)
-        }
+pub fn send(socket: &Socket, frame: &[u8], to: Option<SocketAddrV4>) -> std::io::Result<usize> {
+    let once = || match to {
+        Some(addr) => socket.send_to(frame, &addr.into()),
+        None => socket.send(frame),
+    };
+    match once() {
+        Err(e) if is_transient(&e) && e.kind() != std::io::ErrorKind::WouldBlock => once(),
         other => other,
     }
 }
@@ -172,6 +175,7 @@ pub fn recv_batch(
     slot: usize,
     offset: usize,
     lens: &mut [usize],
+    from: &mut [Option<SocketAddrV4>],
 ) -> std::io::Result<usize> {
     use nix::sys::socket::{MsgFlags, recvmmsg};
     use std::io::IoSliceMut;
@@ -190,28 +194,30 @@ pub fn recv_batch(
     )
     .map_err(std::io::Error::from)?;
     let mut count = 0;
-    for (msg, len) in results.zip(lens.iter_mut()) {
+    for ((msg, len), src) in results.zip(lens.iter_mut()).zip(from.iter_mut()) {
         *len = if msg.flags.contains(MsgFlags::MSG_TRUNC) {
             slot
         } else {
             msg.bytes
         };
+        *src = msg
+            .address
+            .map(|a: nix::sys::socket::SockaddrIn| SocketAddrV4::new(a.ip(), a.port()));
         count += 1;
     }
     Ok(count)
 }
 
-/// A UDP socket on our endpoint's port 4500 connected to the customer's (RFC 3948: ESP in UDP
-/// from the start, as Magic WAN does).
-pub fn open_esp_socket(local: Ipv4Addr, customer: Ipv4Addr) -> Result<Socket> {
+/// A UDP socket on our endpoint's `port` (4500: ESP in UDP and IKE behind the non-ESP marker,
+/// RFC 3948, from the start as Magic WAN does; 500: IKE). Not connected: the peer's address and
+/// port are learned from IKE (a router behind a NAT sends from wherever its NAT maps it).
+pub fn open_udp_socket(local: Ipv4Addr, port: u16) -> Result<Socket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
         .context("opening a UDP socket")?;
-    s.bind(&SocketAddrV4::new(local, 4500).into())
+    s.bind(&SocketAddrV4::new(local, port).into())
         .with_context(|| {
-            format!("binding to {local}:4500: is it an address of this host, and the port free?")
+            format!("binding to {local}:{port}: is it an address of this host, and the port free?")
         })?;
-    s.connect(&SocketAddrV4::new(customer, 4500).into())
-        .with_context(|| format!("connecting to customer endpoint {customer}:4500"))?;
     let _ = s.set_recv_buffer_size(4 << 20);
     let _ = s.set_send_buffer_size(4 << 20);
     Ok(s)

@@ -10,6 +10,7 @@ pub mod esp;
 pub mod gre;
 pub mod health;
 pub mod http;
+pub mod ikev2;
 pub mod io;
 pub mod metrics;
 pub mod mss;

@@ -163,6 +163,12 @@ impl Metrics {
         }
     }
 
+    pub fn dropped_n(&self, reason: DropReason, n: u64) {
+        if let Some(c) = self.drops.get(reason.index()) {
+            c.inc_by(n);
+        }
+    }
+
     pub fn drops(&self, reason: DropReason) -> u64 {
         self.drops.get(reason.index()).map_or(0, Counter::get)
     }

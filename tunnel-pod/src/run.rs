@@ -1,7 +1,7 @@
 //! `tunnel-pod run`: sets the endpoint up, runs it until SIGTERM, and takes it down again.
 
-use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -20,6 +20,12 @@ use crate::io;
 use crate::metrics::Metrics;
 use crate::netlink::Netlink;
 use crate::wire::udp_encap::KEEPALIVE;
+
+/// IKE (RFC 7296 §2) and NAT traversal (RFC 3948: ESP in UDP, IKE behind the non-ESP marker).
+pub const IKE_PORT: u16 = 500;
+pub const IKE_NATT_PORT: u16 = 4500;
+/// IKE messages the data path may queue for the IKE task before it drops them (`ike_backlog`).
+const IKE_QUEUE: usize = 256;
 
 /// Knobs that are not part of the tunnel's definition.
 #[derive(Debug, Clone)]
@@ -47,28 +53,31 @@ pub fn interface_name(config: &TunnelConfig) -> String {
 
 pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
     let static_sa = config.ipsec.as_ref().and_then(|i| i.static_sa.clone());
-    if config.tunnel_type == TunnelType::Ipsec && static_sa.is_none() {
-        bail!(
-            "IKEv2 is not built yet: an IPsec tunnel runs with manually keyed SAs (ipsec.staticSa) only"
-        );
-    }
-    let customer = config
-        .customer_endpoint
-        .ok_or_else(|| anyhow!("customerEndpoint: this tunnel needs the peer's address"))?;
+    let ike = config.tunnel_type == TunnelType::Ipsec && static_sa.is_none();
+    // IKE learns the peer's address; GRE and static SAs need it configured.
+    let customer = match (config.customer_endpoint, ike) {
+        (Some(c), _) => Some(c),
+        (None, true) => None,
+        (None, false) => bail!("customerEndpoint: this tunnel needs the peer's address"),
+    };
     let name = options
         .interface
         .clone()
         .unwrap_or_else(|| interface_name(&config));
     let metrics = Arc::new(Metrics::default());
-    let status = Arc::new(Status::new(config.health_check.enabled));
+    let status = Status::new(config.health_check.enabled);
+    let status = Arc::new(if ike { status.with_ike() } else { status });
     let listen = config.http.listen;
     let app = http::router(status.clone(), metrics.clone());
     let server = tokio::spawn(async move { http::serve(listen, app).await });
 
-    let socket = match config.tunnel_type {
-        TunnelType::Gre => io::open_gre_socket(config.local_endpoint, customer)?,
-        TunnelType::Ipsec => io::open_esp_socket(config.local_endpoint, customer)?,
+    let socket = match (config.tunnel_type, customer) {
+        (TunnelType::Gre, Some(c)) => io::open_gre_socket(config.local_endpoint, c)?,
+        _ => io::open_udp_socket(config.local_endpoint, IKE_NATT_PORT)?,
     };
+    let ike_socket = ike
+        .then(|| io::open_udp_socket(config.local_endpoint, IKE_PORT))
+        .transpose()?;
     let tun = io::open_tun(&name, options.offload)?;
     let netlink = Netlink::connect()?;
     let index = netlink.link_index(&name).await?;
@@ -85,7 +94,8 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
         installed.push(route.clone());
     }
     tracing::info!(
-        interface = %name, local = %config.local_endpoint, customer = %customer, mtu,
+        interface = %name, local = %config.local_endpoint,
+        customer = %customer.map_or("(learned from IKE)".into(), |c| c.to_string()), mtu,
         routes = installed.len(), kind = %config.tunnel_type, "tunnel up"
     );
 
@@ -95,8 +105,9 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
         .enabled
         .then(|| probe_spec(&config, peer))
         .transpose()?;
+    let (ike_tx, ike_rx) = mpsc::channel(IKE_QUEUE);
     let path = Arc::new(Path {
-        encap: encapsulation(&config, customer, mtu, static_sa)?,
+        encap: encapsulation(&config, customer, mtu, static_sa.as_ref())?,
         tun,
         socket,
         metrics: metrics.clone(),
@@ -104,6 +115,7 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
         peer_address: peer,
         probes,
         coalesce: options.offload,
+        ike: ike.then_some(ike_tx),
     });
     let (returns_tx, returns_rx) = mpsc::channel(1024);
     let (failed_tx, mut failed_rx) = mpsc::unbounded_channel();
@@ -127,7 +139,18 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
     status.set_transport_open(true);
     let esp = matches!(path.encap, Encap::Esp(_));
     let keepalives = esp.then(|| tokio::spawn(nat_keepalives(path.clone())));
-    let clock = esp.then(|| tokio::spawn(sa_clock(path.clone(), status.clone())));
+    let clock = static_sa
+        .is_some()
+        .then(|| tokio::spawn(sa_clock(path.clone(), status.clone())));
+    let shutdown = Arc::new(tokio::sync::Notify::new());
+    let ike_task = match (ike_socket, config.ipsec.as_ref()) {
+        (Some(sock500), Some(ipsec)) => Some(tokio::spawn(crate::ikev2::run(
+            crate::ikev2::Shell::new(&config, ipsec, path.clone(), sock500, status.clone())?,
+            ike_rx,
+            shutdown.clone(),
+        ))),
+        _ => None,
+    };
     let prober = probes.map(|spec| {
         let p = Prober::new(
             config.health_check.rate.per_second(),
@@ -153,6 +176,11 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
         r = server => Err(match r { Ok(Err(e)) => e, Ok(Ok(())) => anyhow!("HTTP server stopped"), Err(e) => e.into() }),
     };
     status.set_transport_open(false);
+    if let Some(task) = ike_task {
+        // Delete the IKE SA before the interface goes (RFC 7296 §1.4.1), within the grace period.
+        shutdown.notify_one();
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
     for task in [prober, keepalives, clock].into_iter().flatten() {
         task.abort();
     }
@@ -173,33 +201,32 @@ async fn teardown(netlink: &Netlink, index: u32, routes: &[crate::config::Route]
     }
 }
 
-/// GRE from the config, or ESP from its static SAs.
+/// GRE from the config; ESP with its static SAs installed, or empty for IKE to fill.
 fn encapsulation(
     config: &TunnelConfig,
-    customer: Ipv4Addr,
+    customer: Option<Ipv4Addr>,
     mtu: u16,
-    static_sa: Option<StaticSa>,
+    static_sa: Option<&StaticSa>,
 ) -> Result<Encap> {
     let mss = config.mss_clamp.effective(mtu);
-    Ok(match (config.tunnel_type, static_sa) {
-        (TunnelType::Ipsec, Some(sa)) => {
-            let replay = config
-                .ipsec
-                .as_ref()
-                .filter(|i| i.replay_protection)
-                .map(|i| i.replay_window);
-            Encap::Esp(Box::new(Esp {
-                outbound: Outbound::new(sa.outbound).context("ipsec.staticSa.outbound")?,
-                inbound: Mutex::new(
-                    Inbound::new(sa.inbound, replay).context("ipsec.staticSa.inbound")?,
-                ),
-                mtu,
-                mss,
-            }))
+    Ok(match (config.tunnel_type, customer) {
+        (TunnelType::Ipsec, _) => {
+            let esp = Esp::new(mtu, mss);
+            if let (Some(sa), Some(customer)) = (static_sa, customer) {
+                let replay = config.ipsec.as_ref().and_then(|i| i.replay());
+                esp.install_inbound(
+                    Inbound::new(sa.inbound.clone(), replay).context("ipsec.staticSa.inbound")?,
+                );
+                esp.activate_outbound(Arc::new(
+                    Outbound::new(sa.outbound.clone()).context("ipsec.staticSa.outbound")?,
+                ));
+                esp.set_peer(SocketAddrV4::new(customer, IKE_NATT_PORT));
+            }
+            Encap::Esp(Box::new(esp))
         }
-        _ => Encap::Gre(Gre {
+        (TunnelType::Gre, customer) => Encap::Gre(Gre {
             local: config.local_endpoint,
-            customer,
+            customer: customer.ok_or_else(|| anyhow!("customerEndpoint: GRE needs it"))?,
             ttl: config.ttl,
             key: config.gre.as_ref().and_then(|g| g.key),
             mtu,
@@ -218,16 +245,19 @@ async fn sa_clock(path: Arc<Path>, status: Arc<Status>) {
     loop {
         tick.tick().await;
         let age = born.elapsed();
-        let out = esp.outbound.check_age(age);
-        let inb = esp
-            .inbound
-            .lock()
-            .map_or(Age::Expired, |mut i| i.check_age(age));
-        let exhausted = esp.outbound.is_exhausted();
+        let mut ages = Vec::new();
+        let mut exhausted = false;
+        let mut rekey = false;
+        for o in esp.outbound_sas() {
+            ages.push(o.check_age(age));
+            exhausted |= o.is_exhausted();
+            rekey |= o.needs_rekey();
+        }
+        esp.for_each_inbound(|i| ages.push(i.check_age(age)));
         status.set_sa_exhausted(exhausted);
-        let worst = if out == Age::Expired || inb == Age::Expired || exhausted {
+        let worst = if ages.contains(&Age::Expired) || exhausted {
             Age::Expired
-        } else if out == Age::Rekey || inb == Age::Rekey || esp.outbound.needs_rekey() {
+        } else if ages.contains(&Age::Rekey) || rekey {
             Age::Rekey
         } else {
             Age::Fresh
@@ -254,7 +284,10 @@ async fn nat_keepalives(path: Arc<Path>) {
     let mut tick = tokio::time::interval_at(first, Duration::from_secs(20));
     loop {
         tick.tick().await;
-        if io::send(&path.socket, &KEEPALIVE).is_ok() {
+        let Ok(to) = path.encap.destination() else {
+            continue;
+        };
+        if io::send(&path.socket, &KEEPALIVE, to).is_ok() {
             path.metrics.nat_keepalives_sent.inc();
         }
     }

@@ -261,6 +261,23 @@ impl Outbound {
         self.params.spi
     }
 
+    pub fn params(&self) -> &SaParams {
+        &self.params
+    }
+
+    /// Whether this SA's traffic selectors take the inner packet we are about to send.
+    pub fn selects(&self, packet: &[u8]) -> bool {
+        self.params.traffic_selectors.admits(packet, false)
+    }
+
+    /// Bytes and packets sealed so far.
+    pub fn usage(&self) -> (u64, u64) {
+        (
+            self.bytes.load(Ordering::Relaxed),
+            self.packets.load(Ordering::Relaxed),
+        )
+    }
+
     /// Space needed before the inner packet (header + IV) and after it (padding, trailer, ICV).
     pub fn headroom(&self) -> usize {
         HEADER_LEN + self.transform.iv_len()
@@ -436,6 +453,15 @@ impl Inbound {
 
     pub fn spi(&self) -> u32 {
         self.params.spi
+    }
+
+    pub fn params(&self) -> &SaParams {
+        &self.params
+    }
+
+    /// Bytes and packets opened so far.
+    pub fn usage(&self) -> (u64, u64) {
+        (self.bytes, self.packets)
     }
 
     /// Opens the ESP packet `packet` (starting at the SPI) in place.

@@ -4,6 +4,7 @@
 /// RFC 3948 §2.2: IKE messages on the ESP port start with four zero bytes where ESP has its SPI
 /// (an SPI of 0 is reserved, RFC 4303 §2.1).
 pub const NON_ESP_MARKER: [u8; 4] = [0; 4];
+pub const NON_ESP_MARKER_LEN: usize = NON_ESP_MARKER.len();
 /// RFC 3948 §2.3: a NAT keepalive is a single 0xFF byte.
 pub const KEEPALIVE: [u8; 1] = [0xff];
 
