@@ -6,12 +6,12 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kube::Resource;
+use magictunnel_types::config::Psk;
 use operator::build;
 use operator::crd::MagicTunnel;
 use operator::fixtures::{gre_tunnel, ipsec_tunnel};
 use operator::settings::Settings;
 use operator::validate::validate;
-use tunnel_pod::config::Psk;
 
 const TUNNELS: usize = 1_000;
 

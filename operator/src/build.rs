@@ -13,10 +13,10 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use sha2::{Digest, Sha256};
-use tunnel_pod::config::{
+use magictunnel_types::config::{
     API_VERSION, HttpConfig, IpsecConfig, KIND, Psk, TunnelConfig, TunnelType,
 };
+use sha2::{Digest, Sha256};
 
 use crate::psk;
 use crate::settings::Settings;
@@ -64,7 +64,7 @@ pub fn tunnel_config(v: &ValidatedTunnel, psk: Option<&Psk>) -> Result<TunnelCon
             psk_file: None,
             accepted_ids: i.identities.accepted(&i.accepted_id_types),
             replay_protection: i.replay_protection,
-            replay_window: tunnel_pod::config::DEFAULT_REPLAY_WINDOW,
+            replay_window: magictunnel_types::config::DEFAULT_REPLAY_WINDOW,
             allow_null_cipher: i.allow_null_cipher,
             proposals: i.proposals.clone(),
             lifetimes: i.lifetimes,
@@ -499,8 +499,8 @@ mod tests {
     fn mss_beyond_the_default_mtu_is_reported() {
         // CEL can only compare with an explicit mtu; the default (1476) is checked here.
         let mut t = gre_tunnel("g", 1);
-        t.spec.mss_clamp = Some(tunnel_pod::config::MssClamp {
-            mode: tunnel_pod::config::MssClampMode::Fixed,
+        t.spec.mss_clamp = Some(magictunnel_types::config::MssClamp {
+            mode: magictunnel_types::config::MssClampMode::Fixed,
             value: Some(1450),
         });
         let s = Settings::example();

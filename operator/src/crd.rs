@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Toleration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-use tunnel_pod::config::{
+use magictunnel_types::config::{
     GreOptions, HealthCheck, IkeIdType, Lifetimes, MssClamp, Proposals, TunnelType,
 };
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 pub const GROUP: &str = "magictunnel.dev";
 /// Longest name: the tunnel's pods (`<name>-<n>`), Secrets (`<name>-psk`, `<name>-config`) and

@@ -2,7 +2,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use tunnel_pod::config::TunnelType;
+use magictunnel_types::config::TunnelType;
 
 use crate::crd::{IpsecSpec, MagicTunnel, MagicTunnelSpec, RouteSpec};
 

@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 
-use tunnel_pod::config::{IkeId, IkeIdType};
+use magictunnel_types::config::{IkeId, IkeIdType};
 
 use crate::crd::IkeIds;
 use crate::settings::{AccountId, IdDomain};

@@ -69,7 +69,7 @@ impl Default for Metrics {
 impl Metrics {
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
-        tunnel_pod::metrics::render(&self.registry)
+        magictunnel_types::metrics_text::render(&self.registry)
     }
 }
 

@@ -10,8 +10,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use magictunnel_types::config::{MIN_PSK_LEN, Psk};
 use ring::rand::SecureRandom;
-use tunnel_pod::config::{MIN_PSK_LEN, Psk};
 use zeroize::Zeroizing;
 
 /// Key of the PSK in a generated Secret, and the default key of an adopted one.

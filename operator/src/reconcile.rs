@@ -22,8 +22,8 @@ use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
+use magictunnel_types::config::Psk;
 use ring::rand::SecureRandom;
-use tunnel_pod::config::Psk;
 
 use crate::build::{self, Desired, FIELD_MANAGER};
 use crate::conditions::{self, Observation};

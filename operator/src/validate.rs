@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Toleration;
 use kube::ResourceExt;
-use tunnel_pod::config::{
+use magictunnel_types::config::{
     self, GreOptions, HealthCheck, IkeIdType, Lifetimes, MssClamp, Proposals, Route, TunnelType,
 };
 

@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use kube::Resource;
+use magictunnel_types::config::{Psk, TunnelConfig};
 use operator::build;
 use operator::crd::{MagicTunnel, crd_yaml};
 use operator::settings::Settings;
 use operator::validate::validate;
-use tunnel_pod::config::{Psk, TunnelConfig};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -13,6 +13,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::client::Body;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, Resource};
+use magictunnel_types::config::TunnelConfig;
 use operator::build::CONFIG_KEY;
 use operator::crd::{
     IpsecSpec, MagicTunnel, MagicTunnelStatus, ROTATE_PSK_ANNOTATION, SecretKeyRef,
@@ -23,7 +24,6 @@ use operator::reconcile::{Context, reconcile_tunnel};
 use operator::settings::Settings;
 use serde_json::{Value, json};
 use tower_test::mock::{self, Handle, SendResponse};
-use tunnel_pod::config::TunnelConfig;
 
 type ApiHandle = Handle<Request<Body>, Response<Body>>;
 

@@ -11,7 +11,7 @@ use aes::cipher::{BlockEncryptMut, KeyIvInit};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::hmac;
-use tunnel_pod::config::{EspEncryption, Integrity, Psk};
+use tunnel_pod::config::{EspEncryption, Integrity, Secret};
 use tunnel_pod::esp::sa::{Inbound, NEXT_IPV4, Outbound, SaLifetime, SaParams};
 use tunnel_pod::esp::suite::key_lengths;
 
@@ -21,8 +21,8 @@ fn params(enc: EspEncryption, integ: Option<Integrity>) -> SaParams {
         spi: 0x1000,
         encryption: enc,
         integrity: integ,
-        encryption_key: Psk::new(vec![7; e]),
-        integrity_key: integ.map(|_| Psk::new(vec![9; i])),
+        encryption_key: Secret::new(vec![7; e]),
+        integrity_key: integ.map(|_| Secret::new(vec![9; i])),
         lifetime: SaLifetime::default(),
         traffic_selectors: Default::default(),
     }

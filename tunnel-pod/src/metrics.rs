@@ -2,7 +2,6 @@
 //! so the data path pays one relaxed atomic add per counter and never takes a lock.
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -187,13 +186,7 @@ impl Metrics {
     }
 }
 
-/// The OpenMetrics text exposition of a registry (the operator's too).
-pub fn render(registry: &Registry) -> String {
-    let mut out = String::new();
-    // Writing into a String cannot fail.
-    let _ = encode(&mut out, registry);
-    out
-}
+pub use magictunnel_types::metrics_text::render;
 
 #[cfg(test)]
 mod tests {

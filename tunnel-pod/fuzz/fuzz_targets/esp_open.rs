@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tunnel_pod::config::{EspEncryption, Integrity, Psk};
+use tunnel_pod::config::{EspEncryption, Integrity, Secret};
 use tunnel_pod::esp::sa::{Inbound, SaLifetime, SaParams};
 use tunnel_pod::wire::udp_encap::{Datagram, classify};
 
@@ -20,8 +20,8 @@ fuzz_target!(|data: &[u8]| {
         spi: 0x1000,
         encryption,
         integrity,
-        encryption_key: Psk::new(vec![1; enc_len]),
-        integrity_key: integrity.map(|_| Psk::new(vec![2; integ_len])),
+        encryption_key: Secret::new(vec![1; enc_len]),
+        integrity_key: integrity.map(|_| Secret::new(vec![2; integ_len])),
         lifetime: SaLifetime::default(),
         traffic_selectors: Default::default(),
     };

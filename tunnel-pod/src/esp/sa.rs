@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::replay::{Replay, ReplaySnapshot, ReplayWindow};
 use super::suite::{HEADER_LEN, KeyError, OpenError, Transform};
-use crate::config::{EspEncryption, Integrity, Psk};
+use crate::config::Secret;
+pub use crate::config::{SaLifetime, SaParams, StaticSa, TrafficSelectors};
 use crate::drops::DropReason;
 use crate::wire::{esp, ipv4};
 
@@ -27,19 +28,6 @@ pub const NEXT_NONE: u8 = 59;
 /// Outbound sequence numbers above this ask for a rekey (2^32 − 2^24: at 1 Mpps, ≈ 16 s before
 /// the number space ends).
 pub const SEQ_REKEY_MARK: u32 = u32::MAX - (1 << 24);
-
-/// Hard lifetimes: when one is reached the SA stops (RFC 4301 §4.4.2.1).
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SaLifetime {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bytes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub packets: Option<u64>,
-    /// Age limit; the caller reports the age (`check_age`), the SA keeps no clock.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seconds: Option<u64>,
-}
 
 /// Where an SA's age stands against its time lifetime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,131 +47,33 @@ fn age_status(age: std::time::Duration, limit: Option<u64>) -> Age {
     }
 }
 
-/// The inner traffic an SA carries (RFC 4301 §4.4.1): tunnel mode, IPv4 prefixes. Inbound, the
-/// decrypted packet's source must be in `remote` and its destination in `local` (RFC 4301 §5.2
-/// step 4); outbound the other way round. The default is any.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct TrafficSelectors {
-    #[serde(default = "any")]
-    pub local: Vec<Ipv4Net>,
-    #[serde(default = "any")]
-    pub remote: Vec<Ipv4Net>,
-}
-
-fn any() -> Vec<Ipv4Net> {
-    vec![Ipv4Net::default()]
-}
-
-impl Default for TrafficSelectors {
-    fn default() -> Self {
-        TrafficSelectors {
-            local: any(),
-            remote: any(),
+/// Whether an inner packet from `src` to `dst` belongs to the selectors, seen from our side. Only
+/// IPv4 is selected on; IPv6 inner packets pass only when both lists are "any".
+fn admits(ts: &TrafficSelectors, packet: &[u8], inbound: bool) -> bool {
+    let any = |l: &[Ipv4Net]| l.iter().any(|n| n.prefix_len() == 0);
+    match ipv4::Packet::new_checked(packet) {
+        Ok(ip) => {
+            let (ours, theirs) = if inbound {
+                (ip.dst_addr(), ip.src_addr())
+            } else {
+                (ip.src_addr(), ip.dst_addr())
+            };
+            ts.local.iter().any(|n| n.contains(&ours))
+                && ts.remote.iter().any(|n| n.contains(&theirs))
         }
+        Err(_) => any(&ts.local) && any(&ts.remote),
     }
 }
 
-impl TrafficSelectors {
-    /// Whether an inner packet from `src` to `dst` belongs here, seen from our side. Only IPv4
-    /// is selected on; IPv6 inner packets pass only when both lists are "any".
-    fn admits(&self, packet: &[u8], inbound: bool) -> bool {
-        let any = |l: &[Ipv4Net]| l.iter().any(|n| n.prefix_len() == 0);
-        match ipv4::Packet::new_checked(packet) {
-            Ok(ip) => {
-                let (ours, theirs) = if inbound {
-                    (ip.dst_addr(), ip.src_addr())
-                } else {
-                    (ip.src_addr(), ip.dst_addr())
-                };
-                self.local.iter().any(|n| n.contains(&ours))
-                    && self.remote.iter().any(|n| n.contains(&theirs))
-            }
-            Err(_) => any(&self.local) && any(&self.remote),
-        }
-    }
-}
-
-/// Everything that defines one direction of an SA.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SaParams {
-    pub spi: u32,
-    pub encryption: EspEncryption,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub integrity: Option<Integrity>,
-    /// Encryption key (for AES-GCM: key ‖ 4-byte salt), base64.
-    pub encryption_key: Psk,
-    /// Integrity key, base64; absent for AES-GCM.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub integrity_key: Option<Psk>,
-    #[serde(default)]
-    pub lifetime: SaLifetime,
-    #[serde(default)]
-    pub traffic_selectors: TrafficSelectors,
-}
-
-impl SaParams {
-    fn transform(&self) -> Result<Transform, KeyError> {
-        let integ = self.integrity_key.as_ref().map_or(&[][..], Psk::as_bytes);
-        Transform::new(
-            self.encryption,
-            self.integrity,
-            self.encryption_key.as_bytes(),
-            integ,
-        )
-    }
-}
-
-/// A manually keyed pair of SAs (RFC 4301 §4.5), as written in a TunnelConfig.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct StaticSa {
-    /// What we send with (the peer's inbound SA).
-    pub outbound: SaParams,
-    /// What the peer sends with (its outbound SA).
-    pub inbound: SaParams,
-}
-
-impl StaticSa {
-    /// The rules serde cannot express, as (field, reason).
-    pub fn validate(&self, allow_null: bool) -> Result<(), (&'static str, String)> {
-        let (o, i) = (&self.outbound, &self.inbound);
-        if o.spi == i.spi {
-            return Err((
-                "ipsec.staticSa",
-                "outbound and inbound need different SPIs".into(),
-            ));
-        }
-        // One key in both directions would let both senders use the same (key, nonce) pairs
-        // and make our own packets acceptable to us when reflected.
-        let same = |a: &Psk, b: &Psk| !a.is_empty() && a.as_bytes() == b.as_bytes();
-        let same_integrity =
-            matches!((&o.integrity_key, &i.integrity_key), (Some(a), Some(b)) if same(a, b));
-        if same(&o.encryption_key, &i.encryption_key) || same_integrity {
-            return Err((
-                "ipsec.staticSa",
-                "outbound and inbound must not share a key".into(),
-            ));
-        }
-        for (field, p) in [
-            ("ipsec.staticSa.outbound", &self.outbound),
-            ("ipsec.staticSa.inbound", &self.inbound),
-        ] {
-            // RFC 4303 §2.1: SPI 0 is reserved, 1–255 are reserved by IANA.
-            if p.spi < 256 {
-                return Err((field, format!("spi {} is reserved; use 256 or more", p.spi)));
-            }
-            if p.encryption == EspEncryption::Null && !allow_null {
-                return Err((
-                    field,
-                    "NULL encryption requires allowNullCipher: true".into(),
-                ));
-            }
-            p.transform().map_err(|e| (field, e.to_string()))?;
-        }
-        Ok(())
-    }
+/// The transform an SA's parameters describe.
+fn transform(p: &SaParams) -> Result<Transform, KeyError> {
+    let integ = p.integrity_key.as_ref().map_or(&[][..], Secret::as_bytes);
+    Transform::new(
+        p.encryption,
+        p.integrity,
+        p.encryption_key.as_bytes(),
+        integ,
+    )
 }
 
 /// Why an inner packet was not sent.
@@ -230,7 +120,7 @@ pub struct OutboundState {
 impl Outbound {
     pub fn new(params: SaParams) -> Result<Self, KeyError> {
         Ok(Outbound {
-            transform: params.transform()?,
+            transform: transform(&params)?,
             params,
             seq: AtomicU32::new(0),
             iv_base: random_u64()?,
@@ -267,7 +157,7 @@ impl Outbound {
 
     /// Whether this SA's traffic selectors take the inner packet we are about to send.
     pub fn selects(&self, packet: &[u8]) -> bool {
-        self.params.traffic_selectors.admits(packet, false)
+        admits(&self.params.traffic_selectors, packet, false)
     }
 
     /// Bytes and packets sealed so far.
@@ -340,7 +230,7 @@ impl Outbound {
         }
         if !buf
             .get(inner.clone())
-            .is_some_and(|p| self.params.traffic_selectors.admits(p, false))
+            .is_some_and(|p| admits(&self.params.traffic_selectors, p, false))
         {
             return Err(SealError::NotSelected);
         }
@@ -422,7 +312,7 @@ impl Inbound {
             None => ReplayWindow::disabled(),
         };
         Ok(Inbound {
-            transform: params.transform()?,
+            transform: transform(&params)?,
             params,
             window,
             bytes: 0,
@@ -435,7 +325,7 @@ impl Inbound {
         let size = state.replay.size;
         let window = ReplayWindow::restore(state.replay).ok_or(KeyError::BadReplayWindow(size))?;
         Ok(Inbound {
-            transform: state.params.transform()?,
+            transform: transform(&state.params)?,
             params: state.params,
             window,
             bytes: 0,
@@ -534,7 +424,7 @@ impl Inbound {
         let inner = body.start..body.start + inner_len;
         if !packet
             .get(inner.clone())
-            .is_some_and(|p| self.params.traffic_selectors.admits(p, true))
+            .is_some_and(|p| admits(&self.params.traffic_selectors, p, true))
         {
             return Err(DropReason::SelectorMismatch);
         }
@@ -563,6 +453,7 @@ fn replay_drop(r: Replay) -> DropReason {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{EspEncryption, Integrity};
     use crate::esp::suite::key_lengths;
 
     fn params(spi: u32, enc: EspEncryption, integ: Option<Integrity>) -> SaParams {
@@ -571,8 +462,8 @@ mod tests {
             spi,
             encryption: enc,
             integrity: integ,
-            encryption_key: Psk::new((0..e as u8).collect()),
-            integrity_key: integ.map(|_| Psk::new((100..100 + i as u8).collect())),
+            encryption_key: Secret::new((0..e as u8).collect()),
+            integrity_key: integ.map(|_| Secret::new((100..100 + i as u8).collect())),
             lifetime: SaLifetime::default(),
             traffic_selectors: Default::default(),
         }
@@ -724,7 +615,7 @@ mod tests {
     fn padding_next_header_and_tfc() {
         // Build packets by hand with NULL + HMAC so the plaintext trailer is under our control.
         let (enc, integ) = (EspEncryption::Null, Some(Integrity::HmacSha2_256_128));
-        let t = params(9, enc, integ).transform().unwrap();
+        let t = transform(&params(9, enc, integ)).unwrap();
         let make_raw = |content: &[u8], padding: &[u8], pad_len: u8, nh: u8| {
             let mut p = vec![0, 0, 0, 9, 0, 0, 0, 1];
             p.extend_from_slice(content);

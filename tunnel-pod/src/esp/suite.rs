@@ -22,29 +22,11 @@ use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::hmac;
 use subtle::ConstantTimeEq;
 
-use crate::config::{EspEncryption, Integrity};
+use crate::config::{EspEncryption, Integrity, check_keys};
+pub use crate::config::{KeyError, key_lengths};
 
 /// ESP header: SPI and sequence number.
 pub const HEADER_LEN: usize = 8;
-
-/// Why keys cannot make a transform.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KeyError {
-    #[error("{what} key must be {expected} bytes, got {got}")]
-    Length {
-        what: &'static str,
-        expected: usize,
-        got: usize,
-    },
-    #[error("{0} needs an integrity algorithm")]
-    NeedsIntegrity(&'static str),
-    #[error("AES-GCM provides integrity itself; no integrity algorithm may be combined with it")]
-    GcmWithIntegrity,
-    #[error("replay window {0} is not a multiple of 64 between 64 and 65536")]
-    BadReplayWindow(u32),
-    #[error("no system randomness for the IV base")]
-    NoRandomness,
-}
 
 /// Why a received packet does not open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,24 +74,6 @@ impl std::fmt::Debug for Transform {
     }
 }
 
-/// Key lengths: (encryption key bytes including any salt, integrity key bytes).
-pub fn key_lengths(enc: EspEncryption, integ: Option<Integrity>) -> (usize, usize) {
-    let e = match enc {
-        // RFC 4106 §8.1: the key plus a 4-byte salt from the keying material.
-        EspEncryption::AesGcm16_128 => 16 + 4,
-        EspEncryption::AesGcm16_256 => 32 + 4,
-        EspEncryption::AesCbc128 => 16,
-        EspEncryption::AesCbc256 => 32,
-        EspEncryption::Null => 0,
-    };
-    let i = match integ {
-        Some(Integrity::HmacSha2_256_128) => 32,
-        Some(Integrity::HmacSha1_96) => 20,
-        None => 0,
-    };
-    (e, i)
-}
-
 impl Transform {
     pub fn new(
         enc: EspEncryption,
@@ -117,34 +81,8 @@ impl Transform {
         enc_key: &[u8],
         integ_key: &[u8],
     ) -> Result<Self, KeyError> {
-        let (e_len, i_len) = key_lengths(enc, integ);
-        if enc_key.len() != e_len {
-            return Err(KeyError::Length {
-                what: "encryption",
-                expected: e_len,
-                got: enc_key.len(),
-            });
-        }
-        if integ_key.len() != i_len {
-            return Err(KeyError::Length {
-                what: "integrity",
-                expected: i_len,
-                got: integ_key.len(),
-            });
-        }
-        let gcm = matches!(
-            enc,
-            EspEncryption::AesGcm16_128 | EspEncryption::AesGcm16_256
-        );
-        if gcm && integ.is_some() {
-            return Err(KeyError::GcmWithIntegrity);
-        }
-        if !gcm && integ.is_none() {
-            return Err(KeyError::NeedsIntegrity(match enc {
-                EspEncryption::Null => "NULL encryption",
-                _ => "AES-CBC",
-            }));
-        }
+        check_keys(enc, integ, enc_key.len(), integ_key.len())?;
+        let (e_len, _) = key_lengths(enc, integ);
         let length = |what, expected: usize| KeyError::Length {
             what,
             expected,
