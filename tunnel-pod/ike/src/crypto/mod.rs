@@ -8,6 +8,8 @@ pub mod dh;
 pub mod keys;
 pub mod prf;
 pub mod sk;
+#[cfg(test)]
+mod test_vectors;
 
 pub use dh::{DhError, Group, KeyPair};
 pub use keys::{ChildKeys, IkeKeys, IkeSuite, child_keymat, psk_auth, skeyseed, skeyseed_rekey};
