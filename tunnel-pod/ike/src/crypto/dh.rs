@@ -242,7 +242,8 @@ mod modp {
     }
 
     /// base^x mod p, big-endian, left-padded to the modulus length (RFC 7296 §2.14 for the
-    /// shared secret, §3.4 for the KE data). `x` is at most 48 bytes (`modp_exponent_len`).
+    /// shared secret, §3.4 for the KE data). `x` is at most 48 bytes (`modp_exponent_len`);
+    /// every intermediate holding x or the result is zeroized on drop.
     fn pow<const L: usize>(params: &FixedMontyParams<L>, base: &Uint<L>, x: &[u8]) -> Secret {
         let mut exp_bytes = Zeroizing::new([0u8; 48]);
         let start = 48usize.saturating_sub(x.len());
@@ -257,7 +258,8 @@ mod modp {
         // The loop runs over `bits` exponent bits whatever their value: constant time in x
         // (only its length, a public constant per group, shows).
         let bits = u32::try_from(x.len().saturating_mul(8)).map_or(384, |b| b.min(384));
-        let r = Zeroizing::new(b.pow_bounded_exp(&*exp, bits).retrieve());
+        let r_monty = Zeroizing::new(b.pow_bounded_exp(&*exp, bits));
+        let r = Zeroizing::new(r_monty.retrieve());
         let bytes = Zeroizing::new(r.to_be_bytes());
         Zeroizing::new(bytes.as_ref().to_vec())
     }

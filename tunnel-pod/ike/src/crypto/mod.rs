@@ -18,3 +18,16 @@ pub use sk::{EncrAlg, IntegAlg, SkCipher, SkError};
 
 /// Secret bytes: zeroized on drop.
 pub type Secret = zeroize::Zeroizing<Vec<u8>>;
+
+#[cfg(test)]
+mod tests {
+    /// The core may keep these in state shared across threads.
+    #[test]
+    fn send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<super::SkCipher>();
+        check::<super::KeyPair>();
+        check::<super::IkeKeys>();
+        check::<super::ChildKeys>();
+    }
+}
