@@ -301,7 +301,7 @@ impl Gcm {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
             .map_err(|_| SkError::BadKey)?;
         let iv = base.wrapping_add(n).to_be_bytes();
-        let nonce = self.nonce(&iv)?;
+        let nonce = self.nonce(&iv);
         let mut buf = Zeroizing::new(Vec::with_capacity(plaintext.len().saturating_add(1)));
         buf.extend_from_slice(plaintext);
         // Pad Length 0: GCM needs no alignment (RFC 5282 §3).
@@ -321,13 +321,13 @@ impl Gcm {
         Ok(())
     }
 
-    fn nonce(&self, iv: &[u8; GCM_IV_LEN]) -> Result<aead::Nonce, SkError> {
+    fn nonce(&self, iv: &[u8; GCM_IV_LEN]) -> aead::Nonce {
         // RFC 5282 §4: nonce = salt (4) ‖ IV (8).
         let mut n = [0u8; aead::NONCE_LEN];
         let (salt, rest) = n.split_at_mut(GCM_SALT_LEN);
         salt.copy_from_slice(&self.salt);
         rest.copy_from_slice(iv);
-        Ok(aead::Nonce::assume_unique_for_key(n))
+        aead::Nonce::assume_unique_for_key(n)
     }
 
     fn open(&self, message: &[u8], iv_offset: usize) -> Result<Secret, SkError> {
@@ -341,7 +341,7 @@ impl Gcm {
         let (iv, sealed) = rest
             .split_first_chunk::<GCM_IV_LEN>()
             .ok_or(SkError::Truncated)?;
-        let nonce = self.nonce(iv)?;
+        let nonce = self.nonce(iv);
         let mut buf = Zeroizing::new(sealed.to_vec());
         // ring checks the tag before it decrypts anything.
         #[cfg(not(fuzzing))]
