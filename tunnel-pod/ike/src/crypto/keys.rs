@@ -404,6 +404,9 @@ mod tests {
             let mut m = vec![0u8; 32];
             i_send.seal(&mut m, b"from the initiator", &rng).unwrap();
             assert_eq!(&r_recv.open(&m, 32).unwrap()[..], b"from the initiator");
+            // The initiator's messages are under SK_ei/SK_ai, not merely a matching pair.
+            let ei = SkCipher::new(suite.encr, suite.integ, &k.sk_ei, &k.sk_ai).unwrap();
+            assert_eq!(&ei.open(&m, 32).unwrap()[..], b"from the initiator");
             assert_eq!(i_recv.open(&m, 32).err(), Some(SkError::BadIcv));
             let mut m = vec![1u8; 32];
             r_send.seal(&mut m, b"from the responder", &rng).unwrap();
