@@ -1,13 +1,14 @@
 //! IKE messages: the fixed header (RFC 7296 §3.1), the payload chain (§3.2) and every payload
 //! this implementation reads or writes. `Repr`-style: parse into owned structs, emit from them.
 //!
-//! CONTRACT (skeleton; the codec implements these signatures, the core uses them).
+//! CONTRACT: the core codes against these types and signatures. The payload chain and the
+//! simple bodies are in `payload.rs`, SA in `sa.rs`, traffic selectors in `ts.rs`.
 
 use std::net::IpAddr;
 
 use super::{
-    AuthMethod, ExchangeType, IdType, NotifyType, PayloadType, ProtocolId, Result, TransformId,
-    TransformType, TsType,
+    AuthMethod, Error, ExchangeType, IdType, NotifyType, PayloadType, ProtocolId, Reader, Result,
+    TransformId, TransformType, TsType, payload,
 };
 
 /// RFC 7296 §3.1, 28 bytes.
@@ -31,15 +32,51 @@ impl Header {
 
     /// Parses the first 28 bytes. Checks only what every message must satisfy: length ≥ 28 and
     /// major version 2 (`BadVersion` otherwise, so the caller can answer INVALID_MAJOR_VERSION).
+    ///
+    /// Checks the major version before the Length field, so that a message of another version
+    /// with another layout is still answered. After `BadVersion`, [`Header::parse_any`] gives the
+    /// SPIs and Message ID the INVALID_MAJOR_VERSION answer needs (§2.5, §3.1).
     pub fn parse(buf: &[u8]) -> Result<Header> {
-        let _ = buf;
-        todo!("codec")
+        let h = Header::parse_any(buf)?;
+        let major = h.version >> 4;
+        if major != 2 {
+            return Err(Error::BadVersion { major });
+        }
+        if (h.length as usize) < Header::LEN {
+            return Err(Error::BadLength);
+        }
+        Ok(h)
     }
 
-    /// Appends the 28 header bytes.
+    /// The 28 header fields as they are, without checking version or length (`Truncated` if
+    /// `buf` is shorter than 28 bytes). For answering a message `parse` refused.
+    pub fn parse_any(buf: &[u8]) -> Result<Header> {
+        let mut r = Reader::new(buf);
+        Ok(Header {
+            spi_i: r.u64()?,
+            spi_r: r.u64()?,
+            next_payload: PayloadType(r.u8()?),
+            version: r.u8()?,
+            exchange: ExchangeType(r.u8()?),
+            flags: r.u8()?,
+            message_id: r.u32()?,
+            length: r.u32()?,
+        })
+    }
+
+    /// Appends the 28 header bytes, fields as they are.
     pub fn write(&self, out: &mut Vec<u8>) {
-        let _ = out;
-        todo!("codec")
+        out.reserve(Header::LEN);
+        out.extend_from_slice(&self.spi_i.to_be_bytes());
+        out.extend_from_slice(&self.spi_r.to_be_bytes());
+        out.extend_from_slice(&[
+            self.next_payload.0,
+            self.version,
+            self.exchange.0,
+            self.flags,
+        ]);
+        out.extend_from_slice(&self.message_id.to_be_bytes());
+        out.extend_from_slice(&self.length.to_be_bytes());
     }
 
     pub fn is_response(&self) -> bool {
@@ -222,45 +259,106 @@ pub const MAX_PAYLOADS: usize = 64;
 /// length equals `msg.len()`, walks the payload chain, parses each known payload in a sub-reader
 /// that must be consumed exactly, keeps unknown non-critical payloads as `Other`, fails with
 /// `UnsupportedCritical` on an unknown critical one, and stops at SK/SKF, which must be last.
+///
+/// A message shorter than its Length is `Truncated`, a longer one `TrailingBytes`. When the SK
+/// or SKF payload is present its length must reach the end of the message exactly
+/// (`BadLength` otherwise). SK/SKF contents are not looked at beyond the SKF fragment fields:
+/// the IV, ciphertext and ICV sizes depend on the negotiated cipher.
 pub fn parse_message(msg: &[u8]) -> Result<Parsed> {
-    let _ = msg;
-    todo!("codec")
+    let header = Header::parse(msg)?;
+    let declared = header.length as usize;
+    if msg.len() < declared {
+        return Err(Error::Truncated);
+    }
+    if msg.len() > declared {
+        return Err(Error::TrailingBytes);
+    }
+    let chain = msg.get(Header::LEN..).unwrap_or_default();
+    let (payloads, encrypted) = payload::walk(header.next_payload, chain, Header::LEN, true)?;
+    Ok(Parsed {
+        header,
+        payloads,
+        encrypted,
+    })
 }
 
 /// Parses a decrypted payload chain (the plaintext of an SK payload, or reassembled SKF
 /// fragments) starting with type `first`. SK/SKF inside is `MisplacedEncrypted`.
+/// The chain must end (Next Payload 0) exactly at the end of `body` (`TrailingBytes`): the
+/// caller strips padding and ICV first.
 pub fn parse_payloads(first: PayloadType, body: &[u8]) -> Result<Vec<Payload>> {
-    let _ = (first, body);
-    todo!("codec")
+    payload::walk(first, body, 0, false).map(|(payloads, _)| payloads)
 }
 
 /// Appends the payloads with their generic headers and next-payload chain (the last one's
 /// Next Payload is `last_next`, normally NONE; SK for a plaintext prefix). Returns the type of the
 /// first payload (NONE if `payloads` is empty), for the header's or SK's Next Payload.
+///
+/// A payload that cannot be represented (see [`Payload::encoded_len`]; never the case for the
+/// payloads this crate builds) is written with Payload Length 0, so the message fails closed at
+/// the receiver rather than being misframed.
 pub fn write_payloads(
     payloads: &[Payload],
     last_next: PayloadType,
     out: &mut Vec<u8>,
 ) -> PayloadType {
-    let _ = (payloads, last_next, out);
-    todo!("codec")
+    let mut it = payloads.iter().peekable();
+    while let Some(p) = it.next() {
+        let next = it.peek().map_or(last_next, |n| n.kind());
+        payload::emit_payload(p, next, out);
+    }
+    payloads.first().map_or(PayloadType::NONE, Payload::kind)
 }
 
 /// An unencrypted message (IKE_SA_INIT): header with `next_payload` and `length` filled in.
+/// The other header fields are written as given. (A message over 4 GiB, which cannot arise,
+/// would get Length 0 and be refused by the peer.)
 pub fn encode_message(header: Header, payloads: &[Payload]) -> Vec<u8> {
-    let _ = (header, payloads);
-    todo!("codec")
+    let mut body = Vec::new();
+    let first = write_payloads(payloads, PayloadType::NONE, &mut body);
+    let header = Header {
+        next_payload: first,
+        length: u32::try_from(body.len().saturating_add(Header::LEN)).unwrap_or(0),
+        ..header
+    };
+    let mut out = Vec::with_capacity(body.len().saturating_add(Header::LEN));
+    header.write(&mut out);
+    out.extend_from_slice(&body);
+    out
 }
 
 /// The 4 (SK) or 8 (SKF) bytes that precede the IV: generic payload header of type SK or SKF
 /// with Next Payload `first_inner` and payload length `4 + sealed_len` (SK) or
 /// `8 + sealed_len` (SKF), followed for SKF by Fragment Number and Total Fragments.
+///
+/// `sealed_len` (IV ‖ ciphertext ‖ ICV) is at most [`MAX_SK_SEALED`] for SK and
+/// [`MAX_SKF_SEALED`] for SKF; beyond that the Payload Length is written as 0 and the peer
+/// drops the message (fragment or use smaller messages instead).
 pub fn write_encrypted_header(
     first_inner: PayloadType,
     sealed_len: usize,
     fragment: Option<Fragment>,
     out: &mut Vec<u8>,
 ) {
-    let _ = (first_inner, sealed_len, fragment, out);
-    todo!("codec")
+    // The SK/SKF type itself goes in the previous payload's Next Payload (or the header's):
+    // the caller passes it as `last_next` to `write_payloads`.
+    let header_len = match fragment {
+        None => payload::GENERIC_HEADER_LEN,
+        Some(_) => payload::GENERIC_HEADER_LEN.saturating_add(4),
+    };
+    let len = sealed_len
+        .checked_add(header_len)
+        .and_then(|l| u16::try_from(l).ok())
+        .unwrap_or(0);
+    out.extend_from_slice(&[first_inner.0, 0]);
+    out.extend_from_slice(&len.to_be_bytes());
+    if let Some(f) = fragment {
+        out.extend_from_slice(&f.number.to_be_bytes());
+        out.extend_from_slice(&f.total.to_be_bytes());
+    }
 }
+
+/// The largest IV ‖ ciphertext ‖ ICV an SK payload can carry (65535 − 4).
+pub const MAX_SK_SEALED: usize = 65_531;
+/// The largest IV ‖ ciphertext ‖ ICV an SKF payload can carry (65535 − 8).
+pub const MAX_SKF_SEALED: usize = 65_527;

@@ -6,11 +6,16 @@
 //! **Promise:** no function in this module panics on any input; malformed input is an [`Error`].
 
 pub mod consts;
+mod emit;
 pub mod message;
+mod payload;
 pub mod reader;
+mod sa;
+mod ts;
 
 pub use consts::*;
 pub use message::*;
+pub use payload::{GENERIC_HEADER_LEN, MAX_PAYLOAD_BODY, PayloadsExt};
 pub use reader::Reader;
 
 /// Why bytes are not a valid IKEv2 message. Each variant maps to what a responder does about it
