@@ -121,3 +121,140 @@ pub(crate) fn emit(selectors: &[TrafficSelector], e: &mut Emitter<'_>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two selectors as RFC 7296 §3.13.1 lays them out: TCP 192.0.2.0–192.0.2.255 port 443,
+    /// and any protocol over 2001:db8::/32's first and last address, all ports.
+    #[rustfmt::skip]
+    const TS: &[u8] = &[
+        0x02, 0x00, 0x00, 0x00,
+        // type 7, TCP, length 16, ports 443-443, 192.0.2.0 - 192.0.2.255
+        0x07, 0x06, 0x00, 0x10, 0x01, 0xbb, 0x01, 0xbb,
+        0xc0, 0x00, 0x02, 0x00, 0xc0, 0x00, 0x02, 0xff,
+        // type 8, any, length 40, ports 0-65535, 2001:db8:: - 2001:db8:ffff:ffff:ffff:ffff:ffff:ffff
+        0x08, 0x00, 0x00, 0x28, 0x00, 0x00, 0xff, 0xff,
+        0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0x20, 0x01, 0x0d, 0xb8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    ];
+
+    fn expected() -> Vec<TrafficSelector> {
+        vec![
+            TrafficSelector::Range {
+                ip_protocol: 6,
+                start_port: 443,
+                end_port: 443,
+                start: "192.0.2.0".parse().unwrap(),
+                end: "192.0.2.255".parse().unwrap(),
+            },
+            TrafficSelector::Range {
+                ip_protocol: 0,
+                start_port: 0,
+                end_port: 65535,
+                start: "2001:db8::".parse().unwrap(),
+                end: "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap(),
+            },
+        ]
+    }
+
+    fn emit_vec(ts: &[TrafficSelector]) -> (Vec<u8>, bool) {
+        let mut out = Vec::new();
+        let mut e = Emitter::new(&mut out);
+        emit(ts, &mut e);
+        let ok = e.ok;
+        (out, ok)
+    }
+
+    #[test]
+    fn deconstruct_v4_and_v6() {
+        assert_eq!(parse(TS).unwrap(), expected());
+        assert_eq!(parse(&TS[..20]).map(|_| ()), Err(Error::Malformed)); // count says 2
+        let mut one = TS[..20].to_vec();
+        one[0] = 1;
+        assert_eq!(parse(&one).unwrap(), expected()[..1]);
+    }
+
+    #[test]
+    fn construct_v4_and_v6() {
+        assert_eq!(emit_vec(&expected()), (TS.to_vec(), true));
+    }
+
+    #[test]
+    fn selector_lengths() {
+        for (at, good) in [(6usize, 16u16), (22, 40)] {
+            for len in [0u16, 3, 4, good - 1, good + 1, 0xffff] {
+                let mut b = TS.to_vec();
+                b[at..at + 2].copy_from_slice(&len.to_be_bytes());
+                assert_eq!(parse(&b), Err(Error::BadLength), "{at} {len}");
+            }
+        }
+        // A v4 length on a v6 selector and the reverse.
+        let mut b = TS.to_vec();
+        b[7] = 40;
+        assert_eq!(parse(&b), Err(Error::BadLength));
+        let mut b = TS.to_vec();
+        b[23] = 16;
+        assert_eq!(parse(&b), Err(Error::BadLength));
+        // Cut anywhere inside.
+        for n in 1..TS.len() {
+            assert!(parse(&TS[..n]).is_err(), "{n}");
+        }
+    }
+
+    #[test]
+    fn count_must_match() {
+        for n in [0u8, 1, 3, 255] {
+            let mut b = TS.to_vec();
+            b[0] = n;
+            assert_eq!(parse(&b), Err(Error::Malformed), "{n}");
+        }
+        // No selectors, none announced.
+        assert_eq!(parse(&[0, 0, 0, 0]).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn unknown_type_round_trips() {
+        // RFC 9478 TS_SECLABEL (10): type, reserved, length, a label.
+        #[rustfmt::skip]
+        let b: &[u8] = &[
+            0x02, 0x00, 0x00, 0x00,
+            0x0a, 0x00, 0x00, 0x09, b'l', b'a', b'b', b'e', b'l',
+            0x07, 0x00, 0x00, 0x10, 0x00, 0x00, 0xff, 0xff, 10, 0, 0, 0, 10, 0, 0, 255,
+        ];
+        let ts = parse(b).unwrap();
+        assert_eq!(
+            ts[0],
+            TrafficSelector::Unknown {
+                ts_type: TsType(10),
+                body: b"\0label".to_vec()
+            }
+        );
+        assert_eq!(emit_vec(&ts), (b.to_vec(), true));
+        // An unknown type with only its header.
+        let b: &[u8] = &[1, 0, 0, 0, 0xee, 0x05, 0x00, 0x04];
+        let ts = parse(b).unwrap();
+        assert_eq!(
+            ts,
+            vec![TrafficSelector::Unknown {
+                ts_type: TsType(0xee),
+                body: vec![5]
+            }]
+        );
+        assert_eq!(emit_vec(&ts), (b.to_vec(), true));
+    }
+
+    #[test]
+    fn mixed_families_cannot_be_written() {
+        let ts = TrafficSelector::Range {
+            ip_protocol: 0,
+            start_port: 0,
+            end_port: 65535,
+            start: "192.0.2.1".parse().unwrap(),
+            end: "2001:db8::1".parse().unwrap(),
+        };
+        assert!(!emit_vec(&[ts]).1);
+        assert!(!emit_vec(&vec![expected()[0].clone(); 256]).1);
+    }
+}
