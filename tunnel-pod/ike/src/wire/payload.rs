@@ -695,7 +695,7 @@ mod tests {
         assert_eq!(big.encoded_len(), None);
         assert_eq!(fits.encoded_len(), Some(65_535));
         let mut out = Vec::new();
-        write_payloads(&[fits.clone()], PayloadType::NONE, &mut out);
+        write_payloads(std::slice::from_ref(&fits), PayloadType::NONE, &mut out);
         assert_eq!(
             parse_payloads(PayloadType::NONCE, &out).unwrap(),
             vec![fits]
