@@ -42,7 +42,7 @@ impl Header {
         if major != 2 {
             return Err(Error::BadVersion { major });
         }
-        if (h.length as usize) < Header::LEN {
+        if usize::try_from(h.length).unwrap_or(usize::MAX) < Header::LEN {
             return Err(Error::BadLength);
         }
         Ok(h)
@@ -537,6 +537,100 @@ mod tests {
         assert_eq!(encode_message(p.header, &p.payloads), CAPTURED_INIT);
     }
 
+    /// An IKE_SA_INIT request from strongSwan 5.9.8 (Debian 12 `charon`, proposals
+    /// `aes256gcm16-prfsha256-ecp384,aes256-sha256-modp2048`, 192.0.2.1:500 → 192.0.2.2:500),
+    /// captured with tcpdump in a network namespace on 2026-12-01 and cross-checked with
+    /// tshark's dissector: SA KE No N(NATD_S_IP) N(NATD_D_IP) N(FRAG_SUP) N(HASH_ALG)
+    /// N(REDIR_SUP).
+    const STRONGSWAN_INIT: &[&str] = &[
+        "e6c0364689abb0ac000000000000000021202208000000000000015422000054",
+        "02000024010100030300000c01000014800e0100030000080200000500000008",
+        "040000140000002c020100040300000c0100000c800e0100030000080300000c",
+        "0300000802000005000000080400000e280000680014000081c87dbf73864480",
+        "69ae40eacae5ab881b2ff2ebf109798c25fc2dd223acd74591ad0c63dd671dc7",
+        "5e5ecba92964a5e37e81be29e184f37f5c3c7e6b36ba25048c1fc62bf2a94fef",
+        "a1d261889f21b36b76f7af3163aa4aaa222b2b1dc0d102522900002411d62fdd",
+        "286686c2c1326da59780efb09c27fdddc7269991e834b15d25e3645d2900001c",
+        "00004004aff6e9419c12798b0d17db4a5e24ede79301db762900001c00004005",
+        "95d825a6407907075db3adb24b5782fa7a963666290000080000402e29000010",
+        "0000402f00020003000400050000000800004016",
+    ];
+
+    fn unhex(rows: &[&str]) -> Vec<u8> {
+        let s: String = rows.concat();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn strongswan_ike_sa_init_request() {
+        let msg = unhex(STRONGSWAN_INIT);
+        assert_eq!(msg.len(), 340);
+        let p = parse_message(&msg).unwrap();
+        assert_eq!(p.header.spi_i, 0xe6c0_3646_89ab_b0ac);
+        assert_eq!(p.header.spi_r, 0);
+        assert_eq!(p.header.exchange, ExchangeType::IKE_SA_INIT);
+        assert_eq!(p.header.flags, flags::INITIATOR);
+        assert_eq!(p.header.length, 340);
+        assert_eq!(p.encrypted, None);
+        let proposal = |number, transforms| Proposal {
+            number,
+            protocol: ProtocolId::IKE,
+            spi: vec![],
+            transforms,
+        };
+        assert_eq!(
+            p.sa().unwrap(),
+            [
+                proposal(
+                    1,
+                    vec![
+                        transform(TransformType::ENCR, 20, Some(256)),
+                        transform(TransformType::PRF, 5, None),
+                        transform(TransformType::DH, 20, None),
+                    ]
+                ),
+                proposal(
+                    2,
+                    vec![
+                        transform(TransformType::ENCR, 12, Some(256)),
+                        transform(TransformType::INTEG, 12, None),
+                        transform(TransformType::PRF, 5, None),
+                        transform(TransformType::DH, 14, None),
+                    ]
+                ),
+            ]
+        );
+        let ke = p.ke().unwrap();
+        assert_eq!((ke.group, ke.data.len()), (TransformId::DH_ECP384, 96));
+        assert_eq!(p.nonce().unwrap()[..4], [0x11, 0xd6, 0x2f, 0xdd]);
+        assert_eq!(p.nonce().unwrap().len(), 32);
+        let kinds: Vec<_> = p.notifies().map(|n| n.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                NotifyType::NAT_DETECTION_SOURCE_IP,
+                NotifyType::NAT_DETECTION_DESTINATION_IP,
+                NotifyType::IKEV2_FRAGMENTATION_SUPPORTED,
+                NotifyType::SIGNATURE_HASH_ALGORITHMS,
+                NotifyType::REDIRECT_SUPPORTED,
+            ]
+        );
+        // RFC 7296 §2.23: NAT_DETECTION_SOURCE_IP = SHA-1(SPIi ‖ SPIr ‖ source IP ‖ port).
+        let mut natd = Vec::new();
+        natd.extend_from_slice(&msg[..16]);
+        natd.extend_from_slice(&[192, 0, 2, 1, 0x01, 0xf4]);
+        let sha1 = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &natd);
+        let src = p.notify(NotifyType::NAT_DETECTION_SOURCE_IP).unwrap();
+        assert_eq!(src.data, sha1.as_ref());
+        // RFC 7427 §4: SHA2-256, SHA2-384, SHA2-512, "Identity".
+        let hash = p.notify(NotifyType::SIGNATURE_HASH_ALGORITHMS).unwrap();
+        assert_eq!(hash.data, [0, 2, 0, 3, 0, 4, 0, 5]);
+        assert_eq!(encode_message(p.header, &p.payloads), msg);
+    }
+
     #[test]
     fn encode_fills_next_payload_and_length() {
         let payloads = vec![
@@ -899,6 +993,7 @@ mod tests {
         chain.insert(0, first.0);
         vec![
             CAPTURED_INIT.to_vec(),
+            unhex(STRONGSWAN_INIT),
             encode_message(header(), &init),
             protected(&init[3..5], None, &[0x33; 64]),
             protected(
@@ -923,10 +1018,10 @@ mod tests {
     #[test]
     fn mutations_never_panic() {
         let seeds = seeds();
-        for s in &seeds[..4] {
+        for s in &seeds[..5] {
             round_trip_message(s, &parse_message(s).unwrap());
         }
-        let (first, chain) = seeds[4].split_first().unwrap();
+        let (first, chain) = seeds[5].split_first().unwrap();
         assert_eq!(parse_payloads(PayloadType(*first), chain).unwrap().len(), 7);
 
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
