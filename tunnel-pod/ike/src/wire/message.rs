@@ -266,7 +266,7 @@ pub const MAX_PAYLOADS: usize = 64;
 /// the IV, ciphertext and ICV sizes depend on the negotiated cipher.
 pub fn parse_message(msg: &[u8]) -> Result<Parsed> {
     let header = Header::parse(msg)?;
-    let declared = header.length as usize;
+    let declared = usize::try_from(header.length).unwrap_or(usize::MAX);
     if msg.len() < declared {
         return Err(Error::Truncated);
     }
