@@ -4,6 +4,13 @@
 //! round trip.
 //!
 //! **Promise:** no function in this module panics on any input; malformed input is an [`Error`].
+//!
+//! Writing is infallible. A struct the wire cannot express (a payload body over
+//! [`MAX_PAYLOAD_BODY`] bytes, a count over 255, see [`Payload::encoded_len`]) is written with
+//! Payload Length 0, which every receiver refuses: the message fails closed, it is never
+//! silently re-framed. Nothing this crate builds comes near those limits; `encoded_len` lets a
+//! caller check. Whatever [`parse_message`]/[`parse_payloads`] accept re-encodes to bytes that
+//! parse to the same structs (tested on mutated messages and by the `ike_codec` fuzz target).
 
 pub mod consts;
 mod emit;

@@ -239,16 +239,26 @@ fn emit_body(p: &Payload, e: &mut Emitter<'_>) {
         }
         Payload::TsI(selectors) | Payload::TsR(selectors) => ts::emit(selectors, e),
         Payload::Nonce(b) | Payload::VendorId(b) | Payload::Cp(b) => e.bytes(b),
-        Payload::Other { body, .. } => e.bytes(body),
+        Payload::Other { kind, body, .. } => {
+            // These types would end the chain or claim to be the encrypted payload.
+            if matches!(
+                *kind,
+                PayloadType::NONE | PayloadType::SK | PayloadType::SKF
+            ) {
+                e.ok = false;
+            }
+            e.bytes(body);
+        }
     }
 }
 
 impl Payload {
     /// The payload's size on the wire, generic header included, or `None` if it cannot be
-    /// represented (body over [`MAX_PAYLOAD_BODY`], over 255 proposals' transforms or
-    /// selectors, an SPI over 255 bytes, Delete SPIs of unequal or zero size, a TV attribute
-    /// whose value is not 2 bytes, a range mixing IPv4 and IPv6). Such a payload is written with
-    /// Payload Length 0 so that the peer rejects the message instead of misreading it.
+    /// represented: a body over [`MAX_PAYLOAD_BODY`] bytes, more than 255 transforms in a
+    /// proposal or selectors in a TS payload, an SPI over 255 bytes, Delete SPIs of unequal or
+    /// zero size, a TV attribute (AF bit set) whose value is not 2 bytes, a range mixing IPv4
+    /// and IPv6, an `Other` of type NONE, SK or SKF. Such a payload is written with Payload
+    /// Length 0 so that the peer rejects the message instead of misreading it.
     pub fn encoded_len(&self) -> Option<usize> {
         let mut scratch = Vec::new();
         emit_payload(self, PayloadType::NONE, &mut scratch).then_some(scratch.len())
@@ -720,6 +730,14 @@ mod tests {
         let mut out = Vec::new();
         write_payloads(&[d], PayloadType::NONE, &mut out);
         assert_eq!(&out[2..4], &[0, 0]);
+        for kind in [PayloadType::NONE, PayloadType::SK, PayloadType::SKF] {
+            let o = Payload::Other {
+                kind,
+                critical: false,
+                body: vec![],
+            };
+            assert_eq!(o.encoded_len(), None);
+        }
         let n = Payload::Notify(Notify {
             protocol: ProtocolId::ESP,
             spi: vec![0; 256],
