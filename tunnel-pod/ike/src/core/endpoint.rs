@@ -24,7 +24,7 @@ pub const MAX_SAS: usize = 128;
 pub struct Endpoint {
     config: Config,
     psk: Box<dyn PskSource + Send>,
-    sas: BTreeMap<u64, IkeSa>,
+    pub(super) sas: BTreeMap<u64, IkeSa>,
     /// The latest `now` we were given (for ages in `status`).
     last_now: Option<Instant>,
 }

@@ -79,7 +79,10 @@ impl Ctx<'_> {
         let ms = u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX);
         let base = (ms / 100).saturating_mul(85);
         let span = (ms / 20).saturating_add(1);
-        let jitter = msg::random_u64(self.rng).unwrap_or(0) % span;
+        let jitter = msg::random_u64(self.rng)
+            .unwrap_or(0)
+            .checked_rem(span)
+            .unwrap_or(0);
         later(self.now, Duration::from_millis(base.saturating_add(jitter)))
     }
 }

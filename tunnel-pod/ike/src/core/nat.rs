@@ -53,9 +53,8 @@ impl NatState {
         let src = nat_detection_hash(spi_i, spi_r, path.remote);
         let dst = nat_detection_hash(spi_i, spi_r, path.local);
         NatState {
-            remote_behind: !source.is_empty() && !source.iter().any(|h| *h == src.as_slice()),
-            local_behind: !destination.is_empty()
-                && !destination.iter().any(|h| *h == dst.as_slice()),
+            remote_behind: !source.is_empty() && !source.contains(&src.as_slice()),
+            local_behind: !destination.is_empty() && !destination.contains(&dst.as_slice()),
         }
     }
 }

@@ -102,6 +102,7 @@ pub fn narrow(offered: &[TrafficSelector], allowed: &[TrafficSelector]) -> Vec<T
 }
 
 #[cfg(test)]
+#[allow(clippy::cloned_ref_to_slice_refs)]
 mod tests {
     use super::*;
     use crate::core::any_ipv4;
