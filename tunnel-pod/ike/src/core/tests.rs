@@ -1369,3 +1369,278 @@ fn mutated_messages_never_panic() {
     p.run();
     assert_eq!(p.r.established().len(), 1);
 }
+
+/// Sends `payloads` as a request of the initiator's established IKE SA, as a peer would that
+/// does more than our initiator does, and returns the responder's decrypted answer (None if
+/// it did not answer).
+fn inject(p: &mut Pair, exchange: ExchangeType, payloads: &[Payload]) -> Option<Vec<Payload>> {
+    let (path, datagrams) = {
+        let sa =
+            p.i.ep
+                .sas
+                .values_mut()
+                .find(|s| matches!(&s.state, State::Established(e) if !e.superseded))
+                .unwrap();
+        let (spi_i, spi_r, initiator, path) = (sa.spi_i, sa.spi_r, sa.initiator, sa.path);
+        let State::Established(e) = &mut sa.state else {
+            unreachable!()
+        };
+        let id = e.win.next_send;
+        e.win.next_send += 1;
+        let hdr = msg::header(spi_i, spi_r, exchange, initiator, false, id);
+        (
+            path,
+            msg::seal(hdr, payloads, &e.send, None, &p.rng).unwrap(),
+        )
+    };
+    p.r.wire.clear();
+    for d in &datagrams {
+        p.deliver(true, path, d);
+    }
+    let answers = std::mem::take(&mut p.r.wire);
+    let (_, answer) = answers.first()?;
+    let sa =
+        p.i.ep
+            .sas
+            .values()
+            .find(|s| matches!(&s.state, State::Established(e) if !e.superseded))
+            .unwrap();
+    let State::Established(e) = &sa.state else {
+        unreachable!()
+    };
+    let parsed = parse_message(answer).unwrap();
+    assert!(parsed.header.is_response());
+    let enc = parsed.encrypted.unwrap();
+    let plain = e.recv.open(answer, enc.iv_offset).unwrap();
+    Some(parse_payloads(enc.first_inner, &plain).unwrap())
+}
+
+fn new_child_request(
+    p: &Pair,
+    pfs: Option<Group>,
+) -> (Vec<Payload>, Option<crate::crypto::KeyPair>) {
+    let props = proposal::esp_proposals(&p.i.ep.config().proposals, 0x1234_5678, pfs);
+    let mut v = vec![Payload::Sa(props), Payload::Nonce(vec![9; 32])];
+    let kp = pfs.map(|g| crate::crypto::KeyPair::generate(g, &p.rng).unwrap());
+    if let Some(kp) = &kp {
+        v.push(Payload::Ke(crate::wire::KeyExchange {
+            group: kp.group().id(),
+            data: kp.public().to_vec(),
+        }));
+    }
+    v.push(Payload::TsI(vec![any_ipv4()]));
+    v.push(Payload::TsR(vec![any_ipv4()]));
+    (v, kp)
+}
+
+fn notify_in(payloads: &[Payload]) -> Option<NotifyType> {
+    payloads.iter().find_map(|x| match x {
+        Payload::Notify(n) => Some(n.kind),
+        _ => None,
+    })
+}
+
+#[test]
+fn extra_child_sas_and_their_cap() {
+    let mut p = Pair::default();
+    p.handshake();
+    let (req, _) = new_child_request(&p, None);
+    let answer = inject(&mut p, ExchangeType::CREATE_CHILD_SA, &req).unwrap();
+    assert_eq!(notify_in(&answer), None, "{answer:?}");
+    assert!(answer.iter().any(|x| matches!(x, Payload::Sa(_))));
+    assert_eq!(p.r.children.len(), 2);
+    let extra =
+        p.r.children
+            .values()
+            .find(|c| c.outbound.spi == 0x1234_5678)
+            .unwrap();
+    assert!(extra.activate_outbound);
+    assert_eq!(extra.replaces, None);
+    // PFS requested with a group the responder allows: answered with a KE of that group.
+    let (req, _) = new_child_request(&p, Some(Group::Modp1536));
+    let answer = inject(&mut p, ExchangeType::CREATE_CHILD_SA, &req).unwrap();
+    assert!(
+        answer
+            .iter()
+            .any(|x| matches!(x, Payload::Ke(k) if k.group == Group::Modp1536.id()))
+    );
+    // Up to the cap, then NO_ADDITIONAL_SAS.
+    while p.r.children.len() < ike_sa::MAX_CHILDREN {
+        let (req, _) = new_child_request(&p, None);
+        let answer = inject(&mut p, ExchangeType::CREATE_CHILD_SA, &req).unwrap();
+        assert_eq!(notify_in(&answer), None);
+    }
+    let (req, _) = new_child_request(&p, None);
+    let answer = inject(&mut p, ExchangeType::CREATE_CHILD_SA, &req).unwrap();
+    assert_eq!(notify_in(&answer), Some(NotifyType::NO_ADDITIONAL_SAS));
+    assert_eq!(p.r.children.len(), ike_sa::MAX_CHILDREN);
+}
+
+#[test]
+fn create_child_sa_errors() {
+    let mut p = Pair::default();
+    p.handshake();
+    // PFS with a group we do not allow and no other choice: NO_PROPOSAL_CHOSEN.
+    let mut ci_props = p.i.ep.config().proposals.clone();
+    ci_props.esp_encr = vec![(crate::wire::TransformId::ENCR_AES_GCM_16, Some(256))];
+    let mut props = proposal::esp_proposals(&ci_props, 0x4444_4444, Some(Group::Modp2048));
+    for t in &mut props[0].transforms {
+        if t.kind == TransformType::DH {
+            t.id = crate::wire::TransformId::DH_MODP1024;
+        }
+    }
+    let req = vec![
+        Payload::Sa(props),
+        Payload::Nonce(vec![1; 32]),
+        Payload::TsI(vec![any_ipv4()]),
+        Payload::TsR(vec![any_ipv4()]),
+    ];
+    let answer = inject(&mut p, ExchangeType::CREATE_CHILD_SA, &req).unwrap();
+    assert_eq!(notify_in(&answer), Some(NotifyType::NO_PROPOSAL_CHOSEN));
+    // PFS group allowed but the KE is of another group: INVALID_KE_PAYLOAD naming ours.
+    let (mut req, _) = new_child_request(&p, Some(Group::Modp2048));
+    for x in &mut req {
+        if let Payload::Ke(k) = x {
+            k.group = Group::Modp1536.id();
+        }
+    }
+    let answer = inject(&mut p, ExchangeType::CREATE_CHILD_SA, &req).unwrap();
+    assert!(answer.iter().any(|x| matches!(
+        x,
+        Payload::Notify(n) if n.kind == NotifyType::INVALID_KE_PAYLOAD && n.data == [0, 14]
+    )));
+    // Rekey of an SA that does not exist: CHILD_SA_NOT_FOUND.
+    let (mut req, _) = new_child_request(&p, None);
+    req.insert(
+        0,
+        Payload::Notify(crate::wire::Notify {
+            protocol: crate::wire::ProtocolId::ESP,
+            spi: vec![0, 0, 0, 77],
+            kind: NotifyType::REKEY_SA,
+            data: Vec::new(),
+        }),
+    );
+    let answer = inject(&mut p, ExchangeType::CREATE_CHILD_SA, &req).unwrap();
+    assert_eq!(notify_in(&answer), Some(NotifyType::CHILD_SA_NOT_FOUND));
+    // Transport mode: refused.
+    let (mut req, _) = new_child_request(&p, None);
+    req.push(msg::notify(NotifyType::USE_TRANSPORT_MODE, Vec::new()));
+    let answer = inject(&mut p, ExchangeType::CREATE_CHILD_SA, &req).unwrap();
+    assert_eq!(notify_in(&answer), Some(NotifyType::NO_PROPOSAL_CHOSEN));
+    // Short nonce.
+    let (mut req, _) = new_child_request(&p, None);
+    for x in &mut req {
+        if let Payload::Nonce(n) = x {
+            n.truncate(8);
+        }
+    }
+    let answer = inject(&mut p, ExchangeType::CREATE_CHILD_SA, &req).unwrap();
+    assert_eq!(notify_in(&answer), Some(NotifyType::INVALID_SYNTAX));
+    // Nothing was installed by any of these; the SA still answers.
+    assert_eq!(p.r.children.len(), 1);
+    let answer = inject(&mut p, ExchangeType::INFORMATIONAL, &[]).unwrap();
+    assert!(answer.is_empty());
+    // An unknown critical payload in an established SA's request.
+    let answer = inject(
+        &mut p,
+        ExchangeType::INFORMATIONAL,
+        &[Payload::Other {
+            kind: PayloadType(201),
+            critical: true,
+            body: vec![],
+        }],
+    )
+    .unwrap();
+    assert!(answer.iter().any(|x| matches!(
+        x,
+        Payload::Notify(n) if n.kind == NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD && n.data == [201]
+    )));
+}
+
+#[test]
+fn out_of_window_requests_are_dropped() {
+    let mut p = Pair::default();
+    p.handshake();
+    // Skip a message ID.
+    {
+        let sa = p.i.ep.sas.values_mut().next().unwrap();
+        let State::Established(e) = &mut sa.state else {
+            panic!()
+        };
+        e.win.next_send += 1;
+    }
+    assert!(inject(&mut p, ExchangeType::INFORMATIONAL, &[]).is_none());
+    assert!(p.r.has_event(|e| matches!(
+        e,
+        Event::Dropped {
+            reason: DropReason::OutOfWindow
+        }
+    )));
+}
+
+#[test]
+fn mutated_plaintext_inside_valid_sk_never_panics() {
+    // Past the ICV: the payload chain of authenticated requests, mutated.
+    let mut p = Pair::default();
+    p.handshake();
+    let (req, _) = new_child_request(&p, Some(Group::Ecp384));
+    let mut bases: Vec<Vec<u8>> = Vec::new();
+    for payloads in [
+        req,
+        vec![Payload::Delete(crate::wire::Delete {
+            protocol: crate::wire::ProtocolId::ESP,
+            spis: vec![vec![1, 2, 3, 4]],
+        })],
+        vec![msg::notify(NotifyType::REKEY_SA, vec![])],
+    ] {
+        let mut b = Vec::new();
+        crate::wire::write_payloads(&payloads, PayloadType::NONE, &mut b);
+        bases.push(b);
+    }
+    let mut m = Mutator(42);
+    let mut answered = 0;
+    for k in 0..3000 {
+        let plain = m.mutate(&bases[k % bases.len()]);
+        let first = [PayloadType::SA, PayloadType::DELETE, PayloadType::NOTIFY][k % 3];
+        // Seal the raw chain: the header says `first`, the body is whatever it is.
+        let (path, d) = {
+            let sa = p.i.ep.sas.values_mut().next().unwrap();
+            let (spi_i, spi_r, path) = (sa.spi_i, sa.spi_r, sa.path);
+            let State::Established(e) = &mut sa.state else {
+                panic!()
+            };
+            let id =
+                p.r.ep
+                    .sas
+                    .values()
+                    .find_map(|s| match &s.state {
+                        State::Established(e) => Some(e.win.next_recv),
+                        _ => None,
+                    })
+                    .unwrap();
+            let mut hdr = msg::header(spi_i, spi_r, ExchangeType::CREATE_CHILD_SA, true, false, id);
+            if k % 2 == 0 {
+                hdr.exchange = ExchangeType::INFORMATIONAL;
+            }
+            let sealed = e.send.sealed_len(plain.len());
+            hdr.next_payload = PayloadType::SK;
+            hdr.length = (28 + 4 + sealed) as u32;
+            let mut buf = Vec::new();
+            hdr.write(&mut buf);
+            crate::wire::write_encrypted_header(first, sealed, None, &mut buf);
+            e.send.seal(&mut buf, &plain, &p.rng).unwrap();
+            (path, buf)
+        };
+        p.r.wire.clear();
+        p.deliver(true, path, &d);
+        if !p.r.wire.is_empty() {
+            answered += 1;
+        }
+        if p.r.ep.status().is_empty() {
+            break;
+        }
+    }
+    // Authenticated requests are always answered (an error notify at worst) unless they
+    // deleted the SA.
+    assert!(answered > 100, "{answered}");
+}
