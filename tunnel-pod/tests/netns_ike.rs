@@ -48,8 +48,8 @@ enum Id {
     Fqdn,
     KeyId,
     Ipv4,
-    /// An FQDN of a tunnel that does not exist here.
-    OtherTunnel,
+    /// The FQDN of a tunnel that does not exist here.
+    Foreign,
 }
 
 impl Id {
@@ -60,7 +60,7 @@ impl Id {
             Id::Fqdn => format!("@{TUNNEL_ID}.{ACCOUNT}.{DOMAIN}"),
             Id::KeyId => format!("keyid:{ACCOUNT}_{TUNNEL_ID}"),
             Id::Ipv4 => "203.0.113.1".to_string(),
-            Id::OtherTunnel => format!("@ffffffffffffffffffffffffffffffff.{ACCOUNT}.{DOMAIN}"),
+            Id::Foreign => format!("@ffffffffffffffffffffffffffffffff.{ACCOUNT}.{DOMAIN}"),
         }
     }
 }
@@ -77,7 +77,7 @@ struct Case {
     nat: bool,
     /// Two local traffic selectors.
     two_ts: bool,
-    /// `fragment_size = 300`: IKE_AUTH travels in RFC 7383 fragments.
+    /// `fragment_size = 200`: IKE_AUTH travels in RFC 7383 fragments.
     fragment: bool,
     /// First IKE message to port 4500 (non-ESP marker), `encap = yes`.
     port_4500: bool,
@@ -297,7 +297,7 @@ impl Rig {
             Peer::Swan(responder)
         };
         let options = CharonOptions {
-            fragment_size: case.fragment.then_some(300),
+            fragment_size: case.fragment.then_some(200),
             ..CharonOptions::default()
         };
         let mut branch = Charon::start(&lab, Side::A, "a", options);
@@ -327,12 +327,16 @@ impl Rig {
         format!("{}{peer}", self.branch.log())
     }
 
-    /// Stops and starts the responder (a new process: all IKE state lost).
-    fn restart_peer(&mut self) {
+    /// Stops and starts the responder (a new process: all IKE state lost); with `crash` by
+    /// SIGKILL, so that it cannot tell the branch.
+    fn restart_peer(&mut self, crash: bool) {
         match &mut self.peer {
-            Peer::Swan(c) => c.restart(),
+            Peer::Swan(c) => c.restart(crash),
             Peer::Pod(config) => {
                 let config = config.clone();
+                if let Some(pid) = self.lab.pid(Side::B).filter(|_| crash) {
+                    common::run_ok(&mut common::cmd("kill", &["-KILL", &pid.to_string()]));
+                }
                 self.lab.stop(Side::B, Duration::from_secs(5));
                 self.lab.start(Side::B, &config, &[]);
                 wait_ike_sockets(&mut self.lab);
@@ -463,7 +467,7 @@ fn accept(case: Case, pod: bool) {
     rig.assert_spis_match(&sa);
     if case.fragment {
         assert!(
-            rig.branch.full_log().contains("fragments"),
+            rig.branch.full_log().contains("splitting IKE message"),
             "IKE_AUTH was not fragmented{}",
             rig.logs()
         );
@@ -497,14 +501,13 @@ fn accept(case: Case, pod: bool) {
 /// A branch configuration the responder must refuse; `needles`: one of them must appear in the
 /// branch's log (the notify it received, or that it gave up).
 struct Refusal {
-    case: Case,
     adjust: fn(&mut SwanConn),
     needles: &'static [&'static str],
 }
 
 fn refuse(r: Refusal, pod: bool) {
-    let mut rig = Rig::new(r.case, pod);
-    let mut conn = branch_conn(&r.case);
+    let mut rig = Rig::new(BASE, pod);
+    let mut conn = branch_conn(&BASE);
     (r.adjust)(&mut conn);
     rig.branch.load(&[conn]);
     let init = rig.branch.initiate(CONN);
@@ -655,8 +658,11 @@ fn ping_counts(out: &str) -> (u64, u64) {
 /// Which side restarts in [`restart`].
 #[derive(Clone, Copy, Debug)]
 enum Restart {
-    /// The responder loses all state; the branch's DPD notices and starts over.
+    /// The responder stops (SIGTERM) and starts again with no state.
     Responder,
+    /// The responder is killed (SIGKILL) and starts again: only the branch's DPD (every 5 s)
+    /// can notice, then it starts over (`dpd_action = restart`).
+    ResponderCrash,
     /// The branch restarts and initiates anew (INITIAL_CONTACT): the responder must drop the
     /// old IKE SA.
     Branch,
@@ -672,9 +678,10 @@ fn restart(which: Restart, pod: bool) {
     rig.traffic();
     let started = Instant::now();
     match which {
-        Restart::Responder => rig.restart_peer(),
+        Restart::Responder => rig.restart_peer(false),
+        Restart::ResponderCrash => rig.restart_peer(true),
         Restart::Branch => {
-            rig.branch.restart();
+            rig.branch.restart(false);
             rig.establish();
         }
     }
@@ -785,24 +792,12 @@ cases! { false;
         ike: "aes256-sha256-prfsha256-modp2048",
         esp: "aes128-sha1-modp2048",
         id: Id::KeyId,
+        two_ts: true,
         ..BASE
     };
     harness_port_4500_encap: Case { port_4500: true, id: Id::Rfc822, ..BASE };
     harness_behind_nat: Case { nat: true, id: Id::Ipv4, ..BASE };
-    harness_fragmented_two_ts: Case { fragment: true, two_ts: true, ..BASE };
-}
-
-#[test]
-#[ignore = "needs root, network namespaces and strongSwan"]
-fn harness_wrong_psk_refused() {
-    refuse(
-        Refusal {
-            case: BASE,
-            adjust: |c| c.psk = OTHER_PSK.to_string(),
-            needles: &["AUTHENTICATION_FAILED"],
-        },
-        false,
-    );
+    harness_fragmented: Case { fragment: true, ..BASE };
 }
 
 #[test]
@@ -815,6 +810,12 @@ fn harness_rekey_soak() {
 #[ignore = "needs root, network namespaces and strongSwan"]
 fn harness_restart_responder() {
     restart(Restart::Responder, false);
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and strongSwan"]
+fn harness_crash_responder() {
+    restart(Restart::ResponderCrash, false);
 }
 
 #[test]
@@ -862,52 +863,51 @@ cases! { true;
     pod_first_message_on_4500: Case { port_4500: true, ..BASE };
 }
 
+/// Each row twice: against a charon responder configured like tunnel-pod (BASE proposals,
+/// BASE ID, the right PSK), which proves the row can detect a refusal, and against tunnel-pod.
 macro_rules! refusals {
-    ($($name:ident: $refusal:expr;)*) => {$(
+    ($($harness:ident, $pod:ident: $refusal:expr;)*) => {$(
+        #[test]
+        #[ignore = "needs root, network namespaces and strongSwan"]
+        fn $harness() {
+            refuse($refusal, false);
+        }
+
         #[test]
         #[ignore = "needs root, network namespaces, strongSwan and the IKEv2 responder"]
-        fn $name() {
+        fn $pod() {
             refuse($refusal, true);
         }
     )*};
 }
 
-fn keep(_: &mut SwanConn) {}
-
 refusals! {
-    pod_refuses_wrong_psk: Refusal {
-        case: BASE,
+    harness_refuses_wrong_psk, pod_refuses_wrong_psk: Refusal {
         adjust: |c| c.psk = OTHER_PSK.to_string(),
         needles: &["AUTHENTICATION_FAILED"],
     };
-    pod_refuses_other_tunnels_id: Refusal {
-        case: Case { id: Id::OtherTunnel, ..BASE },
-        adjust: keep,
+    harness_refuses_other_tunnels_id, pod_refuses_other_tunnels_id: Refusal {
+        adjust: |c| c.local_id = Id::Foreign.swan(),
         needles: &["AUTHENTICATION_FAILED"],
     };
-    pod_refuses_3des_ike: Refusal {
-        case: BASE,
+    harness_refuses_3des_ike, pod_refuses_3des_ike: Refusal {
         adjust: |c| c.ike_proposals = "3des-sha256-modp2048".to_string(),
         needles: &["NO_PROPOSAL_CHOSEN"],
     };
-    pod_refuses_esn_only_child: Refusal {
-        case: BASE,
+    harness_refuses_esn_only_child, pod_refuses_esn_only_child: Refusal {
         adjust: |c| c.esp_proposals = "aes128gcm16-esn".to_string(),
         needles: &["NO_PROPOSAL_CHOSEN"],
     };
-    pod_refuses_null_without_allow: Refusal {
-        case: BASE,
+    harness_refuses_null_cipher, pod_refuses_null_without_allow: Refusal {
         adjust: |c| c.esp_proposals = "null-sha256".to_string(),
         needles: &["NO_PROPOSAL_CHOSEN"],
     };
-    pod_refuses_ikev1: Refusal {
-        case: BASE,
+    harness_refuses_ikev1, pod_refuses_ikev1: Refusal {
         adjust: |c| c.version = 1,
         // An IKEv2-only responder drops IKEv1 or answers INVALID_MAJOR_VERSION.
         needles: &["INVALID_MAJOR_VERSION", "NO_PROPOSAL_CHOSEN", "giving up after"],
     };
-    pod_refuses_transport_mode: Refusal {
-        case: BASE,
+    harness_refuses_transport_mode, pod_refuses_transport_mode: Refusal {
         adjust: |c| {
             c.mode = Mode::Transport;
             // Transport mode is host-to-host: the outer addresses.
@@ -928,6 +928,12 @@ fn pod_rekey_soak() {
 #[ignore = "needs root, network namespaces, strongSwan and the IKEv2 responder"]
 fn pod_restart_tunnel_pod() {
     restart(Restart::Responder, true);
+}
+
+#[test]
+#[ignore = "needs root, network namespaces, strongSwan and the IKEv2 responder"]
+fn pod_crash_tunnel_pod() {
+    restart(Restart::ResponderCrash, true);
 }
 
 #[test]

@@ -538,6 +538,11 @@ impl Lab {
         s
     }
 
+    /// The process id of the side's tunnel-pod, if one was started.
+    pub fn pid(&self, side: Side) -> Option<u32> {
+        self.pods[side.index()].as_ref().map(|p| p.child.id())
+    }
+
     /// `None` while running, the exit status once it has exited.
     pub fn exited(&mut self, side: Side) -> Option<ExitStatus> {
         let pod = self.pods[side.index()].as_mut()?;

@@ -335,8 +335,13 @@ impl Charon {
         }
     }
 
-    /// Stops and starts charon again, then loads the connections loaded last.
-    pub fn restart(&mut self) {
+    /// Stops charon (SIGTERM: it deletes its SAs on the way out, or SIGKILL with `crash`: the
+    /// peer hears nothing), starts it again and loads the connections loaded last.
+    pub fn restart(&mut self, crash: bool) {
+        if let Some(child) = self.child.as_mut().filter(|_| crash) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         self.stop();
         self.launch();
         let conns = std::mem::take(&mut self.conns);
