@@ -43,7 +43,7 @@ const DOMAIN: &str = "ipsec.example";
 
 /// The IKE ID the branch sends (IDi).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Id {
+enum BranchId {
     Rfc822,
     Fqdn,
     KeyId,
@@ -52,15 +52,15 @@ enum Id {
     Foreign,
 }
 
-impl Id {
+impl BranchId {
     /// In swanctl syntax.
     fn swan(self) -> String {
         match self {
-            Id::Rfc822 => format!("ipsec@{TUNNEL_ID}.{ACCOUNT}.{DOMAIN}"),
-            Id::Fqdn => format!("@{TUNNEL_ID}.{ACCOUNT}.{DOMAIN}"),
-            Id::KeyId => format!("keyid:{ACCOUNT}_{TUNNEL_ID}"),
-            Id::Ipv4 => "203.0.113.1".to_string(),
-            Id::Foreign => format!("@ffffffffffffffffffffffffffffffff.{ACCOUNT}.{DOMAIN}"),
+            BranchId::Rfc822 => format!("ipsec@{TUNNEL_ID}.{ACCOUNT}.{DOMAIN}"),
+            BranchId::Fqdn => format!("@{TUNNEL_ID}.{ACCOUNT}.{DOMAIN}"),
+            BranchId::KeyId => format!("keyid:{ACCOUNT}_{TUNNEL_ID}"),
+            BranchId::Ipv4 => "203.0.113.1".to_string(),
+            BranchId::Foreign => format!("@ffffffffffffffffffffffffffffffff.{ACCOUNT}.{DOMAIN}"),
         }
     }
 }
@@ -72,7 +72,7 @@ struct Case {
     ike: &'static str,
     /// One ESP proposal; a DH group means PFS, checked on a child rekey.
     esp: &'static str,
-    id: Id,
+    id: BranchId,
     /// A behind a masquerading NAT namespace.
     nat: bool,
     /// Two local traffic selectors.
@@ -88,7 +88,7 @@ struct Case {
 const BASE: Case = Case {
     ike: "aes256gcm16-prfsha384-ecp384",
     esp: "aes256gcm16",
-    id: Id::Fqdn,
+    id: BranchId::Fqdn,
     nat: false,
     two_ts: false,
     fragment: false,
@@ -791,12 +791,12 @@ cases! { false;
     harness_cbc_modp2048_pfs: Case {
         ike: "aes256-sha256-prfsha256-modp2048",
         esp: "aes128-sha1-modp2048",
-        id: Id::KeyId,
+        id: BranchId::KeyId,
         two_ts: true,
         ..BASE
     };
-    harness_port_4500_encap: Case { port_4500: true, id: Id::Rfc822, ..BASE };
-    harness_behind_nat: Case { nat: true, id: Id::Ipv4, ..BASE };
+    harness_port_4500_encap: Case { port_4500: true, id: BranchId::Rfc822, ..BASE };
+    harness_behind_nat: Case { nat: true, id: BranchId::Ipv4, ..BASE };
     harness_fragmented: Case { fragment: true, ..BASE };
 }
 
@@ -852,10 +852,10 @@ cases! { true;
     pod_pfs_modp1536: Case { esp: "aes128-sha256-modp1536", ..BASE };
     pod_pfs_ecp384: Case { esp: "aes128gcm16-ecp384", ..BASE };
     // IDs
-    pod_id_rfc822: Case { id: Id::Rfc822, ..BASE };
-    pod_id_fqdn: Case { id: Id::Fqdn, ..BASE };
-    pod_id_keyid: Case { id: Id::KeyId, ..BASE };
-    pod_id_ipv4: Case { id: Id::Ipv4, ..BASE };
+    pod_id_rfc822: Case { id: BranchId::Rfc822, ..BASE };
+    pod_id_fqdn: Case { id: BranchId::Fqdn, ..BASE };
+    pod_id_keyid: Case { id: BranchId::KeyId, ..BASE };
+    pod_id_ipv4: Case { id: BranchId::Ipv4, ..BASE };
     // Transport
     pod_fragmented_ike_auth: Case { fragment: true, ..BASE };
     pod_behind_nat: Case { nat: true, ..BASE };
@@ -887,7 +887,7 @@ refusals! {
         needles: &["AUTHENTICATION_FAILED"],
     };
     harness_refuses_other_tunnels_id, pod_refuses_other_tunnels_id: Refusal {
-        adjust: |c| c.local_id = Id::Foreign.swan(),
+        adjust: |c| c.local_id = BranchId::Foreign.swan(),
         needles: &["AUTHENTICATION_FAILED"],
     };
     harness_refuses_3des_ike, pod_refuses_3des_ike: Refusal {
