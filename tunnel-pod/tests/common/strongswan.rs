@@ -378,6 +378,11 @@ impl Charon {
         self.conns = conns.to_vec();
     }
 
+    /// The connections loaded last.
+    pub fn conns(&self) -> &[SwanConn] {
+        &self.conns
+    }
+
     /// `swanctl --initiate --child NAME`: blocks until the CHILD_SA is up or failed.
     pub fn initiate(&self, child: &str) -> Initiated {
         let out = self.swanctl(&["--initiate", "--child", child, "--timeout", "30"]);
