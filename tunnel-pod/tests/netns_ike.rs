@@ -272,6 +272,11 @@ impl Rig {
     /// connection loaded (not initiated).
     fn new(case: Case, pod: bool) -> Rig {
         let mut lab = Lab::new(LabOptions::default());
+        assert_eq!(
+            lab.node(Side::B).tunnel_addr.to_string(),
+            RESPONDER_INNER,
+            "Lab::iperf serves on B's tunnel address"
+        );
         let nat = case.nat.then(|| NatBox::insert(&lab));
         for inner in &BRANCH_INNER[..networks(&case)] {
             lab.exec_ok(
@@ -435,12 +440,17 @@ impl Rig {
         );
     }
 
-    /// Ping both ways for every selector, then a 2 s TCP transfer from A to B.
-    fn traffic(&mut self) {
+    /// Ping both ways for every selector.
+    fn pings(&self) {
         for inner in &BRANCH_INNER[..networks(&self.case)] {
             self.ping(Side::A, inner, RESPONDER_INNER);
             self.ping(Side::B, RESPONDER_INNER, inner);
         }
+    }
+
+    /// [`Rig::pings`], then a 2 s TCP transfer from A to B.
+    fn traffic(&mut self) {
+        self.pings();
         let report = self.lab.iperf(Side::B, 2, 1);
         let received = report["end"]["sum_received"]["bytes"]
             .as_f64()
@@ -459,7 +469,8 @@ impl Rig {
 }
 
 /// The whole accept flow of one case: establish, check what was negotiated against what was
-/// asked, SPIs on both sides, traffic both ways; with PFS a child rekey and the check again.
+/// asked, SPIs on both sides, traffic both ways; with PFS a child rekey and the checks again;
+/// last an IKE SA rekey, the checks and pings again.
 fn accept(case: Case, pod: bool) {
     let started = Instant::now();
     let mut rig = Rig::new(case, pod);
@@ -514,6 +525,27 @@ fn accept(case: Case, pod: bool) {
         rig.assert_spis_match(&sa);
         rig.traffic();
     }
+    // IKE SA rekey (RFC 7296 §2.18): new SPIs, keys from the old SK_d with the old PRF; the
+    // child moves over to the new IKE SA and the old one is deleted.
+    assert!(rig.branch.rekey_ike(CONN), "IKE rekey failed{}", rig.logs());
+    let rekeyed = wait_for(Duration::from_secs(15), Duration::from_millis(200), || {
+        rig.branch
+            .established(CONN)
+            .filter(|new| new.initiator_spi != sa.initiator_spi)
+    });
+    let new = rekeyed.unwrap_or_else(|| panic!("no rekeyed IKE SA{}", rig.logs()));
+    assert_eq!(new.algs, want_ike, "rekeyed IKE SA{}", rig.logs());
+    rig.assert_spis_match(&new);
+    let single = wait_for(Duration::from_secs(10), Duration::from_millis(200), || {
+        (rig.peer_sas().len() == 1).then_some(())
+    });
+    assert!(
+        single.is_some(),
+        "the responder keeps the old IKE SA: {:?}{}",
+        rig.peer_sas(),
+        rig.logs()
+    );
+    rig.pings();
     eprintln!("{case:?}: passed in {:?}", started.elapsed());
 }
 
