@@ -541,7 +541,9 @@ mod tests {
     /// `aes256gcm16-prfsha256-ecp384,aes256-sha256-modp2048`, 192.0.2.1:500 → 192.0.2.2:500),
     /// captured with tcpdump in a network namespace on 2026-12-01 and cross-checked with
     /// tshark's dissector: SA KE No N(NATD_S_IP) N(NATD_D_IP) N(FRAG_SUP) N(HASH_ALG)
-    /// N(REDIR_SUP).
+    /// N(REDIR_SUP). Recipe: `unshare -m -n`, a tmpfs on /run (own pid file), a veth with
+    /// 192.0.2.1 and a static neighbour for 192.0.2.2, `STRONGSWAN_CONF=... charon` with its
+    /// vici socket moved, `swanctl --initiate`, `tcpdump -i v0 udp`; no responder needed.
     const STRONGSWAN_INIT: &[&str] = &[
         "e6c0364689abb0ac000000000000000021202208000000000000015422000054",
         "02000024010100030300000c01000014800e0100030000080200000500000008",
