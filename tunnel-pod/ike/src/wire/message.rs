@@ -733,6 +733,10 @@ mod tests {
             }
         );
 
+        let mut hdr = Vec::new();
+        write_encrypted_header(PayloadType::IDI, msg.len() - 32, None, &mut hdr);
+        assert_eq!(hdr, msg[28..32]);
+
         // AES-256-GCM-16: 32-byte key ‖ 4-byte salt; nonce = salt ‖ 8-byte IV.
         let sk_ei = unhex(&[SWAN_SK_EI]);
         let key = aead::LessSafeKey::new(
@@ -807,6 +811,84 @@ mod tests {
         // And the request that started it parses and re-encodes too.
         let p1 = parse_message(&init).unwrap();
         assert_eq!(encode_message(p1.header, &p1.payloads), init);
+    }
+
+    /// The same IKE_AUTH request with `fragmentation = force` and `fragment_size = 200`: three
+    /// SKF fragments (RFC 7383), non-ESP markers removed, and that session's SK_ei.
+    const SWAN_FRAGMENTS: [&[&str]; 3] = [
+        &[
+            "df2d15f597900996cf90cb8d1092be503520230800000001000000a82300008c",
+            "00010003bd60357c0826bd05d6439a4e7917c8f1c221d262f106a2a079b5af21",
+            "106ff4a702e59eaa6bb500b82b82d330bee00efeef15e5deb646b0456b7de5eb",
+            "59f53c1b52722cc8d160f88ca5086c703d434dd2baaeaeb85fc42415cabaed80",
+            "1a87459a20945cecccf699d26cccaf40d73a1d5b33422ca1af37ed34a6246e46",
+            "b4c60a38ee58c621",
+        ],
+        &[
+            "df2d15f597900996cf90cb8d1092be503520230800000001000000a80000008c",
+            "00020003bd60357c0826bd069447e537dd77e11df4b0993d0ffb3eb6c848ddb6",
+            "e3f13e38f94e0635a97b51b0b380127fa40f48fb5c82502548e2ea5d7e32b033",
+            "00af9961e8f29eb23669d8c497d36302f45858d86dbf74b0015b664b621798f9",
+            "9c04b2eda0b4047dd87d69259f2fd380a1d0f5749df17ec9d5e5568cfb82d744",
+            "8d9a41adfbee3ac8",
+        ],
+        &[
+            "df2d15f597900996cf90cb8d1092be5035202308000000010000004500000029",
+            "00030003bd60357c0826bd078854511b20a7b9aa5578412b22e8b6ae5a2a70ae",
+            "99e3f7074d",
+        ],
+    ];
+    const SWAN_FRAG_SK_EI: &str =
+        "55a5f1f95735225e3f349d7a3109d1fe00e0085d7d04635ec20c24ce093f3244239b26b9";
+    /// Real SKF fragments: numbers, `iv_offset` after the two fragment fields, Next Payload
+    /// IDi in the first and 0 in the others, each one opened with AAD `message[..iv_offset]`
+    /// (RFC 7383 §2.5.3), and the reassembled plaintext parsed as one chain.
+    #[test]
+    fn strongswan_skf_fragments() {
+        use ring::aead;
+
+        let sk_ei = unhex(&[SWAN_FRAG_SK_EI]);
+        let key = aead::LessSafeKey::new(
+            aead::UnboundKey::new(&aead::AES_256_GCM, &sk_ei[..32]).unwrap(),
+        );
+        let mut reassembled = Vec::new();
+        for (i, rows) in SWAN_FRAGMENTS.iter().enumerate() {
+            let msg = unhex(rows);
+            let p = parse_message(&msg).unwrap();
+            assert_eq!(p.header.next_payload, PayloadType::SKF);
+            assert_eq!(p.payloads, vec![]);
+            let e = p.encrypted.unwrap();
+            let number = u16::try_from(i + 1).unwrap();
+            assert_eq!(e.fragment, Some(Fragment { number, total: 3 }));
+            assert_eq!(e.iv_offset, 36);
+            let first = if i == 0 {
+                PayloadType::IDI
+            } else {
+                PayloadType::NONE
+            };
+            assert_eq!(e.first_inner, first);
+            let mut nonce = [0u8; 12];
+            nonce[..4].copy_from_slice(&sk_ei[32..]);
+            nonce[4..].copy_from_slice(&msg[e.iv_offset..e.iv_offset + 8]);
+            let mut sealed = msg[e.iv_offset + 8..].to_vec();
+            let plain = key
+                .open_in_place(
+                    aead::Nonce::assume_unique_for_key(nonce),
+                    aead::Aad::from(&msg[..e.iv_offset]),
+                    &mut sealed,
+                )
+                .unwrap();
+            let pad = usize::from(*plain.last().unwrap());
+            reassembled.extend_from_slice(&plain[..plain.len() - 1 - pad]);
+            // Re-encoding the SKF header gives the bytes on the wire.
+            let mut hdr = Vec::new();
+            write_encrypted_header(first, msg.len() - e.iv_offset, e.fragment, &mut hdr);
+            assert_eq!(hdr, msg[28..36]);
+        }
+        let inner = parse_payloads(PayloadType::IDI, &reassembled).unwrap();
+        assert_eq!(inner.len(), 12);
+        assert_eq!(inner.id_i().unwrap().data, b"initiator.example");
+        assert_eq!(inner.auth().unwrap().data.len(), 32);
     }
 
     #[test]
@@ -1174,6 +1256,7 @@ mod tests {
             unhex(STRONGSWAN_INIT),
             unhex(SWAN_INIT_RESP),
             unhex(SWAN_AUTH_REQ),
+            unhex(SWAN_FRAGMENTS[1]),
             encode_message(header(), &init),
             protected(&init[3..5], None, &[0x33; 64]),
             protected(
