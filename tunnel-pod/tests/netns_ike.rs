@@ -118,6 +118,7 @@ fn branch_conn(case: &Case) -> SwanConn {
     c.remote_ts = vec![format!("{RESPONDER_INNER}/32")];
     if case.port_4500 {
         c.remote_port = 4500;
+        c.local_port = 4500;
         c.encap = true;
     }
     c

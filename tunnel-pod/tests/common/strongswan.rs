@@ -43,6 +43,9 @@ pub struct SwanConn {
     pub remote_addr: String,
     /// The port the first IKE message goes to: 500, or 4500 (with the non-ESP marker).
     pub remote_port: u16,
+    /// The port we send IKE from. charon adds the non-ESP marker only on its port-4500 socket,
+    /// so NAT-T from the start (RFC 3948 §2.2) means 4500 on both sides.
+    pub local_port: u16,
     /// swanctl ID syntax: `ipsec@x.y` (RFC822), `@x.y` (FQDN), `keyid:x` (KEY_ID), `192.0.2.1`.
     pub local_id: String,
     /// `%any` accepts whatever the peer sends as IDr.
@@ -79,6 +82,7 @@ impl SwanConn {
             local_addr: local_addr.to_string(),
             remote_addr: remote_addr.to_string(),
             remote_port: 500,
+            local_port: 500,
             local_id: local_id.to_string(),
             remote_id: "%any".to_string(),
             psk: psk.to_string(),
@@ -105,6 +109,7 @@ impl SwanConn {
         let _ = writeln!(y, "        local_addrs = {}", self.local_addr);
         let _ = writeln!(y, "        remote_addrs = {}", self.remote_addr);
         let _ = writeln!(y, "        remote_port = {}", self.remote_port);
+        let _ = writeln!(y, "        local_port = {}", self.local_port);
         let _ = writeln!(y, "        encap = {}", yes_no(self.encap));
         let _ = writeln!(y, "        proposals = {}", self.ike_proposals);
         let _ = writeln!(y, "        fragmentation = {}", self.fragmentation);
