@@ -659,11 +659,25 @@ impl IpsecConfig {
                 "at least one identity is required",
             ));
         }
-        if let Some(id) = self.accepted_ids.iter().find(|id| id.value.is_empty()) {
-            return Err(invalid(
-                "ipsec.acceptedIds",
-                format!("{:?} identity has an empty value", id.id_type),
-            ));
+        // An ID the IKE core would fail to encode must fail here, at check time.
+        for (field, id) in self
+            .accepted_ids
+            .iter()
+            .map(|id| ("ipsec.acceptedIds", id))
+            .chain(self.local_id.iter().map(|id| ("ipsec.localId", id)))
+        {
+            if id.value.is_empty() {
+                return Err(invalid(
+                    field,
+                    format!("{:?} identity has an empty value", id.id_type),
+                ));
+            }
+            if id.id_type == IkeIdType::Ipv4Addr && id.value.parse::<Ipv4Addr>().is_err() {
+                return Err(invalid(
+                    field,
+                    format!("{:?} is not an IPv4 address", id.value),
+                ));
+            }
         }
         if !self.allow_null_cipher && self.proposals.esp.encryption.contains(&EspEncryption::Null) {
             return Err(invalid(
