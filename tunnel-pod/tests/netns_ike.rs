@@ -220,7 +220,8 @@ fn swan_peer_sa(rig: &Rig) -> Option<IkeSa> {
 }
 
 /// tunnel-pod's config for a case: IPsec, IKE with a PSK file and all four IDs of the tunnel,
-/// no health checks (the branch is not a tunnel-pod), routes to the branch's selectors.
+/// default (all seed) proposals, NULL listed only with `allow_null`, no health checks (the
+/// branch is not a tunnel-pod), routes to the branch's selectors.
 fn pod_config(lab: &Lab, case: &Case, psk_file: &std::path::Path) -> GreConfig {
     let mut c = lab.config(Side::B);
     c.health_rate = None;
@@ -235,6 +236,15 @@ fn pod_config(lab: &Lab, case: &Case, psk_file: &std::path::Path) -> GreConfig {
         psk_file.display(),
         case.allow_null
     ));
+    if case.allow_null {
+        // Explicit, whether or not an empty list would include NULL once allowed.
+        if let Some(block) = c.ipsec.as_mut() {
+            block.push_str(
+                "\n  proposals: {esp: {encryption: [NULL, AES-GCM-16-128, AES-GCM-16-256, \
+                 AES-CBC-128, AES-CBC-256]}}",
+            );
+        }
+    }
     c
 }
 
