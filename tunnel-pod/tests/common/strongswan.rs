@@ -41,10 +41,11 @@ pub struct SwanConn {
     /// `local_addrs`; `%any` is allowed.
     pub local_addr: String,
     pub remote_addr: String,
-    /// The port the first IKE message goes to: 500, or 4500 (with the non-ESP marker).
+    /// The port the first IKE message goes to: 500, or 4500.
     pub remote_port: u16,
-    /// The port we send IKE from. charon adds the non-ESP marker only on its port-4500 socket,
-    /// so NAT-T from the start (RFC 3948 §2.2) means 4500 on both sides.
+    /// The port it comes from. strongSwan 5.9 prepends the non-ESP marker only when sending
+    /// from its NAT-T port: to 4500 from 500 it sends a bare IKE header, which an RFC 3948
+    /// receiver must take for ESP. So with `remote_port = 4500` set this to 4500 too.
     pub local_port: u16,
     /// swanctl ID syntax: `ipsec@x.y` (RFC822), `@x.y` (FQDN), `keyid:x` (KEY_ID), `192.0.2.1`.
     pub local_id: String,
