@@ -78,10 +78,7 @@ pub fn read_psk_file(path: &Path) -> Result<Psk, PskFileError> {
     // allowed tells "exactly the limit" from "too large" without reading further.
     let mut buf = Zeroizing::new(vec![0u8; MAX_PSK_BYTES + 1]);
     let mut filled = 0usize;
-    loop {
-        let Some(rest) = buf.get_mut(filled..) else {
-            break;
-        };
+    while let Some(rest) = buf.get_mut(filled..) {
         if rest.is_empty() {
             break;
         }
