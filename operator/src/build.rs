@@ -74,6 +74,14 @@ pub fn pod_selector(tunnel: &str) -> String {
     format!("{TUNNEL_LABEL}={tunnel},app.kubernetes.io/managed-by={MANAGED_BY}")
 }
 
+/// The Secret key an IPsec tunnel's pods mount as the PSK file; `None` for GRE.
+fn psk_source(v: &ValidatedTunnel) -> Option<&PskSource> {
+    match (&v.ipsec, v.tunnel_type) {
+        (Some(i), TunnelType::Ipsec) => Some(&i.psk),
+        _ => None,
+    }
+}
+
 /// The TunnelConfig the pod runs, checked with the same rules the pod applies on start. It names
 /// the mounted PSK file and holds no key.
 pub fn tunnel_config(v: &ValidatedTunnel) -> Result<TunnelConfig, Invalid> {
@@ -153,7 +161,7 @@ pub fn desired(
     psk: Option<&Psk>,
     settings: &Settings,
 ) -> Result<Desired, Invalid> {
-    let psk_source = v.ipsec.as_ref().map(|i| &i.psk);
+    let psk_source = psk_source(v);
     if psk_source.is_some() {
         match psk.map(Psk::len) {
             None => {
@@ -296,7 +304,7 @@ fn pod(
             ..Default::default()
         },
     ];
-    if let Some(source) = v.ipsec.as_ref().map(|i| &i.psk) {
+    if let Some(source) = psk_source(v) {
         // The whole directory is mounted, never one file by subPath: the kubelet refreshes a
         // Secret volume by swapping its `..data` symlink, and a subPath mount is pinned to the
         // file it resolved at start and never sees a rotation. `items` only renames the key.
