@@ -40,6 +40,13 @@ impl PskSource {
             PskSource::Adopted { secret, .. } | PskSource::Generated { secret, .. } => secret,
         }
     }
+    /// The key of the Secret that holds the PSK.
+    pub fn key(&self) -> &str {
+        match self {
+            PskSource::Adopted { key, .. } => key,
+            PskSource::Generated { .. } => PSK_KEY,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
