@@ -23,6 +23,8 @@ pub use crate::wire::{Identification, TrafficSelector};
 mod child;
 mod endpoint;
 mod frag;
+#[doc(hidden)]
+pub mod fuzzing;
 mod ike_sa;
 mod init;
 mod msg;
