@@ -1644,3 +1644,41 @@ fn mutated_plaintext_inside_valid_sk_never_panics() {
     // deleted the SA.
     assert!(answered > 100, "{answered}");
 }
+
+#[test]
+fn cookie_retry() {
+    let mut p = Pair::default();
+    p.initiate();
+    let (path, init1) = p.i.wire.remove(0);
+    let h1 = Header::parse(&init1).unwrap();
+    // The test plays a responder under load that asks for a cookie (§2.6).
+    let ask = crate::wire::encode_message(
+        msg::header(h1.spi_i, 0, ExchangeType::IKE_SA_INIT, false, true, 0),
+        &[msg::notify(NotifyType::COOKIE, vec![0xc0; 16])],
+    );
+    p.deliver(false, path.reversed(), &ask);
+    assert_eq!(p.i.wire.len(), 1);
+    let init2 = p.i.wire[0].1.clone();
+    let p1 = parse_message(&init1).unwrap();
+    let p2 = parse_message(&init2).unwrap();
+    assert!(matches!(
+        &p2.payloads[0],
+        Payload::Notify(n) if n.kind == NotifyType::COOKIE && n.data == [0xc0; 16]
+    ));
+    let nonce = |p: &crate::wire::Parsed| {
+        p.payloads
+            .iter()
+            .find_map(|x| match x {
+                Payload::Nonce(n) => Some(n.clone()),
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert_eq!(nonce(&p1), nonce(&p2), "same Ni with the cookie");
+    assert_eq!(p2.header.spi_i, h1.spi_i);
+    // The real responder takes the retried message; AUTH covers it, so the handshake only
+    // succeeds if the initiator signed the message it actually sent last.
+    p.run();
+    assert_eq!(p.i.established().len(), 1);
+    assert_children_mirror(&p);
+}
