@@ -783,13 +783,17 @@ fn hostile_basics() {
     bad[n] ^= 1;
     p.r.wire.clear();
     p.deliver(true, path, &bad);
-    assert!(p.r.wire.is_empty());
-    assert!(p.r.has_event(|e| matches!(
-        e,
-        Event::Dropped {
-            reason: DropReason::BadIcv
-        }
-    )));
+    // Under cfg(fuzzing) the crypto skips the ICV comparison on purpose.
+    if cfg!(not(fuzzing)) {
+        assert!(p.r.wire.is_empty());
+        assert!(p.r.has_event(|e| matches!(
+            e,
+            Event::Dropped {
+                reason: DropReason::BadIcv
+            }
+        )));
+    }
+    p.r.wire.clear();
     // Bad major version: INVALID_MAJOR_VERSION, unencrypted, version 2 in our header.
     let mut v3 = auth.clone();
     v3[17] = 0x30;
