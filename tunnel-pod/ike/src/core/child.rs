@@ -167,12 +167,12 @@ impl Established {
         ctx.out.push(Output::InstallChild(sa));
     }
 
-    fn restore_after_failed_rekey(&mut self, now: Instant, old: u32) {
+    fn restore_after_failed_rekey(&mut self, ctx: &Ctx<'_>, old: u32) {
         if let Some(c) = self.children.iter_mut().find(|c| c.inbound == old)
             && c.state == ChildState::Rekeying
         {
             c.state = ChildState::Active;
-            c.rekey_at = later(now, std::time::Duration::from_secs(30));
+            c.rekey_at = ctx.retry_time();
         }
     }
 
@@ -193,7 +193,7 @@ impl Established {
         let now = ctx.now;
         if let Some(notify) = error {
             ctx.event(Event::ChildFailed { notify });
-            self.restore_after_failed_rekey(now, old_inbound);
+            self.restore_after_failed_rekey(ctx, old_inbound);
             return;
         }
         let p = ChildPayloads::from(&payloads);
@@ -206,7 +206,7 @@ impl Established {
             ctx.event(Event::ChildFailed {
                 notify: NotifyType::NO_PROPOSAL_CHOSEN,
             });
-            self.restore_after_failed_rekey(now, old_inbound);
+            self.restore_after_failed_rekey(ctx, old_inbound);
             return;
         };
         let shared = match (keypair, p.ke) {
@@ -216,7 +216,7 @@ impl Established {
                     ctx.event(Event::ChildFailed {
                         notify: NotifyType::INVALID_SYNTAX,
                     });
-                    self.restore_after_failed_rekey(now, old_inbound);
+                    self.restore_after_failed_rekey(ctx, old_inbound);
                     return;
                 }
             },
@@ -228,7 +228,7 @@ impl Established {
             ctx.event(Event::ChildFailed {
                 notify: NotifyType::TS_UNACCEPTABLE,
             });
-            self.restore_after_failed_rekey(now, old_inbound);
+            self.restore_after_failed_rekey(ctx, old_inbound);
             return;
         }
         // §2.8.1: of two simultaneous rekeys, the one whose exchange has the lowest nonce is

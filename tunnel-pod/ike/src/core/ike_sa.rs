@@ -28,8 +28,11 @@ const MAX_QUEUE: usize = 8;
 const RETX_FIRST: Duration = Duration::from_millis(500);
 /// Transmissions of one request before the peer is declared dead.
 const RETX_TRIES: u32 = 5;
-/// After a failed rekey, try again this much later.
-const REKEY_RETRY: Duration = Duration::from_secs(30);
+/// After a failed rekey, try again this much later, plus up to `REKEY_RETRY_JITTER`: two
+/// peers refusing each other's simultaneous IKE rekeys (TEMPORARY_FAILURE) must not retry
+/// in lockstep.
+const REKEY_RETRY: Duration = Duration::from_secs(10);
+const REKEY_RETRY_JITTER_MS: u64 = 30_000;
 
 /// What one call needs from the endpoint.
 pub struct Ctx<'a> {
@@ -73,8 +76,17 @@ impl Ctx<'_> {
         Some(s)
     }
 
-    /// A time `fraction_low`..`fraction_low + 5 %` into `lifetime`: rekeys are spread so that
-    /// both peers (and many tunnels) do not rekey at the same instant.
+    /// When to try a failed rekey again.
+    pub fn retry_time(&self) -> Instant {
+        let jitter = msg::random_u64(self.rng)
+            .unwrap_or(0)
+            .checked_rem(REKEY_RETRY_JITTER_MS)
+            .unwrap_or(0);
+        later(later(self.now, REKEY_RETRY), Duration::from_millis(jitter))
+    }
+
+    /// A time 85–90 % into `lifetime`, at random: rekeys are spread so that both peers (and
+    /// many tunnels) do not rekey at the same instant.
     pub fn rekey_time(&self, lifetime: Duration) -> Instant {
         let ms = u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX);
         let base = (ms / 100).saturating_mul(85);
@@ -974,7 +986,7 @@ impl IkeSa {
                     reqs.push(Req::DeleteChildren(expired));
                 }
                 if !e.superseded && now >= e.rekey_at {
-                    e.rekey_at = later(now, REKEY_RETRY);
+                    e.rekey_at = ctx.retry_time();
                     reqs.push(Req::RekeyIke);
                 }
                 if !e.superseded

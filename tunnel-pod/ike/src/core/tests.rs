@@ -1686,3 +1686,39 @@ fn cookie_retry() {
     assert_eq!(p.i.established().len(), 1);
     assert_children_mirror(&p);
 }
+
+#[test]
+fn simultaneous_ike_rekeys_are_refused_then_one_succeeds() {
+    let mut p = Pair::default();
+    p.handshake();
+    let before = p.i.established()[0].clone();
+    let mut out = Vec::new();
+    p.i.ep.rekey_ike(p.now, &p.rng, &mut out);
+    p.i.absorb(out);
+    let mut out = Vec::new();
+    p.r.ep.rekey_ike(p.now, &p.rng, &mut out);
+    p.r.absorb(out);
+    p.run();
+    for side in [&p.i, &p.r] {
+        assert!(side.has_event(|e| matches!(
+            e,
+            Event::PeerError {
+                notify: NotifyType::TEMPORARY_FAILURE,
+                ..
+            }
+        )));
+        let s = side.established();
+        assert_eq!(s.len(), 1);
+        assert_eq!((s[0].spi_i, s[0].spi_r), (before.spi_i, before.spi_r));
+        assert_eq!(side.children.len(), 1);
+    }
+    let mut out = Vec::new();
+    p.r.ep.rekey_ike(p.now, &p.rng, &mut out);
+    p.r.absorb(out);
+    p.run();
+    let s = p.i.established();
+    assert_eq!(s.len(), 1);
+    assert_ne!(s[0].spi_i, before.spi_i);
+    assert_eq!(p.i.ep.status().len(), 1);
+    assert_children_mirror(&p);
+}
