@@ -167,6 +167,12 @@ impl Established {
         ctx.out.push(Output::InstallChild(sa));
     }
 
+    /// The peer answered our CREATE_CHILD_SA with an SA we cannot use: it installed that SA
+    /// (its outbound SPI is our `inbound`), so ask it to delete it.
+    fn reject_answered_child(&mut self, inbound: u32) {
+        self.queue.push_back(Req::DeleteChildren(vec![inbound]));
+    }
+
     fn restore_after_failed_rekey(&mut self, ctx: &Ctx<'_>, old: u32) {
         if let Some(c) = self.children.iter_mut().find(|c| c.inbound == old)
             && c.state == ChildState::Rekeying
@@ -207,6 +213,7 @@ impl Established {
                 notify: NotifyType::NO_PROPOSAL_CHOSEN,
             });
             self.restore_after_failed_rekey(ctx, old_inbound);
+            self.reject_answered_child(new_inbound);
             return;
         };
         let shared = match (keypair, p.ke) {
@@ -217,6 +224,7 @@ impl Established {
                         notify: NotifyType::INVALID_SYNTAX,
                     });
                     self.restore_after_failed_rekey(ctx, old_inbound);
+                    self.reject_answered_child(new_inbound);
                     return;
                 }
             },
@@ -229,6 +237,7 @@ impl Established {
                 notify: NotifyType::TS_UNACCEPTABLE,
             });
             self.restore_after_failed_rekey(ctx, old_inbound);
+            self.reject_answered_child(new_inbound);
             return;
         }
         // §2.8.1: of two simultaneous rekeys, the one whose exchange has the lowest nonce is

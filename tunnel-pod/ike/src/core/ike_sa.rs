@@ -718,6 +718,16 @@ impl IkeSa {
         let mut delete_ike = false;
         let mut esp_spis: Vec<u32> = Vec::new();
         for p in &payloads {
+            // §2.21.2: a peer that could not verify our AUTH says so in an INFORMATIONAL.
+            if let Payload::Notify(n) = p
+                && n.kind == NotifyType::AUTHENTICATION_FAILED
+            {
+                self.respond(ctx, path, hdr, &[]);
+                ctx.event(Event::AuthFailed {
+                    peer_id: "(rejected by peer)".to_string(),
+                });
+                return self.end(ctx, DeleteReason::AuthFailed);
+            }
             if let Payload::Delete(d) = p {
                 match d.protocol {
                     ProtocolId::IKE => delete_ike = true,

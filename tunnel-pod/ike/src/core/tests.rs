@@ -501,6 +501,10 @@ fn unaccepted_id_fails_authentication() {
     assert!(p.i.has_event(
         |e| matches!(e, Event::AuthFailed { peer_id } if peer_id == "ID_IPV4_ADDR:198.51.100.1")
     ));
+    // ... and tells the responder, which drops the SA it had established.
+    assert!(p.r.has_event(|e| matches!(e, Event::AuthFailed { .. })));
+    assert!(p.r.ep.status().is_empty());
+    assert!(p.r.children.is_empty());
 }
 
 #[test]
@@ -1721,4 +1725,30 @@ fn simultaneous_ike_rekeys_are_refused_then_one_succeeds() {
     assert_ne!(s[0].spi_i, before.spi_i);
     assert_eq!(p.i.ep.status().len(), 1);
     assert_children_mirror(&p);
+}
+
+#[test]
+fn initiator_deletes_a_child_it_cannot_use() {
+    let mut p = Pair::default();
+    p.initiate();
+    let (path, init) = p.i.wire.remove(0);
+    p.deliver(true, path, &init);
+    let (rpath, resp) = p.r.wire.remove(0);
+    p.deliver(false, rpath, &resp);
+    // Between sending IKE_AUTH and reading the answer, the initiator stops allowing the
+    // suite the responder will pick (AES-GCM-16-128, the first offered).
+    let mut c = p.i.ep.config().clone();
+    c.proposals
+        .esp_encr
+        .retain(|(t, k)| !(*t == crate::wire::TransformId::ENCR_AES_GCM_16 && *k == Some(128)));
+    p.i.ep.set_config(c);
+    p.run();
+    assert_eq!(p.i.established().len(), 1);
+    assert!(p.i.children.is_empty());
+    assert_eq!(p.r.installs, 1);
+    assert!(
+        p.r.children.is_empty(),
+        "the responder was asked to delete it"
+    );
+    assert!(p.r.has_event(|e| matches!(e, Event::ChildDeleted { .. })));
 }
