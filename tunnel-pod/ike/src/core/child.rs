@@ -189,7 +189,7 @@ impl Established {
         ctx: &mut Ctx<'_>,
         path: Path,
         error: Option<NotifyType>,
-        old_inbound: u32,
+        old_inbound: Option<u32>,
         new_inbound: u32,
         ni: Vec<u8>,
         keypair: Option<KeyPair>,
@@ -199,7 +199,15 @@ impl Established {
         let now = ctx.now;
         if let Some(notify) = error {
             ctx.event(Event::ChildFailed { notify });
-            self.restore_after_failed_rekey(ctx, old_inbound);
+            match old_inbound {
+                // §2.25: the peer no longer has it: drop ours silently, create a fresh one.
+                Some(old) if notify == NotifyType::CHILD_SA_NOT_FOUND => {
+                    self.retire_by_inbound(ctx, old);
+                    self.queue.push_back(Req::NewChild);
+                }
+                Some(old) => self.restore_after_failed_rekey(ctx, old),
+                None => {}
+            }
             return;
         }
         let p = ChildPayloads::from(&payloads);
@@ -212,7 +220,9 @@ impl Established {
             ctx.event(Event::ChildFailed {
                 notify: NotifyType::NO_PROPOSAL_CHOSEN,
             });
-            self.restore_after_failed_rekey(ctx, old_inbound);
+            if let Some(old) = old_inbound {
+                self.restore_after_failed_rekey(ctx, old);
+            }
             self.reject_answered_child(new_inbound);
             return;
         };
@@ -223,7 +233,9 @@ impl Established {
                     ctx.event(Event::ChildFailed {
                         notify: NotifyType::INVALID_SYNTAX,
                     });
-                    self.restore_after_failed_rekey(ctx, old_inbound);
+                    if let Some(old) = old_inbound {
+                        self.restore_after_failed_rekey(ctx, old);
+                    }
                     self.reject_answered_child(new_inbound);
                     return;
                 }
@@ -236,7 +248,9 @@ impl Established {
             ctx.event(Event::ChildFailed {
                 notify: NotifyType::TS_UNACCEPTABLE,
             });
-            self.restore_after_failed_rekey(ctx, old_inbound);
+            if let Some(old) = old_inbound {
+                self.restore_after_failed_rekey(ctx, old);
+            }
             self.reject_answered_child(new_inbound);
             return;
         }
@@ -246,13 +260,17 @@ impl Established {
         if let Some(peer_min) = &collision
             && ours_min < peer_min.as_slice()
         {
-            if let Some(c) = self.children.iter_mut().find(|c| c.inbound == old_inbound) {
+            if let Some(c) = self
+                .children
+                .iter_mut()
+                .find(|c| Some(c.inbound) == old_inbound)
+            {
                 c.state = ChildState::Replaced;
             }
             self.queue.push_back(Req::DeleteChildren(vec![new_inbound]));
             return;
         }
-        let old_exists = self.children.iter().any(|c| c.inbound == old_inbound);
+        let old_inbound = old_inbound.filter(|o| self.children.iter().any(|c| c.inbound == *o));
         let (child, sa) = NewChild {
             suite: &self.suite,
             sk_d: &self.sk_d,
@@ -266,11 +284,11 @@ impl Established {
             remote_ts: tsr,
             path,
             activate: true,
-            replaces: old_exists.then_some(old_inbound),
+            replaces: old_inbound,
         }
         .build(ctx, now);
         self.install(ctx, child, sa);
-        if old_exists {
+        if let Some(old_inbound) = old_inbound {
             if let Some(c) = self.children.iter_mut().find(|c| c.inbound == old_inbound) {
                 c.state = ChildState::Deleting;
             }
@@ -290,19 +308,34 @@ impl Established {
 }
 
 impl IkeSa {
+    /// CREATE_CHILD_SA for a rekey of `old` (our inbound SPI), or for a new Child SA with our
+    /// configured selectors when `old` is None.
     pub fn build_rekey_child(
         &mut self,
         ctx: &mut Ctx<'_>,
-        old: u32,
+        old: Option<u32>,
     ) -> Option<(ExchangeType, Vec<Payload>, PendingKind)> {
         let State::Established(e) = &mut self.state else {
             return None;
         };
-        let c = e.children.iter_mut().find(|c| c.inbound == old)?;
-        if !matches!(c.state, ChildState::Active | ChildState::Rekeying) {
+        if e.superseded {
             return None;
         }
-        let (local_ts, remote_ts) = (c.local_ts.clone(), c.remote_ts.clone());
+        let (local_ts, remote_ts) = match old {
+            Some(old) => {
+                let c = e.children.iter().find(|c| c.inbound == old)?;
+                if !matches!(c.state, ChildState::Active | ChildState::Rekeying) {
+                    return None;
+                }
+                (c.local_ts.clone(), c.remote_ts.clone())
+            }
+            None => {
+                if e.children.len() >= MAX_CHILDREN {
+                    return None;
+                }
+                (ctx.config.local_ts.clone(), ctx.config.remote_ts.clone())
+            }
+        };
         let group = ctx.config.proposals.pfs_initiate;
         let built = (|| {
             let new_inbound = ctx.new_esp_spi()?;
@@ -313,21 +346,30 @@ impl IkeSa {
             };
             Some((new_inbound, ni, keypair))
         })();
+        let child = old.and_then(|o| e.children.iter_mut().find(|c| c.inbound == o));
         let Some((new_inbound, ni, keypair)) = built else {
-            c.state = ChildState::Active;
+            if let Some(c) = child {
+                c.state = ChildState::Active;
+            }
             return None;
         };
-        c.state = ChildState::Rekeying;
-        let mut payloads = vec![
-            Payload::Notify(Notify {
+        let mut payloads = Vec::new();
+        if let Some(c) = child {
+            c.state = ChildState::Rekeying;
+            // §1.3.3: the SPI we receive the old SA on.
+            payloads.push(Payload::Notify(Notify {
                 protocol: ProtocolId::ESP,
-                spi: old.to_be_bytes().to_vec(),
+                spi: c.inbound.to_be_bytes().to_vec(),
                 kind: NotifyType::REKEY_SA,
                 data: Vec::new(),
-            }),
-            Payload::Sa(esp_proposals(&ctx.config.proposals, new_inbound, group)),
-            Payload::Nonce(ni.clone()),
-        ];
+            }));
+        }
+        payloads.push(Payload::Sa(esp_proposals(
+            &ctx.config.proposals,
+            new_inbound,
+            group,
+        )));
+        payloads.push(Payload::Nonce(ni.clone()));
         if let Some(kp) = &keypair {
             payloads.push(ke_payload(kp));
         }
@@ -539,7 +581,7 @@ impl IkeSa {
                         collision,
                         ..
                     } = &mut pending.kind
-                    && *old_inbound == old
+                    && *old_inbound == Some(old)
                 {
                     *collision = Some(min_nonce(ni, &nr).to_vec());
                 }

@@ -258,6 +258,19 @@ impl Endpoint {
         }
     }
 
+    /// One more Child SA with the configured selectors, on the first established IKE SA.
+    pub fn create_child(&mut self, now: Instant, rng: &dyn SecureRandom, out: &mut Vec<Output>) {
+        self.last_now = Some(now);
+        let mut ctx = Self::ctx(&self.config, &self.sas, now, rng, out);
+        if let Some(sa) = self
+            .sas
+            .values_mut()
+            .find(|s| matches!(&s.state, State::Established(e) if !e.superseded))
+        {
+            sa.request(&mut ctx, Req::NewChild);
+        }
+    }
+
     /// Rekeys every established IKE SA (operators, tests).
     pub fn rekey_ike(&mut self, now: Instant, rng: &dyn SecureRandom, out: &mut Vec<Output>) {
         self.last_now = Some(now);

@@ -280,8 +280,9 @@ pub enum PendingKind {
     /// Our inbound SPIs; those still installed are retired when answered.
     DeleteChildren(Vec<u32>),
     DeleteIke,
+    /// A rekey of `old_inbound`, or a new Child SA when None.
     RekeyChild {
-        old_inbound: u32,
+        old_inbound: Option<u32>,
         new_inbound: u32,
         ni: Vec<u8>,
         keypair: Option<KeyPair>,
@@ -302,6 +303,7 @@ pub enum Req {
     DeleteChildren(Vec<u32>),
     DeleteIke,
     RekeyChild(u32),
+    NewChild,
     RekeyIke,
 }
 
@@ -924,7 +926,8 @@ impl IkeSa {
                 })],
                 PendingKind::DeleteChildren(spis),
             )),
-            Req::RekeyChild(old) => self.build_rekey_child(ctx, old),
+            Req::RekeyChild(old) => self.build_rekey_child(ctx, Some(old)),
+            Req::NewChild => self.build_rekey_child(ctx, None),
             Req::RekeyIke => self.build_rekey_ike(ctx),
         }
     }

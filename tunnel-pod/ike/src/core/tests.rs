@@ -1752,3 +1752,43 @@ fn initiator_deletes_a_child_it_cannot_use() {
     );
     assert!(p.r.has_event(|e| matches!(e, Event::ChildDeleted { .. })));
 }
+
+#[test]
+fn create_child_and_child_sa_not_found() {
+    let mut p = Pair::default();
+    p.handshake();
+    let mut out = Vec::new();
+    p.i.ep.create_child(p.now, &p.rng, &mut out);
+    p.i.absorb(out);
+    p.run();
+    assert_eq!(p.i.children.len(), 2);
+    assert_eq!(p.r.children.len(), 2);
+    assert_children_mirror(&p);
+    assert_eq!(p.i.active.len(), 2);
+    // The responder loses one Child SA without telling (e.g. a restart of its dataplane
+    // state): the initiator's rekey gets CHILD_SA_NOT_FOUND, drops its half and creates a
+    // fresh Child SA (§2.25).
+    let victim_i = *p.i.children.keys().next().unwrap();
+    let victim_r = p.i.children[&victim_i].outbound.spi;
+    {
+        let sa = p.r.ep.sas.values_mut().next().unwrap();
+        let State::Established(e) = &mut sa.state else {
+            panic!()
+        };
+        e.children.retain(|c| c.inbound != victim_r);
+    }
+    p.r.children.remove(&victim_r);
+    let mut out = Vec::new();
+    p.i.ep.rekey_child(p.now, victim_i, &p.rng, &mut out);
+    p.i.absorb(out);
+    p.run();
+    assert!(p.i.has_event(|e| matches!(
+        e,
+        Event::ChildFailed {
+            notify: NotifyType::CHILD_SA_NOT_FOUND
+        }
+    )));
+    assert!(!p.i.children.contains_key(&victim_i));
+    assert_eq!(p.i.children.len(), 2);
+    assert_children_mirror(&p);
+}
