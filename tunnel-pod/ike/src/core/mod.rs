@@ -310,6 +310,8 @@ pub enum DropReason {
     UnexpectedExchange,
     /// Too many half-open or established IKE SAs.
     TooManySas,
+    /// Under load, an IKE_SA_INIT without a valid cookie: answered with COOKIE (§2.6).
+    CookieRequired,
     /// A retransmission of a request we are not answering again (e.g. different bytes).
     Duplicate,
     /// A fragment that does not fit the reassembly limits.
@@ -332,6 +334,7 @@ impl DropReason {
             DropReason::UnexpectedResponse => "unexpected_response",
             DropReason::UnexpectedExchange => "unexpected_exchange",
             DropReason::TooManySas => "too_many_sas",
+            DropReason::CookieRequired => "cookie_required",
             DropReason::Duplicate => "duplicate",
             DropReason::Fragment => "fragment",
             DropReason::BadKeyExchange => "bad_key_exchange",

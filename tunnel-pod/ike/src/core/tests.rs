@@ -1232,16 +1232,84 @@ fn half_open_times_out() {
 }
 
 #[test]
-fn half_open_cap() {
+fn cookies_under_load() {
     let mut p = Pair::default();
-    for _ in 0..(endpoint::MAX_HALF_OPEN + 5) {
+    // Half-open SAs from initiators that never come back.
+    for _ in 0..endpoint::COOKIE_THRESHOLD {
         p.initiate();
     }
     let msgs = std::mem::take(&mut p.i.wire);
     for (path, b) in msgs {
         p.deliver(true, path, &b);
     }
+    assert_eq!(p.r.ep.status().len(), endpoint::COOKIE_THRESHOLD);
+    p.r.wire.clear();
+    // The next one is asked for a cookie, keeps no state, then gets in with it.
+    let mut fresh = Side::new(config(I_ADDR, R_ADDR), "sesame");
+    let mut out = Vec::new();
+    fresh.ep.initiate(p.now, p.path, &p.rng, &mut out);
+    fresh.absorb(out);
+    p.i = fresh;
+    let (path, first) = p.i.wire.remove(0);
+    p.deliver(true, path, &first);
+    assert_eq!(p.r.ep.status().len(), endpoint::COOKIE_THRESHOLD);
+    assert!(p.r.has_event(|e| matches!(
+        e,
+        Event::Dropped {
+            reason: DropReason::CookieRequired
+        }
+    )));
+    let (_, ask) = &p.r.wire[0];
+    let parsed = parse_message(ask).unwrap();
+    assert!(
+        matches!(&parsed.payloads[..], [Payload::Notify(n)] if n.kind == NotifyType::COOKIE && n.data.len() == 16)
+    );
+    // A made-up cookie is refused the same way.
+    let mut forged = parse_message(&first).unwrap();
+    forged
+        .payloads
+        .insert(0, msg::notify(NotifyType::COOKIE, vec![0; 16]));
+    let forged = crate::wire::encode_message(forged.header, &forged.payloads);
+    p.deliver(true, path, &forged);
+    assert_eq!(p.r.ep.status().len(), endpoint::COOKIE_THRESHOLD);
+    assert_eq!(
+        p.r.count_events(|e| matches!(
+            e,
+            Event::Dropped {
+                reason: DropReason::CookieRequired
+            }
+        )),
+        2
+    );
+    p.r.wire.truncate(1);
+    p.run();
+    assert_eq!(p.i.established().len(), 1);
+    assert_children_mirror(&p);
+}
+
+#[test]
+fn half_open_cap() {
+    let mut p = Pair::default();
+    for _ in 0..(endpoint::MAX_HALF_OPEN + 5) {
+        p.initiate();
+    }
+    // Initiators that answer cookies but never reach IKE_AUTH: only COOKIE answers get back.
+    for _ in 0..3 {
+        let msgs = std::mem::take(&mut p.i.wire);
+        for (path, b) in msgs {
+            p.deliver(true, path, &b);
+        }
+        let answers = std::mem::take(&mut p.r.wire);
+        for (path, b) in answers {
+            let parsed = parse_message(&b).unwrap();
+            if matches!(&parsed.payloads[..], [Payload::Notify(n)] if n.kind == NotifyType::COOKIE)
+            {
+                p.deliver(false, path, &b);
+            }
+        }
+    }
     assert_eq!(p.r.ep.status().len(), endpoint::MAX_HALF_OPEN);
+    assert!(p.r.ep.status().iter().all(|s| s.state == "await_auth"));
     assert!(p.r.has_event(|e| matches!(
         e,
         Event::Dropped {
@@ -1364,8 +1432,8 @@ fn mutated_messages_never_panic() {
         if out.iter().any(|o| matches!(o, Output::Send { .. })) {
             answered += 1;
         }
-        // Keep the fresh one from filling up with half-open SAs from mutated inits.
-        if fresh.status().len() > 32 {
+        // Keep the fresh one below the cookie threshold, so mutated inits reach the DH.
+        if fresh.status().len() + 1 >= endpoint::COOKIE_THRESHOLD {
             fresh = Endpoint::new(config(R_ADDR, I_ADDR), psk("sesame"));
         }
     }
