@@ -388,6 +388,31 @@ fn apply(sas: &mut BTreeMap<u64, IkeSa>, ctx: &mut Ctx<'_>, o: Outcome) {
     if let Some(sa) = o.new_sa {
         sas.insert(sa.our_spi(), sa);
     }
+    if let Some(h) = o.handoff {
+        match sas.get_mut(&h.to) {
+            Some(IkeSa {
+                state: State::Established(e),
+                ..
+            }) => e.children.extend(h.children),
+            // The SA they were meant for is gone: so are they.
+            _ => {
+                for c in h.children {
+                    ctx.out.push(Output::RetireChild {
+                        inbound_spi: c.inbound,
+                        outbound_spi: c.outbound,
+                    });
+                }
+            }
+        }
+    }
+    if let Some(spi) = o.supersede
+        && let Some(IkeSa {
+            state: State::Established(e),
+            ..
+        }) = sas.get_mut(&spi)
+    {
+        super::child::supersede(e, ctx.now);
+    }
 }
 
 /// §1.5: an unencrypted INVALID_MAJOR_VERSION in reply to a request, with the SPIs and

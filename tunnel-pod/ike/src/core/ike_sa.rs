@@ -107,6 +107,10 @@ pub struct Outcome {
     pub new_sa: Option<IkeSa>,
     /// The peer authenticated with INITIAL_CONTACT under this ID: other SAs with it go.
     pub initial_contact: Option<Identification>,
+    /// Children that move to another IKE SA (a rekey collision resolved, §2.8.2).
+    pub handoff: Option<Handoff>,
+    /// Our SPI of an IKE SA that lost a rekey collision: the peer deletes it.
+    pub supersede: Option<u64>,
 }
 
 impl Outcome {
@@ -115,6 +119,8 @@ impl Outcome {
             sa: Some(sa),
             new_sa: None,
             initial_contact: None,
+            handoff: None,
+            supersede: None,
         }
     }
 
@@ -123,6 +129,8 @@ impl Outcome {
             sa: None,
             new_sa: None,
             initial_contact: None,
+            handoff: None,
+            supersede: None,
         }
     }
 }
@@ -293,7 +301,25 @@ pub enum PendingKind {
         new_spi: u64,
         ni: Vec<u8>,
         keypair: KeyPair,
+        /// The peer rekeyed this IKE SA meanwhile (§2.8.2) and we answered.
+        collision: Option<IkeCollision>,
     },
+}
+
+/// The IKE SA the peer created by rekeying while our own rekey was in flight.
+pub struct IkeCollision {
+    /// The lower nonce of the peer's exchange.
+    pub min_nonce: Vec<u8>,
+    /// Our SPI of that SA (its key in the endpoint's map), and its SPIs.
+    pub our_spi: u64,
+    pub spi_i: u64,
+    pub spi_r: u64,
+}
+
+/// Children handed from one IKE SA to another (in the endpoint's map).
+pub struct Handoff {
+    pub to: u64,
+    pub children: Vec<Child>,
 }
 
 /// Requests waiting for the window.
@@ -749,7 +775,37 @@ impl IkeSa {
                 exchange: hdr.exchange,
                 ok: true,
             });
-            return self.end(ctx, DeleteReason::PeerDeleted);
+            // §2.8.2: the peer's rekey won a collision whose answer to us is still on its
+            // way: the children belong to the SA the peer created.
+            let handoff = match &mut self.state {
+                State::Established(e) => match e.win.pending.take() {
+                    Some(Pending {
+                        kind:
+                            PendingKind::RekeyIke {
+                                collision: Some(c), ..
+                            },
+                        ..
+                    }) => {
+                        let children = std::mem::take(&mut e.children);
+                        ctx.event(Event::IkeRekeyed {
+                            old_spi_i: self.spi_i,
+                            old_spi_r: self.spi_r,
+                            new_spi_i: c.spi_i,
+                            new_spi_r: c.spi_r,
+                        });
+                        e.superseded = true;
+                        Some(Handoff {
+                            to: c.our_spi,
+                            children,
+                        })
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
+            let mut o = self.end(ctx, DeleteReason::PeerDeleted);
+            o.handoff = handoff;
+            return o;
         }
         let mut ours: Vec<u32> = Vec::new();
         if let State::Established(e) = &mut self.state {
@@ -838,9 +894,12 @@ impl IkeSa {
                 new_spi,
                 ni,
                 keypair,
+                collision,
             } => {
                 outcome_new =
-                    self.on_rekey_ike_response(ctx, error, new_spi, ni, keypair, payloads);
+                    Some(self.on_rekey_ike_response(
+                        ctx, error, new_spi, ni, keypair, collision, payloads,
+                    ));
             }
         }
         ctx.event(Event::ExchangeDone {
@@ -849,7 +908,11 @@ impl IkeSa {
         });
         self.send_queued(ctx);
         let mut o = Outcome::keep(self);
-        o.new_sa = outcome_new;
+        if let Some(r) = outcome_new {
+            o.new_sa = r.new_sa;
+            o.handoff = r.handoff;
+            o.supersede = r.supersede;
+        }
         o
     }
 

@@ -1760,38 +1760,77 @@ fn cookie_retry() {
 }
 
 #[test]
-fn simultaneous_ike_rekeys_are_refused_then_one_succeeds() {
+fn ike_rekey_collision() {
+    for round in 0..6 {
+        let mut p = Pair::default();
+        p.handshake();
+        let before = p.i.established()[0].clone();
+        let children_i: Vec<u32> = p.i.children.keys().copied().collect();
+        let children_r: Vec<u32> = p.r.children.keys().copied().collect();
+        let mut out = Vec::new();
+        p.i.ep.rekey_ike(p.now, &p.rng, &mut out);
+        p.i.absorb(out);
+        let mut out = Vec::new();
+        p.r.ep.rekey_ike(p.now, &p.rng, &mut out);
+        p.r.absorb(out);
+        // Both requests cross (§2.8.2); then everything settles.
+        assert_eq!((p.i.wire.len(), p.r.wire.len()), (1, 1));
+        p.run();
+        let si = p.i.ep.status();
+        let sr = p.r.ep.status();
+        assert_eq!(si.len(), 1, "round {round}: {si:?}");
+        assert_eq!(sr.len(), 1, "round {round}: {sr:?}");
+        assert_eq!(si[0].state, "established");
+        assert_eq!((si[0].spi_i, si[0].spi_r), (sr[0].spi_i, sr[0].spi_r));
+        assert_ne!((si[0].spi_i, si[0].spi_r), (before.spi_i, before.spi_r));
+        assert_eq!(
+            si[0].children.len(),
+            1,
+            "the children moved to the survivor"
+        );
+        assert_eq!(sr[0].children.len(), 1);
+        assert_eq!(p.i.children.keys().copied().collect::<Vec<_>>(), children_i);
+        assert_eq!(p.r.children.keys().copied().collect::<Vec<_>>(), children_r);
+        assert!(!p.i.has_event(|e| matches!(e, Event::PeerError { .. })));
+        // The survivor works: DPD and a child rekey over it.
+        rekey_child(&mut p, round % 2 == 0);
+        assert_children_mirror(&p);
+    }
+}
+
+#[test]
+fn ike_rekey_refused_when_ours_already_completed() {
     let mut p = Pair::default();
     p.handshake();
-    let before = p.i.established()[0].clone();
+    let children_r: Vec<u32> = p.r.children.keys().copied().collect();
     let mut out = Vec::new();
     p.i.ep.rekey_ike(p.now, &p.rng, &mut out);
     p.i.absorb(out);
     let mut out = Vec::new();
     p.r.ep.rekey_ike(p.now, &p.rng, &mut out);
     p.r.absorb(out);
+    // The initiator's exchange completes before the responder's request arrives: that one
+    // hits an SA already replaced and gets TEMPORARY_FAILURE (§2.25).
+    let (ip, ireq) = p.i.wire.remove(0);
+    let (rp, rreq) = p.r.wire.remove(0);
+    p.deliver(true, ip, &ireq);
+    // The responder answered ours after sending its own: it records the collision.
+    let (rp2, rresp) = p.r.wire.remove(0);
+    p.deliver(false, rp2, &rresp);
+    p.deliver(false, rp, &rreq);
     p.run();
-    for side in [&p.i, &p.r] {
-        assert!(side.has_event(|e| matches!(
-            e,
-            Event::PeerError {
-                notify: NotifyType::TEMPORARY_FAILURE,
-                ..
-            }
-        )));
-        let s = side.established();
-        assert_eq!(s.len(), 1);
-        assert_eq!((s[0].spi_i, s[0].spi_r), (before.spi_i, before.spi_r));
-        assert_eq!(side.children.len(), 1);
-    }
-    let mut out = Vec::new();
-    p.r.ep.rekey_ike(p.now, &p.rng, &mut out);
-    p.r.absorb(out);
-    p.run();
-    let s = p.i.established();
-    assert_eq!(s.len(), 1);
-    assert_ne!(s[0].spi_i, before.spi_i);
     assert_eq!(p.i.ep.status().len(), 1);
+    assert_eq!(p.r.ep.status().len(), 1);
+    let si = p.i.ep.status();
+    let sr = p.r.ep.status();
+    assert_eq!((si[0].spi_i, si[0].spi_r), (sr[0].spi_i, sr[0].spi_r));
+    assert_eq!(si[0].children.len(), 1);
+    assert_eq!(sr[0].children.len(), 1);
+    // The Delete of the old SA reaches the responder before the TEMPORARY_FAILURE answer:
+    // its children went to the initiator's new SA, never retired.
+    assert!(p.r.has_event(|e| matches!(e, Event::IkeRekeyed { .. })));
+    assert_eq!(p.r.children.keys().copied().collect::<Vec<_>>(), children_r);
+    assert_eq!(p.r.installs, 1);
     assert_children_mirror(&p);
 }
 
