@@ -465,9 +465,6 @@ impl IkeSa {
                     t = t.min(p.retx.next_at);
                 } else if !e.superseded {
                     t = t.min(e.last_heard.checked_add(e.dpd()).unwrap_or(t));
-                    if !e.queue.is_empty() {
-                        t = t.min(e.last_heard);
-                    }
                 }
                 if !e.superseded {
                     t = t.min(e.rekey_at);
@@ -1076,6 +1073,7 @@ impl IkeSa {
                 for r in reqs {
                     self.request(ctx, r);
                 }
+                self.send_queued(ctx);
                 Outcome::keep(self)
             }
             State::Gone => Outcome::gone(),

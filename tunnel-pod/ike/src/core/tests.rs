@@ -191,6 +191,12 @@ impl Pair {
         let mut out = Vec::new();
         self.r.ep.poll(self.now, &self.rng, &mut out);
         self.r.absorb(out);
+        // After a poll nothing is due any more: a shell sleeping until next_timer never spins.
+        for side in [&self.i, &self.r] {
+            if let Some(t) = side.ep.next_timer() {
+                assert!(t > self.now, "a timer is still due after poll");
+            }
+        }
     }
 
     /// Moves time forward in steps, delivering everything after each step.
