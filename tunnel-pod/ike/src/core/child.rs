@@ -10,13 +10,14 @@ use super::ike_sa::{
 use super::msg::{self, notify};
 use super::proposal::{
     EspChoice, Pfs, describe_allowed_esp, describe_allowed_ike, describe_offered, esp_answer,
-    esp_proposals, ike_answer, ike_proposals, select_esp, select_ike, single_per_type,
+    esp_rekey_proposals, ike_answer, ike_proposals, select_esp, select_ike, single_per_type,
 };
 use super::ts::narrow;
 use super::{ChildDirection, ChildSa, Event, Output, Path, TrafficSelector, later};
-use crate::crypto::{IkeKeys, IkeSuite, KeyPair, child_keymat, skeyseed_rekey};
+use crate::crypto::{Group, IkeKeys, IkeSuite, KeyPair, child_keymat, skeyseed_rekey};
 use crate::wire::{
     ExchangeType, Header, KeyExchange, Notify, NotifyType, Payload, Proposal, ProtocolId,
+    TransformId,
 };
 
 /// Nonce lengths we accept (RFC 7296 §3.9: at least 16 bytes, at most 256).
@@ -157,6 +158,21 @@ fn spi64(b: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(b).ok().map(u64::from_be_bytes)
 }
 
+/// The group an INVALID_KE_PAYLOAD notification names, when it is one of `allowed`.
+pub fn invalid_ke_group(payloads: &[Payload], allowed: &[Group]) -> Option<Group> {
+    payloads
+        .iter()
+        .find_map(|p| match p {
+            Payload::Notify(n) if n.kind == NotifyType::INVALID_KE_PAYLOAD => {
+                <[u8; 2]>::try_from(n.data.as_slice()).ok()
+            }
+            _ => None,
+        })
+        .map(|b| TransformId(u16::from_be_bytes(b)))
+        .and_then(Group::from_id)
+        .filter(|g| allowed.contains(g))
+}
+
 fn min_nonce<'a>(a: &'a [u8], b: &'a [u8]) -> &'a [u8] {
     if a <= b { a } else { b }
 }
@@ -197,6 +213,24 @@ impl Established {
         payloads: Vec<Payload>,
     ) {
         let now = ctx.now;
+        // §1.3: INVALID_KE_PAYLOAD names the PFS group the peer wants: retry with it at once,
+        // unless it just refused that very group or we already led with its last hint (then
+        // the usual retry timer paces us, and a peer cannot keep us in a loop).
+        let used = keypair.as_ref().map(KeyPair::group);
+        if error == Some(NotifyType::INVALID_KE_PAYLOAD)
+            && let Some(g) = invalid_ke_group(&payloads, &ctx.config.proposals.pfs)
+            && Some(g) != used
+        {
+            let immediate = self.pfs_hint.is_none() || self.pfs_hint != used;
+            self.pfs_hint = Some(g);
+            if immediate {
+                self.queue.push_back(match old_inbound {
+                    Some(old) => Req::RekeyChild(old),
+                    None => Req::NewChild,
+                });
+                return;
+            }
+        }
         if let Some(notify) = error {
             ctx.event(Event::ChildFailed { notify });
             match old_inbound {
@@ -336,7 +370,7 @@ impl IkeSa {
                 (ctx.config.local_ts.clone(), ctx.config.remote_ts.clone())
             }
         };
-        let group = ctx.config.proposals.pfs_initiate;
+        let group = e.pfs_hint.or(ctx.config.proposals.pfs_initiate);
         let built = (|| {
             let new_inbound = ctx.new_esp_spi()?;
             let ni = msg::random_bytes(ctx.rng, NONCE_LEN)?;
@@ -364,7 +398,7 @@ impl IkeSa {
                 data: Vec::new(),
             }));
         }
-        payloads.push(Payload::Sa(esp_proposals(
+        payloads.push(Payload::Sa(esp_rekey_proposals(
             &ctx.config.proposals,
             new_inbound,
             group,
@@ -398,7 +432,7 @@ impl IkeSa {
         if e.superseded {
             return None;
         }
-        let group = e.suite.dh;
+        let group = e.ike_dh_hint.unwrap_or(e.suite.dh);
         let new_spi = ctx.new_ike_spi()?;
         let ni = msg::random_bytes(ctx.rng, NONCE_LEN)?;
         let keypair = KeyPair::generate(group, ctx.rng).ok()?;
@@ -783,6 +817,21 @@ impl IkeSa {
                 children,
             }
         };
+        // §1.3: INVALID_KE_PAYLOAD names the group the peer wants: retry with it at once
+        // (the same rule as for Child SAs, so a peer cannot keep us in a loop).
+        if error == Some(NotifyType::INVALID_KE_PAYLOAD)
+            && collision.is_none()
+            && let Some(g) = invalid_ke_group(&payloads, &ctx.config.proposals.ike_dh)
+            && g != keypair.group()
+        {
+            let used = Some(keypair.group());
+            let immediate = e.ike_dh_hint.is_none() || e.ike_dh_hint != used;
+            e.ike_dh_hint = Some(g);
+            if immediate {
+                e.queue.push_back(Req::RekeyIke);
+                return IkeRekeyResult::default();
+            }
+        }
         let built = (|| {
             if error.is_some() {
                 // e.rekey_at was already pushed back when the rekey was queued.
@@ -921,6 +970,8 @@ fn successor(
         superseded: false,
         queue: Default::default(),
         dpd_interval: ctx.config.dpd_interval,
+        pfs_hint: old.pfs_hint,
+        ike_dh_hint: old.ike_dh_hint,
     }
 }
 

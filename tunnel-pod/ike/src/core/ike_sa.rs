@@ -14,7 +14,7 @@ use super::{
     ChildStatus, Config, DeleteReason, DropReason, Event, IkeSaStatus, Output, Path,
     TrafficSelector, id_string, later,
 };
-use crate::crypto::{IkeKeys, IkeSuite, KeyPair, Secret, SkCipher};
+use crate::crypto::{Group, IkeKeys, IkeSuite, KeyPair, Secret, SkCipher};
 use crate::wire::{
     Delete, Encrypted, Error as WireError, ExchangeType, Header, Identification, NotifyType,
     Payload, ProtocolId, parse_payloads,
@@ -253,6 +253,10 @@ pub struct Established {
     pub superseded: bool,
     pub queue: VecDeque<Req>,
     pub dpd_interval: Duration,
+    /// The groups the peer asked for in INVALID_KE_PAYLOAD answers to our Child SA (PFS) and
+    /// IKE SA rekeys (§1.3): our later rekeys lead with them.
+    pub pfs_hint: Option<Group>,
+    pub ike_dh_hint: Option<Group>,
 }
 
 /// Message IDs, window size 1 each way (RFC 7296 §2.3).

@@ -2,7 +2,9 @@
 
 use subtle::ConstantTimeEq;
 
-use super::child::{ChildPayloads, NONCE_LEN, NewChild, first_child_answer, nonce_ok};
+use super::child::{
+    ChildPayloads, NONCE_LEN, NewChild, first_child_answer, invalid_ke_group, nonce_ok,
+};
 use super::ike_sa::{
     AuthSent, AwaitAuth, Ctx, Established, IkeSa, InitSent, Outcome, Req, Retx, State, Windows,
 };
@@ -13,7 +15,7 @@ use super::proposal::{
     ike_suite_name, select_esp, select_ike, single_per_type,
 };
 use super::{DeleteReason, DropReason, Event, Path, PskSource, id_string, later};
-use crate::crypto::{Group, IkeKeys, KeyPair, psk_auth, skeyseed};
+use crate::crypto::{IkeKeys, KeyPair, psk_auth, skeyseed};
 use crate::wire::{
     AuthMethod, Authentication, ExchangeType, Header, KeyExchange, NotifyType, Parsed, Payload,
     encode_message,
@@ -287,12 +289,9 @@ impl IkeSa {
         let retry = if let Some(c) = p.cookie.filter(|c| !c.is_empty() && c.len() <= 64) {
             s.cookie = Some(c.to_vec());
             true
-        } else if let Some(data) = p.invalid_ke {
-            let g = <[u8; 2]>::try_from(data)
-                .ok()
-                .map(|b| crate::wire::TransformId(u16::from_be_bytes(b)))
-                .and_then(Group::from_id)
-                .filter(|g| ctx.config.proposals.ike_dh.contains(g) && *g != s.keypair.group());
+        } else if p.invalid_ke.is_some() {
+            let g = invalid_ke_group(&parsed.payloads, &ctx.config.proposals.ike_dh)
+                .filter(|g| *g != s.keypair.group());
             match g.and_then(|g| KeyPair::generate(g, ctx.rng).ok()) {
                 Some(kp) => {
                     s.keypair = kp;
@@ -512,6 +511,8 @@ impl IkeSa {
             superseded: false,
             queue: Default::default(),
             dpd_interval: ctx.config.dpd_interval,
+            pfs_hint: None,
+            ike_dh_hint: None,
         };
         ctx.event(Event::IkeEstablished {
             spi_i: self.spi_i,
@@ -666,6 +667,8 @@ impl IkeSa {
             superseded: false,
             queue: Default::default(),
             dpd_interval: ctx.config.dpd_interval,
+            pfs_hint: None,
+            ike_dh_hint: None,
         };
         ctx.event(Event::IkeEstablished {
             spi_i: self.spi_i,

@@ -323,8 +323,24 @@ pub fn ike_answer(choice: &IkeChoice, spi: &[u8]) -> Vec<Proposal> {
 /// Our ESP proposals: AEAD in one, the others with integrity in a second; ESN "no"; with
 /// the PFS group when given.
 pub fn esp_proposals(allowed: &Proposals, spi: u32, pfs: Option<Group>) -> Vec<Proposal> {
+    esp_proposals_with_groups(allowed, spi, pfs.as_slice())
+}
+
+/// A rekey's ESP proposals: the group of our KE payload first, then every other allowed PFS
+/// group, so that a peer preferring another one answers INVALID_KE_PAYLOAD naming it (§1.3)
+/// rather than NO_PROPOSAL_CHOSEN.
+pub fn esp_rekey_proposals(allowed: &Proposals, spi: u32, pfs: Option<Group>) -> Vec<Proposal> {
+    let Some(first) = pfs else {
+        return esp_proposals(allowed, spi, None);
+    };
+    let mut groups = vec![first];
+    groups.extend(allowed.pfs.iter().filter(|g| **g != first));
+    esp_proposals_with_groups(allowed, spi, &groups)
+}
+
+fn esp_proposals_with_groups(allowed: &Proposals, spi: u32, groups: &[Group]) -> Vec<Proposal> {
     let tail = |ts: &mut Vec<Transform>| {
-        if let Some(g) = pfs {
+        for g in groups {
             ts.push(t(TransformType::DH, g.id(), None));
         }
         ts.push(t(TransformType::ESN, TransformId::ESN_NO, None));

@@ -1912,3 +1912,61 @@ fn create_child_and_child_sa_not_found() {
     assert_eq!(p.i.children.len(), 2);
     assert_children_mirror(&p);
 }
+
+/// How many CREATE_CHILD_SA requests this side has sent.
+fn create_child_requests(s: &Side) -> usize {
+    s.sent_log
+        .iter()
+        .filter(|(_, b)| {
+            let h = Header::parse(b).unwrap();
+            h.exchange == ExchangeType::CREATE_CHILD_SA && !h.is_response()
+        })
+        .count()
+}
+
+#[test]
+fn child_rekey_follows_invalid_ke_to_the_peers_pfs_group() {
+    // §1.3: we lead with MODP-2048 and also offer our other PFS groups; a peer that only
+    // takes MODP-1536 answers INVALID_KE_PAYLOAD naming it, and we retry with it at once.
+    let mut ci = config(I_ADDR, R_ADDR);
+    ci.proposals.pfs_initiate = Some(Group::Modp2048);
+    let mut cr = config(R_ADDR, I_ADDR);
+    cr.proposals.pfs = vec![Group::Modp1536];
+    let mut p = Pair::new(ci, cr);
+    p.handshake();
+    rekey_child(&mut p, true);
+    assert_children_mirror(&p);
+    assert_eq!(create_child_requests(&p.i), 2, "one refused, one retried");
+    assert!(p.r.has_event(|e| matches!(e, Event::ChildRekeyed { .. })));
+    // The next rekey leads with the group the peer asked for: one exchange.
+    rekey_child(&mut p, true);
+    assert_children_mirror(&p);
+    assert_eq!(create_child_requests(&p.i), 3);
+}
+
+#[test]
+fn ike_rekey_follows_invalid_ke_to_the_peers_group() {
+    let mut ci = config(I_ADDR, R_ADDR);
+    ci.proposals.ike_dh = vec![Group::Ecp384, Group::Modp2048];
+    let mut p = Pair::new(ci, config(R_ADDR, I_ADDR));
+    p.handshake();
+    let old = p.i.established()[0].clone();
+    assert!(old.suite.contains("ECP"), "{}", old.suite);
+    // The responder now only takes MODP-2048 for new IKE SAs.
+    let mut cr = p.r.ep.config().clone();
+    cr.proposals.ike_dh = vec![Group::Modp2048];
+    p.r.ep.set_config(cr);
+    let mut out = Vec::new();
+    p.i.ep.rekey_ike(p.now, &p.rng, &mut out);
+    p.i.absorb(out);
+    p.run();
+    let si = p.i.established();
+    let sr = p.r.established();
+    assert_eq!(si.len(), 1, "{si:?}");
+    assert_eq!(sr.len(), 1, "{sr:?}");
+    assert_ne!((si[0].spi_i, si[0].spi_r), (old.spi_i, old.spi_r));
+    assert_eq!((si[0].spi_i, si[0].spi_r), (sr[0].spi_i, sr[0].spi_r));
+    assert!(si[0].suite.contains("MODP"), "{}", si[0].suite);
+    assert_eq!(si[0].children.len(), 1);
+    assert_eq!(create_child_requests(&p.i), 2, "one refused, one retried");
+}
