@@ -131,6 +131,18 @@ pub fn send(socket: &Socket, frame: &[u8], to: Option<SocketAddrV4>) -> std::io:
     }
 }
 
+/// Like [`send`], but never waits for room in the socket's send buffer (`MSG_DONTWAIT`): for
+/// the async tasks (IKE, NAT keepalives) that share the data path's blocking socket, since a
+/// send that blocked there would stall every task on the runtime thread while the data path
+/// fills the buffer. A full buffer is `WouldBlock`: the datagram is lost, as on a busy link.
+pub fn try_send(socket: &Socket, frame: &[u8], to: Option<SocketAddrV4>) -> std::io::Result<usize> {
+    let flags = nix::sys::socket::MsgFlags::MSG_DONTWAIT.bits();
+    match to {
+        Some(addr) => socket.send_to_with_flags(frame, &addr.into(), flags),
+        None => socket.send_with_flags(frame, flags),
+    }
+}
+
 /// A raw ICMP socket bound to our endpoint address: the returns of unidirectional probes, which
 /// come back over the Internet rather than through the tunnel.
 pub fn open_icmp_socket(local: Ipv4Addr) -> Result<Socket> {
@@ -221,4 +233,27 @@ pub fn open_udp_socket(local: Ipv4Addr, port: u16) -> Result<Socket> {
     let _ = s.set_recv_buffer_size(4 << 20);
     let _ = s.set_send_buffer_size(4 << 20);
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket whose peer never reads fills up; `try_send` must then say so at once rather
+    /// than wait (the async tasks calling it share one runtime thread).
+    #[test]
+    fn try_send_never_waits_for_buffer_room() {
+        let (a, _b) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let a = Socket::from(std::os::fd::OwnedFd::from(a));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let frame = [0u8; 1024];
+            let result = (0..1_000_000).find_map(|_| try_send(&a, &frame, None).err());
+            let _ = tx.send(result.map(|e| e.kind()));
+        });
+        let kind = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("try_send blocked on a full socket");
+        assert_eq!(kind, Some(std::io::ErrorKind::WouldBlock));
+    }
 }

@@ -287,7 +287,7 @@ async fn nat_keepalives(path: Arc<Path>) {
         let Ok(to) = path.encap.destination() else {
             continue;
         };
-        if io::send(&path.socket, &KEEPALIVE, to).is_ok() {
+        if io::try_send(&path.socket, &KEEPALIVE, to).is_ok() {
             path.metrics.nat_keepalives_sent.inc();
         }
     }
