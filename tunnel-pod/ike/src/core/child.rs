@@ -542,7 +542,15 @@ impl IkeSa {
                 }
             }
         };
-        if e.children.len() >= MAX_CHILDREN {
+        // A rekey adds an SA only until the old one's Delete: refusing it at the cap would
+        // leave the old SA to expire. Replaced SAs cannot be rekeyed again (above), so rekeys
+        // at most double the count.
+        let cap = if old.is_some() {
+            MAX_CHILDREN.saturating_mul(2)
+        } else {
+            MAX_CHILDREN
+        };
+        if e.children.len() >= cap {
             return err(NotifyType::NO_ADDITIONAL_SAS);
         }
         let ke_group = p.ke.map(|k| k.group);

@@ -1970,3 +1970,22 @@ fn ike_rekey_follows_invalid_ke_to_the_peers_group() {
     assert_eq!(si[0].children.len(), 1);
     assert_eq!(create_child_requests(&p.i), 2, "one refused, one retried");
 }
+
+#[test]
+fn child_rekey_is_answered_at_the_child_cap() {
+    let mut p = Pair::default();
+    p.handshake();
+    while p.r.children.len() < ike_sa::MAX_CHILDREN {
+        let (req, _) = new_child_request(&p, None);
+        let answer = inject(&mut p, ExchangeType::CREATE_CHILD_SA, &req).unwrap();
+        assert_eq!(notify_in(&answer), None);
+    }
+    // A new Child SA is refused, but a rekey of the first one goes through.
+    let (req, _) = new_child_request(&p, None);
+    let answer = inject(&mut p, ExchangeType::CREATE_CHILD_SA, &req).unwrap();
+    assert_eq!(notify_in(&answer), Some(NotifyType::NO_ADDITIONAL_SAS));
+    let (old, new) = rekey_child(&mut p, true);
+    assert!(!p.r.children.values().any(|c| c.outbound.spi == old));
+    assert!(p.r.children.values().any(|c| c.outbound.spi == new));
+    assert_eq!(p.r.children.len(), ike_sa::MAX_CHILDREN);
+}
