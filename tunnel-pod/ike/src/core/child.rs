@@ -964,23 +964,19 @@ fn successor(
     } else {
         Vec::new()
     };
-    Established {
+    let mut new = Established::new(
+        ctx,
         suite,
-        sk_d: keys.sk_d.clone(),
+        keys.sk_d.clone(),
         send,
         recv,
-        peer_id: old.peer_id.clone(),
-        win: Windows::new(0, None, 0),
-        children,
-        rekey_at: ctx.rekey_time(ctx.config.ike_lifetime),
-        expire_at: later(now, ctx.config.ike_lifetime),
-        last_heard: now,
-        superseded: false,
-        queue: Default::default(),
-        dpd_interval: ctx.config.dpd_interval,
-        pfs_hint: old.pfs_hint,
-        ike_dh_hint: old.ike_dh_hint,
-    }
+        old.peer_id.clone(),
+        Windows::new(0, None, 0),
+    );
+    new.children = children;
+    new.pfs_hint = old.pfs_hint;
+    new.ike_dh_hint = old.ike_dh_hint;
+    new
 }
 
 /// Used by IKE_AUTH (both roles) for the first Child SA.

@@ -1086,6 +1086,36 @@ impl IkeSa {
 }
 
 impl Established {
+    /// A freshly established (or rekeyed) IKE SA: no children yet, lifetimes from now.
+    pub fn new(
+        ctx: &Ctx<'_>,
+        suite: IkeSuite,
+        sk_d: Secret,
+        send: SkCipher,
+        recv: SkCipher,
+        peer_id: Identification,
+        win: Windows,
+    ) -> Established {
+        let now = ctx.now;
+        Established {
+            suite,
+            sk_d,
+            send,
+            recv,
+            peer_id,
+            win,
+            children: Vec::new(),
+            rekey_at: ctx.rekey_time(ctx.config.ike_lifetime),
+            expire_at: super::later(now, ctx.config.ike_lifetime),
+            last_heard: now,
+            superseded: false,
+            queue: VecDeque::new(),
+            dpd_interval: ctx.config.dpd_interval,
+            pfs_hint: None,
+            ike_dh_hint: None,
+        }
+    }
+
     pub fn dpd(&self) -> Duration {
         self.dpd_interval
     }

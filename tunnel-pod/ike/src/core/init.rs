@@ -497,23 +497,15 @@ impl IkeSa {
             }),
         ];
         let now = ctx.now;
-        let mut est = Established {
-            suite: a.suite,
-            sk_d: a.keys.sk_d.clone(),
-            send: a.send,
-            recv: a.recv,
-            peer_id: idi.clone(),
-            win: Windows::new(1, None, 0),
-            children: Vec::new(),
-            rekey_at: ctx.rekey_time(ctx.config.ike_lifetime),
-            expire_at: later(now, ctx.config.ike_lifetime),
-            last_heard: now,
-            superseded: false,
-            queue: Default::default(),
-            dpd_interval: ctx.config.dpd_interval,
-            pfs_hint: None,
-            ike_dh_hint: None,
-        };
+        let mut est = Established::new(
+            ctx,
+            a.suite,
+            a.keys.sk_d.clone(),
+            a.send,
+            a.recv,
+            idi.clone(),
+            Windows::new(1, None, 0),
+        );
         ctx.event(Event::IkeEstablished {
             spi_i: self.spi_i,
             spi_r: self.spi_r,
@@ -653,23 +645,15 @@ impl IkeSa {
             return Outcome::gone();
         }
         let now = ctx.now;
-        let mut est = Established {
-            suite: a.suite,
-            sk_d: a.keys.sk_d.clone(),
-            send: a.send,
-            recv: a.recv,
-            peer_id: idr.clone(),
-            win: Windows::new(0, None, 2),
-            children: Vec::new(),
-            rekey_at: ctx.rekey_time(ctx.config.ike_lifetime),
-            expire_at: later(now, ctx.config.ike_lifetime),
-            last_heard: now,
-            superseded: false,
-            queue: Default::default(),
-            dpd_interval: ctx.config.dpd_interval,
-            pfs_hint: None,
-            ike_dh_hint: None,
-        };
+        let mut est = Established::new(
+            ctx,
+            a.suite,
+            a.keys.sk_d.clone(),
+            a.send,
+            a.recv,
+            idr.clone(),
+            Windows::new(0, None, 2),
+        );
         ctx.event(Event::IkeEstablished {
             spi_i: self.spi_i,
             spi_r: self.spi_r,
