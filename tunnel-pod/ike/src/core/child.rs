@@ -198,6 +198,22 @@ impl Established {
         }
     }
 
+    /// The peer created a Child SA we cannot use: reported, the old SA (if a rekey) kept for
+    /// a later retry, the peer's new one deleted.
+    fn unusable_answer(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        notify: NotifyType,
+        old_inbound: Option<u32>,
+        new_inbound: u32,
+    ) {
+        ctx.event(Event::ChildFailed { notify });
+        if let Some(old) = old_inbound {
+            self.restore_after_failed_rekey(ctx, old);
+        }
+        self.reject_answered_child(new_inbound);
+    }
+
     /// The answer to our rekey of `old_inbound` (§1.3.3).
     #[allow(clippy::too_many_arguments)]
     pub fn on_rekey_child_response(
@@ -251,26 +267,20 @@ impl Established {
                 .and_then(|sa| select_esp(sa, &ctx.config.proposals, Pfs::Negotiate { ke_group }))
                 .filter(|c| c.dh == keypair.as_ref().map(KeyPair::group));
         let (Some(choice), Some(nr)) = (choice, p.nonce.filter(|n| nonce_ok(n))) else {
-            ctx.event(Event::ChildFailed {
-                notify: NotifyType::NO_PROPOSAL_CHOSEN,
-            });
-            if let Some(old) = old_inbound {
-                self.restore_after_failed_rekey(ctx, old);
-            }
-            self.reject_answered_child(new_inbound);
+            self.unusable_answer(
+                ctx,
+                NotifyType::NO_PROPOSAL_CHOSEN,
+                old_inbound,
+                new_inbound,
+            );
             return;
         };
         let shared = match (keypair, p.ke) {
             (Some(kp), Some(ke)) => match kp.agree(&ke.data) {
                 Ok(s) => Some(s),
                 Err(_) => {
-                    ctx.event(Event::ChildFailed {
-                        notify: NotifyType::INVALID_SYNTAX,
-                    });
-                    if let Some(old) = old_inbound {
-                        self.restore_after_failed_rekey(ctx, old);
-                    }
-                    self.reject_answered_child(new_inbound);
+                    let n = NotifyType::INVALID_SYNTAX;
+                    self.unusable_answer(ctx, n, old_inbound, new_inbound);
                     return;
                 }
             },
@@ -279,13 +289,7 @@ impl Established {
         let tsi = narrow(p.tsi.unwrap_or_default(), &ctx.config.local_ts);
         let tsr = narrow(p.tsr.unwrap_or_default(), &ctx.config.remote_ts);
         if tsi.is_empty() || tsr.is_empty() {
-            ctx.event(Event::ChildFailed {
-                notify: NotifyType::TS_UNACCEPTABLE,
-            });
-            if let Some(old) = old_inbound {
-                self.restore_after_failed_rekey(ctx, old);
-            }
-            self.reject_answered_child(new_inbound);
+            self.unusable_answer(ctx, NotifyType::TS_UNACCEPTABLE, old_inbound, new_inbound);
             return;
         }
         // §2.8.1: of two simultaneous rekeys, the one whose exchange has the lowest nonce is
