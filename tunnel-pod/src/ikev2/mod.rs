@@ -162,6 +162,15 @@ impl Shell {
                     self.children.remove(&outbound_spi);
                     self.rekey_asked.remove(&inbound_spi);
                 }
+                Output::PeerMoved { path } => {
+                    // ESP travels on 4500 beside IKE: it follows the NAT's new mapping.
+                    if let (SocketAddr::V4(peer), Some(esp), IKE_NATT_PORT) =
+                        (path.remote, self.path.encap.as_esp(), path.local.port())
+                    {
+                        tracing::info!(peer = %peer, "the peer moved (NAT mapping): ESP follows");
+                        esp.set_peer(peer);
+                    }
+                }
                 Output::Event(e) => self.event(e),
             }
         }

@@ -726,6 +726,7 @@ impl IkeSa {
         // RFC 7296 §2.23: follow the peer's address when it is behind a NAT.
         if self.nat.remote_behind && path != self.path {
             self.path = path;
+            ctx.out.push(Output::PeerMoved { path });
         }
         match hdr.exchange {
             ExchangeType::INFORMATIONAL => self.on_informational(ctx, path, hdr, p),

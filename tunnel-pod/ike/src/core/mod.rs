@@ -214,6 +214,11 @@ pub enum Output {
         inbound_spi: u32,
         outbound_spi: u32,
     },
+    /// The peer behind a NAT now sends from `path.remote` (a new mapping, RFC 7296 §2.23):
+    /// IKE follows it, and ESP must too, or it goes to a mapping the NAT has dropped.
+    PeerMoved {
+        path: Path,
+    },
     Event(Event),
 }
 

@@ -38,6 +38,8 @@ struct Side {
     /// Every datagram ever sent.
     sent_log: Vec<(Path, Vec<u8>)>,
     installs: usize,
+    /// Paths announced by `Output::PeerMoved`.
+    moved: Vec<Path>,
 }
 
 impl Side {
@@ -50,6 +52,7 @@ impl Side {
             wire: Vec::new(),
             sent_log: Vec::new(),
             installs: 0,
+            moved: Vec::new(),
         }
     }
 
@@ -90,6 +93,7 @@ impl Side {
                     assert_eq!(c.outbound.spi, outbound_spi);
                     self.active.retain(|s| *s != outbound_spi);
                 }
+                Output::PeerMoved { path } => self.moved.push(path),
                 Output::Event(e) => self.events.push(e),
             }
         }
@@ -1988,4 +1992,27 @@ fn child_rekey_is_answered_at_the_child_cap() {
     assert!(!p.r.children.values().any(|c| c.outbound.spi == old));
     assert!(p.r.children.values().any(|c| c.outbound.spi == new));
     assert_eq!(p.r.children.len(), ike_sa::MAX_CHILDREN);
+}
+
+#[test]
+fn peer_behind_nat_moving_is_followed_and_announced() {
+    let mut p = Pair::default();
+    p.handshake();
+    assert!(p.r.moved.is_empty());
+    // The initiator's DPD arrives from a new NAT mapping (another source port).
+    p.now += Duration::from_secs(31);
+    let mut out = Vec::new();
+    p.i.ep.poll(p.now, &p.rng, &mut out);
+    p.i.absorb(out);
+    let sent = std::mem::take(&mut p.i.wire);
+    assert_eq!(sent.len(), 1);
+    let (path, bytes) = &sent[0];
+    let mut moved = *path;
+    moved.local.set_port(31_000);
+    p.deliver(true, moved, bytes);
+    assert_eq!(p.r.moved, vec![moved.reversed()]);
+    // The answer goes back to where the request came from, and so does the next request.
+    assert_eq!(p.r.wire.len(), 1);
+    assert_eq!(p.r.wire[0].0, moved.reversed());
+    assert_eq!(p.r.established()[0].path, moved.reversed());
 }
