@@ -20,6 +20,23 @@ use crate::wire::{Parsed, Payload};
 pub const MAX_HALF_OPEN: usize = 64;
 /// At most this many IKE SAs in all.
 pub const MAX_SAS: usize = 128;
+/// The answers to the requests that ended an SA, kept this long and at most this many.
+const CLOSED_ANSWER_KEPT: std::time::Duration = std::time::Duration::from_secs(30);
+const MAX_CLOSED: usize = 16;
+
+/// The answer to a request that ended its SA.
+struct Closed {
+    /// SHA-256 of the request as received: only an exact retransmission is answered.
+    request: [u8; 32],
+    response: Vec<Vec<u8>>,
+    until: Instant,
+}
+
+fn request_digest(msg: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, msg);
+    <[u8; 32]>::try_from(d.as_ref()).unwrap_or([0; 32])
+}
+
 /// From this many half-open SAs on, a new initiator must first return a cookie (§2.6), so
 /// that spoofed IKE_SA_INIT requests cost us neither state nor a DH computation.
 pub const COOKIE_THRESHOLD: usize = 16;
@@ -34,6 +51,7 @@ pub struct Endpoint {
     last_now: Option<Instant>,
     /// Key of our COOKIE values, made on first use.
     cookie_secret: Option<crate::crypto::Secret>,
+    closed: std::collections::VecDeque<Closed>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -52,6 +70,7 @@ impl Endpoint {
             sas: BTreeMap::new(),
             last_now: None,
             cookie_secret: None,
+            closed: std::collections::VecDeque::new(),
         }
     }
 
@@ -200,14 +219,28 @@ impl Endpoint {
             s.spi_i == hdr.spi_i && s.spi_r == hdr.spi_r && s.initiator != hdr.is_initiator()
         });
         if !matches {
-            ctx.dropped(DropReason::UnknownSpi);
+            // §2.3: a retransmitted request is answered even when the exchange it belongs
+            // to ended the SA (a Delete, a failed IKE_AUTH): the answer may have been lost.
+            self.closed.retain(|c| c.until > now);
+            let answer = (!hdr.is_response() && !self.closed.is_empty())
+                .then(|| request_digest(msg))
+                .and_then(|d| self.closed.iter().find(|c| c.request == d));
+            match answer {
+                Some(c) => ctx.send(path, &c.response),
+                None => ctx.dropped(DropReason::UnknownSpi),
+            }
             return;
         }
         let Some(sa) = self.sas.remove(&ours) else {
             return;
         };
+        let before = ctx.out.len();
         let o = sa.on_protected(&mut ctx, path, hdr, parsed.encrypted, msg);
         apply(&mut self.sas, &mut ctx, o);
+        if !hdr.is_response() && !self.sas.contains_key(&ours) {
+            let sent = ctx.out.get(before..).unwrap_or_default();
+            remember_last_answer(&mut self.closed, now, &hdr, msg, sent);
+        }
     }
 
     /// Timers: retransmissions, DPD, rekeys, expiry, half-open timeout.
@@ -364,6 +397,43 @@ impl Endpoint {
             .map(|s| s.status(now.unwrap_or(s.created)))
             .collect()
     }
+}
+
+/// Keeps the answer to the request that ended an SA, for its retransmissions.
+fn remember_last_answer(
+    closed: &mut std::collections::VecDeque<Closed>,
+    now: Instant,
+    req: &Header,
+    msg: &[u8],
+    sent: &[Output],
+) {
+    let response: Vec<Vec<u8>> = sent
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send { bytes, .. } => Some(bytes),
+            _ => None,
+        })
+        .filter(|b| {
+            Header::parse(b).is_ok_and(|h| {
+                h.is_response()
+                    && h.spi_i == req.spi_i
+                    && h.spi_r == req.spi_r
+                    && h.message_id == req.message_id
+            })
+        })
+        .cloned()
+        .collect();
+    if response.is_empty() {
+        return;
+    }
+    if closed.len() >= MAX_CLOSED {
+        closed.pop_front();
+    }
+    closed.push_back(Closed {
+        request: request_digest(msg),
+        response,
+        until: super::later(now, CLOSED_ANSWER_KEPT),
+    });
 }
 
 /// Puts the SA (and a rekeyed successor) back, and applies INITIAL_CONTACT.

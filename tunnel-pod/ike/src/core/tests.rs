@@ -2016,3 +2016,44 @@ fn peer_behind_nat_moving_is_followed_and_announced() {
     assert_eq!(p.r.wire[0].0, moved.reversed());
     assert_eq!(p.r.established()[0].path, moved.reversed());
 }
+
+#[test]
+fn answer_to_a_request_that_ended_the_sa_is_resent() {
+    let mut p = Pair::default();
+    p.handshake();
+    let mut out = Vec::new();
+    p.i.ep.delete_ike(p.now, &p.rng, &mut out);
+    p.i.absorb(out);
+    let req = std::mem::take(&mut p.i.wire);
+    assert_eq!(req.len(), 1);
+    p.deliver(true, req[0].0, &req[0].1);
+    assert!(p.r.ep.status().is_empty());
+    // The answer is lost; the initiator retransmits the same request (§2.3).
+    let first = std::mem::take(&mut p.r.wire);
+    assert_eq!(first.len(), 1);
+    p.now += Duration::from_millis(600);
+    let mut out = Vec::new();
+    p.i.ep.poll(p.now, &p.rng, &mut out);
+    p.i.absorb(out);
+    let retx = std::mem::take(&mut p.i.wire);
+    assert_eq!(retx.len(), 1);
+    assert_eq!(retx[0].1, req[0].1);
+    p.deliver(true, retx[0].0, &retx[0].1);
+    assert_eq!(
+        p.r.wire.len(),
+        1,
+        "the retransmitted Delete is answered again"
+    );
+    assert_eq!(p.r.wire[0].1, first[0].1);
+    p.run();
+    assert!(p.i.ep.status().is_empty());
+    // A different message for the gone SA gets nothing; nor does the same one much later.
+    let mut other = retx[0].1.clone();
+    let last = other.len() - 1;
+    other[last] ^= 1;
+    p.deliver(true, retx[0].0, &other);
+    assert!(p.r.wire.is_empty());
+    p.now += Duration::from_secs(31);
+    p.deliver(true, retx[0].0, &retx[0].1);
+    assert!(p.r.wire.is_empty());
+}
