@@ -32,6 +32,34 @@ fn started_pair(adjust: impl Fn(Side, &mut common::GreConfig), extra_args: &[&st
     lab
 }
 
+/// The harness itself (no root needed): a series that is absent is an error, not 0.
+#[test]
+fn an_absent_metric_series_is_an_error_not_zero() {
+    let page = "# TYPE magictunnel_tunnel_drops counter\n\
+                magictunnel_tunnel_drops_total{reason=\"bad_icv\"} 0\n\
+                magictunnel_tunnel_packets_total{direction=\"ingress\"} 7\n";
+    let m = Metrics::parse(page);
+    assert_eq!(m.drops("bad_icv"), 0.0);
+    assert_eq!(m.packets("ingress"), 7.0);
+    let err = m
+        .try_get("magictunnel_tunnel_drops_total", &[("reason", "replayed")])
+        .unwrap_err();
+    assert!(err.contains("replayed") && err.contains("bad_icv"), "{err}");
+    assert!(
+        m.try_get(
+            "magictunnel_tunnel_packets_total",
+            &[("direction", "egress")]
+        )
+        .is_err()
+    );
+    let absent = std::panic::catch_unwind(|| m.drops("replayed"));
+    assert!(absent.is_err(), "an absent series read as {absent:?}");
+    assert_eq!(
+        m.metric_or_zero("magictunnel_tunnel_drops_total", &[("reason", "replayed")]),
+        0.0
+    );
+}
+
 #[test]
 #[ignore = "needs root and network namespaces; run by make netns-test"]
 fn ping_and_tcp_through_the_tunnel() {

@@ -828,8 +828,35 @@ impl Metrics {
         Metrics { samples }
     }
 
-    /// Sum of every sample of `name` whose labels include `labels` (0 when none).
+    /// Sum of every sample of `name` whose labels include `labels`. Panics when there is none:
+    /// every series of the contract is registered at start, so an absent one is a bug, and
+    /// reading it as 0 would let `== 0` assertions pass on a page that lost the series.
     pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.try_get(name, labels).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Metrics::get`] as a `Result`: `Err` names the missing series and what the page has.
+    pub fn try_get(&self, name: &str, labels: &[(&str, &str)]) -> Result<f64, String> {
+        let mut found = self.matching(name, labels).peekable();
+        if found.peek().is_none() {
+            let present: BTreeSet<String> = self
+                .samples
+                .iter()
+                .filter(|s| s.name == name)
+                .map(|s| format!("{:?}", s.labels))
+                .collect();
+            return Err(format!(
+                "/metrics has no series {name} with labels {labels:?} (label sets of {name} \
+                 present: {present:?}; {} samples on the page)",
+                self.samples.len()
+            ));
+        }
+        Ok(found.map(|s| s.value).sum())
+    }
+
+    /// 0 for a series that is absent. Only for a series that legitimately may not exist yet
+    /// (none does today: every counter is registered at start); say why where it is used.
+    pub fn metric_or_zero(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.matching(name, labels).map(|s| s.value).sum()
     }
 
