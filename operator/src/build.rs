@@ -63,6 +63,7 @@ pub fn tunnel_config(v: &ValidatedTunnel, psk: Option<&Psk>) -> Result<TunnelCon
             psk: psk.cloned(),
             psk_file: None,
             accepted_ids: i.identities.accepted(&i.accepted_id_types),
+            local_id: None,
             replay_protection: i.replay_protection,
             replay_window: magictunnel_types::config::DEFAULT_REPLAY_WINDOW,
             allow_null_cipher: i.allow_null_cipher,

@@ -134,12 +134,17 @@ async fn readyz(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
 }
 
 async fn render_status(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
-    let body = serde_json::json!({
-        "ready": s.status.readiness().0,
-        "health": s.status.health().as_str(),
-        "ipsec": s.status.sas(),
-    });
-    ([(CONTENT_TYPE, "application/json")], body.to_string())
+    // The IKE task's object (`ikeSas`) with readiness and health beside it.
+    let mut body = match s.status.sas() {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    body.insert("ready".into(), s.status.readiness().0.into());
+    body.insert("health".into(), s.status.health().as_str().into());
+    (
+        [(CONTENT_TYPE, "application/json")],
+        serde_json::Value::Object(body).to_string(),
+    )
 }
 
 async fn render_metrics(AxumState(s): AxumState<Shared>) -> impl IntoResponse {

@@ -31,6 +31,84 @@ struct ResultLabel {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExchangeLabel {
+    exchange: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotifyLabel {
+    notify: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+/// The IKE task's series. Labels come from closed sets (exchange and notify names of the IANA
+/// registry as the `ike` crate knows them, "other" beyond), so their number stays bounded.
+#[derive(Debug, Default)]
+pub struct IkeMetrics {
+    pub ike_sas: Gauge,
+    pub child_sas: Gauge,
+    rekeys: Family<KindLabel, Counter>,
+    exchanges: Family<ExchangeLabel, Counter>,
+    failures: Family<NotifyLabel, Counter>,
+    drops: Family<ReasonLabel, Counter>,
+}
+
+impl IkeMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register("ike_sas", "IKE SAs established", self.ike_sas.clone());
+        registry.register(
+            "child_sas",
+            "IPsec Child SAs installed in the data path",
+            self.child_sas.clone(),
+        );
+        registry.register(
+            "ike_rekeys",
+            "Rekeys completed, by kind (ike, child)",
+            self.rekeys.clone(),
+        );
+        registry.register(
+            "ike_exchanges",
+            "IKE exchanges completed, by exchange type and result",
+            self.exchanges.clone(),
+        );
+        registry.register(
+            "ike_failures",
+            "IKE failures by the error notification sent or received",
+            self.failures.clone(),
+        );
+        registry.register(
+            "ike_drops",
+            "IKE messages dropped, by reason",
+            self.drops.clone(),
+        );
+    }
+
+    pub fn rekeyed(&self, kind: &'static str) {
+        self.rekeys.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    pub fn exchange(&self, exchange: &'static str, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.exchanges
+            .get_or_create(&ExchangeLabel { exchange, result })
+            .inc();
+    }
+
+    pub fn failure(&self, notify: &'static str) {
+        self.failures.get_or_create(&NotifyLabel { notify }).inc();
+    }
+
+    pub fn dropped(&self, reason: &'static str) {
+        self.drops.get_or_create(&ReasonLabel { reason }).inc();
+    }
+}
+
 /// Packets and bytes one way through the tunnel.
 #[derive(Clone, Debug, Default)]
 pub struct Flow {
@@ -62,6 +140,7 @@ pub struct Metrics {
     pub keepalives_reflected: Counter,
     pub socket_errors: Counter,
     pub nat_keepalives_sent: Counter,
+    pub ike: IkeMetrics,
 }
 
 impl Default for Metrics {
@@ -134,8 +213,11 @@ impl Default for Metrics {
             "NAT keepalives (RFC 3948 §2.3) sent on the ESP port",
             nat_keepalives_sent.clone(),
         );
+        let ike = IkeMetrics::default();
+        ike.register(&mut registry);
         let m = Metrics {
             registry,
+            ike,
             egress,
             ingress,
             drops,

@@ -1,30 +1,451 @@
-//! The IKE task: the I/O shell around the sans-IO core in the `ike` crate.
-//! (Placeholder until the core lands: an IKE-keyed tunnel still refuses to start.)
+//! The IKE task: the thin I/O shell around the sans-IO core in the `ike` crate.
+//!
+//! It feeds the core what arrives on UDP 500 (its own socket) and on UDP 4500 (handed over by the
+//! data path's receive thread, which separates IKE from ESP by the non-ESP marker), drives its
+//! timers, and carries out what the core asks: datagrams to send, Child SAs to install into the
+//! ESP engine, activate and retire. It also turns the core's events into log lines, metrics and
+//! `/status`, and asks for a Child SA rekey when the data path says an SA is running out.
 
+pub mod policy;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result};
+use ike::core::{ChildSa, Endpoint, Event, IkeSaStatus, Output, PskSource};
+use ike::crypto::Secret;
+use ring::rand::SystemRandom;
+use serde_json::json;
 use socket2::Socket;
 use tokio::sync::{Notify, mpsc};
 
-use crate::config::{IpsecConfig, TunnelConfig};
+use crate::config::{IpsecConfig, Psk, TunnelConfig};
 use crate::dataplane::{IkeDatagram, Path};
+use crate::esp::sa::{Inbound, Outbound};
 use crate::http::Status;
+use crate::io;
+use crate::run::{IKE_NATT_PORT, IKE_PORT};
+use crate::wire::udp_encap::NON_ESP_MARKER;
 
-pub struct Shell;
+/// The largest IKE message we read on port 500 (RFC 7296 §2: at least 1280 must be accepted;
+/// unfragmented IKE_AUTH messages with many payloads can be larger).
+const MAX_IKE_MESSAGE: usize = 65_535;
+/// How often the shell looks at the data path's SAs (sequence numbers and byte lifetimes).
+const SA_CHECK: Duration = Duration::from_secs(1);
 
-impl Shell {
-    pub fn new(
-        _config: &TunnelConfig,
-        _ipsec: &IpsecConfig,
-        _path: Arc<Path>,
-        _sock500: Socket,
-        _status: Arc<Status>,
-    ) -> Result<Self> {
-        bail!(
-            "IKEv2 is not built yet: an IPsec tunnel runs with manually keyed SAs (ipsec.staticSa) only"
-        )
+/// Reads the PSK for every new IKE SA: from the mounted file when there is one (so that a
+/// rotated Secret applies without a restart, once the kubelet has refreshed the file), else
+/// the inline key. A file that cannot be read gives `None`: the IKE SA fails to authenticate
+/// and the log says why (never the key).
+struct PskReader {
+    inline: Option<Psk>,
+    file: Option<PathBuf>,
+}
+
+impl PskSource for PskReader {
+    fn psk(&self) -> Option<Secret> {
+        if let Some(path) = &self.file {
+            return match read_psk_file(path) {
+                Ok(psk) => Some(Secret::new(psk.as_bytes().to_vec())),
+                Err(e) => {
+                    tracing::error!(file = %path.display(), error = %e, "cannot read the PSK");
+                    None
+                }
+            };
+        }
+        self.inline
+            .as_ref()
+            .map(|p| Secret::new(p.as_bytes().to_vec()))
     }
 }
 
-pub async fn run(_shell: Shell, _rx: mpsc::Receiver<IkeDatagram>, _shutdown: Arc<Notify>) {}
+/// Placeholder for the shared reader (same rule as the operator's).
+fn read_psk_file(path: &std::path::Path) -> std::io::Result<Psk> {
+    use std::io::Read;
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    std::fs::File::open(path)?
+        .take(4096)
+        .read_to_end(&mut bytes)?;
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
+    Ok(Psk::new(bytes.get(..end).unwrap_or_default().to_vec()))
+}
+
+pub struct Shell {
+    endpoint: Endpoint,
+    path: Arc<Path>,
+    sock500: tokio::net::UdpSocket,
+    local: Ipv4Addr,
+    /// When set, IKE is accepted only from this address (the router, or the NAT in front of it).
+    customer: Option<Ipv4Addr>,
+    status: Arc<Status>,
+    replay: Option<u32>,
+    /// Installed but not yet active outbound SAs (a rekey waits for the old SA's Delete).
+    pending: HashMap<u32, Arc<Outbound>>,
+    /// Outbound SPI → inbound SPI of each installed Child SA, for rekey requests.
+    children: HashMap<u32, u32>,
+    /// Inbound SPIs a rekey was already asked for.
+    rekey_asked: HashSet<u32>,
+    rng: SystemRandom,
+}
+
+impl Shell {
+    pub fn new(
+        config: &TunnelConfig,
+        ipsec: &IpsecConfig,
+        path: Arc<Path>,
+        sock500: Socket,
+        status: Arc<Status>,
+    ) -> Result<Self> {
+        let core = policy::core_config(config, ipsec)?;
+        let psk = PskReader {
+            inline: ipsec.psk.clone(),
+            file: ipsec.psk_file.clone(),
+        };
+        sock500
+            .set_nonblocking(true)
+            .context("UDP 500 socket: non-blocking")?;
+        let sock500 = tokio::net::UdpSocket::from_std(sock500.into())
+            .context("UDP 500 socket: registering with the runtime")?;
+        Ok(Shell {
+            endpoint: Endpoint::new(core, Box::new(psk)),
+            path,
+            sock500,
+            local: config.local_endpoint,
+            customer: config.customer_endpoint,
+            status,
+            replay: ipsec.replay(),
+            pending: HashMap::new(),
+            children: HashMap::new(),
+            rekey_asked: HashSet::new(),
+            rng: SystemRandom::new(),
+        })
+    }
+
+    fn esp(&self) -> Option<&crate::encap::Esp> {
+        self.path.encap.as_esp()
+    }
+
+    /// One message from the network.
+    fn receive(
+        &mut self,
+        local_port: u16,
+        from: SocketAddrV4,
+        bytes: &[u8],
+        out: &mut Vec<Output>,
+    ) {
+        if self.customer.is_some_and(|c| c != *from.ip()) {
+            self.path.metrics.ike.dropped("unexpected_source");
+            return;
+        }
+        let path = ike::core::Path {
+            local: SocketAddr::V4(SocketAddrV4::new(self.local, local_port)),
+            remote: SocketAddr::V4(from),
+        };
+        self.endpoint
+            .handle(Instant::now(), path, bytes, &self.rng, out);
+    }
+
+    /// Carries out what the core asked.
+    fn apply(&mut self, out: &mut Vec<Output>) {
+        for o in out.drain(..) {
+            match o {
+                Output::Send { path, bytes } => self.send(path, &bytes),
+                Output::InstallChild(sa) => self.install(*sa),
+                Output::ActivateOutbound { outbound_spi } => {
+                    if let (Some(sa), Some(esp)) =
+                        (self.pending.remove(&outbound_spi), self.path.encap.as_esp())
+                    {
+                        esp.activate_outbound(sa);
+                    }
+                }
+                Output::RetireChild {
+                    inbound_spi,
+                    outbound_spi,
+                } => {
+                    if let Some(esp) = self.esp() {
+                        esp.retire(inbound_spi, outbound_spi);
+                    }
+                    self.pending.remove(&outbound_spi);
+                    self.children.remove(&outbound_spi);
+                    self.rekey_asked.remove(&inbound_spi);
+                }
+                Output::Event(e) => self.event(e),
+            }
+        }
+        self.publish();
+    }
+
+    fn send(&self, path: ike::core::Path, bytes: &[u8]) {
+        let SocketAddr::V4(to) = path.remote else {
+            return;
+        };
+        let sent = if path.local.port() == IKE_NATT_PORT {
+            // RFC 3948 §2.2: IKE on the ESP port carries the non-ESP marker.
+            let mut d = Vec::with_capacity(NON_ESP_MARKER.len() + bytes.len());
+            d.extend_from_slice(&NON_ESP_MARKER);
+            d.extend_from_slice(bytes);
+            io::send(&self.path.socket, &d, Some(to)).map(|_| ())
+        } else {
+            // A datagram socket with room in its buffer: never blocks in practice.
+            self.sock500
+                .try_send_to(bytes, SocketAddr::V4(to))
+                .map(|_| ())
+        };
+        if let Err(e) = sent {
+            tracing::warn!(to = %to, error = %e, "sending an IKE message failed");
+            self.path.metrics.ike.dropped("send_error");
+        }
+    }
+
+    fn install(&mut self, sa: ChildSa) {
+        let Some(esp) = self.path.encap.as_esp() else {
+            return;
+        };
+        let built = (|| -> Result<(Inbound, Outbound)> {
+            // Inbound the peer is the source: its selectors are the remote ones.
+            let ts = policy::selectors(&sa.local_ts, &sa.remote_ts);
+            let inbound = Inbound::new(
+                policy::sa_params(&sa.inbound, ts.clone(), sa.bytes)?,
+                self.replay,
+            )?;
+            let outbound = Outbound::new(policy::sa_params(&sa.outbound, ts, sa.bytes)?)?;
+            Ok((inbound, outbound))
+        })();
+        let (inbound, outbound) = match built {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "cannot install the negotiated Child SA");
+                return;
+            }
+        };
+        let outbound = Arc::new(outbound);
+        esp.install_inbound(inbound);
+        if let SocketAddr::V4(peer) = sa.path.remote {
+            // ESP follows IKE: behind a NAT that is the NAT's mapping of the router's port 4500.
+            esp.set_peer(peer);
+        }
+        if sa.activate_outbound {
+            esp.activate_outbound(outbound);
+        } else {
+            esp.add_outbound(outbound.clone());
+            self.pending.insert(sa.outbound.spi, outbound);
+        }
+        self.children.insert(sa.outbound.spi, sa.inbound.spi);
+    }
+
+    fn event(&self, e: Event) {
+        let m = &self.path.metrics.ike;
+        match e {
+            Event::IkeEstablished {
+                spi_i,
+                spi_r,
+                initiator,
+                peer_id,
+                suite,
+                path,
+            } => tracing::info!(
+                spi_i = %format!("{spi_i:016x}"), spi_r = %format!("{spi_r:016x}"), initiator,
+                peer_id, suite, peer = %path.remote, local = %path.local, "IKE SA established"
+            ),
+            Event::IkeDeleted {
+                spi_i,
+                spi_r,
+                reason,
+            } => tracing::info!(
+                spi_i = %format!("{spi_i:016x}"), spi_r = %format!("{spi_r:016x}"),
+                reason = reason.as_str(), "IKE SA deleted"
+            ),
+            Event::IkeRekeyed {
+                new_spi_i,
+                new_spi_r,
+                ..
+            } => {
+                m.rekeyed("ike");
+                tracing::info!(
+                    spi_i = %format!("{new_spi_i:016x}"), spi_r = %format!("{new_spi_r:016x}"),
+                    "IKE SA rekeyed"
+                );
+            }
+            Event::ChildEstablished {
+                inbound_spi,
+                outbound_spi,
+                suite,
+            } => tracing::info!(
+                spi_in = %format!("{inbound_spi:08x}"), spi_out = %format!("{outbound_spi:08x}"),
+                suite, "Child SA established"
+            ),
+            Event::ChildRekeyed {
+                old_inbound_spi,
+                new_inbound_spi,
+            } => {
+                m.rekeyed("child");
+                tracing::info!(
+                    old_spi_in = %format!("{old_inbound_spi:08x}"),
+                    spi_in = %format!("{new_inbound_spi:08x}"), "Child SA rekeyed"
+                );
+            }
+            Event::ChildDeleted {
+                inbound_spi,
+                outbound_spi,
+            } => tracing::info!(
+                spi_in = %format!("{inbound_spi:08x}"), spi_out = %format!("{outbound_spi:08x}"),
+                "Child SA deleted"
+            ),
+            Event::ChildFailed { notify } => {
+                m.failure(notify.name().unwrap_or("other"));
+                tracing::warn!(notify = %notify, "Child SA not created");
+            }
+            Event::AuthFailed { peer_id } => {
+                m.failure("AUTHENTICATION_FAILED");
+                tracing::warn!(
+                    peer_id,
+                    "IKE authentication failed: the peer's ID is not one of this tunnel's, or the PSK differs"
+                );
+            }
+            Event::NoProposalChosen { offered, allowed } => {
+                m.failure("NO_PROPOSAL_CHOSEN");
+                tracing::warn!(
+                    "no acceptable proposal: peer offered {offered}; allowed: {allowed}"
+                );
+            }
+            Event::PeerError { exchange, notify } => {
+                m.failure(notify.name().unwrap_or("other"));
+                tracing::warn!(exchange = %exchange, notify = %notify, "the peer refused our request");
+            }
+            Event::ExchangeDone { exchange, ok } => {
+                m.exchange(exchange.name().unwrap_or("other"), ok);
+            }
+            Event::Dropped { reason } => {
+                m.dropped(reason.as_str());
+                tracing::debug!(reason = reason.as_str(), "IKE message dropped");
+            }
+            Event::PeerDead { spi_i, spi_r } => tracing::warn!(
+                spi_i = %format!("{spi_i:016x}"), spi_r = %format!("{spi_r:016x}"),
+                "the peer stopped answering (DPD): IKE SA and its Child SAs removed"
+            ),
+            Event::Retransmit { exchange } => {
+                tracing::debug!(exchange = %exchange, "retransmitting our request");
+            }
+        }
+    }
+
+    /// Readiness, gauges and `/status` from the core's view of its SAs.
+    fn publish(&self) {
+        let sas = self.endpoint.status();
+        let established = sas.iter().filter(|s| s.state == "established").count();
+        let children: usize = sas.iter().map(|s| s.children.len()).sum();
+        let up = self.esp().is_some_and(crate::encap::Esp::has_sas);
+        self.status.set_child_sa_up(up && children > 0);
+        self.path.metrics.ike.ike_sas.set(established as i64);
+        self.path.metrics.ike.child_sas.set(children as i64);
+        self.status.set_sas(status_json(&sas));
+    }
+
+    /// Asks for a rekey of every Child SA whose outbound half nears its sequence or byte limit,
+    /// once per SA; reports an SA that can send no more.
+    fn check_sas(&mut self, out: &mut Vec<Output>) {
+        let Some(esp) = self.path.encap.as_esp() else {
+            return;
+        };
+        let mut exhausted = false;
+        let mut due = Vec::new();
+        for o in esp.outbound_sas() {
+            exhausted |= o.is_exhausted();
+            if o.needs_rekey()
+                && let Some(&inbound) = self.children.get(&o.spi())
+                && !self.rekey_asked.contains(&inbound)
+            {
+                due.push(inbound);
+            }
+        }
+        self.status.set_sa_exhausted(exhausted);
+        for inbound in due {
+            tracing::info!(spi_in = %format!("{inbound:08x}"), "Child SA near its limit: rekeying");
+            self.rekey_asked.insert(inbound);
+            self.endpoint
+                .rekey_child(Instant::now(), inbound, &self.rng, out);
+        }
+    }
+}
+
+fn status_json(sas: &[IkeSaStatus]) -> serde_json::Value {
+    let ike: Vec<_> = sas
+        .iter()
+        .map(|s| {
+            let children: Vec<_> = s
+                .children
+                .iter()
+                .map(|c| {
+                    json!({
+                        "spiIn": format!("{:08x}", c.inbound_spi),
+                        "spiOut": format!("{:08x}", c.outbound_spi),
+                        "suite": c.suite,
+                        "localTs": c.local_ts.iter().map(policy::describe).collect::<Vec<_>>(),
+                        "remoteTs": c.remote_ts.iter().map(policy::describe).collect::<Vec<_>>(),
+                        "ageSeconds": c.age.as_secs(),
+                        "outboundActive": c.outbound_active,
+                    })
+                })
+                .collect();
+            json!({
+                "spiI": format!("{:016x}", s.spi_i),
+                "spiR": format!("{:016x}", s.spi_r),
+                "initiator": s.initiator,
+                "state": s.state,
+                "suite": s.suite,
+                "local": s.path.local.to_string(),
+                "peer": s.path.remote.to_string(),
+                "peerId": s.peer_id,
+                "natDetected": s.nat_detected,
+                "ageSeconds": s.age.as_secs(),
+                "childSas": children,
+            })
+        })
+        .collect();
+    json!({ "ikeSas": ike })
+}
+
+/// Runs until `shutdown` is notified; then deletes the IKE SA (RFC 7296 §1.4.1) and returns.
+pub async fn run(mut shell: Shell, mut rx: mpsc::Receiver<IkeDatagram>, shutdown: Arc<Notify>) {
+    let mut buf = vec![0u8; MAX_IKE_MESSAGE];
+    let mut out = Vec::new();
+    let mut next_check = tokio::time::Instant::now() + SA_CHECK;
+    shell.publish();
+    loop {
+        let timer = shell
+            .endpoint
+            .next_timer()
+            .map(tokio::time::Instant::from_std)
+            .map_or(next_check, |t| t.min(next_check));
+        tokio::select! {
+            Some(d) = rx.recv() => shell.receive(IKE_NATT_PORT, d.from, &d.bytes, &mut out),
+            r = shell.sock500.recv_from(&mut buf) => match r {
+                Ok((n, SocketAddr::V4(from))) => {
+                    let message = buf.get(..n).unwrap_or_default().to_vec();
+                    shell.receive(IKE_PORT, from, &message, &mut out);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "UDP 500 receive failed"),
+            },
+            _ = tokio::time::sleep_until(timer) => {
+                shell.endpoint.poll(Instant::now(), &shell.rng, &mut out);
+                if tokio::time::Instant::now() >= next_check {
+                    next_check = tokio::time::Instant::now() + SA_CHECK;
+                    shell.check_sas(&mut out);
+                }
+            }
+            _ = shutdown.notified() => {
+                shell.endpoint.close(Instant::now(), &shell.rng, &mut out);
+                shell.apply(&mut out);
+                return;
+            }
+        }
+        shell.apply(&mut out);
+    }
+}

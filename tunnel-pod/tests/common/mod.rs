@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 
 use tunnel_pod::config::TunnelConfig;
 
+pub mod strongswan;
+
 pub const TUNNEL_POD: &str = env!("CARGO_BIN_EXE_tunnel-pod");
 /// Debian's interpreter: the one that has scapy.
 pub const PYTHON: &str = "/usr/bin/python3";
@@ -67,7 +69,7 @@ pub fn wait_for<T>(
     }
 }
 
-fn describe(cmd: &Command) -> String {
+pub fn describe(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();
     for a in cmd.get_args() {
         s.push(' ');
@@ -115,7 +117,7 @@ fn signal(pid: u32, sig: &str) {
 
 /// Stops a child: SIGTERM, up to `grace` to exit, then SIGKILL. Returns its exit status if it
 /// exited by itself within `grace`.
-fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
+pub fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
     if let Ok(Some(status)) = child.try_wait() {
         return Some(status);
     }
@@ -534,6 +536,11 @@ impl Lab {
             }
         }
         s
+    }
+
+    /// The process id of the side's tunnel-pod, if one was started.
+    pub fn pid(&self, side: Side) -> Option<u32> {
+        self.pods[side.index()].as_ref().map(|p| p.child.id())
     }
 
     /// `None` while running, the exit status once it has exited.

@@ -328,6 +328,10 @@ pub struct IpsecConfig {
     /// Identities accepted in the peer's IDi (not needed with `staticSa`).
     #[serde(default)]
     pub accepted_ids: Vec<IkeId>,
+    /// Our own identity (IDr as responder). Default: the local endpoint as ID_IPV4_ADDR, what
+    /// router configurations usually match as the tunnel's remote identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_id: Option<IkeId>,
     #[serde(default)]
     pub replay_protection: bool,
     #[serde(default = "default_replay_window")]

@@ -4,13 +4,25 @@
 //! round trip.
 //!
 //! **Promise:** no function in this module panics on any input; malformed input is an [`Error`].
+//!
+//! Writing is infallible. A struct the wire cannot express (a payload body over
+//! [`MAX_PAYLOAD_BODY`] bytes, a count over 255, see [`Payload::encoded_len`]) is written with
+//! Payload Length 0, which every receiver refuses: the message fails closed, it is never
+//! silently re-framed. Nothing this crate builds comes near those limits; `encoded_len` lets a
+//! caller check. Whatever [`parse_message`]/[`parse_payloads`] accept re-encodes to bytes that
+//! parse to the same structs (tested on mutated messages and by the `ike_codec` fuzz target).
 
 pub mod consts;
+mod emit;
 pub mod message;
+mod payload;
 pub mod reader;
+mod sa;
+mod ts;
 
 pub use consts::*;
 pub use message::*;
+pub use payload::{GENERIC_HEADER_LEN, MAX_PAYLOAD_BODY, PayloadsExt};
 pub use reader::Reader;
 
 /// Why bytes are not a valid IKEv2 message. Each variant maps to what a responder does about it

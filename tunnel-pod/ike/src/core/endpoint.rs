@@ -1,0 +1,385 @@
+//! The endpoint: one tunnel's IKE SAs indexed by our SPI, the dispatch of received messages,
+//! timers, and the shell's commands.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use ring::rand::SecureRandom;
+
+use super::ike_sa::{ChildState, Ctx, IkeSa, Outcome, Req, State};
+use super::init;
+use super::msg::{VERSION, header, notify};
+use super::{Config, DeleteReason, DropReason, IkeSaStatus, Output, Path, PskSource};
+use crate::wire::{
+    Error as WireError, ExchangeType, Header, NotifyType, Reader, encode_message, parse_message,
+};
+
+/// At most this many half-open (responder, IKE_AUTH not yet seen) IKE SAs.
+pub const MAX_HALF_OPEN: usize = 64;
+/// At most this many IKE SAs in all.
+pub const MAX_SAS: usize = 128;
+
+/// One tunnel's IKE: its SAs, configuration and key source. See the module docs of
+/// [`crate::core`].
+pub struct Endpoint {
+    config: Config,
+    psk: Box<dyn PskSource + Send>,
+    pub(super) sas: BTreeMap<u64, IkeSa>,
+    /// The latest `now` we were given (for ages in `status`).
+    last_now: Option<Instant>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("sas", &self.sas.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    pub fn new(config: Config, psk: Box<dyn PskSource + Send>) -> Self {
+        Endpoint {
+            config,
+            psk,
+            sas: BTreeMap::new(),
+            last_now: None,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Replaces the configuration; existing SAs keep what they negotiated.
+    pub fn set_config(&mut self, config: Config) {
+        self.config = config;
+    }
+
+    fn ctx<'a>(
+        config: &'a Config,
+        sas: &BTreeMap<u64, IkeSa>,
+        now: Instant,
+        rng: &'a dyn SecureRandom,
+        out: &'a mut Vec<Output>,
+    ) -> Ctx<'a> {
+        Ctx {
+            now,
+            rng,
+            config,
+            out,
+            ike_spis: sas.keys().copied().collect(),
+            esp_spis: sas.values().flat_map(IkeSa::child_spis).collect(),
+        }
+    }
+
+    /// One received IKE message (no UDP header, no non-ESP marker), from `path`.
+    pub fn handle(
+        &mut self,
+        now: Instant,
+        path: Path,
+        msg: &[u8],
+        rng: &dyn SecureRandom,
+        out: &mut Vec<Output>,
+    ) {
+        self.last_now = Some(now);
+        let mut ctx = Self::ctx(&self.config, &self.sas, now, rng, out);
+        let hdr = match Header::parse(msg) {
+            Ok(h) => h,
+            Err(WireError::BadVersion { .. }) => {
+                bad_version(&mut ctx, path, msg);
+                return;
+            }
+            Err(_) => {
+                ctx.dropped(DropReason::Malformed);
+                return;
+            }
+        };
+        let parsed = match parse_message(msg) {
+            Ok(p) => p,
+            Err(WireError::UnsupportedCritical(t)) => {
+                ctx.dropped(DropReason::UnsupportedCritical);
+                // §2.5, only for an unencrypted request that creates nothing.
+                if hdr.exchange == ExchangeType::IKE_SA_INIT && !hdr.is_response() {
+                    let h = header(hdr.spi_i, 0, hdr.exchange, false, true, hdr.message_id);
+                    let bytes = encode_message(
+                        h,
+                        &[notify(NotifyType::UNSUPPORTED_CRITICAL_PAYLOAD, vec![t])],
+                    );
+                    ctx.send(path, &[bytes]);
+                }
+                return;
+            }
+            Err(_) => {
+                ctx.dropped(DropReason::Malformed);
+                return;
+            }
+        };
+        if hdr.exchange == ExchangeType::IKE_SA_INIT {
+            if hdr.is_response() {
+                // Our request: we are the initiator, our SPI is SPIi.
+                let ok = !hdr.is_initiator()
+                    && hdr.message_id == 0
+                    && self
+                        .sas
+                        .get(&hdr.spi_i)
+                        .is_some_and(|s| matches!(s.state, State::InitSent(_)) && s.initiator);
+                if !ok {
+                    ctx.dropped(DropReason::UnexpectedResponse);
+                    return;
+                }
+                let Some(sa) = self.sas.remove(&hdr.spi_i) else {
+                    return;
+                };
+                let o = sa.on_init_response(&mut ctx, hdr, &parsed, msg);
+                apply(&mut self.sas, &mut ctx, o);
+                return;
+            }
+            if hdr.spi_r != 0 || !hdr.is_initiator() || hdr.message_id != 0 {
+                ctx.dropped(DropReason::Malformed);
+                return;
+            }
+            // A retransmission: the same SPIi from the same place.
+            let existing = self
+                .sas
+                .values()
+                .find(|s| !s.initiator && s.spi_i == hdr.spi_i && s.path.remote == path.remote);
+            if let Some(sa) = existing {
+                match &sa.state {
+                    State::AwaitAuth(a) if a.init_request.as_slice() == msg => {
+                        ctx.send(sa.path, std::slice::from_ref(&a.init_response));
+                    }
+                    _ => ctx.dropped(DropReason::Duplicate),
+                }
+                return;
+            }
+            let half_open = self.sas.values().filter(|s| s.is_half_open()).count();
+            if half_open >= MAX_HALF_OPEN || self.sas.len() >= MAX_SAS {
+                ctx.dropped(DropReason::TooManySas);
+                return;
+            }
+            if let Some(sa) = init::respond_init(&mut ctx, path, hdr, &parsed, msg, &*self.psk) {
+                self.sas.insert(sa.our_spi(), sa);
+            }
+            return;
+        }
+        // Every other exchange belongs to an SA: the INITIATOR flag says whose SPI is ours.
+        let ours = if hdr.is_initiator() {
+            hdr.spi_r
+        } else {
+            hdr.spi_i
+        };
+        let matches = self.sas.get(&ours).is_some_and(|s| {
+            s.spi_i == hdr.spi_i && s.spi_r == hdr.spi_r && s.initiator != hdr.is_initiator()
+        });
+        if !matches {
+            ctx.dropped(DropReason::UnknownSpi);
+            return;
+        }
+        let Some(sa) = self.sas.remove(&ours) else {
+            return;
+        };
+        let o = sa.on_protected(&mut ctx, path, hdr, parsed.encrypted, msg);
+        apply(&mut self.sas, &mut ctx, o);
+    }
+
+    /// Timers: retransmissions, DPD, rekeys, expiry, half-open timeout.
+    pub fn poll(&mut self, now: Instant, rng: &dyn SecureRandom, out: &mut Vec<Output>) {
+        self.last_now = Some(now);
+        let spis: Vec<u64> = self.sas.keys().copied().collect();
+        for spi in spis {
+            let due = self
+                .sas
+                .get(&spi)
+                .and_then(IkeSa::next_timer)
+                .is_some_and(|t| t <= now);
+            if !due {
+                continue;
+            }
+            let mut ctx = Self::ctx(&self.config, &self.sas, now, rng, out);
+            let Some(sa) = self.sas.remove(&spi) else {
+                continue;
+            };
+            let o = sa.poll(&mut ctx);
+            apply(&mut self.sas, &mut ctx, o);
+        }
+    }
+
+    /// When `poll` next has work.
+    pub fn next_timer(&self) -> Option<Instant> {
+        self.sas.values().filter_map(IkeSa::next_timer).min()
+    }
+
+    /// Initiator role: IKE_SA_INIT to `path.remote`.
+    pub fn initiate(
+        &mut self,
+        now: Instant,
+        path: Path,
+        rng: &dyn SecureRandom,
+        out: &mut Vec<Output>,
+    ) {
+        self.last_now = Some(now);
+        let mut ctx = Self::ctx(&self.config, &self.sas, now, rng, out);
+        if self.sas.len() >= MAX_SAS {
+            ctx.dropped(DropReason::TooManySas);
+            return;
+        }
+        match init::initiate(&mut ctx, path, &*self.psk) {
+            Some(sa) => {
+                self.sas.insert(sa.our_spi(), sa);
+            }
+            None => ctx.dropped(DropReason::Internal),
+        }
+    }
+
+    /// The dataplane asks for a rekey of the Child SA with this inbound SPI.
+    pub fn rekey_child(
+        &mut self,
+        now: Instant,
+        inbound_spi: u32,
+        rng: &dyn SecureRandom,
+        out: &mut Vec<Output>,
+    ) {
+        self.last_now = Some(now);
+        let mut ctx = Self::ctx(&self.config, &self.sas, now, rng, out);
+        for sa in self.sas.values_mut() {
+            let State::Established(e) = &mut sa.state else {
+                continue;
+            };
+            let Some(c) = e.children.iter_mut().find(|c| c.inbound == inbound_spi) else {
+                continue;
+            };
+            if c.state != ChildState::Active {
+                return;
+            }
+            c.state = ChildState::Rekeying;
+            sa.request(&mut ctx, Req::RekeyChild(inbound_spi));
+            return;
+        }
+    }
+
+    /// Rekeys every established IKE SA (operators, tests).
+    pub fn rekey_ike(&mut self, now: Instant, rng: &dyn SecureRandom, out: &mut Vec<Output>) {
+        self.last_now = Some(now);
+        let mut ctx = Self::ctx(&self.config, &self.sas, now, rng, out);
+        for sa in self.sas.values_mut() {
+            if matches!(&sa.state, State::Established(e) if !e.superseded) {
+                sa.request(&mut ctx, Req::RekeyIke);
+            }
+        }
+    }
+
+    /// Deletes one Child SA (sends the Delete; retired when answered).
+    pub fn delete_child(
+        &mut self,
+        now: Instant,
+        inbound_spi: u32,
+        rng: &dyn SecureRandom,
+        out: &mut Vec<Output>,
+    ) {
+        self.last_now = Some(now);
+        let mut ctx = Self::ctx(&self.config, &self.sas, now, rng, out);
+        for sa in self.sas.values_mut() {
+            let State::Established(e) = &mut sa.state else {
+                continue;
+            };
+            if let Some(c) = e.children.iter_mut().find(|c| c.inbound == inbound_spi) {
+                c.state = ChildState::Deleting;
+                sa.request(&mut ctx, Req::DeleteChildren(vec![inbound_spi]));
+                return;
+            }
+        }
+    }
+
+    /// Deletes every IKE SA with a Delete that waits for its answer (and retransmits).
+    pub fn delete_ike(&mut self, now: Instant, rng: &dyn SecureRandom, out: &mut Vec<Output>) {
+        self.last_now = Some(now);
+        let mut ctx = Self::ctx(&self.config, &self.sas, now, rng, out);
+        for sa in self.sas.values_mut() {
+            if matches!(sa.state, State::Established(_)) {
+                sa.request(&mut ctx, Req::DeleteIke);
+            }
+        }
+    }
+
+    /// Shutdown: an INFORMATIONAL Delete of each IKE SA (implicitly its children), sent once
+    /// without waiting; everything retired.
+    pub fn close(&mut self, now: Instant, rng: &dyn SecureRandom, out: &mut Vec<Output>) {
+        self.last_now = Some(now);
+        let mut ctx = Self::ctx(&self.config, &self.sas, now, rng, out);
+        let sas = std::mem::take(&mut self.sas);
+        for (_, mut sa) in sas {
+            if matches!(sa.state, State::Established(_)) {
+                sa.send_delete_now(&mut ctx);
+                let _ = sa.end(&mut ctx, DeleteReason::Closed);
+            }
+        }
+    }
+
+    /// SPIs, state, suites, path, NAT, ages and children of every IKE SA; never keys.
+    pub fn status(&self) -> Vec<IkeSaStatus> {
+        let now = self.last_now;
+        self.sas
+            .values()
+            .map(|s| s.status(now.unwrap_or(s.created)))
+            .collect()
+    }
+}
+
+/// Puts the SA (and a rekeyed successor) back, and applies INITIAL_CONTACT.
+fn apply(sas: &mut BTreeMap<u64, IkeSa>, ctx: &mut Ctx<'_>, o: Outcome) {
+    if let Some(id) = &o.initial_contact {
+        // §2.4: the peer has no other SA with us any more: forget those with the same ID.
+        let keep = o.sa.as_ref().map(IkeSa::our_spi);
+        let stale: Vec<u64> = sas
+            .iter()
+            .filter(|(spi, s)| Some(**spi) != keep && s.peer_id() == Some(id))
+            .map(|(spi, _)| *spi)
+            .collect();
+        for spi in stale {
+            if let Some(sa) = sas.remove(&spi) {
+                let _ = sa.end(ctx, DeleteReason::InitialContact);
+            }
+        }
+    }
+    if let Some(sa) = o.sa {
+        sas.insert(sa.our_spi(), sa);
+    }
+    if let Some(sa) = o.new_sa {
+        sas.insert(sa.our_spi(), sa);
+    }
+}
+
+/// §1.5: an unencrypted INVALID_MAJOR_VERSION in reply to a request, with the SPIs and
+/// message ID copied and our version.
+fn bad_version(ctx: &mut Ctx<'_>, path: Path, msg: &[u8]) {
+    ctx.dropped(DropReason::BadVersion);
+    let mut r = Reader::new(msg);
+    let fields = (|| {
+        let spi_i = r.u64().ok()?;
+        let spi_r = r.u64().ok()?;
+        let _next = r.u8().ok()?;
+        let _version = r.u8().ok()?;
+        let exchange = r.u8().ok()?;
+        let flags = r.u8().ok()?;
+        let message_id = r.u32().ok()?;
+        Some((spi_i, spi_r, exchange, flags, message_id))
+    })();
+    let Some((spi_i, spi_r, exchange, flags, message_id)) = fields else {
+        return;
+    };
+    if flags & crate::wire::flags::RESPONSE != 0 {
+        return;
+    }
+    let mut h = header(
+        spi_i,
+        spi_r,
+        ExchangeType(exchange),
+        flags & crate::wire::flags::INITIATOR == 0,
+        true,
+        message_id,
+    );
+    h.version = VERSION;
+    let bytes = encode_message(h, &[notify(NotifyType::INVALID_MAJOR_VERSION, Vec::new())]);
+    ctx.send(path, &[bytes]);
+}
