@@ -187,13 +187,23 @@ fn wire_is_esp_in_udp_4500_and_mismatched_keys_are_refused() {
 }
 
 /// Real replays: ESP packets from A captured on B's link and sent again from A's namespace with
-/// scapy. With anti-replay on every one is dropped as `replayed`; with it off they are accepted.
+/// scapy. With anti-replay on every one is dropped as `replayed` and nothing reaches B's TUN;
+/// with it off they are accepted and the 5 echo requests appear on B's TUN again (judged by a
+/// capture there, not only by B's own counters).
 #[test]
 #[ignore = "needs root and network namespaces; run by make netns-test"]
 fn captured_packets_replayed_on_the_wire() {
     for replay in [true, false] {
         let suite = SUITES[1];
         let mut lab = Lab::new(LabOptions::default());
+        // No IPv6 on the TUN devices: the kernels' router solicitations would travel the
+        // tunnel too and make B's ingress count inexact.
+        for side in Side::BOTH {
+            for conf in ["all", "default"] {
+                let key = format!("net.ipv6.conf.{conf}.disable_ipv6=1");
+                lab.exec_ok(side, "sysctl", &["-qw", &key]);
+            }
+        }
         lab.start_both(
             |side, c| {
                 c.ipsec = Some(ipsec_block(side, suite, replay));
@@ -217,6 +227,8 @@ fn captured_packets_replayed_on_the_wire() {
         let pcap = lab.finish_capture(capture, Duration::from_secs(10));
         let before = lab.metrics(Side::B);
         let veth_a = lab.node(Side::A).veth.clone();
+        let tun_b = lab.node(Side::B).tun.clone();
+        let on_tun = lab.capture(Side::B, &tun_b, 5, "icmp[icmptype] == icmp-echo");
         // The capture holds the UDP checksum veth left to offload (partial): recompute it, or
         // B's kernel drops the copies before the tunnel-pod sees them.
         let script = format!(
@@ -228,6 +240,13 @@ fn captured_packets_replayed_on_the_wire() {
         );
         lab.exec_ok(Side::A, common::PYTHON, &["-c", &script]);
         std::thread::sleep(Duration::from_millis(500));
+        // All 5 arrive within the wait when accepted; with protection on the wait runs out.
+        let tun_pcap = lab.finish_capture(on_tun, Duration::from_secs(if replay { 1 } else { 5 }));
+        let mut replayed_seqs: Vec<u32> = tshark_fields(&tun_pcap, "icmp.type == 8", &["icmp.seq"])
+            .iter()
+            .filter_map(|r| r[0].parse().ok())
+            .collect();
+        replayed_seqs.sort();
         let after = lab.metrics(Side::B);
         let delta = |reason: &str| {
             after.get("magictunnel_tunnel_drops_total", &[("reason", reason)])
@@ -237,9 +256,15 @@ fn captured_packets_replayed_on_the_wire() {
         if replay {
             assert_eq!(delta("replayed"), 5.0, "all 5 replays dropped");
             assert_eq!(accepted, 0.0);
+            assert_eq!(replayed_seqs, [0u32; 0], "replays reached B's TUN");
         } else {
             assert_eq!(delta("replayed"), 0.0);
             assert_eq!(accepted, 5.0, "all 5 replays accepted with protection off");
+            assert_eq!(
+                replayed_seqs,
+                [1, 2, 3, 4, 5],
+                "the replayed echo requests on B's TUN"
+            );
         }
         assert_eq!(delta("bad_icv"), 0.0);
     }
