@@ -41,6 +41,10 @@ enum Cipher {
     Gcm {
         key: Box<LessSafeKey>,
         salt: [u8; 4],
+        /// The same AES key for the unverified decryption of fuzzing builds (and the test that
+        /// pins it to ring's); production builds carry no second copy.
+        #[cfg(any(fuzzing, test))]
+        ctr: GcmKeystream,
     },
     Cbc128(Box<Aes128>),
     Cbc256(Box<Aes256>),
@@ -119,12 +123,16 @@ impl Transform {
                 } else {
                     &aead::AES_256_GCM
                 };
+                #[cfg(any(fuzzing, test))]
+                let ctr = GcmKeystream::new(key).ok_or(length("encryption", e_len))?;
                 let key = UnboundKey::new(alg, key).map_err(|_| length("encryption", e_len))?;
                 let mut s = [0u8; 4];
                 s.copy_from_slice(salt);
                 Cipher::Gcm {
                     key: Box::new(LessSafeKey::new(key)),
                     salt: s,
+                    #[cfg(any(fuzzing, test))]
+                    ctr,
                 }
             }
             EspEncryption::AesCbc128 => Cipher::Cbc128(Box::new(
@@ -198,7 +206,7 @@ impl Transform {
             return Err(OpenError::Truncated);
         }
         match &self.cipher {
-            Cipher::Gcm { key, salt } => {
+            Cipher::Gcm { key, salt, .. } => {
                 let explicit = iv.to_be_bytes();
                 packet[HEADER_LEN..body_start].copy_from_slice(&explicit);
                 let nonce = gcm_nonce(salt, &explicit);
@@ -235,18 +243,25 @@ impl Transform {
             return Err(OpenError::Truncated);
         }
         match &self.cipher {
-            Cipher::Gcm { key, salt } => {
-                let mut explicit = [0u8; 8];
-                explicit.copy_from_slice(&packet[HEADER_LEN..body_start]);
-                let nonce = gcm_nonce(salt, &explicit);
-                let (head, rest) = packet.split_at_mut(body_start);
-                let aad = Aad::from(&head[..HEADER_LEN]);
-                if cfg!(fuzzing) {
+            Cipher::Gcm { key, salt, .. } => {
+                // The fuzzer cannot forge tags: decrypt without checking, so that it reaches
+                // the padding and inner-packet code behind the ICV with real plaintext.
+                #[cfg(fuzzing)]
+                {
+                    let _ = (key, salt);
+                    return self.gcm_open_unverified(packet);
+                }
+                #[cfg(not(fuzzing))]
+                {
+                    let mut explicit = [0u8; 8];
+                    explicit.copy_from_slice(&packet[HEADER_LEN..body_start]);
+                    let nonce = gcm_nonce(salt, &explicit);
+                    let (head, rest) = packet.split_at_mut(body_start);
+                    let aad = Aad::from(&head[..HEADER_LEN]);
+                    key.open_in_place(nonce, aad, rest)
+                        .map_err(|_| OpenError::BadIcv)?;
                     return Ok(body_start..body_end);
                 }
-                key.open_in_place(nonce, aad, rest)
-                    .map_err(|_| OpenError::BadIcv)?;
-                return Ok(body_start..body_end);
             }
             _ => {
                 if let Some(icv) = self.integrity_icv(&packet[..body_end]) {
@@ -286,12 +301,86 @@ impl<T> Aes for T where
 {
 }
 
-fn gcm_nonce(salt: &[u8; 4], explicit: &[u8; 8]) -> Nonce {
+fn gcm_nonce_bytes(salt: &[u8; 4], explicit: &[u8; 8]) -> [u8; 12] {
     // RFC 4106 §4: the nonce is the salt followed by the explicit IV.
     let mut n = [0u8; 12];
     n[..4].copy_from_slice(salt);
     n[4..].copy_from_slice(explicit);
-    Nonce::assume_unique_for_key(n)
+    n
+}
+
+fn gcm_nonce(salt: &[u8; 4], explicit: &[u8; 8]) -> Nonce {
+    Nonce::assume_unique_for_key(gcm_nonce_bytes(salt, explicit))
+}
+
+/// GCM's keystream without its tag, for fuzzing builds: ring cannot decrypt GCM without
+/// verifying. NIST SP 800-38D §7.1-7.2: with a 96-bit IV, J0 = IV ‖ 0^31 ‖ 1 and the plaintext
+/// is XORed with AES_K of inc32(J0), inc32(inc32(J0)), …: AES-CTR with a 32-bit big-endian
+/// counter starting at 2.
+#[cfg(any(fuzzing, test))]
+enum GcmKeystream {
+    Aes128(Box<Aes128>),
+    Aes256(Box<Aes256>),
+}
+
+#[cfg(any(fuzzing, test))]
+impl GcmKeystream {
+    fn new(key: &[u8]) -> Option<Self> {
+        match key.len() {
+            16 => Aes128::new_from_slice(key)
+                .ok()
+                .map(|k| GcmKeystream::Aes128(Box::new(k))),
+            32 => Aes256::new_from_slice(key)
+                .ok()
+                .map(|k| GcmKeystream::Aes256(Box::new(k))),
+            _ => None,
+        }
+    }
+
+    fn apply(&self, nonce: &[u8; 12], data: &mut [u8]) {
+        use aes::cipher::{StreamCipher, StreamCipherCoreWrapper};
+        use ctr::{CtrCore, flavors::Ctr32BE};
+        let mut block = aes::Block::default();
+        block[..12].copy_from_slice(nonce);
+        block[12..].copy_from_slice(&2u32.to_be_bytes());
+        match self {
+            GcmKeystream::Aes128(k) => StreamCipherCoreWrapper::from_core(
+                CtrCore::<Aes128, Ctr32BE>::inner_iv_init(k.as_ref().clone(), &block),
+            )
+            .apply_keystream(data),
+            GcmKeystream::Aes256(k) => StreamCipherCoreWrapper::from_core(
+                CtrCore::<Aes256, Ctr32BE>::inner_iv_init(k.as_ref().clone(), &block),
+            )
+            .apply_keystream(data),
+        }
+    }
+}
+
+#[cfg(any(fuzzing, test))]
+impl Transform {
+    /// What `open` does for GCM in fuzzing builds: the decryption without the tag check. The
+    /// test `gcm_unverified_decryption_equals_rings` pins it to ring's output.
+    fn gcm_open_unverified(&self, packet: &mut [u8]) -> Result<Range<usize>, OpenError> {
+        let Cipher::Gcm { salt, ctr, .. } = &self.cipher else {
+            return Err(OpenError::Truncated);
+        };
+        let (iv_len, icv_len) = (self.iv_len(), self.icv_len());
+        let body_start = HEADER_LEN + iv_len;
+        let body_end = packet
+            .len()
+            .checked_sub(icv_len)
+            .ok_or(OpenError::Truncated)?;
+        if body_end < body_start + 2 || !(body_end - body_start).is_multiple_of(self.align()) {
+            return Err(OpenError::Truncated);
+        }
+        let mut explicit = [0u8; 8];
+        explicit.copy_from_slice(&packet[HEADER_LEN..body_start]);
+        ctr.apply(
+            &gcm_nonce_bytes(salt, &explicit),
+            &mut packet[body_start..body_end],
+        );
+        Ok(body_start..body_end)
+    }
 }
 
 fn cbc_seal<C>(
@@ -585,6 +674,48 @@ mod tests {
                 }
                 let mut short = sealed[..sealed.len() - 1].to_vec();
                 assert!(t.open(&mut short).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn gcm_unverified_decryption_equals_rings() {
+        // The fuzzing builds' GCM open (no tag check) must yield the plaintext ring yields, or
+        // the fuzzer would explore garbage instead of the code behind the ICV.
+        let mut checked = 0;
+        for v in kat::GCM_ESP_AES128.iter().chain(kat::GCM_ESP_AES256) {
+            if v.esn {
+                continue;
+            }
+            let enc = if v.key.len() == 32 {
+                EspEncryption::AesGcm16_128
+            } else {
+                EspEncryption::AesGcm16_256
+            };
+            let t = Transform::new(enc, None, &[hex(v.key), hex(v.salt)].concat(), &[]).unwrap();
+            let mut p = [hex(v.spi), hex(v.seq), hex(v.iv), hex(v.ciphertext_icv)].concat();
+            let r = t.gcm_open_unverified(&mut p).unwrap();
+            assert_eq!(&p[r], &hex(v.plaintext)[..], "{}", v.source);
+            checked += 1;
+        }
+        assert!(checked >= 3);
+        for enc in [EspEncryption::AesGcm16_128, EspEncryption::AesGcm16_256] {
+            let (e, _) = key_lengths(enc, None);
+            let key: Vec<u8> = (0..e as u8).map(|b| b.wrapping_mul(37)).collect();
+            let t = Transform::new(enc, None, &key, &[]).unwrap();
+            // Up to 1400 bytes: the 32-bit counter runs over many blocks, partial last block.
+            for len in [4usize, 16, 60, 1400] {
+                let mut p = vec![0u8; HEADER_LEN + 8 + len + 16];
+                p[..8].copy_from_slice(&[1, 2, 3, 4, 0, 0, 0, 7]);
+                for (k, b) in p[16..16 + len].iter_mut().enumerate() {
+                    *b = (k * 7) as u8;
+                }
+                t.seal(&mut p, 0x0102_0304_0506_0708).unwrap();
+                let (mut ours, mut rings) = (p.clone(), p.clone());
+                let a = t.gcm_open_unverified(&mut ours).unwrap();
+                let b = t.open(&mut rings).unwrap();
+                assert_eq!(a, b);
+                assert_eq!(&ours[a], &rings[b], "{enc:?} len {len}");
             }
         }
     }
