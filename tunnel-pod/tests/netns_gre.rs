@@ -43,7 +43,7 @@ fn an_absent_metric_series_is_an_error_not_zero() {
     assert_eq!(m.packets("ingress"), 7.0);
     let err = m
         .try_get("magictunnel_tunnel_drops_total", &[("reason", "replayed")])
-        .unwrap_err();
+        .expect_err("an absent series is an error");
     assert!(err.contains("replayed") && err.contains("bad_icv"), "{err}");
     assert!(
         m.try_get(
