@@ -150,6 +150,46 @@ impl Drop for TestNamespace {
     }
 }
 
+/// The pod's PSK volume as (Secret, key, file name, mount path), checked to be a read-only
+/// directory mount (a subPath mount would never see a rotation).
+fn psk_volume(pod: &Pod) -> Option<(String, String, String, String)> {
+    let spec = pod.spec.as_ref()?;
+    let volume = spec.volumes.iter().flatten().find(|v| v.name == "psk")?;
+    let secret = volume.secret.as_ref()?;
+    let mount = spec
+        .containers
+        .first()?
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "psk")?;
+    assert_eq!(mount.read_only, Some(true));
+    assert_eq!(mount.sub_path, None);
+    assert_eq!(secret.default_mode, Some(0o400));
+    let [item] = secret.items.as_deref()? else {
+        panic!("one item expected: {:?}", secret.items);
+    };
+    Some((
+        secret.secret_name.clone()?,
+        item.key.clone(),
+        item.path.clone(),
+        mount.mount_path.clone(),
+    ))
+}
+
+/// Fails if `key`, raw or base64, is in `bytes`.
+fn assert_no_key(bytes: &[u8], key: &[u8]) {
+    // ByteString serializes as standard base64.
+    let encoded = serde_json::to_value(ByteString(key.to_vec())).expect("base64");
+    let encoded = encoded.as_str().expect("string").as_bytes().to_vec();
+    for needle in [key, encoded.as_slice()] {
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "the PSK appears where it must not"
+        );
+    }
+}
+
 fn gre(name: &str, customer: &str) -> Value {
     json!({
         "apiVersion": "magictunnel.dev/v1alpha1", "kind": "MagicTunnel",
@@ -437,19 +477,37 @@ async fn generated_psk_is_made_once_and_rotated_on_request() {
         "the PSK leaked into the object"
     );
 
-    // The config the pod reads carries the same PSK.
+    // The config the pod reads names the mounted PSK file and holds no key; the pod mounts the
+    // generated Secret itself.
     let yaml = ns
         .secret_value("vpn-config", "tunnel.yaml")
         .await
         .expect("config");
     let config = TunnelConfig::from_yaml(std::str::from_utf8(&yaml).expect("utf8")).expect("valid");
+    let ipsec = config.ipsec.expect("ipsec");
+    assert!(ipsec.psk.is_none());
     assert_eq!(
-        config
-            .ipsec
-            .and_then(|i| i.psk)
-            .map(|p| p.as_bytes().to_vec()),
-        Some(first.clone())
+        ipsec.psk_file.as_deref(),
+        Some(std::path::Path::new("/etc/magictunnel-psk/psk"))
     );
+    assert_no_key(&yaml, &first);
+    let config_version = ns
+        .secrets()
+        .get("vpn-config")
+        .await
+        .expect("config")
+        .resource_version();
+    let pod = ns.pods().get("vpn-0").await.expect("pod");
+    assert_eq!(
+        psk_volume(&pod),
+        Some((
+            "vpn-psk".into(),
+            "psk".into(),
+            "psk".into(),
+            "/etc/magictunnel-psk".into()
+        ))
+    );
+    assert_no_key(&serde_json::to_vec(&pod).expect("json"), &first);
 
     let rotate = json!({"metadata": {"annotations": {ROTATE_PSK_ANNOTATION: "1"}}});
     ns.tunnels()
@@ -465,9 +523,26 @@ async fn generated_psk_is_made_once_and_rotated_on_request() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         ns.secret_value("vpn-psk", "psk").await,
-        Some(second),
+        Some(second.clone()),
         "rotated exactly once"
     );
+    // Neither the config Secret nor the pod changes: the kubelet refreshes the mounted file.
+    assert_eq!(
+        ns.secrets()
+            .get("vpn-config")
+            .await
+            .expect("config")
+            .resource_version(),
+        config_version,
+        "a rotation leaves the config Secret alone"
+    );
+    let after = ns.pods().get("vpn-0").await.expect("pod");
+    assert_eq!(after.uid(), pod.uid(), "a rotation restarts no pod");
+    let yaml = ns
+        .secret_value("vpn-config", "tunnel.yaml")
+        .await
+        .expect("config");
+    assert_no_key(&yaml, &second);
     assert!(
         ns.event_reasons("vpn")
             .await
@@ -516,7 +591,26 @@ async fn adopted_psk_secret_missing_weak_then_good() {
         .expect("replace");
     ns.wait_condition("corp", "Configured", "True", "Applied")
         .await;
-    assert!(ns.pods().get_opt("corp-0").await.expect("get").is_some());
+    let pod = ns
+        .pods()
+        .get_opt("corp-0")
+        .await
+        .expect("get")
+        .expect("pod");
+    assert_eq!(
+        psk_volume(&pod),
+        Some((
+            "corp-psk".into(),
+            "psk".into(),
+            "psk".into(),
+            "/etc/magictunnel-psk".into()
+        ))
+    );
+    let yaml = ns
+        .secret_value("corp-config", "tunnel.yaml")
+        .await
+        .expect("config");
+    assert_no_key(&yaml, b"a-strong-shared-key-2026");
     let s = ns.secrets().get("corp-psk").await.expect("secret");
     assert!(
         s.owner_references().is_empty(),

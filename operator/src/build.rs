@@ -1,5 +1,10 @@
 //! Desired objects of a validated tunnel, built without any API call: the TunnelConfig, the config
 //! Secret that carries it, the generated PSK Secret, and the endpoint pods.
+//!
+//! The PSK never enters the TunnelConfig or the config Secret: each IPsec pod mounts the PSK
+//! Secret (generated or adopted) as a volume of its own, and the TunnelConfig names the file
+//! (`ipsec.pskFile`). The pod reads that file for each new IKE SA, so a rotated Secret reaches it
+//! when the kubelet refreshes the volume, with no restart.
 
 use std::collections::BTreeMap;
 
@@ -7,20 +12,21 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, HTTPGetAction, HostPathVolumeSource,
-    PodAffinityTerm, PodAntiAffinity, PodSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    KeyToPath, PodAffinityTerm, PodAntiAffinity, PodSpec, Probe, ResourceRequirements,
+    SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use magictunnel_types::config::{
-    API_VERSION, HttpConfig, IpsecConfig, KIND, Psk, TunnelConfig, TunnelType,
+    API_VERSION, HttpConfig, IpsecConfig, KIND, MAX_PSK_BYTES, MIN_PSK_LEN, Psk, TunnelConfig,
+    TunnelType,
 };
 use sha2::{Digest, Sha256};
 
 use crate::psk;
 use crate::settings::Settings;
-use crate::validate::{Invalid, ValidatedTunnel};
+use crate::validate::{Invalid, PskSource, ValidatedTunnel};
 
 pub const FIELD_MANAGER: &str = "magictunnel-operator";
 pub const TUNNEL_LABEL: &str = "magictunnel.dev/tunnel";
@@ -29,12 +35,24 @@ pub const MANAGED_BY: &str = "magictunnel-operator";
 pub const CONFIG_HASH_ANNOTATION: &str = "magictunnel.dev/config-hash";
 pub const CONFIG_KEY: &str = "tunnel.yaml";
 pub const CONFIG_DIR: &str = "/etc/magictunnel";
+/// Where an IPsec pod mounts its PSK Secret. Beside the config, not inside it: a mount point
+/// under a read-only Secret volume must be pre-created by the kubelet, which not every runtime
+/// (e.g. Kata) copes with.
+pub const PSK_DIR: &str = "/etc/magictunnel-psk";
+/// The file name of the PSK in [`PSK_DIR`], whatever the Secret's key is called.
+pub const PSK_FILE_NAME: &str = "psk";
+pub const PSK_VOLUME: &str = "psk";
 pub const TUN_DEVICE: &str = "/dev/net/tun";
 pub const IKE_PORT: i32 = 500;
 pub const NAT_T_PORT: i32 = 4500;
 
 pub fn config_secret_name(tunnel: &str) -> String {
     format!("{tunnel}-config")
+}
+
+/// The PSK file as the pod sees it; the TunnelConfig's `ipsec.pskFile`.
+pub fn psk_file_path() -> String {
+    format!("{PSK_DIR}/{PSK_FILE_NAME}")
 }
 
 pub fn pod_name(tunnel: &str, replica: i32) -> String {
@@ -56,14 +74,23 @@ pub fn pod_selector(tunnel: &str) -> String {
     format!("{TUNNEL_LABEL}={tunnel},app.kubernetes.io/managed-by={MANAGED_BY}")
 }
 
-/// The TunnelConfig the pod runs, checked with the same rules the pod applies on start.
-pub fn tunnel_config(v: &ValidatedTunnel, psk: Option<&Psk>) -> Result<TunnelConfig, Invalid> {
+/// The Secret key an IPsec tunnel's pods mount as the PSK file; `None` for GRE.
+fn psk_source(v: &ValidatedTunnel) -> Option<&PskSource> {
+    match (&v.ipsec, v.tunnel_type) {
+        (Some(i), TunnelType::Ipsec) => Some(&i.psk),
+        _ => None,
+    }
+}
+
+/// The TunnelConfig the pod runs, checked with the same rules the pod applies on start. It names
+/// the mounted PSK file and holds no key.
+pub fn tunnel_config(v: &ValidatedTunnel) -> Result<TunnelConfig, Invalid> {
     let ipsec = match (&v.ipsec, v.tunnel_type) {
         (Some(i), TunnelType::Ipsec) => Some(IpsecConfig {
-            psk: psk.cloned(),
-            psk_file: None,
+            psk: None,
+            psk_file: Some(psk_file_path().into()),
             accepted_ids: i.identities.accepted(&i.accepted_id_types),
-            local_id: None,
+            local_id: i.local_id.clone(),
             replay_protection: i.replay_protection,
             replay_window: magictunnel_types::config::DEFAULT_REPLAY_WINDOW,
             allow_null_cipher: i.allow_null_cipher,
@@ -100,14 +127,21 @@ pub fn tunnel_config(v: &ValidatedTunnel, psk: Option<&Psk>) -> Result<TunnelCon
     Ok(config)
 }
 
-/// Hash of everything in the config but the PSK: a change rolls the pods, a PSK rotation does not
-/// (the pod re-reads the mounted file for new IKE SAs; established SAs keep their keys).
-pub fn config_hash(config: &TunnelConfig) -> String {
-    let mut without_key = config.clone();
-    if let Some(i) = without_key.ipsec.as_mut() {
-        i.psk = None;
+/// Hash of what a pod is started with: the config (which holds no key) and which Secret key is
+/// mounted as the PSK. A change rolls the pods (pod volumes are immutable, so another Secret
+/// needs a new pod); a PSK rotation changes neither and rolls nothing: the kubelet refreshes the
+/// mounted file and the pod reads it for its next new IKE SA (established SAs keep their keys).
+pub fn config_hash(config: &TunnelConfig, psk: Option<&PskSource>) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(config.to_yaml().as_bytes());
+    if let Some(source) = psk {
+        // Separated so that no config text can imitate these fields.
+        for part in [source.secret_name(), source.key()] {
+            hasher.update([0u8]);
+            hasher.update(part.as_bytes());
+        }
     }
-    let digest = Sha256::digest(without_key.to_yaml().as_bytes());
+    let digest = hasher.finalize();
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
@@ -119,15 +153,38 @@ pub struct Desired {
     pub config_hash: String,
 }
 
+/// The objects of a tunnel. `psk` is the key the operator read from the PSK Secret and checked
+/// ([`crate::psk::read`]): an IPsec tunnel is only built with one, so no pod is started against a
+/// missing or weak key. It is not written anywhere: the pod mounts the Secret itself.
 pub fn desired(
     v: &ValidatedTunnel,
     owner: &OwnerReference,
     psk: Option<&Psk>,
     settings: &Settings,
 ) -> Result<Desired, Invalid> {
-    let config = tunnel_config(v, psk)?;
-    let hash = config_hash(&config);
-    let yaml = zeroize::Zeroizing::new(config.to_yaml());
+    let psk_source = psk_source(v);
+    if psk_source.is_some() {
+        match psk.map(Psk::len) {
+            None => {
+                return Err(Invalid {
+                    reason: "InvalidSpec",
+                    message: "ipsec.psk: an IPsec tunnel needs a checked PSK".into(),
+                });
+            }
+            Some(len) if !(MIN_PSK_LEN..=MAX_PSK_BYTES).contains(&len) => {
+                return Err(Invalid {
+                    reason: "InvalidSpec",
+                    message: format!(
+                        "ipsec.psk: {len} bytes, {MIN_PSK_LEN} to {MAX_PSK_BYTES} are required"
+                    ),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    let config = tunnel_config(v)?;
+    let hash = config_hash(&config, psk_source);
+    let yaml = config.to_yaml();
     let config_secret = Secret {
         metadata: ObjectMeta {
             name: Some(config_secret_name(&v.name)),
@@ -216,6 +273,63 @@ fn pod(
     let mut pod_labels = labels(&v.name);
     pod_labels.insert(REPLICA_LABEL.into(), replica.to_string());
     let mut ports = vec![port("http", i32::from(v.http_port), "TCP", None)];
+    let mut mounts = vec![
+        VolumeMount {
+            name: "config".into(),
+            mount_path: CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "tun".into(),
+            mount_path: TUN_DEVICE.into(),
+            ..Default::default()
+        },
+    ];
+    let mut volumes = vec![
+        Volume {
+            name: "config".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(config_secret_name(&v.name)),
+                default_mode: Some(0o400),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        Volume {
+            name: "tun".into(),
+            host_path: Some(HostPathVolumeSource {
+                path: TUN_DEVICE.into(),
+                type_: Some("CharDevice".into()),
+            }),
+            ..Default::default()
+        },
+    ];
+    if let Some(source) = psk_source(v) {
+        // The whole directory is mounted, never one file by subPath: the kubelet refreshes a
+        // Secret volume by swapping its `..data` symlink, and a subPath mount is pinned to the
+        // file it resolved at start and never sees a rotation. `items` only renames the key.
+        mounts.push(VolumeMount {
+            name: PSK_VOLUME.into(),
+            mount_path: PSK_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        volumes.push(Volume {
+            name: PSK_VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(source.secret_name().into()),
+                items: Some(vec![KeyToPath {
+                    key: source.key().into(),
+                    path: PSK_FILE_NAME.into(),
+                    ..Default::default()
+                }]),
+                default_mode: Some(0o400),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
     if v.tunnel_type == TunnelType::Ipsec {
         let local = Some(v.local_endpoint.to_string());
         ports.push(port("ike", IKE_PORT, "UDP", local.clone()));
@@ -262,19 +376,7 @@ fn pod(
             }),
             ..Default::default()
         }),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "config".into(),
-                mount_path: CONFIG_DIR.into(),
-                read_only: Some(true),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: "tun".into(),
-                mount_path: TUN_DEVICE.into(),
-                ..Default::default()
-            },
-        ]),
+        volume_mounts: Some(mounts),
         ..Default::default()
     };
     let anti_affinity = PodAntiAffinity {
@@ -316,25 +418,7 @@ fn pod(
                 ..Default::default()
             }),
             containers: vec![container],
-            volumes: Some(vec![
-                Volume {
-                    name: "config".into(),
-                    secret: Some(SecretVolumeSource {
-                        secret_name: Some(config_secret_name(&v.name)),
-                        default_mode: Some(0o400),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-                Volume {
-                    name: "tun".into(),
-                    host_path: Some(HostPathVolumeSource {
-                        path: TUN_DEVICE.into(),
-                        type_: Some("CharDevice".into()),
-                    }),
-                    ..Default::default()
-                },
-            ]),
+            volumes: Some(volumes),
             ..Default::default()
         }),
         status: None,
@@ -346,6 +430,7 @@ mod tests {
     use super::*;
     use crate::fixtures::{gre_tunnel, ipsec_tunnel};
     use crate::validate::validate;
+    use base64::Engine as _;
     use kube::Resource;
 
     fn owner(mt: &crate::crd::MagicTunnel) -> OwnerReference {
@@ -452,16 +537,144 @@ mod tests {
         );
     }
 
+    fn adopting(name: &str, secret: &str, key: Option<&str>) -> crate::crd::MagicTunnel {
+        let mut t = ipsec_tunnel(name, 1, None);
+        t.spec.ipsec = Some(crate::crd::IpsecSpec {
+            psk_secret_ref: Some(crate::crd::SecretKeyRef {
+                name: secret.into(),
+                key: key.map(str::to_string),
+            }),
+            ..Default::default()
+        });
+        t
+    }
+
+    /// The PSK volume and its mount in the tunnel container, if any.
+    fn psk_mount(pod: &Pod) -> Option<(SecretVolumeSource, VolumeMount)> {
+        let spec = pod.spec.as_ref()?;
+        let volume = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == PSK_VOLUME)?;
+        let mount = spec.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == PSK_VOLUME)?;
+        Some((volume.secret.clone()?, mount.clone()))
+    }
+
+    fn config_of(d: &Desired) -> TunnelConfig {
+        let data = d.config_secret.data.as_ref().expect("data");
+        let yaml = std::str::from_utf8(&data[CONFIG_KEY].0).expect("utf8");
+        TunnelConfig::from_yaml(yaml).expect("the pod accepts it")
+    }
+
+    /// Checks a PSK volume: the named Secret key as the file `psk`, read-only for the owner,
+    /// mounted as a directory (no subPath) where the TunnelConfig's pskFile points.
+    fn assert_psk_volume(d: &Desired, secret: &str, key: &str) {
+        for pod in &d.pods {
+            let (volume, mount) = psk_mount(pod).expect("a PSK volume");
+            assert_eq!(volume.secret_name.as_deref(), Some(secret));
+            assert_eq!(volume.default_mode, Some(0o400));
+            let items = volume.items.expect("items");
+            assert_eq!(items.len(), 1);
+            assert_eq!(items[0].key, key);
+            assert_eq!(items[0].path, PSK_FILE_NAME);
+            assert_eq!(items[0].mode, None);
+            assert_eq!(volume.optional, None, "the pod must wait for the Secret");
+            assert_eq!(mount.read_only, Some(true));
+            assert_eq!(mount.sub_path, None, "a subPath mount is never refreshed");
+            assert_eq!(mount.sub_path_expr, None);
+            let file = std::path::Path::new(&mount.mount_path).join(&items[0].path);
+            let config = config_of(d);
+            let ipsec = config.ipsec.expect("ipsec");
+            assert_eq!(ipsec.psk_file.as_deref(), Some(file.as_path()));
+            assert!(ipsec.psk.is_none(), "the key is never inline");
+        }
+    }
+
+    #[test]
+    fn generated_psk_secret_is_mounted_as_the_psk_file() {
+        let mut t = ipsec_tunnel("v", 1, None);
+        t.spec.replicas = Some(2);
+        let d = built(&t, Some(&psk()));
+        assert_eq!(d.pods.len(), 2);
+        assert_psk_volume(&d, "v-psk", "psk");
+        assert_eq!(psk_file_path(), "/etc/magictunnel-psk/psk");
+    }
+
+    #[test]
+    fn adopted_psk_secret_is_mounted_under_its_own_key() {
+        assert_psk_volume(
+            &built(
+                &adopting("corp", "corp-keys", Some("ike-key")),
+                Some(&psk()),
+            ),
+            "corp-keys",
+            "ike-key",
+        );
+        assert_psk_volume(
+            &built(&adopting("corp", "corp-keys", None), Some(&psk())),
+            "corp-keys",
+            "psk",
+        );
+    }
+
+    #[test]
+    fn gre_pods_mount_no_psk() {
+        let d = built(&gre_tunnel("g", 1), None);
+        assert!(psk_mount(&d.pods[0]).is_none());
+        let volumes = d.pods[0]
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.as_ref())
+            .map(Vec::len);
+        assert_eq!(volumes, Some(2));
+    }
+
+    #[test]
+    fn the_config_secret_holds_no_key() {
+        // Distinctive bytes, so a match cannot be a coincidence.
+        let key = b"Zq8-psk-must-not-leak-7Yw";
+        let d = built(
+            &ipsec_tunnel("v", 1, Some("198.51.100.9")),
+            Some(&Psk::new(key.to_vec())),
+        );
+        let encoded = base64::engine::general_purpose::STANDARD.encode(key);
+        let encoded_url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key);
+        let rendered = [
+            serde_json::to_vec(&d.config_secret).expect("json"),
+            serde_yaml::to_string(&d.config_secret)
+                .expect("yaml")
+                .into_bytes(),
+            d.config_secret.data.as_ref().expect("data")[CONFIG_KEY]
+                .0
+                .clone(),
+            serde_json::to_vec(&d.pods).expect("pods"),
+        ];
+        for bytes in &rendered {
+            for needle in [&key[..], encoded.as_bytes(), encoded_url.as_bytes()] {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle),
+                    "the PSK appears in a rendered object"
+                );
+            }
+        }
+        // The search can find it: the rendered bytes do hold the rest of the config.
+        assert!(rendered[2].windows(9).any(|w| w == b"pskFile: "));
+    }
+
     #[test]
     fn config_secret_holds_a_config_the_pod_accepts() {
         let d = built(&ipsec_tunnel("v", 1, Some("198.51.100.9")), Some(&psk()));
-        let data = d.config_secret.data.as_ref().expect("data");
-        let yaml = std::str::from_utf8(&data[CONFIG_KEY].0).expect("utf8");
-        let config = TunnelConfig::from_yaml(yaml).expect("the pod accepts it");
-        let ipsec = config.ipsec.expect("ipsec");
+        let config = config_of(&d);
+        let ipsec = config.clone().ipsec.expect("ipsec");
+        assert!(ipsec.psk.is_none());
         assert_eq!(
-            ipsec.psk.as_ref().map(Psk::as_bytes),
-            Some(&b"0123456789abcdef0123"[..])
+            ipsec.psk_file.as_deref(),
+            Some(std::path::Path::new("/etc/magictunnel-psk/psk"))
         );
         assert_eq!(ipsec.accepted_ids.len(), 4);
         assert_eq!(config.tunnel_id.as_deref().map(str::len), Some(32));
@@ -475,6 +688,10 @@ mod tests {
         let v = validate(&t, &[&t], &s).expect("valid");
         let err = desired(&v, &owner(&t), None, &s).expect_err("no psk");
         assert!(err.message.contains("psk"), "{}", err.message);
+        let weak = Psk::new(b"short".to_vec());
+        let err = desired(&v, &owner(&t), Some(&weak), &s).expect_err("weak psk");
+        assert!(err.message.contains("5 bytes"), "{}", err.message);
+        assert!(!err.message.contains("short"), "{}", err.message);
     }
 
     #[test]
@@ -483,6 +700,16 @@ mod tests {
         let a = built(&t, Some(&psk()));
         let b = built(&t, Some(&Psk::new(b"another-key-of-16+bytes".to_vec())));
         assert_eq!(a.config_hash, b.config_hash);
+        assert_eq!(a.pods, b.pods, "a rotation changes no pod");
+        assert_eq!(a.config_secret, b.config_secret, "nor the config Secret");
+        // Another Secret or key needs another volume, hence new pods.
+        let adopted = built(&adopting("v", "corp-keys", None), Some(&psk()));
+        let other_key = built(&adopting("v", "corp-keys", Some("k2")), Some(&psk()));
+        let other_secret = built(&adopting("v", "corp-keys-2", None), Some(&psk()));
+        assert_eq!(config_of(&a), config_of(&adopted), "same config file");
+        assert_ne!(a.config_hash, adopted.config_hash);
+        assert_ne!(adopted.config_hash, other_key.config_hash);
+        assert_ne!(adopted.config_hash, other_secret.config_hash);
         let mut changed = t.clone();
         changed.spec.mtu = Some(1300);
         let c = built(&changed, Some(&psk()));

@@ -208,6 +208,26 @@ pub struct IpsecSpec {
     /// SA lifetimes. Default: IKE 24 h, Child 8 h.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifetimes: Option<Lifetimes>,
+
+    /// The identity the endpoint presents (IDr). Default: `localEndpoint` as IPv4Addr, which is
+    /// what router configurations usually match as the tunnel's remote identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_id: Option<LocalIkeId>,
+}
+
+/// Our own IKE identity.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("self.type != 'IPv4Addr' || (isIP(self.value) && ip(self.value).family() == 4)")
+        .message("localId.value must be an IPv4 address when localId.type is IPv4Addr"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalIkeId {
+    #[serde(rename = "type")]
+    pub id_type: IkeIdType,
+    /// e.g. `vpn.example.com` (FQDN), `ipsec@vpn.example.com` (RFC822Addr), `key-1` (KeyID).
+    #[schemars(length(min = 1, max = 253))]
+    pub value: String,
 }
 
 /// What the operator observed and decided.
@@ -452,6 +472,21 @@ mod tests {
                 "{spec}: expected {expected:?}, got {errors:?}"
             );
         }
+        let bad_local_id = with(
+            ipsec(),
+            &["ipsec", "localId"],
+            json!({"type": "IPv4Addr", "value": "vpn.example.com"}),
+        );
+        assert!(
+            cel_errors(&tunnel(bad_local_id)).contains("localId.value must be an IPv4 address"),
+            "an FQDN as an IPv4Addr local ID must be refused"
+        );
+        let fqdn_local_id = with(
+            ipsec(),
+            &["ipsec", "localId"],
+            json!({"type": "FQDN", "value": "vpn.example.com"}),
+        );
+        assert_eq!(cel_errors(&tunnel(fqdn_local_id)), "");
         let null_ok = with(
             with(
                 ipsec(),

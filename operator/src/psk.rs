@@ -10,7 +10,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use magictunnel_types::config::{MIN_PSK_LEN, Psk};
+use magictunnel_types::config::{MAX_PSK_BYTES, MIN_PSK_LEN, Psk};
+use magictunnel_types::psk::{PskError, psk_from_bytes};
 use ring::rand::SecureRandom;
 use zeroize::Zeroizing;
 
@@ -49,9 +50,18 @@ pub enum PskProblem {
         key: String,
         len: usize,
     },
+    #[error(
+        "the PSK in Secret {secret} key {key:?} is too long: {len} bytes, at most {MAX_PSK_BYTES} are allowed"
+    )]
+    TooLong {
+        secret: String,
+        key: String,
+        len: usize,
+    },
 }
 
-/// Read and check the PSK at `key` of a Secret.
+/// Read and check the PSK at `key` of a Secret, by the rule the pod applies to the mounted file
+/// ([`psk_from_bytes`]), so a key the operator accepts is one the pod accepts.
 pub fn read(secret: &Secret, key: &str) -> Result<Psk, PskProblem> {
     let name = secret.metadata.name.clone().unwrap_or_default();
     let bytes = secret
@@ -70,19 +80,18 @@ pub fn read(secret: &Secret, key: &str) -> Result<Psk, PskProblem> {
             secret: name.clone(),
             key: key.to_string(),
         })?;
-    // Trailing newlines come from `kubectl create secret --from-file` of an edited file.
-    let trimmed = bytes
-        .strip_suffix(b"\r\n")
-        .or_else(|| bytes.strip_suffix(b"\n"))
-        .unwrap_or(bytes);
-    if trimmed.len() < MIN_PSK_LEN {
-        return Err(PskProblem::TooShort {
+    psk_from_bytes(bytes).map_err(|e| match e {
+        PskError::TooShort { len } => PskProblem::TooShort {
             secret: name,
             key: key.to_string(),
-            len: trimmed.len(),
-        });
-    }
-    Ok(Psk::new(trimmed.to_vec()))
+            len,
+        },
+        PskError::TooLong { len } => PskProblem::TooLong {
+            secret: name,
+            key: key.to_string(),
+            len,
+        },
+    })
 }
 
 /// What to do with the generated PSK Secret.
@@ -215,6 +224,27 @@ mod tests {
             read(&strong, "other"),
             Err(PskProblem::KeyMissing { .. })
         ));
+        // The shared rule: 15 bytes and a newline are 15 bytes; a value beyond the pod's file
+        // limit is refused here too.
+        assert!(matches!(
+            read(&secret(None, None, b"0123456789abcde\n"), PSK_KEY),
+            Err(PskProblem::TooShort { len: 15, .. })
+        ));
+        assert!(matches!(
+            read(&secret(None, None, &[b'k'; MAX_PSK_BYTES + 1]), PSK_KEY),
+            Err(PskProblem::TooLong { .. })
+        ));
+        // stringData (not yet encoded by the API server) follows the same rule.
+        let mut string_only = secret(None, None, b"");
+        string_only.data = None;
+        string_only.string_data = Some(BTreeMap::from([(
+            PSK_KEY.to_string(),
+            "0123456789abcdef\r\n".to_string(),
+        )]));
+        assert_eq!(
+            read(&string_only, PSK_KEY).expect("ok").as_bytes(),
+            b"0123456789abcdef"
+        );
         // The message names the Secret but never holds the key.
         let msg = read(&secret(None, None, b"hunter2"), PSK_KEY)
             .expect_err("weak")

@@ -370,6 +370,7 @@ async fn resolve_psk(
                 reason: match problem {
                     PskProblem::KeyMissing { .. } => "PskKeyMissing",
                     PskProblem::TooShort { .. } => "PskTooWeak",
+                    PskProblem::TooLong { .. } => "PskTooLong",
                 },
                 message: problem.to_string(),
             }))

@@ -13,7 +13,8 @@ use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Toleration;
 use kube::ResourceExt;
 use magictunnel_types::config::{
-    self, GreOptions, HealthCheck, IkeIdType, Lifetimes, MssClamp, Proposals, Route, TunnelType,
+    self, GreOptions, HealthCheck, IkeId, IkeIdType, Lifetimes, MssClamp, Proposals, Route,
+    TunnelType,
 };
 
 use crate::crd::{MAX_NAME_LEN, MagicTunnel, ROTATE_PSK_ANNOTATION};
@@ -39,6 +40,13 @@ impl PskSource {
             PskSource::Adopted { secret, .. } | PskSource::Generated { secret, .. } => secret,
         }
     }
+    /// The key of the Secret that holds the PSK.
+    pub fn key(&self) -> &str {
+        match self {
+            PskSource::Adopted { key, .. } => key,
+            PskSource::Generated { .. } => PSK_KEY,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -51,6 +59,8 @@ pub struct ValidatedIpsec {
     pub allow_null_cipher: bool,
     pub proposals: Proposals,
     pub lifetimes: Lifetimes,
+    /// Our IDr; `None`: the local endpoint as ID_IPV4_ADDR.
+    pub local_id: Option<IkeId>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -330,6 +340,10 @@ fn validate_ipsec(
         allow_null_cipher: ipsec.allow_null_cipher.unwrap_or(false),
         proposals: ipsec.proposals.unwrap_or_default(),
         lifetimes: ipsec.lifetimes.unwrap_or_default(),
+        local_id: ipsec.local_id.map(|l| IkeId {
+            id_type: l.id_type,
+            value: l.value,
+        }),
     })
 }
 

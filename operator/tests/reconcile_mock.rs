@@ -203,6 +203,69 @@ fn config_of(apply_body: &Value) -> TunnelConfig {
         .expect("config the pod accepts")
 }
 
+/// Fails if the key, raw or base64 (standard or URL-safe), is anywhere in a request body or in
+/// the TunnelConfig it carries.
+fn assert_no_key(body: &Value, key: &[u8]) {
+    use base64::Engine as _;
+    let mut haystacks = vec![body.to_string().into_bytes()];
+    if let Some(encoded) = body["data"][CONFIG_KEY].as_str() {
+        let bytes: ByteString = serde_json::from_value(json!(encoded)).expect("base64");
+        haystacks.push(bytes.0);
+    }
+    let needles = [
+        key.to_vec(),
+        base64::engine::general_purpose::STANDARD
+            .encode(key)
+            .into_bytes(),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(key)
+            .into_bytes(),
+    ];
+    for hay in &haystacks {
+        for needle in &needles {
+            assert!(
+                !hay.windows(needle.len()).any(|w| w == needle.as_slice()),
+                "the PSK appears in a request body"
+            );
+        }
+    }
+}
+
+/// The TunnelConfig names the mounted file and holds no key.
+fn assert_psk_file(config: &TunnelConfig) {
+    let ipsec = config.ipsec.as_ref().expect("ipsec");
+    assert!(ipsec.psk.is_none(), "no inline PSK");
+    assert_eq!(
+        ipsec.psk_file.as_deref(),
+        Some(std::path::Path::new("/etc/magictunnel-psk/psk"))
+    );
+}
+
+/// The pod's PSK volume: (secretName, key, path, defaultMode) and the mount (path, subPath).
+fn psk_volume(pod_body: &Value) -> (Value, Value, Value, Value, Value, Value) {
+    let volume = pod_body["spec"]["volumes"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["name"] == "psk"))
+        .expect("psk volume")
+        .clone();
+    let mount = pod_body["spec"]["containers"][0]["volumeMounts"]
+        .as_array()
+        .and_then(|v| v.iter().find(|m| m["name"] == "psk"))
+        .expect("psk mount")
+        .clone();
+    let secret = &volume["secret"];
+    assert_eq!(secret["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(mount["readOnly"], true);
+    (
+        secret["secretName"].clone(),
+        secret["items"][0]["key"].clone(),
+        secret["items"][0]["path"].clone(),
+        secret["defaultMode"].clone(),
+        mount["mountPath"].clone(),
+        mount.get("subPath").cloned().unwrap_or(Value::Null),
+    )
+}
+
 fn psk_of(secret_body: &Value) -> Vec<u8> {
     let b: ByteString = serde_json::from_value(secret_body["data"]["psk"].clone()).expect("psk");
     b.0
@@ -333,11 +396,9 @@ async fn first_ipsec_reconcile(mt: &MagicTunnel) -> (Value, Value, Value, Value)
 
     let apply = api.next("PATCH", &format!("{SECRETS}/vpn-config")).await;
     let config = config_of(&apply.body);
+    assert_psk_file(&config);
+    assert_no_key(&apply.body, &psk_of(&psk_secret));
     let ipsec = config.ipsec.as_ref().expect("ipsec");
-    assert_eq!(
-        ipsec.psk.as_ref().map(|p| p.as_bytes().to_vec()),
-        Some(psk_of(&psk_secret))
-    );
     assert_eq!(
         ipsec.accepted_ids.len(),
         4,
@@ -349,6 +410,18 @@ async fn first_ipsec_reconcile(mt: &MagicTunnel) -> (Value, Value, Value, Value)
     api.next("GET", PODS).await.reply(200, pod_list(&[]));
     let pod = api.next("POST", PODS).await;
     let pod_body = pod.body.clone();
+    assert_eq!(
+        psk_volume(&pod_body),
+        (
+            json!("vpn-psk"),
+            json!("psk"),
+            json!("psk"),
+            json!(0o400),
+            json!("/etc/magictunnel-psk"),
+            Value::Null
+        )
+    );
+    assert_no_key(&pod_body, &psk_of(&psk_secret));
     pod.echo();
 
     let status = api.next("PATCH", &format!("{TUNNELS}/vpn/status")).await;
@@ -407,7 +480,7 @@ async fn generated_psk_is_created_once_and_reconciles_are_idempotent() {
 #[tokio::test]
 async fn rotation_annotation_regenerates_the_psk_once_without_rolling_pods() {
     let mt = ipsec_tunnel("vpn", 1, Some("198.51.100.9"));
-    let (psk_secret, _, pod_body, status_body) = first_ipsec_reconcile(&mt).await;
+    let (psk_secret, config_body, pod_body, status_body) = first_ipsec_reconcile(&mt).await;
     let mut rotated = with_status(mt, &status_body);
     rotated.metadata.annotations =
         Some([(ROTATE_PSK_ANNOTATION.to_string(), "2026-11-27".to_string())].into());
@@ -433,14 +506,13 @@ async fn rotation_annotation_regenerates_the_psk_once_without_rolling_pods() {
         api.events(1).await,
         [("Normal".to_string(), "PskRotated".to_string())]
     );
+    // The config Secret does not change at all: the pod gets the new key from its PSK volume.
     let apply = api.next("PATCH", &format!("{SECRETS}/vpn-config")).await;
     assert_eq!(
-        config_of(&apply.body)
-            .ipsec
-            .and_then(|i| i.psk)
-            .map(|p| p.as_bytes().to_vec()),
-        Some(new_psk)
+        apply.body, config_body,
+        "a rotation leaves the config alone"
     );
+    assert_no_key(&apply.body, &new_psk);
     apply.echo();
     // Same config hash: the running pod is kept (no DELETE, no POST).
     api.next("GET", PODS)
@@ -500,14 +572,25 @@ async fn adopted_psk_is_used_and_never_written() {
         .await
         .reply(200, user_secret(b"a-strong-shared-key-2026"));
     let apply = api.next("PATCH", &format!("{SECRETS}/corp-config")).await;
-    let psk = config_of(&apply.body)
-        .ipsec
-        .and_then(|i| i.psk)
-        .expect("psk");
-    assert_eq!(psk.as_bytes(), b"a-strong-shared-key-2026");
+    assert_psk_file(&config_of(&apply.body));
+    assert_no_key(&apply.body, b"a-strong-shared-key-2026");
     apply.echo();
     api.next("GET", PODS).await.reply(200, pod_list(&[]));
-    api.next("POST", PODS).await.echo();
+    let pod = api.next("POST", PODS).await;
+    // The user's Secret, under the key the tunnel names, as the file `psk`.
+    assert_eq!(
+        psk_volume(&pod.body),
+        (
+            json!("corp-psk"),
+            json!("key"),
+            json!("psk"),
+            json!(0o400),
+            json!("/etc/magictunnel-psk"),
+            Value::Null
+        )
+    );
+    assert_no_key(&pod.body, b"a-strong-shared-key-2026");
+    pod.echo();
     let status = api.next("PATCH", &format!("{TUNNELS}/corp/status")).await;
     assert_eq!(status.body["status"]["pskSecretName"], "corp-psk");
     assert!(status.body["status"].get("pskGeneratedAt").is_none());

@@ -3,25 +3,48 @@
 //! re-encode to bytes that parse to the same structs.
 #![no_main]
 
-use ike::wire::{PayloadType, encode_message, parse_message, parse_payloads, write_payloads};
+use ike::wire::{
+    Header, Parsed, PayloadType, encode_message, parse_message, parse_payloads, write_payloads,
+};
 use libfuzzer_sys::fuzz_target;
+
+/// The message rebuilt from what was parsed: header, plaintext payloads re-encoded, then the
+/// SK/SKF payload copied from the original (the codec does not look inside it).
+fn rebuild(data: &[u8], p: &Parsed) -> Vec<u8> {
+    let Some(e) = p.encrypted else {
+        return encode_message(p.header, &p.payloads);
+    };
+    let (kind, sk_header) = match e.fragment {
+        None => (PayloadType::SK, 4),
+        Some(_) => (PayloadType::SKF, 8),
+    };
+    let mut chain = Vec::new();
+    let first = write_payloads(&p.payloads, kind, &mut chain);
+    chain.extend_from_slice(&data[e.iv_offset - sk_header..]);
+    let header = Header {
+        next_payload: if p.payloads.is_empty() { kind } else { first },
+        length: u32::try_from(Header::LEN + chain.len()).unwrap(),
+        ..p.header
+    };
+    let mut out = Vec::new();
+    header.write(&mut out);
+    out.extend_from_slice(&chain);
+    out
+}
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(p) = parse_message(data) {
-        if p.encrypted.is_none() {
-            let again = encode_message(p.header, &p.payloads);
-            assert_eq!(parse_message(&again).as_ref(), Ok(&p));
-        } else {
-            // The plaintext prefix alone, as a chain ending in SK/SKF.
-            let mut prefix = Vec::new();
-            let kind = match p.encrypted.and_then(|e| e.fragment) {
-                Some(_) => PayloadType::SKF,
-                None => PayloadType::SK,
-            };
-            let first = write_payloads(&p.payloads, kind, &mut prefix);
-            if first != PayloadType::NONE {
-                assert_eq!(first, p.header.next_payload);
+        let again = rebuild(data, &p);
+        let q = parse_message(&again).expect("a re-encoded message parses");
+        assert_eq!(q.header, p.header);
+        assert_eq!(q.payloads, p.payloads);
+        match (p.encrypted, q.encrypted) {
+            (None, None) => {}
+            (Some(e), Some(f)) => {
+                assert_eq!((e.first_inner, e.fragment), (f.first_inner, f.fragment));
+                assert_eq!(data[e.iv_offset..], again[f.iv_offset..]);
             }
+            _ => panic!("SK/SKF appeared or vanished"),
         }
     }
     if let Some((&first, chain)) = data.split_first() {

@@ -764,6 +764,15 @@ impl Lab {
     }
 }
 
+/// (bytes, bits per second) the receiving end counted, from an `iperf3 -J` client report.
+pub fn iperf_received(report: &serde_json::Value) -> (f64, f64) {
+    let sum = &report["end"]["sum_received"];
+    (
+        sum["bytes"].as_f64().unwrap_or(0.0),
+        sum["bits_per_second"].as_f64().unwrap_or(0.0),
+    )
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         let panicking = std::thread::panicking();

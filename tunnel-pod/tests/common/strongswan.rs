@@ -41,8 +41,12 @@ pub struct SwanConn {
     /// `local_addrs`; `%any` is allowed.
     pub local_addr: String,
     pub remote_addr: String,
-    /// The port the first IKE message goes to: 500, or 4500 (with the non-ESP marker).
+    /// The port the first IKE message goes to: 500, or 4500.
     pub remote_port: u16,
+    /// The port it comes from. strongSwan 5.9 prepends the non-ESP marker only when sending
+    /// from its NAT-T port: to 4500 from 500 it sends a bare IKE header, which an RFC 3948
+    /// receiver must take for ESP. So with `remote_port = 4500` set this to 4500 too.
+    pub local_port: u16,
     /// swanctl ID syntax: `ipsec@x.y` (RFC822), `@x.y` (FQDN), `keyid:x` (KEY_ID), `192.0.2.1`.
     pub local_id: String,
     /// `%any` accepts whatever the peer sends as IDr.
@@ -79,6 +83,7 @@ impl SwanConn {
             local_addr: local_addr.to_string(),
             remote_addr: remote_addr.to_string(),
             remote_port: 500,
+            local_port: 500,
             local_id: local_id.to_string(),
             remote_id: "%any".to_string(),
             psk: psk.to_string(),
@@ -105,6 +110,7 @@ impl SwanConn {
         let _ = writeln!(y, "        local_addrs = {}", self.local_addr);
         let _ = writeln!(y, "        remote_addrs = {}", self.remote_addr);
         let _ = writeln!(y, "        remote_port = {}", self.remote_port);
+        let _ = writeln!(y, "        local_port = {}", self.local_port);
         let _ = writeln!(y, "        encap = {}", yes_no(self.encap));
         let _ = writeln!(y, "        proposals = {}", self.ike_proposals);
         let _ = writeln!(y, "        fragmentation = {}", self.fragmentation);

@@ -17,6 +17,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 pub use crate::algorithms::*;
+pub use crate::psk::{MAX_PSK_BYTES, PskError, PskFileError, psk_from_bytes, read_psk_file};
 pub use crate::secret::Secret;
 pub use crate::static_sa::*;
 
@@ -322,7 +323,10 @@ pub struct IpsecConfig {
     /// The PSK inline (base64). Exactly one of `psk` and `pskFile`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub psk: Option<Psk>,
-    /// A file holding the raw PSK bytes, re-read for every new IKE SA.
+    /// A file holding the raw PSK bytes (one trailing newline removed, see [`psk_from_bytes`]),
+    /// read with [`read_psk_file`] for every new IKE SA, so a rewritten file (a refreshed Secret
+    /// volume) applies without a restart. Not opened by [`TunnelConfig::validate`]: in a pod the
+    /// kubelet provides it, and a later read reports a missing or unusable file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub psk_file: Option<PathBuf>,
     /// Identities accepted in the peer's IDi (not needed with `staticSa`).
@@ -647,6 +651,17 @@ impl IpsecConfig {
                     format!("too short: at least {MIN_PSK_LEN} bytes are required"),
                 ));
             }
+            (Some(psk), None) if psk.len() > MAX_PSK_BYTES => {
+                return Err(invalid(
+                    "ipsec.psk",
+                    format!("too long: at most {MAX_PSK_BYTES} bytes are allowed"),
+                ));
+            }
+            // The file itself is not opened: `tunnel-pod check` runs where the kubelet has not
+            // mounted it, and the key is read anew for each IKE SA anyway.
+            (None, Some(path)) if path.as_os_str().is_empty() => {
+                return Err(invalid("ipsec.pskFile", "must not be empty"));
+            }
             _ => {}
         }
         if let Some(sa) = &self.static_sa {
@@ -659,11 +674,25 @@ impl IpsecConfig {
                 "at least one identity is required",
             ));
         }
-        if let Some(id) = self.accepted_ids.iter().find(|id| id.value.is_empty()) {
-            return Err(invalid(
-                "ipsec.acceptedIds",
-                format!("{:?} identity has an empty value", id.id_type),
-            ));
+        // An ID the IKE core would fail to encode must fail here, at check time.
+        for (field, id) in self
+            .accepted_ids
+            .iter()
+            .map(|id| ("ipsec.acceptedIds", id))
+            .chain(self.local_id.iter().map(|id| ("ipsec.localId", id)))
+        {
+            if id.value.is_empty() {
+                return Err(invalid(
+                    field,
+                    format!("{:?} identity has an empty value", id.id_type),
+                ));
+            }
+            if id.id_type == IkeIdType::Ipv4Addr && id.value.parse::<Ipv4Addr>().is_err() {
+                return Err(invalid(
+                    field,
+                    format!("{:?} is not an IPv4 address", id.value),
+                ));
+            }
         }
         if !self.allow_null_cipher && self.proposals.esp.encryption.contains(&EspEncryption::Null) {
             return Err(invalid(
@@ -877,6 +906,24 @@ ipsec:
             "ipsec.psk"
         );
         assert_eq!(err_field(&ipsec_yaml("  pskFile: /etc/psk\n")), "ipsec.psk");
+        // pskFile alone is valid without the file existing (the kubelet mounts it later).
+        let file_only = ipsec_yaml("").replace(
+            "psk: MDEyMzQ1Njc4OWFiY2RlZg==",
+            "pskFile: /nonexistent/magictunnel-psk/psk",
+        );
+        let c = TunnelConfig::from_yaml(&file_only).expect("pskFile need not exist yet");
+        let ipsec = c.ipsec.expect("ipsec");
+        assert!(ipsec.psk.is_none());
+        assert_eq!(
+            ipsec.psk_file.as_deref(),
+            Some(Path::new("/nonexistent/magictunnel-psk/psk"))
+        );
+        assert_eq!(
+            err_field(&file_only.replace("/nonexistent/magictunnel-psk/psk", "\"\"")),
+            "ipsec.pskFile"
+        );
+        let no_key = ipsec_yaml("").replace("  psk: MDEyMzQ1Njc4OWFiY2RlZg==\n", "");
+        assert_eq!(err_field(&no_key), "ipsec.psk");
         assert_eq!(
             err_field(&ipsec_yaml(
                 "  proposals:\n    esp:\n      encryption: [NULL]\n"

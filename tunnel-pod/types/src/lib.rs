@@ -5,5 +5,6 @@
 pub mod algorithms;
 pub mod config;
 pub mod metrics_text;
+pub mod psk;
 pub mod secret;
 pub mod static_sa;
