@@ -83,6 +83,8 @@ struct Case {
     port_4500: bool,
     /// tunnel-pod's `allowNullCipher`.
     allow_null: bool,
+    /// tunnel-pod has no `customerEndpoint`: the router's address and port are learned from IKE.
+    learn_peer: bool,
 }
 
 const BASE: Case = Case {
@@ -94,6 +96,7 @@ const BASE: Case = Case {
     fragment: false,
     port_4500: false,
     allow_null: false,
+    learn_peer: false,
 };
 
 /// How many of the branch's inner networks a case uses.
@@ -226,6 +229,9 @@ fn pod_config(lab: &Lab, case: &Case, psk_file: &std::path::Path) -> GreConfig {
     let mut c = lab.config(Side::B);
     c.health_rate = None;
     c.routes = local_ts(case);
+    if case.learn_peer {
+        c.customer = None;
+    }
     c.ipsec = Some(format!(
         "  pskFile: {}\n  acceptedIds:\n\
          \x20   - {{type: RFC822Addr, value: \"ipsec@{TUNNEL_ID}.{ACCOUNT}.{DOMAIN}\"}}\n\
@@ -924,6 +930,9 @@ cases! {
     // Transport
     harness_fragmented_ike_auth, pod_fragmented_ike_auth: Case { fragment: true, ..BASE };
     harness_behind_nat, pod_behind_nat: Case { nat: true, ..BASE };
+    // For charon the flag changes nothing; tunnel-pod has no customerEndpoint and must answer
+    // the NAT's address and translated port that IKE shows it.
+    harness_behind_nat_peer_learned, pod_behind_nat_peer_learned: Case { nat: true, learn_peer: true, ..BASE };
     harness_two_traffic_selectors, pod_two_traffic_selectors: Case { two_ts: true, ..BASE };
     harness_first_message_on_4500, pod_first_message_on_4500: Case { port_4500: true, ..BASE };
     // Combinations

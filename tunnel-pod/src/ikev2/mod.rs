@@ -48,7 +48,8 @@ struct PskReader {
 impl PskSource for PskReader {
     fn psk(&self) -> Option<Secret> {
         if let Some(path) = &self.file {
-            return match read_psk_file(path) {
+            // The operator's rule (`psk_from_bytes`): one rule on both sides of the Secret.
+            return match crate::config::read_psk_file(path) {
                 Ok(psk) => Some(Secret::new(psk.as_bytes().to_vec())),
                 Err(e) => {
                     tracing::error!(file = %path.display(), error = %e, "cannot read the PSK");
@@ -60,20 +61,6 @@ impl PskSource for PskReader {
             .as_ref()
             .map(|p| Secret::new(p.as_bytes().to_vec()))
     }
-}
-
-/// Placeholder for the shared reader (same rule as the operator's).
-fn read_psk_file(path: &std::path::Path) -> std::io::Result<Psk> {
-    use std::io::Read;
-    let mut bytes = zeroize::Zeroizing::new(Vec::new());
-    std::fs::File::open(path)?
-        .take(4096)
-        .read_to_end(&mut bytes)?;
-    let end = bytes
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(0, |i| i + 1);
-    Ok(Psk::new(bytes.get(..end).unwrap_or_default().to_vec()))
 }
 
 pub struct Shell {

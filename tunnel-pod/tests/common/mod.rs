@@ -189,7 +189,8 @@ pub enum Mss {
 pub struct GreConfig {
     pub name: String,
     pub local: Ipv4Addr,
-    pub customer: Ipv4Addr,
+    /// `None`: no customerEndpoint (an IPsec peer is then learned from IKE).
+    pub customer: Option<Ipv4Addr>,
     /// This side's tunnel address with its prefix, e.g. `10.99.0.0/31`.
     pub interface_address: String,
     /// `None`: the binary's default (1476, or 1472 with a key).
@@ -222,7 +223,9 @@ impl GreConfig {
             if self.ipsec.is_some() { "IPsec" } else { "GRE" }
         );
         let _ = writeln!(y, "localEndpoint: {}", self.local);
-        let _ = writeln!(y, "customerEndpoint: {}", self.customer);
+        if let Some(customer) = self.customer {
+            let _ = writeln!(y, "customerEndpoint: {customer}");
+        }
         let _ = writeln!(y, "interfaceAddress: {}", self.interface_address);
         if let Some(mtu) = self.mtu {
             let _ = writeln!(y, "mtu: {mtu}");
@@ -409,7 +412,7 @@ impl Lab {
         GreConfig {
             name: format!("test/{}-{}", self.name, side.label()),
             local: me.outer,
-            customer: peer.outer,
+            customer: Some(peer.outer),
             interface_address: format!("{}/31", me.tunnel_addr),
             mtu: None,
             ttl: 64,

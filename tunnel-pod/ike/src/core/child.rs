@@ -4,8 +4,8 @@
 use std::time::Instant;
 
 use super::ike_sa::{
-    Child, ChildState, Ctx, Established, IkeSa, MAX_CHILDREN, Outcome, PendingKind, Req, State,
-    Windows,
+    Child, ChildState, Ctx, Established, Handoff, IkeCollision, IkeSa, MAX_CHILDREN, Outcome,
+    PendingKind, Req, State, Windows,
 };
 use super::msg::{self, notify};
 use super::proposal::{
@@ -167,12 +167,18 @@ impl Established {
         ctx.out.push(Output::InstallChild(sa));
     }
 
-    fn restore_after_failed_rekey(&mut self, now: Instant, old: u32) {
+    /// The peer answered our CREATE_CHILD_SA with an SA we cannot use: it installed that SA
+    /// (its outbound SPI is our `inbound`), so ask it to delete it.
+    fn reject_answered_child(&mut self, inbound: u32) {
+        self.queue.push_back(Req::DeleteChildren(vec![inbound]));
+    }
+
+    fn restore_after_failed_rekey(&mut self, ctx: &Ctx<'_>, old: u32) {
         if let Some(c) = self.children.iter_mut().find(|c| c.inbound == old)
             && c.state == ChildState::Rekeying
         {
             c.state = ChildState::Active;
-            c.rekey_at = later(now, std::time::Duration::from_secs(30));
+            c.rekey_at = ctx.retry_time();
         }
     }
 
@@ -183,7 +189,7 @@ impl Established {
         ctx: &mut Ctx<'_>,
         path: Path,
         error: Option<NotifyType>,
-        old_inbound: u32,
+        old_inbound: Option<u32>,
         new_inbound: u32,
         ni: Vec<u8>,
         keypair: Option<KeyPair>,
@@ -193,7 +199,15 @@ impl Established {
         let now = ctx.now;
         if let Some(notify) = error {
             ctx.event(Event::ChildFailed { notify });
-            self.restore_after_failed_rekey(now, old_inbound);
+            match old_inbound {
+                // §2.25: the peer no longer has it: drop ours silently, create a fresh one.
+                Some(old) if notify == NotifyType::CHILD_SA_NOT_FOUND => {
+                    self.retire_by_inbound(ctx, old);
+                    self.queue.push_back(Req::NewChild);
+                }
+                Some(old) => self.restore_after_failed_rekey(ctx, old),
+                None => {}
+            }
             return;
         }
         let p = ChildPayloads::from(&payloads);
@@ -206,7 +220,10 @@ impl Established {
             ctx.event(Event::ChildFailed {
                 notify: NotifyType::NO_PROPOSAL_CHOSEN,
             });
-            self.restore_after_failed_rekey(now, old_inbound);
+            if let Some(old) = old_inbound {
+                self.restore_after_failed_rekey(ctx, old);
+            }
+            self.reject_answered_child(new_inbound);
             return;
         };
         let shared = match (keypair, p.ke) {
@@ -216,7 +233,10 @@ impl Established {
                     ctx.event(Event::ChildFailed {
                         notify: NotifyType::INVALID_SYNTAX,
                     });
-                    self.restore_after_failed_rekey(now, old_inbound);
+                    if let Some(old) = old_inbound {
+                        self.restore_after_failed_rekey(ctx, old);
+                    }
+                    self.reject_answered_child(new_inbound);
                     return;
                 }
             },
@@ -228,7 +248,10 @@ impl Established {
             ctx.event(Event::ChildFailed {
                 notify: NotifyType::TS_UNACCEPTABLE,
             });
-            self.restore_after_failed_rekey(now, old_inbound);
+            if let Some(old) = old_inbound {
+                self.restore_after_failed_rekey(ctx, old);
+            }
+            self.reject_answered_child(new_inbound);
             return;
         }
         // §2.8.1: of two simultaneous rekeys, the one whose exchange has the lowest nonce is
@@ -237,13 +260,17 @@ impl Established {
         if let Some(peer_min) = &collision
             && ours_min < peer_min.as_slice()
         {
-            if let Some(c) = self.children.iter_mut().find(|c| c.inbound == old_inbound) {
+            if let Some(c) = self
+                .children
+                .iter_mut()
+                .find(|c| Some(c.inbound) == old_inbound)
+            {
                 c.state = ChildState::Replaced;
             }
             self.queue.push_back(Req::DeleteChildren(vec![new_inbound]));
             return;
         }
-        let old_exists = self.children.iter().any(|c| c.inbound == old_inbound);
+        let old_inbound = old_inbound.filter(|o| self.children.iter().any(|c| c.inbound == *o));
         let (child, sa) = NewChild {
             suite: &self.suite,
             sk_d: &self.sk_d,
@@ -257,11 +284,11 @@ impl Established {
             remote_ts: tsr,
             path,
             activate: true,
-            replaces: old_exists.then_some(old_inbound),
+            replaces: old_inbound,
         }
         .build(ctx, now);
         self.install(ctx, child, sa);
-        if old_exists {
+        if let Some(old_inbound) = old_inbound {
             if let Some(c) = self.children.iter_mut().find(|c| c.inbound == old_inbound) {
                 c.state = ChildState::Deleting;
             }
@@ -281,19 +308,34 @@ impl Established {
 }
 
 impl IkeSa {
+    /// CREATE_CHILD_SA for a rekey of `old` (our inbound SPI), or for a new Child SA with our
+    /// configured selectors when `old` is None.
     pub fn build_rekey_child(
         &mut self,
         ctx: &mut Ctx<'_>,
-        old: u32,
+        old: Option<u32>,
     ) -> Option<(ExchangeType, Vec<Payload>, PendingKind)> {
         let State::Established(e) = &mut self.state else {
             return None;
         };
-        let c = e.children.iter_mut().find(|c| c.inbound == old)?;
-        if !matches!(c.state, ChildState::Active | ChildState::Rekeying) {
+        if e.superseded {
             return None;
         }
-        let (local_ts, remote_ts) = (c.local_ts.clone(), c.remote_ts.clone());
+        let (local_ts, remote_ts) = match old {
+            Some(old) => {
+                let c = e.children.iter().find(|c| c.inbound == old)?;
+                if !matches!(c.state, ChildState::Active | ChildState::Rekeying) {
+                    return None;
+                }
+                (c.local_ts.clone(), c.remote_ts.clone())
+            }
+            None => {
+                if e.children.len() >= MAX_CHILDREN {
+                    return None;
+                }
+                (ctx.config.local_ts.clone(), ctx.config.remote_ts.clone())
+            }
+        };
         let group = ctx.config.proposals.pfs_initiate;
         let built = (|| {
             let new_inbound = ctx.new_esp_spi()?;
@@ -304,21 +346,30 @@ impl IkeSa {
             };
             Some((new_inbound, ni, keypair))
         })();
+        let child = old.and_then(|o| e.children.iter_mut().find(|c| c.inbound == o));
         let Some((new_inbound, ni, keypair)) = built else {
-            c.state = ChildState::Active;
+            if let Some(c) = child {
+                c.state = ChildState::Active;
+            }
             return None;
         };
-        c.state = ChildState::Rekeying;
-        let mut payloads = vec![
-            Payload::Notify(Notify {
+        let mut payloads = Vec::new();
+        if let Some(c) = child {
+            c.state = ChildState::Rekeying;
+            // §1.3.3: the SPI we receive the old SA on.
+            payloads.push(Payload::Notify(Notify {
                 protocol: ProtocolId::ESP,
-                spi: old.to_be_bytes().to_vec(),
+                spi: c.inbound.to_be_bytes().to_vec(),
                 kind: NotifyType::REKEY_SA,
                 data: Vec::new(),
-            }),
-            Payload::Sa(esp_proposals(&ctx.config.proposals, new_inbound, group)),
-            Payload::Nonce(ni.clone()),
-        ];
+            }));
+        }
+        payloads.push(Payload::Sa(esp_proposals(
+            &ctx.config.proposals,
+            new_inbound,
+            group,
+        )));
+        payloads.push(Payload::Nonce(ni.clone()));
         if let Some(kp) = &keypair {
             payloads.push(ke_payload(kp));
         }
@@ -363,6 +414,7 @@ impl IkeSa {
                 new_spi,
                 ni,
                 keypair,
+                collision: None,
             },
         ))
     }
@@ -530,7 +582,7 @@ impl IkeSa {
                         collision,
                         ..
                     } = &mut pending.kind
-                    && *old_inbound == old
+                    && *old_inbound == Some(old)
                 {
                     *collision = Some(min_nonce(ni, &nr).to_vec());
                 }
@@ -575,18 +627,18 @@ impl IkeSa {
                 ok: false,
             });
         };
-        let collision = match &self.state {
-            State::Established(e) => {
-                e.superseded
-                    || e.win
-                        .pending
-                        .as_ref()
-                        .is_some_and(|p| matches!(p.kind, PendingKind::RekeyIke { .. }))
-            }
-            _ => true,
+        // §2.8.2: while our own rekey is in flight, answer as usual but keep the children
+        // until both exchanges are done. A second collision, or a rekey of an SA already
+        // replaced, is refused (§2.25).
+        let (refuse, collide) = match &self.state {
+            State::Established(e) => match e.win.pending.as_ref().map(|p| &p.kind) {
+                _ if e.superseded => (true, false),
+                Some(PendingKind::RekeyIke { collision, .. }) => (collision.is_some(), true),
+                _ => (false, false),
+            },
+            _ => (true, false),
         };
-        if collision {
-            // Simultaneous IKE rekeys: refuse, each side retries later with jitter.
+        if refuse {
             fail(
                 &mut self,
                 ctx,
@@ -649,12 +701,24 @@ impl IkeSa {
             );
             return Outcome::keep(self);
         };
+        let min = min_nonce(ni, &nr).to_vec();
         let answer = vec![
             Payload::Sa(ike_answer(&choice, &our_spi.to_be_bytes())),
             Payload::Nonce(nr),
             ker,
         ];
-        let new = successor(ctx, e, choice.suite, keys, send, recv, now);
+        let new = successor(ctx, e, choice.suite, keys, send, recv, now, !collide);
+        if collide
+            && let Some(pending) = &mut e.win.pending
+            && let PendingKind::RekeyIke { collision, .. } = &mut pending.kind
+        {
+            *collision = Some(IkeCollision {
+                min_nonce: min,
+                our_spi,
+                spi_i: peer_spi,
+                spi_r: our_spi,
+            });
+        }
         let new_sa = IkeSa {
             spi_i: peer_spi,
             spi_r: our_spi,
@@ -667,12 +731,14 @@ impl IkeSa {
             state: State::Established(Box::new(new)),
         };
         self.respond(ctx, path, hdr, &answer);
-        ctx.event(Event::IkeRekeyed {
-            old_spi_i: self.spi_i,
-            old_spi_r: self.spi_r,
-            new_spi_i: peer_spi,
-            new_spi_r: our_spi,
-        });
+        if !collide {
+            ctx.event(Event::IkeRekeyed {
+                old_spi_i: self.spi_i,
+                old_spi_r: self.spi_r,
+                new_spi_i: peer_spi,
+                new_spi_r: our_spi,
+            });
+        }
         ctx.event(Event::ExchangeDone {
             exchange: hdr.exchange,
             ok: true,
@@ -682,7 +748,10 @@ impl IkeSa {
         o
     }
 
-    /// The answer to our IKE SA rekey: the new SA, or None.
+    /// The answer to our IKE SA rekey (§1.3.2), with a collision resolved (§2.8.2): of the
+    /// two new SAs, the one whose exchange has the lowest nonce is redundant and is deleted by
+    /// its initiator; the children go to the other.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_rekey_ike_response(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -690,41 +759,65 @@ impl IkeSa {
         new_spi: u64,
         ni: Vec<u8>,
         keypair: KeyPair,
+        collision: Option<IkeCollision>,
         payloads: Vec<Payload>,
-    ) -> Option<IkeSa> {
+    ) -> IkeRekeyResult {
         let now = ctx.now;
         let (old_i, old_r, path, frag, nat) =
             (self.spi_i, self.spi_r, self.path, self.peer_frag, self.nat);
         let State::Established(e) = &mut self.state else {
-            return None;
+            return IkeRekeyResult::default();
         };
-        if error.is_some() {
-            // e.rekey_at was already pushed back when the rekey was queued.
-            return None;
-        }
-        let p = ChildPayloads::from(&payloads);
-        let choice =
-            p.sa.filter(|sa| single_per_type(sa))
-                .and_then(|sa| select_ike(sa, &ctx.config.proposals, p.ke.map(|k| k.group), 8))
-                .filter(|c| c.suite.dh == keypair.group());
-        let choice = choice?;
-        let ke = p.ke.filter(|k| k.group == keypair.group().id())?;
-        let nr = p.nonce.filter(|n| nonce_ok(n))?;
-        let peer_spi = spi64(&choice.spi).filter(|s| *s != 0)?;
-        let shared = keypair.agree(&ke.data).ok()?;
-        let seed = skeyseed_rekey(e.suite.prf, &e.sk_d, &shared, &ni, nr);
-        let keys = IkeKeys::derive(&choice.suite, &seed, &ni, nr, new_spi, peer_spi);
-        let (send, recv) = keys.ciphers(&choice.suite, true).ok()?;
-        let new = successor(ctx, e, choice.suite, keys, send, recv, now);
-        e.queue.clear();
-        e.queue.push_back(Req::DeleteIke);
-        ctx.event(Event::IkeRekeyed {
-            old_spi_i: old_i,
-            old_spi_r: old_r,
-            new_spi_i: new_spi,
-            new_spi_r: peer_spi,
-        });
-        Some(IkeSa {
+        // The children go to the SA the peer created; the peer deletes this one.
+        let to_peers = |e: &mut Established, ctx: &mut Ctx<'_>, c: &IkeCollision| {
+            let children = take_children(e);
+            supersede(e, now);
+            ctx.event(Event::IkeRekeyed {
+                old_spi_i: old_i,
+                old_spi_r: old_r,
+                new_spi_i: c.spi_i,
+                new_spi_r: c.spi_r,
+            });
+            Handoff {
+                to: c.our_spi,
+                children,
+            }
+        };
+        let built = (|| {
+            if error.is_some() {
+                // e.rekey_at was already pushed back when the rekey was queued.
+                return None;
+            }
+            let p = ChildPayloads::from(&payloads);
+            let choice =
+                p.sa.filter(|sa| single_per_type(sa))
+                    .and_then(|sa| select_ike(sa, &ctx.config.proposals, p.ke.map(|k| k.group), 8))
+                    .filter(|c| c.suite.dh == keypair.group())?;
+            let ke = p.ke.filter(|k| k.group == keypair.group().id())?;
+            let nr = p.nonce.filter(|n| nonce_ok(n))?;
+            let peer_spi = spi64(&choice.spi).filter(|s| *s != 0)?;
+            let shared = keypair.agree(&ke.data).ok()?;
+            let seed = skeyseed_rekey(e.suite.prf, &e.sk_d, &shared, &ni, nr);
+            let keys = IkeKeys::derive(&choice.suite, &seed, &ni, nr, new_spi, peer_spi);
+            let (send, recv) = keys.ciphers(&choice.suite, true).ok()?;
+            Some((
+                choice.suite,
+                keys,
+                send,
+                recv,
+                peer_spi,
+                min_nonce(&ni, nr).to_vec(),
+            ))
+        })();
+        let Some((suite, keys, send, recv, peer_spi, ours_min)) = built else {
+            return IkeRekeyResult {
+                handoff: collision.as_ref().map(|c| to_peers(e, ctx, c)),
+                ..IkeRekeyResult::default()
+            };
+        };
+        let ours_lost = collision.as_ref().is_some_and(|c| ours_min < c.min_nonce);
+        let new = successor(ctx, e, suite, keys, send, recv, now, !ours_lost);
+        let mut new_sa = IkeSa {
             spi_i: new_spi,
             spi_r: peer_spi,
             initiator: true,
@@ -734,12 +827,69 @@ impl IkeSa {
             nat,
             reassembly: None,
             state: State::Established(Box::new(new)),
-        })
+        };
+        if let (true, Some(c)) = (ours_lost, &collision) {
+            // Ours is redundant: delete it; the children go to the peer's.
+            let handoff = to_peers(e, ctx, c);
+            if let State::Established(n) = &mut new_sa.state {
+                supersede(n, now);
+            }
+            new_sa.request(ctx, Req::DeleteIke);
+            return IkeRekeyResult {
+                new_sa: Some(new_sa),
+                handoff: Some(handoff),
+                supersede: None,
+            };
+        }
+        e.queue.clear();
+        e.queue.push_back(Req::DeleteIke);
+        ctx.event(Event::IkeRekeyed {
+            old_spi_i: old_i,
+            old_spi_r: old_r,
+            new_spi_i: new_spi,
+            new_spi_r: peer_spi,
+        });
+        IkeRekeyResult {
+            new_sa: Some(new_sa),
+            handoff: None,
+            // The peer's SA is the redundant one: it deletes it.
+            supersede: collision.map(|c| c.our_spi),
+        }
     }
+}
+
+/// What our IKE rekey's answer led to.
+#[derive(Default)]
+pub struct IkeRekeyResult {
+    pub new_sa: Option<IkeSa>,
+    pub handoff: Option<Handoff>,
+    pub supersede: Option<u64>,
+}
+
+fn take_children(old: &mut Established) -> Vec<Child> {
+    let mut children = std::mem::take(&mut old.children);
+    for c in &mut children {
+        if c.state == ChildState::Rekeying {
+            c.state = ChildState::Active;
+        }
+    }
+    children
+}
+
+/// Marks an IKE SA as replaced: no children, no DPD or rekey, only its Delete; gone after a
+/// minute if the peer never deletes it.
+pub fn supersede(old: &mut Established, now: Instant) {
+    old.superseded = true;
+    old.queue.retain(|r| matches!(r, Req::DeleteIke));
+    old.expire_at = old
+        .expire_at
+        .min(later(now, std::time::Duration::from_secs(60)));
 }
 
 /// The Established state of the SA that replaces `old` (which keeps no children, §2.18):
 /// message IDs restart at 0.
+/// With `take` false (a collision not yet resolved) the old SA is left as it is.
+#[allow(clippy::too_many_arguments)]
 fn successor(
     ctx: &Ctx<'_>,
     old: &mut Established,
@@ -748,19 +898,15 @@ fn successor(
     send: crate::crypto::SkCipher,
     recv: crate::crypto::SkCipher,
     now: Instant,
+    take: bool,
 ) -> Established {
-    let mut children = std::mem::take(&mut old.children);
-    for c in &mut children {
-        if c.state == ChildState::Rekeying {
-            c.state = ChildState::Active;
-        }
-    }
-    old.superseded = true;
-    old.queue.retain(|r| matches!(r, Req::DeleteIke));
-    // If the peer never deletes the old SA, it goes after a while anyway.
-    old.expire_at = old
-        .expire_at
-        .min(later(now, std::time::Duration::from_secs(60)));
+    let children = if take {
+        let c = take_children(old);
+        supersede(old, now);
+        c
+    } else {
+        Vec::new()
+    };
     Established {
         suite,
         sk_d: keys.sk_d.clone(),

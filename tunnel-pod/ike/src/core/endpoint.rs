@@ -10,14 +10,19 @@ use super::ike_sa::{ChildState, Ctx, IkeSa, Outcome, Req, State};
 use super::init;
 use super::msg::{VERSION, header, notify};
 use super::{Config, DeleteReason, DropReason, IkeSaStatus, Output, Path, PskSource};
+use crate::crypto::Secret;
 use crate::wire::{
     Error as WireError, ExchangeType, Header, NotifyType, Reader, encode_message, parse_message,
 };
+use crate::wire::{Parsed, Payload};
 
 /// At most this many half-open (responder, IKE_AUTH not yet seen) IKE SAs.
 pub const MAX_HALF_OPEN: usize = 64;
 /// At most this many IKE SAs in all.
 pub const MAX_SAS: usize = 128;
+/// From this many half-open SAs on, a new initiator must first return a cookie (§2.6), so
+/// that spoofed IKE_SA_INIT requests cost us neither state nor a DH computation.
+pub const COOKIE_THRESHOLD: usize = 16;
 
 /// One tunnel's IKE: its SAs, configuration and key source. See the module docs of
 /// [`crate::core`].
@@ -27,6 +32,8 @@ pub struct Endpoint {
     pub(super) sas: BTreeMap<u64, IkeSa>,
     /// The latest `now` we were given (for ages in `status`).
     last_now: Option<Instant>,
+    /// Key of our COOKIE values, made on first use.
+    cookie_secret: Option<crate::crypto::Secret>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -44,6 +51,7 @@ impl Endpoint {
             psk,
             sas: BTreeMap::new(),
             last_now: None,
+            cookie_secret: None,
         }
     }
 
@@ -158,6 +166,25 @@ impl Endpoint {
                 ctx.dropped(DropReason::TooManySas);
                 return;
             }
+            if half_open >= COOKIE_THRESHOLD {
+                if self.cookie_secret.is_none() {
+                    self.cookie_secret = super::msg::random_bytes(rng, 32).map(Secret::new);
+                }
+                let Some(secret) = &self.cookie_secret else {
+                    ctx.dropped(DropReason::Internal);
+                    return;
+                };
+                if !cookie_ok(secret, &hdr, &parsed, path) {
+                    ctx.dropped(DropReason::CookieRequired);
+                    let Some(c) = cookie(secret, &hdr, &parsed, path) else {
+                        return;
+                    };
+                    let h = header(hdr.spi_i, 0, hdr.exchange, false, true, 0);
+                    let bytes = encode_message(h, &[notify(NotifyType::COOKIE, c)]);
+                    ctx.send(path, &[bytes]);
+                    return;
+                }
+            }
             if let Some(sa) = init::respond_init(&mut ctx, path, hdr, &parsed, msg, &*self.psk) {
                 self.sas.insert(sa.our_spi(), sa);
             }
@@ -258,6 +285,19 @@ impl Endpoint {
         }
     }
 
+    /// One more Child SA with the configured selectors, on the first established IKE SA.
+    pub fn create_child(&mut self, now: Instant, rng: &dyn SecureRandom, out: &mut Vec<Output>) {
+        self.last_now = Some(now);
+        let mut ctx = Self::ctx(&self.config, &self.sas, now, rng, out);
+        if let Some(sa) = self
+            .sas
+            .values_mut()
+            .find(|s| matches!(&s.state, State::Established(e) if !e.superseded))
+        {
+            sa.request(&mut ctx, Req::NewChild);
+        }
+    }
+
     /// Rekeys every established IKE SA (operators, tests).
     pub fn rekey_ike(&mut self, now: Instant, rng: &dyn SecureRandom, out: &mut Vec<Output>) {
         self.last_now = Some(now);
@@ -348,6 +388,31 @@ fn apply(sas: &mut BTreeMap<u64, IkeSa>, ctx: &mut Ctx<'_>, o: Outcome) {
     if let Some(sa) = o.new_sa {
         sas.insert(sa.our_spi(), sa);
     }
+    if let Some(h) = o.handoff {
+        match sas.get_mut(&h.to) {
+            Some(IkeSa {
+                state: State::Established(e),
+                ..
+            }) => e.children.extend(h.children),
+            // The SA they were meant for is gone: so are they.
+            _ => {
+                for c in h.children {
+                    ctx.out.push(Output::RetireChild {
+                        inbound_spi: c.inbound,
+                        outbound_spi: c.outbound,
+                    });
+                }
+            }
+        }
+    }
+    if let Some(spi) = o.supersede
+        && let Some(IkeSa {
+            state: State::Established(e),
+            ..
+        }) = sas.get_mut(&spi)
+    {
+        super::child::supersede(e, ctx.now);
+    }
 }
 
 /// §1.5: an unencrypted INVALID_MAJOR_VERSION in reply to a request, with the SPIs and
@@ -382,4 +447,38 @@ fn bad_version(ctx: &mut Ctx<'_>, path: Path, msg: &[u8]) {
     h.version = VERSION;
     let bytes = encode_message(h, &[notify(NotifyType::INVALID_MAJOR_VERSION, Vec::new())]);
     ctx.send(path, &[bytes]);
+}
+
+/// Cookie = HMAC-SHA-256(secret, Ni | IPi | port | SPIi), first 16 bytes (§2.6 suggests a hash
+/// of the same inputs with a secret). Stateless: the retried request proves the initiator
+/// receives at its address.
+fn cookie(secret: &[u8], hdr: &Header, parsed: &Parsed, path: Path) -> Option<Vec<u8>> {
+    let ni = parsed.payloads.iter().find_map(|p| match p {
+        Payload::Nonce(n) => Some(n),
+        _ => None,
+    })?;
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let mut ctx = ring::hmac::Context::with_key(&key);
+    ctx.update(ni);
+    match path.remote.ip() {
+        std::net::IpAddr::V4(a) => ctx.update(&a.octets()),
+        std::net::IpAddr::V6(a) => ctx.update(&a.octets()),
+    }
+    ctx.update(&path.remote.port().to_be_bytes());
+    ctx.update(&hdr.spi_i.to_be_bytes());
+    ctx.sign().as_ref().get(..16).map(<[u8]>::to_vec)
+}
+
+fn cookie_ok(secret: &[u8], hdr: &Header, parsed: &Parsed, path: Path) -> bool {
+    use subtle::ConstantTimeEq;
+    let Some(want) = cookie(secret, hdr, parsed, path) else {
+        return false;
+    };
+    // §2.6: the COOKIE notification is the first payload of the retried request.
+    match parsed.payloads.first() {
+        Some(Payload::Notify(n)) if n.kind == NotifyType::COOKIE => {
+            n.data.as_slice().ct_eq(&want).into()
+        }
+        _ => false,
+    }
 }

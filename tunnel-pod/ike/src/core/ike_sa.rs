@@ -28,8 +28,11 @@ const MAX_QUEUE: usize = 8;
 const RETX_FIRST: Duration = Duration::from_millis(500);
 /// Transmissions of one request before the peer is declared dead.
 const RETX_TRIES: u32 = 5;
-/// After a failed rekey, try again this much later.
-const REKEY_RETRY: Duration = Duration::from_secs(30);
+/// After a failed rekey, try again this much later, plus up to `REKEY_RETRY_JITTER`: two
+/// peers refusing each other's simultaneous IKE rekeys (TEMPORARY_FAILURE) must not retry
+/// in lockstep.
+const REKEY_RETRY: Duration = Duration::from_secs(10);
+const REKEY_RETRY_JITTER_MS: u64 = 30_000;
 
 /// What one call needs from the endpoint.
 pub struct Ctx<'a> {
@@ -73,8 +76,17 @@ impl Ctx<'_> {
         Some(s)
     }
 
-    /// A time `fraction_low`..`fraction_low + 5 %` into `lifetime`: rekeys are spread so that
-    /// both peers (and many tunnels) do not rekey at the same instant.
+    /// When to try a failed rekey again.
+    pub fn retry_time(&self) -> Instant {
+        let jitter = msg::random_u64(self.rng)
+            .unwrap_or(0)
+            .checked_rem(REKEY_RETRY_JITTER_MS)
+            .unwrap_or(0);
+        later(later(self.now, REKEY_RETRY), Duration::from_millis(jitter))
+    }
+
+    /// A time 85–90 % into `lifetime`, at random: rekeys are spread so that both peers (and
+    /// many tunnels) do not rekey at the same instant.
     pub fn rekey_time(&self, lifetime: Duration) -> Instant {
         let ms = u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX);
         let base = (ms / 100).saturating_mul(85);
@@ -95,6 +107,10 @@ pub struct Outcome {
     pub new_sa: Option<IkeSa>,
     /// The peer authenticated with INITIAL_CONTACT under this ID: other SAs with it go.
     pub initial_contact: Option<Identification>,
+    /// Children that move to another IKE SA (a rekey collision resolved, §2.8.2).
+    pub handoff: Option<Handoff>,
+    /// Our SPI of an IKE SA that lost a rekey collision: the peer deletes it.
+    pub supersede: Option<u64>,
 }
 
 impl Outcome {
@@ -103,6 +119,8 @@ impl Outcome {
             sa: Some(sa),
             new_sa: None,
             initial_contact: None,
+            handoff: None,
+            supersede: None,
         }
     }
 
@@ -111,6 +129,8 @@ impl Outcome {
             sa: None,
             new_sa: None,
             initial_contact: None,
+            handoff: None,
+            supersede: None,
         }
     }
 }
@@ -268,8 +288,9 @@ pub enum PendingKind {
     /// Our inbound SPIs; those still installed are retired when answered.
     DeleteChildren(Vec<u32>),
     DeleteIke,
+    /// A rekey of `old_inbound`, or a new Child SA when None.
     RekeyChild {
-        old_inbound: u32,
+        old_inbound: Option<u32>,
         new_inbound: u32,
         ni: Vec<u8>,
         keypair: Option<KeyPair>,
@@ -280,7 +301,25 @@ pub enum PendingKind {
         new_spi: u64,
         ni: Vec<u8>,
         keypair: KeyPair,
+        /// The peer rekeyed this IKE SA meanwhile (§2.8.2) and we answered.
+        collision: Option<IkeCollision>,
     },
+}
+
+/// The IKE SA the peer created by rekeying while our own rekey was in flight.
+pub struct IkeCollision {
+    /// The lower nonce of the peer's exchange.
+    pub min_nonce: Vec<u8>,
+    /// Our SPI of that SA (its key in the endpoint's map), and its SPIs.
+    pub our_spi: u64,
+    pub spi_i: u64,
+    pub spi_r: u64,
+}
+
+/// Children handed from one IKE SA to another (in the endpoint's map).
+pub struct Handoff {
+    pub to: u64,
+    pub children: Vec<Child>,
 }
 
 /// Requests waiting for the window.
@@ -290,6 +329,7 @@ pub enum Req {
     DeleteChildren(Vec<u32>),
     DeleteIke,
     RekeyChild(u32),
+    NewChild,
     RekeyIke,
 }
 
@@ -425,9 +465,6 @@ impl IkeSa {
                     t = t.min(p.retx.next_at);
                 } else if !e.superseded {
                     t = t.min(e.last_heard.checked_add(e.dpd()).unwrap_or(t));
-                    if !e.queue.is_empty() {
-                        t = t.min(e.last_heard);
-                    }
                 }
                 if !e.superseded {
                     t = t.min(e.rekey_at);
@@ -706,6 +743,16 @@ impl IkeSa {
         let mut delete_ike = false;
         let mut esp_spis: Vec<u32> = Vec::new();
         for p in &payloads {
+            // §2.21.2: a peer that could not verify our AUTH says so in an INFORMATIONAL.
+            if let Payload::Notify(n) = p
+                && n.kind == NotifyType::AUTHENTICATION_FAILED
+            {
+                self.respond(ctx, path, hdr, &[]);
+                ctx.event(Event::AuthFailed {
+                    peer_id: "(rejected by peer)".to_string(),
+                });
+                return self.end(ctx, DeleteReason::AuthFailed);
+            }
             if let Payload::Delete(d) = p {
                 match d.protocol {
                     ProtocolId::IKE => delete_ike = true,
@@ -725,7 +772,37 @@ impl IkeSa {
                 exchange: hdr.exchange,
                 ok: true,
             });
-            return self.end(ctx, DeleteReason::PeerDeleted);
+            // §2.8.2: the peer's rekey won a collision whose answer to us is still on its
+            // way: the children belong to the SA the peer created.
+            let handoff = match &mut self.state {
+                State::Established(e) => match e.win.pending.take() {
+                    Some(Pending {
+                        kind:
+                            PendingKind::RekeyIke {
+                                collision: Some(c), ..
+                            },
+                        ..
+                    }) => {
+                        let children = std::mem::take(&mut e.children);
+                        ctx.event(Event::IkeRekeyed {
+                            old_spi_i: self.spi_i,
+                            old_spi_r: self.spi_r,
+                            new_spi_i: c.spi_i,
+                            new_spi_r: c.spi_r,
+                        });
+                        e.superseded = true;
+                        Some(Handoff {
+                            to: c.our_spi,
+                            children,
+                        })
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
+            let mut o = self.end(ctx, DeleteReason::PeerDeleted);
+            o.handoff = handoff;
+            return o;
         }
         let mut ours: Vec<u32> = Vec::new();
         if let State::Established(e) = &mut self.state {
@@ -814,9 +891,12 @@ impl IkeSa {
                 new_spi,
                 ni,
                 keypair,
+                collision,
             } => {
                 outcome_new =
-                    self.on_rekey_ike_response(ctx, error, new_spi, ni, keypair, payloads);
+                    Some(self.on_rekey_ike_response(
+                        ctx, error, new_spi, ni, keypair, collision, payloads,
+                    ));
             }
         }
         ctx.event(Event::ExchangeDone {
@@ -825,7 +905,11 @@ impl IkeSa {
         });
         self.send_queued(ctx);
         let mut o = Outcome::keep(self);
-        o.new_sa = outcome_new;
+        if let Some(r) = outcome_new {
+            o.new_sa = r.new_sa;
+            o.handoff = r.handoff;
+            o.supersede = r.supersede;
+        }
         o
     }
 
@@ -902,7 +986,8 @@ impl IkeSa {
                 })],
                 PendingKind::DeleteChildren(spis),
             )),
-            Req::RekeyChild(old) => self.build_rekey_child(ctx, old),
+            Req::RekeyChild(old) => self.build_rekey_child(ctx, Some(old)),
+            Req::NewChild => self.build_rekey_child(ctx, None),
             Req::RekeyIke => self.build_rekey_ike(ctx),
         }
     }
@@ -974,7 +1059,7 @@ impl IkeSa {
                     reqs.push(Req::DeleteChildren(expired));
                 }
                 if !e.superseded && now >= e.rekey_at {
-                    e.rekey_at = later(now, REKEY_RETRY);
+                    e.rekey_at = ctx.retry_time();
                     reqs.push(Req::RekeyIke);
                 }
                 if !e.superseded
@@ -988,6 +1073,7 @@ impl IkeSa {
                 for r in reqs {
                     self.request(ctx, r);
                 }
+                self.send_queued(ctx);
                 Outcome::keep(self)
             }
             State::Gone => Outcome::gone(),

@@ -4,7 +4,7 @@ use subtle::ConstantTimeEq;
 
 use super::child::{ChildPayloads, NONCE_LEN, NewChild, first_child_answer, nonce_ok};
 use super::ike_sa::{
-    AuthSent, AwaitAuth, Ctx, Established, IkeSa, InitSent, Outcome, Retx, State, Windows,
+    AuthSent, AwaitAuth, Ctx, Established, IkeSa, InitSent, Outcome, Req, Retx, State, Windows,
 };
 use super::msg::{self, header, notify};
 use super::nat::{NatState, forced_source_hash, nat_detection_hash};
@@ -638,6 +638,12 @@ impl IkeSa {
             ctx.event(Event::AuthFailed {
                 peer_id: id_string(idr),
             });
+            // §2.21.2: tell the responder, once, in a separate INFORMATIONAL; no state kept.
+            let h = self.hdr(ExchangeType::INFORMATIONAL, false, 2);
+            let n = [notify(NotifyType::AUTHENTICATION_FAILED, Vec::new())];
+            if let Ok(d) = msg::seal(h, &n, &a.send, None, ctx.rng) {
+                ctx.send(self.path, &d);
+            }
             ctx.event(Event::IkeDeleted {
                 spi_i: self.spi_i,
                 spi_r: self.spi_r,
@@ -701,18 +707,25 @@ impl IkeSa {
                     suite: choice.name(),
                 });
             }
-            _ => ctx.event(Event::ChildFailed {
-                notify: errors
-                    .first()
-                    .copied()
-                    .unwrap_or(NotifyType::NO_PROPOSAL_CHOSEN),
-            }),
+            _ => {
+                ctx.event(Event::ChildFailed {
+                    notify: errors
+                        .first()
+                        .copied()
+                        .unwrap_or(NotifyType::NO_PROPOSAL_CHOSEN),
+                });
+                // The responder created a Child SA we cannot use: have it deleted.
+                if cp.sa.is_some() {
+                    est.queue.push_back(Req::DeleteChildren(vec![a.child_spi]));
+                }
+            }
         }
         ctx.event(Event::ExchangeDone {
             exchange: ExchangeType::IKE_AUTH,
             ok: true,
         });
         self.state = State::Established(Box::new(est));
+        self.send_queued(ctx);
         Outcome::keep(self)
     }
 }

@@ -23,6 +23,8 @@ pub use crate::wire::{Identification, TrafficSelector};
 mod child;
 mod endpoint;
 mod frag;
+#[doc(hidden)]
+pub mod fuzzing;
 mod ike_sa;
 mod init;
 mod msg;
@@ -308,6 +310,8 @@ pub enum DropReason {
     UnexpectedExchange,
     /// Too many half-open or established IKE SAs.
     TooManySas,
+    /// Under load, an IKE_SA_INIT without a valid cookie: answered with COOKIE (§2.6).
+    CookieRequired,
     /// A retransmission of a request we are not answering again (e.g. different bytes).
     Duplicate,
     /// A fragment that does not fit the reassembly limits.
@@ -330,6 +334,7 @@ impl DropReason {
             DropReason::UnexpectedResponse => "unexpected_response",
             DropReason::UnexpectedExchange => "unexpected_exchange",
             DropReason::TooManySas => "too_many_sas",
+            DropReason::CookieRequired => "cookie_required",
             DropReason::Duplicate => "duplicate",
             DropReason::Fragment => "fragment",
             DropReason::BadKeyExchange => "bad_key_exchange",
