@@ -1,6 +1,7 @@
 # MagicTunnel. The two commands a newcomer needs:
-#   make demo   GRE and IPsec tunnels between tunnel-pods in network namespaces, then a local control
-#               plane with the operator and the sample tunnels
+#   make demo   GRE and IPsec tunnels between tunnel-pods in network namespaces, strongSwan negotiating
+#               IKEv2 with a tunnel-pod, then a local control plane with the operator and the
+#               sample tunnels
 #   make test   everything CI runs (installs its own tools first)
 SHELL := /bin/bash
 export MAGICTUNNEL_CACHE ?= /var/cache/magictunnel
