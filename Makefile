@@ -1,6 +1,7 @@
 # MagicTunnel. The two commands a newcomer needs:
-#   make demo   GRE and IPsec tunnels between tunnel-pods in network namespaces, then a local control
-#               plane with the operator and the sample tunnels
+#   make demo   GRE and IPsec tunnels between tunnel-pods in network namespaces, strongSwan negotiating
+#               IKEv2 with a tunnel-pod, then a local control plane with the operator and the
+#               sample tunnels
 #   make test   everything CI runs (installs its own tools first)
 SHELL := /bin/bash
 export MAGICTUNNEL_CACHE ?= /var/cache/magictunnel
@@ -15,7 +16,7 @@ demo: tools demo-tunnels
 demo-tunnels:
 	scripts/demo-tunnels.sh
 
-test: tools lint unit netns-test fuzz e2e
+test: tools lint unit verify-kat netns-test fuzz e2e
 
 tools:
 	.ci/install-tools.sh
@@ -27,7 +28,24 @@ lint:
 unit:
 	cargo test --workspace
 
-# cargo-fuzz targets (ESP open, GRE decap), FUZZ_SECONDS each (default 30); nightly toolchain.
+# Known answers recomputed with implementations independent of ours (Python hashlib/hmac,
+# `cryptography`, mpmath). verify_kat.py checks tunnel-pod/src/esp/kat.rs itself; the IKE scripts
+# print name=hex lines, each of which must appear in the Rust file whose tests use it. A verify
+# script missing from IKE_KAT fails the target.
+IKE_KAT := verify_kdf.py:src/crypto/keys.rs verify_sk.py:src/crypto/sk.rs verify_modp.py:src/crypto/dh.rs
+.PHONY: verify-kat
+verify-kat:
+	/usr/bin/python3 tunnel-pod/tests/verify_kat.py
+	set -eo pipefail; cd tunnel-pod/ike; \
+	for f in tests/verify_*.py; do \
+	  case " $(IKE_KAT) " in *" $${f#tests/}:"*) ;; *) echo "$$f is not in IKE_KAT" >&2; exit 1;; esac; \
+	done; \
+	for pair in $(IKE_KAT); do \
+	  echo "tests/$${pair%%:*}"; \
+	  /usr/bin/python3 "tests/$${pair%%:*}" | /usr/bin/python3 ../tests/kat_lines_in_source.py "$${pair#*:}"; \
+	done
+
+# cargo-fuzz targets (ESP, GRE, offload, IKE), FUZZ_SECONDS each (default 20); nightly toolchain.
 fuzz:
 	.ci/fuzz.sh
 

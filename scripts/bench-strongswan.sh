@@ -34,24 +34,12 @@ PYTHON=${PYTHON:-python3}
 }
 [[ $EUID -eq 0 ]] || { echo "$0: needs root (network namespaces)" >&2; exit 1; }
 
-CHARON=/usr/lib/ipsec/charon
-LIBIPSEC=/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so
-missing=()
-for pkg in strongswan-charon strongswan-swanctl libcharon-extra-plugins; do
-    [[ $(dpkg-query -W -f '${db:Status-Status}' "$pkg" 2>/dev/null) == installed ]] || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-    echo "$0: installing ${missing[*]}" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
-    # The charon package starts no service without systemd/init here; if one was started, it
-    # runs in the root namespaces and does not interfere (own /run, own sockets below).
-fi
-for tool in ip iperf3 ss swanctl unshare "$PYTHON"; do
+# shellcheck source=scripts/lib-netns.sh
+. "$(cd "$(dirname "$0")" && pwd)/lib-netns.sh"
+need_strongswan || exit 1
+for tool in ip iperf3 ss "$PYTHON"; do
     command -v "$tool" >/dev/null || { echo "$0: $tool not found" >&2; exit 1; }
 done
-[[ -x $CHARON && -f $LIBIPSEC ]] || { echo "$0: $CHARON or kernel-libipsec plugin missing" >&2; exit 1; }
-[[ -c /dev/net/tun ]] || { echo "$0: /dev/net/tun missing (kernel-libipsec needs TUN)" >&2; exit 1; }
 
 ID="mtss$$"
 NS_A="${ID}a" NS_B="${ID}b" VETH_A="${ID}va" VETH_B="${ID}vb"
@@ -61,8 +49,6 @@ PIDS=()
 NAMESPACES=()
 OK=0
 
-# shellcheck source=scripts/lib-netns.sh
-. "$(cd "$(dirname "$0")" && pwd)/lib-netns.sh"
 cleanup() {
     if [[ $OK != 1 && ${KEEP_LOGS:-0} == 1 ]]; then
         cp "$WORK"/*.log . 2>/dev/null || true
@@ -86,35 +72,12 @@ make_link
 ip -n "$NS_A" addr add 10.98.0.1/32 dev lo
 ip -n "$NS_B" addr add 10.98.0.2/32 dev lo
 
-PLUGINS=${CHARON_PLUGINS:-random nonce aesni aes sha1 sha2 hmac gcm pem pkcs1 x509 pubkey gmp curve25519 kdf openssl kernel-libipsec kernel-netlink socket-default vici updown}
 PSK=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
 
 # peer SIDE LOCAL_ADDR REMOTE_ADDR LOCAL_INNER REMOTE_INNER LOCAL_ID REMOTE_ID
 peer() {
     local dir="$WORK/$1"
-    mkdir -p "$dir"
-    cat >"$dir/strongswan.conf" <<EOF
-charon {
-    load = $PLUGINS
-    install_routes = yes
-    install_virtual_ip = no
-    port = 500
-    port_nat_t = 4500
-    filelog {
-        charon {
-            path = $dir/charon.log
-            time_format = %T
-            default = 1
-            flush_line = yes
-        }
-    }
-    plugins {
-        vici {
-            socket = unix://$dir/charon.vici
-        }
-    }
-}
-EOF
+    charon_conf "$dir"
     cat >"$dir/swanctl.conf" <<EOF
 connections {
     bench {
@@ -156,47 +119,21 @@ EOF
 peer a 203.0.113.1 203.0.113.2 10.98.0.1 10.98.0.2 a@bench.invalid b@bench.invalid
 peer b 203.0.113.2 203.0.113.1 10.98.0.2 10.98.0.1 b@bench.invalid a@bench.invalid
 
-# start_charon SIDE NS: charon in NS with a private /run (it writes /run/charon.pid).
-start_charon() {
-    local dir="$WORK/$1"
-    rm -f "$dir/charon.vici"
-    # ip netns exec, unshare and sh all exec, so $! is charon itself.
-    STRONGSWAN_CONF="$dir/strongswan.conf" ip netns exec "$2" unshare -m --propagation private \
-        sh -c 'mount -t tmpfs tmpfs /run && mkdir -p /run/strongswan && exec "$0"' "$CHARON" \
-        </dev/null >"$dir/charon.out" 2>&1 &
-    PIDS+=($!)
-}
-start_charon a "$NS_A"
-start_charon b "$NS_B"
+start_charon "$WORK/a" "$NS_A" || fail "charon a did not start"
+start_charon "$WORK/b" "$NS_B" || fail "charon b did not start"
 
-swan() { local side=$1; shift; swanctl "$@" --uri "unix://$WORK/$side/charon.vici"; }
-
-for side in a b; do
-    for _ in $(seq 100); do
-        [[ -S $WORK/$side/charon.vici ]] && break
-        sleep 0.1
-    done
-    [[ -S $WORK/$side/charon.vici ]] || {
-        cat "$WORK/$side/charon.out" >&2 2>/dev/null || true
-        fail "charon $side did not open its vici socket within 10 s"
-    }
-    swan "$side" --load-all --noprompt --file "$WORK/$side/swanctl.conf" >"$WORK/$side/load.out" 2>&1 ||
-        { cat "$WORK/$side/load.out" >&2; fail "swanctl --load-all failed for $side"; }
-done
-
-swan a --initiate --child bench --timeout 20 >"$WORK/a/initiate.out" 2>&1 ||
+swan "$WORK/a" --initiate --child bench --timeout 20 >"$WORK/a/initiate.out" 2>&1 ||
     { cat "$WORK/a/initiate.out" >&2; fail "swanctl --initiate failed"; }
 
-installed() { swan "$1" --list-sas --raw 2>/dev/null | grep -q 'state=INSTALLED'; }
 for _ in $(seq 100); do
-    if installed a && installed b; then break; fi
+    if charon_installed "$WORK/a" && charon_installed "$WORK/b"; then break; fi
     sleep 0.1
 done
-{ installed a && installed b; } || fail "CHILD_SA not INSTALLED on both peers within 10 s"
+{ charon_installed "$WORK/a" && charon_installed "$WORK/b"; } || fail "CHILD_SA not INSTALLED on both peers within 10 s"
 # On stderr, what was negotiated, e.g. "bench: #1, reqid 1, INSTALLED, TUNNEL-in-UDP, ESP:AES_GCM_16-256".
-swan a --list-sas 2>/dev/null | grep -E 'ESTABLISHED|INSTALLED' | sed 's/^ */strongSwan A: /' >&2 || true
+swan "$WORK/a" --list-sas 2>/dev/null | grep -E 'ESTABLISHED|INSTALLED' | sed 's/^ */strongSwan A: /' >&2 || true
 # The first implementation listed is the one used, e.g. "AES_GCM_16[aesni]".
-echo "strongSwan A: AES-GCM by $(swan a --list-algs 2>/dev/null | grep -o -m1 'AES_GCM_16\[[a-z0-9-]*\]')" >&2
+echo "strongSwan A: AES-GCM by $(swan "$WORK/a" --list-algs 2>/dev/null | grep -o -m1 'AES_GCM_16\[[a-z0-9-]*\]')" >&2
 
 # Routes to the inner addresses go via charon's TUN device (table 220); wait for them.
 for _ in $(seq 50); do

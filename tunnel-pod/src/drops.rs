@@ -121,6 +121,35 @@ impl DropReason {
     }
 }
 
+impl From<crate::esp::sa::Refused> for DropReason {
+    fn from(r: crate::esp::sa::Refused) -> Self {
+        use crate::esp::sa::Refused;
+        match r {
+            Refused::Truncated => DropReason::Truncated,
+            Refused::BadIcv => DropReason::BadIcv,
+            Refused::BadPadding => DropReason::BadPadding,
+            Refused::Replayed => DropReason::Replayed,
+            Refused::TooOld => DropReason::TooOld,
+            Refused::BadNextHeader => DropReason::BadNextHeader,
+            Refused::Dummy => DropReason::DummyPacket,
+            Refused::MalformedInner => DropReason::MalformedInner,
+            Refused::SelectorMismatch => DropReason::SelectorMismatch,
+            Refused::Exhausted => DropReason::SaExhausted,
+        }
+    }
+}
+
+impl From<crate::esp::sa::SealError> for DropReason {
+    fn from(e: crate::esp::sa::SealError) -> Self {
+        use crate::esp::sa::SealError;
+        match e {
+            SealError::SequenceExhausted | SealError::Expired => DropReason::SaExhausted,
+            SealError::NoRoom => DropReason::Truncated,
+            SealError::NotSelected => DropReason::SelectorMismatch,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use crate::drops::DropReason;
-use crate::esp::sa::{Inbound, NEXT_IPV4, NEXT_IPV6, Outbound, SealError};
+use crate::esp::sa::{Inbound, NEXT_IPV4, NEXT_IPV6, Outbound};
 use crate::gre::{Gre, Inner, after_headroom};
 use crate::mss;
 use crate::wire::esp;
@@ -232,11 +232,7 @@ impl Esp {
                 .find(|o| o.selects(packet))
                 .ok_or(DropReason::SelectorMismatch)?,
         };
-        sa.seal(buf, inner, next_header).map_err(|e| match e {
-            SealError::SequenceExhausted | SealError::Expired => DropReason::SaExhausted,
-            SealError::NoRoom => DropReason::Truncated,
-            SealError::NotSelected => DropReason::SelectorMismatch,
-        })
+        Ok(sa.seal(buf, inner, next_header)?)
     }
 
     fn decap(&self, datagram: &mut [u8]) -> Result<Received, DropReason> {

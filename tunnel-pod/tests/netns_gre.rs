@@ -32,6 +32,34 @@ fn started_pair(adjust: impl Fn(Side, &mut common::GreConfig), extra_args: &[&st
     lab
 }
 
+/// The harness itself (no root needed): a series that is absent is an error, not 0.
+#[test]
+fn an_absent_metric_series_is_an_error_not_zero() {
+    let page = "# TYPE magictunnel_tunnel_drops counter\n\
+                magictunnel_tunnel_drops_total{reason=\"bad_icv\"} 0\n\
+                magictunnel_tunnel_packets_total{direction=\"ingress\"} 7\n";
+    let m = Metrics::parse(page);
+    assert_eq!(m.drops("bad_icv"), 0.0);
+    assert_eq!(m.packets("ingress"), 7.0);
+    let err = m
+        .try_get("magictunnel_tunnel_drops_total", &[("reason", "replayed")])
+        .expect_err("an absent series is an error");
+    assert!(err.contains("replayed") && err.contains("bad_icv"), "{err}");
+    assert!(
+        m.try_get(
+            "magictunnel_tunnel_packets_total",
+            &[("direction", "egress")]
+        )
+        .is_err()
+    );
+    let absent = std::panic::catch_unwind(|| m.drops("replayed"));
+    assert!(absent.is_err(), "an absent series read as {absent:?}");
+    assert_eq!(
+        m.metric_or_zero("magictunnel_tunnel_drops_total", &[("reason", "replayed")]),
+        0.0
+    );
+}
+
 #[test]
 #[ignore = "needs root and network namespaces; run by make netns-test"]
 fn ping_and_tcp_through_the_tunnel() {
@@ -496,8 +524,16 @@ impl Delta {
     }
 }
 
-/// Sends one variant and returns the counter changes once they have settled.
-fn send_and_measure(lab: &Lab, script: &FrameScript, name: &str) -> (Variant, Delta) {
+/// The crafted inner packets that reached the receiver's TUN device: UDP to the discard port
+/// (every inner packet gre_frames.py builds; the kernel's ICMP answers are not UDP).
+const INNER_ON_TUN: &str = "udp dst port 9";
+
+/// Sends one variant and returns the counter changes once they have settled, and how many of
+/// its inner packets a capture on A's TUN saw.
+fn send_and_measure(lab: &mut Lab, script: &FrameScript, name: &str) -> (Variant, Delta, usize) {
+    let tun = lab.node(Side::A).tun.clone();
+    // At most 64 of them: more than any variant sends, so that an extra copy shows too.
+    let capture = lab.capture(Side::A, &tun, 64, INNER_ON_TUN);
     let before = lab.metrics(Side::A);
     let sent = script.send(lab, &[name], &[]);
     let variant = sent
@@ -518,7 +554,30 @@ fn send_and_measure(lab: &Lab, script: &FrameScript, name: &str) -> (Variant, De
     // A little longer, so that extra counts (a frame counted twice) show up too.
     sleep(Duration::from_millis(150).min(settle.saturating_sub(start.elapsed())));
     let delta = Delta::between(&before, &lab.metrics(Side::A));
-    (variant, delta)
+    // The TUN write follows the count: give the last packet a moment to show in the capture.
+    if variant.expect == "accept" {
+        let _ = wait_for(Duration::from_secs(2), Duration::from_millis(50), || {
+            let seen = std::fs::metadata(&capture.file).map_or(0, |m| m.len());
+            // pcap file header 24 bytes, each record 16 + the packet (≥ 28 bytes).
+            (seen >= 24 + variant.frames as u64 * 44).then_some(())
+        });
+        sleep(Duration::from_millis(100));
+    }
+    let pcap = lab.finish_capture(capture, Duration::ZERO);
+    let on_tun = common::pcap_packets(&pcap).len();
+    (variant, delta, on_tun)
+}
+
+/// What a capture on the TUN must show for a variant: every frame of an accepted one, nothing
+/// of a dropped or ignored one.
+fn tun_verdict(v: &Variant, on_tun: usize) -> Result<(), String> {
+    match v.expect.as_str() {
+        "accept" if on_tun as f64 != v.frames => {
+            Err(format!("{on_tun} of {} inner packets on the TUN", v.frames))
+        }
+        "drop" | "ignore" if on_tun != 0 => Err(format!("{on_tun} inner packets on the TUN")),
+        _ => Ok(()),
+    }
 }
 
 /// Only A runs (health checks off: ready as soon as its transport is open); B's namespace is the
@@ -538,16 +597,19 @@ fn crafted_frames(key: Option<u32>) {
     let mut table = String::new();
     let mut failures = Vec::new();
     for planned in &variants {
-        let (variant, delta) = send_and_measure(&lab, &script, &planned.name);
-        let verdict = delta.verdict(&variant);
+        let (variant, delta, on_tun) = send_and_measure(&mut lab, &script, &planned.name);
+        let verdict = delta
+            .verdict(&variant)
+            .and_then(|()| tun_verdict(&variant, on_tun));
         let _ = writeln!(
             table,
-            "{:<24} {:>2} × expect {:<6} {:<34} → ingress {:>3}, drops {:?} {}",
+            "{:<24} {:>2} × expect {:<6} {:<34} → ingress {:>3}, on TUN {:>2}, drops {:?} {}",
             variant.name,
             variant.frames,
             variant.expect,
             format!("{:?}", variant.reasons),
             delta.ingress,
+            on_tun,
             delta.drops,
             match &verdict {
                 Ok(()) => "ok".to_string(),
@@ -639,11 +701,13 @@ fn random_garbage_does_not_hurt_the_receiver() {
     );
 
     // The dataplane still works.
-    let (variant, delta) = send_and_measure(&lab, &script, "key");
+    let (variant, delta, on_tun) = send_and_measure(&mut lab, &script, "key");
     assert_eq!(
-        delta.verdict(&variant),
+        delta
+            .verdict(&variant)
+            .and_then(|()| tun_verdict(&variant, on_tun)),
         Ok(()),
-        "valid frames after the garbage: {delta:?}{}",
+        "valid frames after the garbage: {delta:?}, {on_tun} on the TUN{}",
         lab.logs()
     );
 }

@@ -16,7 +16,6 @@ use super::replay::{Replay, ReplaySnapshot, ReplayWindow};
 use super::suite::{HEADER_LEN, KeyError, OpenError, Transform};
 use crate::config::Secret;
 pub use crate::config::{SaLifetime, SaParams, StaticSa, TrafficSelectors};
-use crate::drops::DropReason;
 use crate::wire::{esp, ipv4};
 
 /// RFC 4303 §2.6 / IANA protocol numbers of what the ESP payload carries.
@@ -74,6 +73,32 @@ fn transform(p: &SaParams) -> Result<Transform, KeyError> {
         p.encryption_key.as_bytes(),
         integ,
     )
+}
+
+/// Why an inbound SA refused an ESP packet. The data path counts each as a drop reason
+/// (`From<Refused> for DropReason`, the one place where ESP's errors meet the counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("shorter than the ESP header, IV, one block and ICV")]
+    Truncated,
+    #[error("the ICV does not verify")]
+    BadIcv,
+    #[error("padding is not 1, 2, 3, … (RFC 4303 §2.4)")]
+    BadPadding,
+    #[error("sequence number already received")]
+    Replayed,
+    #[error("sequence number left of the replay window")]
+    TooOld,
+    #[error("next header is not IPv4, IPv6 or no-next-header")]
+    BadNextHeader,
+    #[error("a dummy packet (next header 59)")]
+    Dummy,
+    #[error("the inner packet is not the IP version its next header says, or is cut short")]
+    MalformedInner,
+    #[error("the inner packet is outside the SA's traffic selectors")]
+    SelectorMismatch,
+    #[error("the SA reached its lifetime")]
+    Exhausted,
 }
 
 /// Why an inner packet was not sent.
@@ -362,51 +387,51 @@ impl Inbound {
         status
     }
 
-    pub fn open(&mut self, packet: &mut [u8]) -> Result<Opened, DropReason> {
+    pub fn open(&mut self, packet: &mut [u8]) -> Result<Opened, Refused> {
         let limit = self.params.lifetime;
         let reached = |used: u64, l: Option<u64>| l.is_some_and(|l| used >= l);
         if self.expired || reached(self.bytes, limit.bytes) || reached(self.packets, limit.packets)
         {
-            return Err(DropReason::SaExhausted);
+            return Err(Refused::Exhausted);
         }
         let seq = esp::Packet::new_checked(&*packet)
-            .map_err(|_| DropReason::Truncated)?
+            .map_err(|_| Refused::Truncated)?
             .sequence();
         // RFC 4303 §3.4.3: the cheap replay check comes before the ICV check, the window
         // update after it.
         self.window.check(seq).map_err(replay_drop)?;
         let body = self.transform.open(packet).map_err(|e| match e {
-            OpenError::Truncated => DropReason::Truncated,
-            OpenError::BadIcv => DropReason::BadIcv,
+            OpenError::Truncated => Refused::Truncated,
+            OpenError::BadIcv => Refused::BadIcv,
         })?;
         self.window.accept(seq).map_err(replay_drop)?;
-        let plain = packet.get(body.clone()).ok_or(DropReason::Truncated)?;
+        let plain = packet.get(body.clone()).ok_or(Refused::Truncated)?;
         let (Some(&next_header), Some(&pad)) = (
             plain.last(),
             plain.len().checked_sub(2).and_then(|i| plain.get(i)),
         ) else {
-            return Err(DropReason::Truncated);
+            return Err(Refused::Truncated);
         };
         let content_len = plain
             .len()
             .checked_sub(2 + usize::from(pad))
-            .ok_or(DropReason::BadPadding)?;
+            .ok_or(Refused::BadPadding)?;
         let padding = plain
             .get(content_len..content_len + usize::from(pad))
-            .ok_or(DropReason::BadPadding)?;
+            .ok_or(Refused::BadPadding)?;
         // RFC 4303 §2.4: the receiver SHOULD inspect the padding (1, 2, 3, …).
         if padding
             .iter()
             .enumerate()
             .any(|(i, &b)| usize::from(b) != i + 1)
         {
-            return Err(DropReason::BadPadding);
+            return Err(Refused::BadPadding);
         }
-        let content = plain.get(..content_len).ok_or(DropReason::Truncated)?;
+        let content = plain.get(..content_len).ok_or(Refused::Truncated)?;
         let inner_len = match next_header {
             NEXT_IPV4 => match ipv4::Packet::new_checked(content) {
                 Ok(p) => usize::from(p.total_len()),
-                Err(_) => return Err(DropReason::MalformedInner),
+                Err(_) => return Err(Refused::MalformedInner),
             },
             NEXT_IPV6 => {
                 let v6 = content.first().is_some_and(|b| b >> 4 == 6);
@@ -415,18 +440,18 @@ impl Inbound {
                     .map(|l| 40 + usize::from(u16::from_be_bytes([l[0], l[1]])));
                 match len {
                     Some(l) if v6 && l <= content.len() => l,
-                    _ => return Err(DropReason::MalformedInner),
+                    _ => return Err(Refused::MalformedInner),
                 }
             }
-            NEXT_NONE => return Err(DropReason::DummyPacket),
-            _ => return Err(DropReason::BadNextHeader),
+            NEXT_NONE => return Err(Refused::Dummy),
+            _ => return Err(Refused::BadNextHeader),
         };
         let inner = body.start..body.start + inner_len;
         if !packet
             .get(inner.clone())
             .is_some_and(|p| admits(&self.params.traffic_selectors, p, true))
         {
-            return Err(DropReason::SelectorMismatch);
+            return Err(Refused::SelectorMismatch);
         }
         self.bytes += inner_len as u64;
         self.packets += 1;
@@ -443,10 +468,10 @@ fn random_u64() -> Result<u64, KeyError> {
     Ok(u64::from_be_bytes(b))
 }
 
-fn replay_drop(r: Replay) -> DropReason {
+fn replay_drop(r: Replay) -> Refused {
     match r {
-        Replay::Duplicate | Replay::Zero => DropReason::Replayed,
-        Replay::TooOld => DropReason::TooOld,
+        Replay::Duplicate | Replay::Zero => Refused::Replayed,
+        Replay::TooOld => Refused::TooOld,
     }
 }
 
@@ -547,11 +572,11 @@ mod tests {
         // 100 % of replays refused; older than the window refused as too old.
         let replayed = packets
             .iter()
-            .filter(|p| inb.open(&mut (*p).clone()) == Err(DropReason::Replayed))
+            .filter(|p| inb.open(&mut (*p).clone()) == Err(Refused::Replayed))
             .count();
         let too_old = packets
             .iter()
-            .filter(|p| inb.open(&mut (*p).clone()) == Err(DropReason::TooOld))
+            .filter(|p| inb.open(&mut (*p).clone()) == Err(Refused::TooOld))
             .count();
         assert_eq!(replayed + too_old, 2000);
         assert!(too_old >= 2000 - 1024);
@@ -570,7 +595,7 @@ mod tests {
         let good = seal(&out, &inner_v4(40));
         let mut forged = good.clone();
         forged[4..8].copy_from_slice(&1_000_000u32.to_be_bytes());
-        assert_eq!(inb.open(&mut forged), Err(DropReason::BadIcv));
+        assert_eq!(inb.open(&mut forged), Err(Refused::BadIcv));
         // Had the forgery advanced the window, the genuine packet 1 would be too old now.
         inb.open(&mut good.clone()).unwrap();
     }
@@ -638,28 +663,28 @@ mod tests {
         assert_eq!(&p[o.inner], &inner[..]);
         assert_eq!(
             inb().open(&mut make(&inner, &[1, 2, 4, 3], NEXT_IPV4)),
-            Err(DropReason::BadPadding)
+            Err(Refused::BadPadding)
         );
         assert_eq!(
             inb().open(&mut make(&inner[..29], &[1], NEXT_IPV4)),
-            Err(DropReason::MalformedInner)
+            Err(Refused::MalformedInner)
         );
         assert_eq!(
             inb().open(&mut make(&inner, &[1, 2, 3, 4], 17)),
-            Err(DropReason::BadNextHeader)
+            Err(Refused::BadNextHeader)
         );
         assert_eq!(
             inb().open(&mut make(&inner, &[1, 2, 3, 4], NEXT_NONE)),
-            Err(DropReason::DummyPacket)
+            Err(Refused::Dummy)
         );
         assert_eq!(
             inb().open(&mut make(&inner, &[1, 2, 3, 4], NEXT_IPV6)),
-            Err(DropReason::MalformedInner)
+            Err(Refused::MalformedInner)
         );
         // A pad length longer than the plaintext, under a valid ICV.
         assert_eq!(
             inb().open(&mut make_raw(&[1, 2], &[], 200, NEXT_IPV4)),
-            Err(DropReason::BadPadding)
+            Err(Refused::BadPadding)
         );
     }
 
@@ -689,7 +714,7 @@ mod tests {
         }
         assert_eq!(
             inb.open(&mut seal(&peer, &inner_v4(40))),
-            Err(DropReason::SaExhausted)
+            Err(Refused::Exhausted)
         );
     }
 
@@ -711,7 +736,7 @@ mod tests {
         );
         inb.open(&mut sealed.clone()).unwrap();
         assert_eq!(inb.check_age(Duration::from_secs(101)), Age::Expired);
-        assert_eq!(inb.open(&mut sealed.clone()), Err(DropReason::SaExhausted));
+        assert_eq!(inb.open(&mut sealed.clone()), Err(Refused::Exhausted));
     }
 
     #[test]
@@ -737,7 +762,7 @@ mod tests {
         let mut stray = inner_v4(40);
         stray[19] = 3;
         let mut bad = seal(&any_out, &stray);
-        assert_eq!(inb.open(&mut bad), Err(DropReason::SelectorMismatch));
+        assert_eq!(inb.open(&mut bad), Err(Refused::SelectorMismatch));
         // And our own outbound refuses to send what it may not carry.
         let out = Outbound::new(p).unwrap();
         let mut buf = vec![0u8; 200];
@@ -788,7 +813,7 @@ mod tests {
         let mut moved = moved;
         assert_eq!(
             moved.open(&mut p.clone()),
-            Err(DropReason::Replayed),
+            Err(Refused::Replayed),
             "window travels with the SA"
         );
     }

@@ -41,6 +41,10 @@ enum Cipher {
     Gcm {
         key: Box<LessSafeKey>,
         salt: [u8; 4],
+        /// The same AES key for the unverified decryption of fuzzing builds (and the test that
+        /// pins it to ring's); production builds carry no second copy.
+        #[cfg(any(fuzzing, test))]
+        ctr: GcmKeystream,
     },
     Cbc128(Box<Aes128>),
     Cbc256(Box<Aes256>),
@@ -53,8 +57,31 @@ struct Mac {
 }
 
 impl Mac {
-    fn tag(&self, data: &[u8]) -> hmac::Tag {
-        hmac::sign(&self.key, data)
+    /// The one place an `Integrity` becomes an HMAC and a truncation (RFC 4868 §2.3: the
+    /// leftmost 128 bits of HMAC-SHA-256; RFC 2404 §2: the leftmost 96 bits of HMAC-SHA-1).
+    fn new(integ: Integrity, key: &[u8]) -> Mac {
+        match integ {
+            Integrity::HmacSha2_256_128 => Mac {
+                key: hmac::Key::new(hmac::HMAC_SHA256, key),
+                truncate: 16,
+            },
+            Integrity::HmacSha1_96 => Mac {
+                key: hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key),
+                truncate: 12,
+            },
+        }
+    }
+}
+
+/// A truncated HMAC: the ICV that `seal` writes and `open` compares against.
+pub(crate) struct Icv {
+    tag: hmac::Tag,
+    len: usize,
+}
+
+impl AsRef<[u8]> for Icv {
+    fn as_ref(&self) -> &[u8] {
+        &self.tag.as_ref()[..self.len]
     }
 }
 
@@ -96,12 +123,16 @@ impl Transform {
                 } else {
                     &aead::AES_256_GCM
                 };
+                #[cfg(any(fuzzing, test))]
+                let ctr = GcmKeystream::new(key).ok_or(length("encryption", e_len))?;
                 let key = UnboundKey::new(alg, key).map_err(|_| length("encryption", e_len))?;
                 let mut s = [0u8; 4];
                 s.copy_from_slice(salt);
                 Cipher::Gcm {
                     key: Box::new(LessSafeKey::new(key)),
                     salt: s,
+                    #[cfg(any(fuzzing, test))]
+                    ctr,
                 }
             }
             EspEncryption::AesCbc128 => Cipher::Cbc128(Box::new(
@@ -112,17 +143,19 @@ impl Transform {
             )),
             EspEncryption::Null => Cipher::Null,
         };
-        let mac = integ.map(|i| match i {
-            Integrity::HmacSha2_256_128 => Mac {
-                key: hmac::Key::new(hmac::HMAC_SHA256, integ_key),
-                truncate: 16,
-            },
-            Integrity::HmacSha1_96 => Mac {
-                key: hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, integ_key),
-                truncate: 12,
-            },
-        });
+        let mac = integ.map(|i| Mac::new(i, integ_key));
         Ok(Transform { cipher, mac })
+    }
+
+    /// The integrity ICV over `data` (SPI through Next Header, after encryption: RFC 4303
+    /// §3.3.2.1) for the CBC and NULL suites; `None` without an integrity algorithm (GCM, whose
+    /// tag comes out of the AEAD). `seal` and `open` compute their ICV here and nowhere else, so
+    /// the known answers that go through this method test what the data path runs.
+    pub(crate) fn integrity_icv(&self, data: &[u8]) -> Option<Icv> {
+        self.mac.as_ref().map(|m| Icv {
+            tag: hmac::sign(&m.key, data),
+            len: m.truncate,
+        })
     }
 
     pub fn iv_len(&self) -> usize {
@@ -173,7 +206,7 @@ impl Transform {
             return Err(OpenError::Truncated);
         }
         match &self.cipher {
-            Cipher::Gcm { key, salt } => {
+            Cipher::Gcm { key, salt, .. } => {
                 let explicit = iv.to_be_bytes();
                 packet[HEADER_LEN..body_start].copy_from_slice(&explicit);
                 let nonce = gcm_nonce(salt, &explicit);
@@ -190,9 +223,8 @@ impl Transform {
             Cipher::Cbc256(c) => cbc_seal(c.as_ref(), packet, body_start, body_end, iv)?,
             Cipher::Null => {}
         }
-        if let Some(m) = &self.mac {
-            let tag = m.tag(&packet[..body_end]);
-            packet[body_end..].copy_from_slice(&tag.as_ref()[..m.truncate]);
+        if let Some(icv) = self.integrity_icv(&packet[..body_end]) {
+            packet[body_end..].copy_from_slice(icv.as_ref());
         }
         Ok(())
     }
@@ -211,24 +243,30 @@ impl Transform {
             return Err(OpenError::Truncated);
         }
         match &self.cipher {
-            Cipher::Gcm { key, salt } => {
-                let mut explicit = [0u8; 8];
-                explicit.copy_from_slice(&packet[HEADER_LEN..body_start]);
-                let nonce = gcm_nonce(salt, &explicit);
-                let (head, rest) = packet.split_at_mut(body_start);
-                let aad = Aad::from(&head[..HEADER_LEN]);
-                if cfg!(fuzzing) {
+            Cipher::Gcm { key, salt, .. } => {
+                // The fuzzer cannot forge tags: decrypt without checking, so that it reaches
+                // the padding and inner-packet code behind the ICV with real plaintext.
+                #[cfg(fuzzing)]
+                {
+                    let _ = (key, salt);
+                    return self.gcm_open_unverified(packet);
+                }
+                #[cfg(not(fuzzing))]
+                {
+                    let mut explicit = [0u8; 8];
+                    explicit.copy_from_slice(&packet[HEADER_LEN..body_start]);
+                    let nonce = gcm_nonce(salt, &explicit);
+                    let (head, rest) = packet.split_at_mut(body_start);
+                    let aad = Aad::from(&head[..HEADER_LEN]);
+                    key.open_in_place(nonce, aad, rest)
+                        .map_err(|_| OpenError::BadIcv)?;
                     return Ok(body_start..body_end);
                 }
-                key.open_in_place(nonce, aad, rest)
-                    .map_err(|_| OpenError::BadIcv)?;
-                return Ok(body_start..body_end);
             }
             _ => {
-                if let Some(m) = &self.mac {
-                    let tag = m.tag(&packet[..body_end]);
+                if let Some(icv) = self.integrity_icv(&packet[..body_end]) {
                     // Constant time: a timing difference would let a forger learn the tag bytewise.
-                    let ok: bool = tag.as_ref()[..m.truncate].ct_eq(&packet[body_end..]).into();
+                    let ok: bool = icv.as_ref().ct_eq(&packet[body_end..]).into();
                     if !ok && !cfg!(fuzzing) {
                         return Err(OpenError::BadIcv);
                     }
@@ -263,12 +301,86 @@ impl<T> Aes for T where
 {
 }
 
-fn gcm_nonce(salt: &[u8; 4], explicit: &[u8; 8]) -> Nonce {
+fn gcm_nonce_bytes(salt: &[u8; 4], explicit: &[u8; 8]) -> [u8; 12] {
     // RFC 4106 §4: the nonce is the salt followed by the explicit IV.
     let mut n = [0u8; 12];
     n[..4].copy_from_slice(salt);
     n[4..].copy_from_slice(explicit);
-    Nonce::assume_unique_for_key(n)
+    n
+}
+
+fn gcm_nonce(salt: &[u8; 4], explicit: &[u8; 8]) -> Nonce {
+    Nonce::assume_unique_for_key(gcm_nonce_bytes(salt, explicit))
+}
+
+/// GCM's keystream without its tag, for fuzzing builds: ring cannot decrypt GCM without
+/// verifying. NIST SP 800-38D §7.1-7.2: with a 96-bit IV, J0 = IV ‖ 0^31 ‖ 1 and the plaintext
+/// is XORed with AES_K of inc32(J0), inc32(inc32(J0)), …: AES-CTR with a 32-bit big-endian
+/// counter starting at 2.
+#[cfg(any(fuzzing, test))]
+enum GcmKeystream {
+    Aes128(Box<Aes128>),
+    Aes256(Box<Aes256>),
+}
+
+#[cfg(any(fuzzing, test))]
+impl GcmKeystream {
+    fn new(key: &[u8]) -> Option<Self> {
+        match key.len() {
+            16 => Aes128::new_from_slice(key)
+                .ok()
+                .map(|k| GcmKeystream::Aes128(Box::new(k))),
+            32 => Aes256::new_from_slice(key)
+                .ok()
+                .map(|k| GcmKeystream::Aes256(Box::new(k))),
+            _ => None,
+        }
+    }
+
+    fn apply(&self, nonce: &[u8; 12], data: &mut [u8]) {
+        use aes::cipher::{StreamCipher, StreamCipherCoreWrapper};
+        use ctr::{CtrCore, flavors::Ctr32BE};
+        let mut block = aes::Block::default();
+        block[..12].copy_from_slice(nonce);
+        block[12..].copy_from_slice(&2u32.to_be_bytes());
+        match self {
+            GcmKeystream::Aes128(k) => StreamCipherCoreWrapper::from_core(
+                CtrCore::<Aes128, Ctr32BE>::inner_iv_init(k.as_ref().clone(), &block),
+            )
+            .apply_keystream(data),
+            GcmKeystream::Aes256(k) => StreamCipherCoreWrapper::from_core(
+                CtrCore::<Aes256, Ctr32BE>::inner_iv_init(k.as_ref().clone(), &block),
+            )
+            .apply_keystream(data),
+        }
+    }
+}
+
+#[cfg(any(fuzzing, test))]
+impl Transform {
+    /// What `open` does for GCM in fuzzing builds: the decryption without the tag check. The
+    /// test `gcm_unverified_decryption_equals_rings` pins it to ring's output.
+    fn gcm_open_unverified(&self, packet: &mut [u8]) -> Result<Range<usize>, OpenError> {
+        let Cipher::Gcm { salt, ctr, .. } = &self.cipher else {
+            return Err(OpenError::Truncated);
+        };
+        let (iv_len, icv_len) = (self.iv_len(), self.icv_len());
+        let body_start = HEADER_LEN + iv_len;
+        let body_end = packet
+            .len()
+            .checked_sub(icv_len)
+            .ok_or(OpenError::Truncated)?;
+        if body_end < body_start + 2 || !(body_end - body_start).is_multiple_of(self.align()) {
+            return Err(OpenError::Truncated);
+        }
+        let mut explicit = [0u8; 8];
+        explicit.copy_from_slice(&packet[HEADER_LEN..body_start]);
+        ctr.apply(
+            &gcm_nonce_bytes(salt, &explicit),
+            &mut packet[body_start..body_end],
+        );
+        Ok(body_start..body_end)
+    }
 }
 
 fn cbc_seal<C>(
@@ -409,6 +521,19 @@ mod tests {
                 .unwrap();
             }
             assert_eq!(&p[24..], &hex(v.ciphertext)[..], "{}", v.source);
+            // The other direction through Transform::open, as ESP: header, the vector's IV and
+            // ciphertext, and the ICV of an (already known-answer tested) HMAC over them.
+            let enc = if key.len() == 16 {
+                EspEncryption::AesCbc128
+            } else {
+                EspEncryption::AesCbc256
+            };
+            let t = Transform::new(enc, Some(Integrity::HmacSha2_256_128), &key, &[7; 32]).unwrap();
+            let mut p = [vec![0; 8], iv.to_vec(), hex(v.ciphertext)].concat();
+            let icv = t.integrity_icv(&p).unwrap();
+            p.extend_from_slice(icv.as_ref());
+            let body = t.open(&mut p).unwrap();
+            assert_eq!(&p[body], &plain[..], "{} via open", v.source);
         }
     }
 
@@ -433,30 +558,72 @@ mod tests {
         }
     }
 
+    /// A transform whose ICV is the given HMAC under `key`, built by `Transform::new` (NULL
+    /// encryption) wherever the key has an equivalent of the ESP key length, which is what
+    /// Transform::new accepts (RFC 2104 §2: HMAC hashes a key longer than the 64-byte block and
+    /// zero-pads a shorter one to the block, so `K ‖ 0…` and `H(K)` are the same key as `K`). The
+    /// one vector key without such an equivalent (RFC 2202 case 4: 25 bytes, SHA-1 wants 20)
+    /// gets `Mac::new`, the same algorithm mapping `Transform::new` uses.
+    fn hmac_transform(integ: Integrity, key: &[u8]) -> Transform {
+        let (_, want) = key_lengths(EspEncryption::Null, Some(integ));
+        let hashed;
+        let equivalent = if key.len() > 64 {
+            let alg = match integ {
+                Integrity::HmacSha2_256_128 => &ring::digest::SHA256,
+                Integrity::HmacSha1_96 => &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+            };
+            hashed = ring::digest::digest(alg, key);
+            Some(hashed.as_ref().to_vec())
+        } else if key.len() <= want {
+            let mut k = key.to_vec();
+            k.resize(want, 0);
+            Some(k)
+        } else {
+            None
+        };
+        match equivalent {
+            Some(k) => Transform::new(EspEncryption::Null, Some(integ), &[], &k).unwrap(),
+            None => Transform {
+                cipher: Cipher::Null,
+                mac: Some(Mac::new(integ, key)),
+            },
+        }
+    }
+
     #[test]
-    fn hmac_known_answers_truncated() {
-        for (v, alg, n) in kat::HMAC_SHA256_128
+    fn hmac_known_answers_through_the_transform() {
+        let (mut via_new, mut via_seal) = (0, 0);
+        for (v, integ) in kat::HMAC_SHA256_128
             .iter()
-            .map(|v| (v, hmac::HMAC_SHA256, 16))
+            .map(|v| (v, Integrity::HmacSha2_256_128))
             .chain(
                 kat::HMAC_SHA1_96
                     .iter()
-                    .map(|v| (v, hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, 12)),
+                    .map(|v| (v, Integrity::HmacSha1_96)),
             )
         {
-            let m = Mac {
-                key: hmac::Key::new(alg, &hex(v.key)),
-                truncate: n,
-            };
-            let tag = m.tag(&hex(v.data));
-            assert_eq!(tag.as_ref(), &hex(v.mac)[..], "{}", v.source);
-            assert_eq!(
-                &tag.as_ref()[..m.truncate],
-                &hex(v.mac_truncated)[..],
-                "{}",
-                v.source
-            );
+            let (key, data, want) = (hex(v.key), hex(v.data), hex(v.mac_truncated));
+            let t = hmac_transform(integ, &key);
+            via_new += usize::from(key.len() != 25);
+            assert_eq!(t.icv_len(), want.len(), "{}", v.source);
+            let icv = t.integrity_icv(&data).unwrap();
+            assert_eq!(icv.as_ref(), &want[..], "{}", v.source);
+            // Where the data has the shape of a NULL-encrypted ESP packet (8-byte header, an
+            // aligned body of at least the 2-byte trailer), seal and open themselves.
+            if data.len() >= HEADER_LEN + 2 && (data.len() - HEADER_LEN).is_multiple_of(4) {
+                let mut p = [data.clone(), vec![0; want.len()]].concat();
+                t.seal(&mut p, 1).unwrap();
+                assert_eq!(p, [data.clone(), want.clone()].concat(), "{}", v.source);
+                assert_eq!(t.open(&mut p), Ok(HEADER_LEN..data.len()), "{}", v.source);
+                let last = p.len() - 1;
+                p[last] ^= 1;
+                assert_eq!(t.open(&mut p), Err(OpenError::BadIcv), "{}", v.source);
+                via_seal += 1;
+            }
         }
+        // All 4 RFC 4868 vectors and 6 of the 7 RFC 2202 ones through Transform::new; through
+        // seal/open: AUTH256-2, and RFC 2202 cases 2 and 5.
+        assert_eq!((via_new, via_seal), (10, 3));
     }
 
     fn suites() -> Vec<(EspEncryption, Option<Integrity>)> {
@@ -507,6 +674,48 @@ mod tests {
                 }
                 let mut short = sealed[..sealed.len() - 1].to_vec();
                 assert!(t.open(&mut short).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn gcm_unverified_decryption_equals_rings() {
+        // The fuzzing builds' GCM open (no tag check) must yield the plaintext ring yields, or
+        // the fuzzer would explore garbage instead of the code behind the ICV.
+        let mut checked = 0;
+        for v in kat::GCM_ESP_AES128.iter().chain(kat::GCM_ESP_AES256) {
+            if v.esn {
+                continue;
+            }
+            let enc = if v.key.len() == 32 {
+                EspEncryption::AesGcm16_128
+            } else {
+                EspEncryption::AesGcm16_256
+            };
+            let t = Transform::new(enc, None, &[hex(v.key), hex(v.salt)].concat(), &[]).unwrap();
+            let mut p = [hex(v.spi), hex(v.seq), hex(v.iv), hex(v.ciphertext_icv)].concat();
+            let r = t.gcm_open_unverified(&mut p).unwrap();
+            assert_eq!(&p[r], &hex(v.plaintext)[..], "{}", v.source);
+            checked += 1;
+        }
+        assert!(checked >= 3);
+        for enc in [EspEncryption::AesGcm16_128, EspEncryption::AesGcm16_256] {
+            let (e, _) = key_lengths(enc, None);
+            let key: Vec<u8> = (0..e as u8).map(|b| b.wrapping_mul(37)).collect();
+            let t = Transform::new(enc, None, &key, &[]).unwrap();
+            // Up to 1400 bytes: the 32-bit counter runs over many blocks, partial last block.
+            for len in [4usize, 16, 60, 1400] {
+                let mut p = vec![0u8; HEADER_LEN + 8 + len + 16];
+                p[..8].copy_from_slice(&[1, 2, 3, 4, 0, 0, 0, 7]);
+                for (k, b) in p[16..16 + len].iter_mut().enumerate() {
+                    *b = (k * 7) as u8;
+                }
+                t.seal(&mut p, 0x0102_0304_0506_0708).unwrap();
+                let (mut ours, mut rings) = (p.clone(), p.clone());
+                let a = t.gcm_open_unverified(&mut ours).unwrap();
+                let b = t.open(&mut rings).unwrap();
+                assert_eq!(a, b);
+                assert_eq!(&ours[a], &rings[b], "{enc:?} len {len}");
             }
         }
     }

@@ -847,8 +847,35 @@ impl Metrics {
         Metrics { samples }
     }
 
-    /// Sum of every sample of `name` whose labels include `labels` (0 when none).
+    /// Sum of every sample of `name` whose labels include `labels`. Panics when there is none:
+    /// every series of the contract is registered at start, so an absent one is a bug, and
+    /// reading it as 0 would let `== 0` assertions pass on a page that lost the series.
     pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.try_get(name, labels).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Metrics::get`] as a `Result`: `Err` names the missing series and what the page has.
+    pub fn try_get(&self, name: &str, labels: &[(&str, &str)]) -> Result<f64, String> {
+        let mut found = self.matching(name, labels).peekable();
+        if found.peek().is_none() {
+            let present: BTreeSet<String> = self
+                .samples
+                .iter()
+                .filter(|s| s.name == name)
+                .map(|s| format!("{:?}", s.labels))
+                .collect();
+            return Err(format!(
+                "/metrics has no series {name} with labels {labels:?} (label sets of {name} \
+                 present: {present:?}; {} samples on the page)",
+                self.samples.len()
+            ));
+        }
+        Ok(found.map(|s| s.value).sum())
+    }
+
+    /// 0 for a series that is absent. Only for a series that legitimately may not exist yet
+    /// (none does today: every counter is registered at start); say why where it is used.
+    pub fn metric_or_zero(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.matching(name, labels).map(|s| s.value).sum()
     }
 
@@ -981,6 +1008,30 @@ pub fn tshark_fields(file: &Path, display_filter: &str, fields: &[&str]) -> Vec<
         .filter(|l| !l.trim().is_empty())
         .map(|l| l.split('\t').map(str::to_string).collect())
         .collect()
+}
+
+/// The packets of a classic pcap file as tcpdump writes it (little-endian, microseconds), read
+/// without starting tshark: cheap enough to run after every crafted variant. Panics on a file
+/// that is not one.
+pub fn pcap_packets(file: &Path) -> Vec<Vec<u8>> {
+    let data = fs::read(file).unwrap_or_else(|e| panic!("read {}: {e}", file.display()));
+    assert!(
+        data.get(..4) == Some(&[0xd4, 0xc3, 0xb2, 0xa1][..]),
+        "{} is not a little-endian pcap file",
+        file.display()
+    );
+    let mut packets = Vec::new();
+    let mut at = 24;
+    // A record cut short by the capture being stopped is not a packet.
+    while let Some(header) = data.get(at..at + 16) {
+        let len = u32::from_le_bytes([header[8], header[9], header[10], header[11]]) as usize;
+        let Some(p) = data.get(at + 16..at + 16 + len) else {
+            break;
+        };
+        packets.push(p.to_vec());
+        at += 16 + len;
+    }
+    packets
 }
 
 /// A number printed by tshark in decimal or `0x` hexadecimal.
