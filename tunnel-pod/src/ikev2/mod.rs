@@ -63,6 +63,46 @@ impl PskSource for PskReader {
     }
 }
 
+/// Warnings that anyone can provoke (an IKE_SA_INIT with odd proposals costs a spoofed packet,
+/// a failed AUTH one exchange) are logged at most `LOG_BURST` per `LOG_WINDOW`; the metrics
+/// still count every one, and the number left out is logged when the window ends.
+const LOG_BURST: u32 = 20;
+const LOG_WINDOW: Duration = Duration::from_secs(10);
+
+struct LogBudget {
+    window_start: Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl LogBudget {
+    fn new(now: Instant) -> Self {
+        LogBudget {
+            window_start: now,
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// May one more warning be logged now? The second value is how many the window that just
+    /// ended left out (to be reported once).
+    fn allow(&mut self, now: Instant) -> (bool, u64) {
+        let mut ended = 0;
+        if now.saturating_duration_since(self.window_start) >= LOG_WINDOW {
+            ended = std::mem::take(&mut self.suppressed);
+            self.window_start = now;
+            self.logged = 0;
+        }
+        if self.logged < LOG_BURST {
+            self.logged = self.logged.saturating_add(1);
+            (true, ended)
+        } else {
+            self.suppressed = self.suppressed.saturating_add(1);
+            (false, ended)
+        }
+    }
+}
+
 pub struct Shell {
     endpoint: Endpoint,
     path: Arc<Path>,
@@ -79,6 +119,7 @@ pub struct Shell {
     /// Inbound SPIs a rekey was already asked for.
     rekey_asked: HashSet<u32>,
     rng: SystemRandom,
+    log_budget: LogBudget,
 }
 
 impl Shell {
@@ -111,6 +152,7 @@ impl Shell {
             children: HashMap::new(),
             rekey_asked: HashSet::new(),
             rng: SystemRandom::new(),
+            log_budget: LogBudget::new(Instant::now()),
         })
     }
 
@@ -235,7 +277,27 @@ impl Shell {
         self.children.insert(sa.outbound.spi, sa.inbound.spi);
     }
 
-    fn event(&self, e: Event) {
+    /// Whether a warning the peer (or anyone) can provoke may be logged now.
+    fn may_warn(&mut self) -> bool {
+        let (allowed, left_out) = self.log_budget.allow(Instant::now());
+        if left_out > 0 {
+            tracing::warn!(
+                left_out,
+                "IKE warnings left out of the log (see the metrics)"
+            );
+        }
+        allowed
+    }
+
+    fn event(&mut self, e: Event) {
+        let noisy = matches!(
+            e,
+            Event::ChildFailed { .. }
+                | Event::AuthFailed { .. }
+                | Event::NoProposalChosen { .. }
+                | Event::PeerError { .. }
+        );
+        let quiet = noisy && !self.may_warn();
         let m = &self.path.metrics.ike;
         match e {
             Event::IkeEstablished {
@@ -295,24 +357,32 @@ impl Shell {
             ),
             Event::ChildFailed { notify } => {
                 m.failure(notify.name().unwrap_or("other"));
-                tracing::warn!(notify = %notify, "Child SA not created");
+                if !quiet {
+                    tracing::warn!(notify = %notify, "Child SA not created");
+                }
             }
             Event::AuthFailed { peer_id } => {
                 m.failure("AUTHENTICATION_FAILED");
-                tracing::warn!(
-                    peer_id,
-                    "IKE authentication failed: the peer's ID is not one of this tunnel's, or the PSK differs"
-                );
+                if !quiet {
+                    tracing::warn!(
+                        peer_id,
+                        "IKE authentication failed: the peer's ID is not one of this tunnel's, or the PSK differs"
+                    );
+                }
             }
             Event::NoProposalChosen { offered, allowed } => {
                 m.failure("NO_PROPOSAL_CHOSEN");
-                tracing::warn!(
-                    "no acceptable proposal: peer offered {offered}; allowed: {allowed}"
-                );
+                if !quiet {
+                    tracing::warn!(
+                        "no acceptable proposal: peer offered {offered}; allowed: {allowed}"
+                    );
+                }
             }
             Event::PeerError { exchange, notify } => {
                 m.failure(notify.name().unwrap_or("other"));
-                tracing::warn!(exchange = %exchange, notify = %notify, "the peer refused our request");
+                if !quiet {
+                    tracing::warn!(exchange = %exchange, notify = %notify, "the peer refused our request");
+                }
             }
             Event::ExchangeDone { exchange, ok } => {
                 m.exchange(exchange.name().unwrap_or("other"), ok);
@@ -443,5 +513,25 @@ pub async fn run(mut shell: Shell, mut rx: mpsc::Receiver<IkeDatagram>, shutdown
             }
         }
         shell.apply(&mut out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provokable_warnings_are_rate_limited() {
+        let t0 = Instant::now();
+        let mut b = LogBudget::new(t0);
+        for _ in 0..LOG_BURST {
+            assert_eq!(b.allow(t0), (true, 0));
+        }
+        assert_eq!(b.allow(t0), (false, 0));
+        assert_eq!(b.allow(t0 + Duration::from_secs(5)), (false, 0));
+        // The next window logs again and reports what the last one left out, once.
+        let t1 = t0 + LOG_WINDOW;
+        assert_eq!(b.allow(t1), (true, 2));
+        assert_eq!(b.allow(t1), (true, 0));
     }
 }
