@@ -812,7 +812,15 @@ impl IkeSa {
         let mut ours: Vec<u32> = Vec::new();
         if let State::Established(e) = &mut self.state {
             for spi in esp_spis.iter().take(MAX_CHILDREN) {
-                if let Some(inbound) = e.retire_by_outbound(ctx, *spi) {
+                // §1.4.1: when our own Delete of the pair crossed this one, the answer must
+                // not name it again.
+                let crossing = e
+                    .children
+                    .iter()
+                    .any(|c| c.outbound == *spi && c.state == ChildState::Deleting);
+                if let Some(inbound) = e.retire_by_outbound(ctx, *spi)
+                    && !crossing
+                {
                     ours.push(inbound);
                 }
             }

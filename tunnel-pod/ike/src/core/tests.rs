@@ -2057,3 +2057,62 @@ fn answer_to_a_request_that_ended_the_sa_is_resent() {
     p.deliver(true, retx[0].0, &retx[0].1);
     assert!(p.r.wire.is_empty());
 }
+
+/// The payloads of a message the responder sent, opened with the initiator's keys.
+fn open_at_i(p: &Pair, bytes: &[u8]) -> Vec<Payload> {
+    let sa =
+        p.i.ep
+            .sas
+            .values()
+            .find(|s| matches!(&s.state, State::Established(_)))
+            .unwrap();
+    let State::Established(e) = &sa.state else {
+        unreachable!()
+    };
+    let enc = parse_message(bytes).unwrap().encrypted.unwrap();
+    let plain = e.recv.open(bytes, enc.iv_offset).unwrap();
+    parse_payloads(enc.first_inner, &plain).unwrap()
+}
+
+#[test]
+fn crossing_child_deletes_are_answered_without_delete_payloads() {
+    let mut p = Pair::default();
+    p.handshake();
+    let spi_i = *p.i.children.keys().next().unwrap();
+    let spi_r = *p.r.children.keys().next().unwrap();
+    let mut out = Vec::new();
+    p.i.ep.delete_child(p.now, spi_i, &p.rng, &mut out);
+    p.i.absorb(out);
+    let mut out = Vec::new();
+    p.r.ep.delete_child(p.now, spi_r, &p.rng, &mut out);
+    p.r.absorb(out);
+    let from_i = std::mem::take(&mut p.i.wire);
+    let from_r = std::mem::take(&mut p.r.wire);
+    assert_eq!((from_i.len(), from_r.len()), (1, 1));
+    p.deliver(true, from_i[0].0, &from_i[0].1);
+    let answer = std::mem::take(&mut p.r.wire);
+    assert_eq!(answer.len(), 1);
+    let payloads = open_at_i(&p, &answer[0].1);
+    assert!(
+        !payloads.iter().any(|x| matches!(x, Payload::Delete(_))),
+        "{payloads:?}"
+    );
+    p.deliver(false, answer[0].0, &answer[0].1);
+    p.deliver(false, from_r[0].0, &from_r[0].1);
+    p.run();
+    assert!(p.i.children.is_empty() && p.r.children.is_empty());
+    assert_eq!(p.i.established().len(), 1);
+    assert_eq!(p.r.established().len(), 1);
+    // An ordinary Delete is still answered with the pair's other SPI.
+    let mut p = Pair::default();
+    p.handshake();
+    let spi_i = *p.i.children.keys().next().unwrap();
+    let mut out = Vec::new();
+    p.i.ep.delete_child(p.now, spi_i, &p.rng, &mut out);
+    p.i.absorb(out);
+    let req = std::mem::take(&mut p.i.wire);
+    p.deliver(true, req[0].0, &req[0].1);
+    let answer = std::mem::take(&mut p.r.wire);
+    let payloads = open_at_i(&p, &answer[0].1);
+    assert!(payloads.iter().any(|x| matches!(x, Payload::Delete(_))));
+}
