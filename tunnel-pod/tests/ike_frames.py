@@ -305,7 +305,11 @@ def v_oversized(p, rng):
     # 9000 bytes (IP-fragmented on the 1500-byte veth) behind a header that announces them.
     body = rng.randbytes(9000 - 28)
     p.send(header(rng.getrandbits(64) | 1, 0, PT_SA, IKE_SA_INIT, FLAG_I, 0, 9000) + body)
-    return 1, expect({"malformed": 1}), "none"
+    if p.port == 500:
+        return 1, expect({"malformed": 1}), "none"
+    # The data path reads 4500 into 4096-byte slots (RFC 7296 §2 asks for 3000 bytes at least):
+    # a longer datagram is cut by the kernel and dropped there as oversized.
+    return 1, expect(tunnel={"oversized": 1}), "none"
 
 
 def v_empty(p, rng):
@@ -344,9 +348,8 @@ def v_unexpected_source(p, rng):
     # From an address of A that is not the customerEndpoint (the test adds 203.0.113.3).
     spi_i = rng.getrandbits(64) | 1
     p.send(init_request(spi_i, rng))
-    if p.port == 500:
-        return 1, expect({"unexpected_source": 1}), "none"
-    return 1, expect(tunnel={"unexpected_source": 1}), "none"
+    # On 4500 too the data path passes IKE on and the IKE task refuses the source.
+    return 1, expect({"unexpected_source": 1}), "none"
 
 
 BOTH, ONLY_500, ONLY_4500 = (500, 4500), (500,), (4500,)
@@ -455,7 +458,7 @@ def random_datagrams(args):
         if kind == 1 and n >= 28:
             # An IKE-looking header: version 2, a real exchange, a consistent Length.
             data = header(rng.getrandbits(64), rng.choice((0, rng.getrandbits(64))),
-                          rng.choice((PT_SA, PT_SK, PT_NOTIFY, PT_UNKNOWN, 0)), 0x20,
+                          rng.choice((PT_SA, PT_SK, PT_NOTIFY, PT_UNKNOWN, 0)),
                           rng.choice((IKE_SA_INIT, IKE_AUTH, CREATE_CHILD_SA, INFORMATIONAL)),
                           rng.choice((FLAG_I, FLAG_R, 0, FLAG_I | FLAG_R)), rng.getrandbits(3),
                           n) + data[28:]

@@ -467,6 +467,12 @@ fn hostile_init_flood() {
     // While the half-open SAs of the flood last (30 s) strongSwan must pass the cookie test.
     let took = establishes(&lab, &charon, Duration::from_secs(5));
     eprintln!("strongSwan established {took:?} after the flood");
+    assert!(
+        charon.full_log().contains("N(COOKIE)"),
+        "strongSwan was not asked for a cookie while {COOKIE_THRESHOLD} SAs were half-open \
+         (RFC 7296 §2.6){}",
+        charon.log()
+    );
     let m = lab.metrics(Side::B);
     assert_eq!(m.get(IKE_SAS, &[]), 1.0, "{IKE_SAS} after strongSwan");
     drop(charon);
@@ -505,9 +511,11 @@ fn hostile_random_datagrams() {
     );
     assert_eq!(run["sent"], 10000, "cut short: {run}");
     assert!(peak < RSS_LIMIT_KIB, "RSS {peak} kB{}", lab.logs());
-    // Every datagram is either counted or silently lost in a kernel buffer: most must be seen.
+    // Each datagram is counted once (paced: the kernel buffers lose none in practice; 1 %
+    // allowed). `no_sa` is the TUN side's (egress before any Child SA), not ours.
+    let no_sa = after.drops("no_sa") - before.drops("no_sa");
     assert!(
-        ike + tunnel >= 9000.0,
+        ike + tunnel - no_sa >= 9900.0,
         "only {ike} IKE + {tunnel} tunnel drops for 10000 datagrams"
     );
     assert_eq!(
