@@ -476,6 +476,25 @@ def random_datagrams(args):
             "seconds": round(time.monotonic() - start, 3)}
 
 
+def on_sa(args):
+    """One message with an undecryptable SK payload on given SPIs (an established SA's, say),
+    to 500; the answers within --wait."""
+    rng = random.Random(f"{args.seed}/sk/{args.spi_i}/{args.message_id}/{args.flags}")
+    peer = Peer(args.src, args.dst, args.port)
+    peer.send(sk_message(int(args.spi_i, 16), int(args.spi_r, 16), args.exchange, args.flags,
+                         args.message_id, rng))
+    return {"sent": 1, "replies": peer.recv_all(args.wait)}
+
+
+def esp(args):
+    """One ESP packet (RFC 4303 §2) to 4500: SPI, sequence number, random bytes."""
+    rng = random.Random(f"{args.seed}/esp/{args.spi}/{args.seq}")
+    peer = Peer(args.src, args.dst, 4500)
+    peer.sock.sendto(struct.pack("!II", int(args.spi, 16), args.seq) + rng.randbytes(96),
+                     (args.dst, 4500))
+    return {"sent": 1, "replies": peer.recv_all(args.wait)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--src", default="203.0.113.1")
@@ -492,6 +511,16 @@ def main():
     r = sub.add_parser("random")
     r.add_argument("--count", type=int, default=10000)
     r.add_argument("--seconds", type=float, default=30.0)
+    k = sub.add_parser("sk")
+    k.add_argument("--spi-i", required=True)
+    k.add_argument("--spi-r", required=True)
+    k.add_argument("--message-id", type=int, required=True)
+    k.add_argument("--exchange", type=int, default=INFORMATIONAL)
+    k.add_argument("--flags", type=int, default=FLAG_I)
+    k.add_argument("--port", type=int, default=500)
+    e = sub.add_parser("esp")
+    e.add_argument("--spi", required=True)
+    e.add_argument("--seq", type=int, default=1)
     args = ap.parse_args()
     if args.list:
         print(json.dumps(names()))
@@ -499,6 +528,10 @@ def main():
         print(json.dumps(run_variant(args, args.name)))
     elif args.cmd == "flood":
         print(json.dumps(flood(args)))
+    elif args.cmd == "sk":
+        print(json.dumps(on_sa(args)))
+    elif args.cmd == "esp":
+        print(json.dumps(esp(args)))
     elif args.cmd == "random":
         print(json.dumps(random_datagrams(args)))
     else:

@@ -529,3 +529,162 @@ fn hostile_random_datagrams() {
     assert_eq!(lab.status(Side::B, "/healthz"), Some(200), "/healthz");
     drop(charon);
 }
+
+/// Messages on a real, established IKE SA (strongSwan's) that must not reach it: wrong SPIs,
+/// Message IDs outside the window, an ICV that fails, a response to nothing, and an ESP packet
+/// with the child's SPI and a bad ICV. The SA and its child must survive all of them.
+#[test]
+#[ignore = "needs root, network namespaces, strongSwan and the IKEv2 responder"]
+fn hostile_on_established_sa() {
+    let lab = lab();
+    let charon = branch(&lab);
+    establishes(&lab, &charon, Duration::from_secs(5));
+    let sa = charon
+        .established(CONN)
+        .unwrap_or_else(|| panic!("no SA{}", charon.log()));
+    let child = sa
+        .installed()
+        .cloned()
+        .unwrap_or_else(|| panic!("no child: {sa:?}"));
+    let (spi_i, spi_r) = (sa.initiator_spi.clone(), sa.responder_spi.clone());
+    let flip = |hex: &str| {
+        let v = u64::from_str_radix(hex, 16).unwrap_or_else(|e| panic!("SPI {hex}: {e}"));
+        format!("{:016x}", v ^ 0x0100)
+    };
+    // IKE_AUTH was Message ID 1: the responder expects 2 next (RFC 7296 §2.3).
+    let cases: Vec<(&str, Vec<String>, &str, &str)> = vec![
+        (
+            "wrong SPIr",
+            sk_args(&spi_i, &flip(&spi_r), 2, 0x08),
+            IKE_DROPS,
+            "unknown_spi",
+        ),
+        (
+            "wrong SPIi",
+            sk_args(&flip(&spi_i), &spi_r, 2, 0x08),
+            IKE_DROPS,
+            "unknown_spi",
+        ),
+        (
+            "Message ID ahead of the window",
+            sk_args(&spi_i, &spi_r, 1000, 0x08),
+            IKE_DROPS,
+            "out_of_window",
+        ),
+        (
+            "Message ID behind the window",
+            sk_args(&spi_i, &spi_r, 0, 0x08),
+            IKE_DROPS,
+            "out_of_window",
+        ),
+        (
+            "next Message ID, ICV fails",
+            sk_args(&spi_i, &spi_r, 2, 0x08),
+            IKE_DROPS,
+            "bad_icv",
+        ),
+        (
+            "a response to no request of ours",
+            sk_args(&spi_i, &spi_r, 5, 0x28),
+            IKE_DROPS,
+            "unexpected_response",
+        ),
+        (
+            "ESP with the child's SPI, ICV fails",
+            vec![
+                "esp".to_string(),
+                "--spi".to_string(),
+                child.spi_out.trim_start_matches("0x").to_string(),
+                "--seq".to_string(),
+                "1000".to_string(),
+            ],
+            TUNNEL_DROPS,
+            "bad_icv",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (what, args, metric, reason) in &cases {
+        let before = lab.metrics(Side::B);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = frames(&lab, &args);
+        let labels = [("reason", *reason)];
+        let after = wait_for(Duration::from_secs(3), Duration::from_millis(100), || {
+            let m = lab.metrics(Side::B);
+            (m.get(metric, &labels) > before.get(metric, &labels)).then_some(m)
+        })
+        .unwrap_or_else(|| lab.metrics(Side::B));
+        let d = after.get(metric, &labels) - before.get(metric, &labels);
+        let replies = r["replies"].as_array().map_or(0, Vec::len);
+        let ok = after.has(metric, &labels) && d == 1.0 && replies == 0;
+        eprintln!(
+            "{what:40} {metric}{{reason=\"{reason}\"}} +{d}, answers {replies}: {}",
+            if ok { "ok" } else { "FAILED" }
+        );
+        if !ok {
+            failures.push(format!(
+                "{what}: {metric}{{reason=\"{reason}\"}} +{d} (want +1, series present: {}), \
+                 {replies} answers (want none, RFC 7296 §2.21.2/§2.3); moved: {} {}",
+                after.has(metric, &labels),
+                moved(&before, &after, IKE_DROPS),
+                moved(&before, &after, TUNNEL_DROPS)
+            ));
+        }
+        if after.get(IKE_SAS, &[]) != 1.0 {
+            failures.push(format!("{what}: {IKE_SAS} = {}", after.get(IKE_SAS, &[])));
+        }
+    }
+    let still = charon.established(CONN);
+    assert!(
+        still.as_ref().is_some_and(|s| s.initiator_spi == spi_i),
+        "the IKE SA did not survive: {still:?}{}",
+        charon.log()
+    );
+    let ping = lab.exec(
+        Side::A,
+        "ping",
+        &[
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            "-n",
+            "-I",
+            BRANCH_INNER,
+            RESPONDER_INNER,
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&ping.stdout).contains("3 received"),
+        "the child SA no longer carries traffic{}",
+        lab.logs()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n  {}{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n  "),
+        lab.logs()
+    );
+    drop(charon);
+}
+
+/// `ike_frames.py sk …` arguments: an INFORMATIONAL with these SPIs, Message ID and flags.
+fn sk_args(spi_i: &str, spi_r: &str, message_id: u32, flags: u8) -> Vec<String> {
+    [
+        "sk",
+        "--spi-i",
+        spi_i,
+        "--spi-r",
+        spi_r,
+        "--message-id",
+        &message_id.to_string(),
+        "--flags",
+        &flags.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
