@@ -419,7 +419,17 @@ fn hostile_init_flood() {
         PYTHON,
         &[SCRIPT, "flood", "--count", "2000", "--seconds", "10"],
     );
-    let peak = peak_rss_while(&mut lab, job, Duration::from_secs(20));
+    // During the flood (from 3 s on, ≥ 16 half-open SAs by then): strongSwan must pass the
+    // cookie test and establish within 5 s.
+    std::thread::sleep(Duration::from_secs(3));
+    let rss_during = rss_kib(&lab);
+    let during = establishes(&lab, &charon, Duration::from_secs(5));
+    let flood_running = lab.wait_bg(job, Duration::ZERO).is_none();
+    eprintln!(
+        "strongSwan established {during:?} during the flood (still running: {flood_running})"
+    );
+    assert!(flood_running, "the flood ended before strongSwan was done");
+    let peak = peak_rss_while(&mut lab, job, Duration::from_secs(20)).max(rss_during);
     let text = lab.bg_stdout(job);
     let flood: serde_json::Value = serde_json::from_str(&text)
         .unwrap_or_else(|e| panic!("flood output ({e}): {text}{}", lab.bg_stderr(job)));
@@ -461,20 +471,50 @@ fn hostile_init_flood() {
     );
     assert_eq!(
         after.get(IKE_SAS, &[]),
-        0.0,
-        "the flood established an IKE SA"
+        1.0,
+        "want only strongSwan's IKE SA established"
     );
-    // While the half-open SAs of the flood last (30 s) strongSwan must pass the cookie test.
-    let took = establishes(&lab, &charon, Duration::from_secs(5));
-    eprintln!("strongSwan established {took:?} after the flood");
     assert!(
         charon.full_log().contains("N(COOKIE)"),
         "strongSwan was not asked for a cookie while {COOKIE_THRESHOLD} SAs were half-open \
          (RFC 7296 §2.6){}",
         charon.log()
     );
-    let m = lab.metrics(Side::B);
-    assert_eq!(m.get(IKE_SAS, &[]), 1.0, "{IKE_SAS} after strongSwan");
+    // State is bounded: the flood's half-open SAs plus strongSwan's.
+    let held = pod_sas(&lab).len() as u64;
+    assert!(
+        held <= COOKIE_THRESHOLD + 1,
+        "the responder holds {held} SAs after the flood (want ≤ {})",
+        COOKIE_THRESHOLD + 1
+    );
+    // Afterwards, while the flood's half-open SAs last (30 s), again.
+    charon.terminate_ike(CONN);
+    let gone = wait_for(Duration::from_secs(10), Duration::from_millis(200), || {
+        (lab.metrics(Side::B).get(IKE_SAS, &[]) == 0.0).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "strongSwan's SA was not deleted{}",
+        lab.logs()
+    );
+    let took = establishes(&lab, &charon, Duration::from_secs(5));
+    eprintln!("strongSwan established {took:?} after the flood ({held} SAs held)");
+    // The half-open SAs expire (the core's half_open_timeout, 30 s): only strongSwan's stays.
+    let t = Instant::now();
+    let expired = wait_for(Duration::from_secs(45), Duration::from_millis(500), || {
+        (pod_sas(&lab).len() == 1).then_some(())
+    });
+    assert!(
+        expired.is_some(),
+        "half-open SAs not expired after 45 s: {} held{}",
+        pod_sas(&lab).len(),
+        lab.logs()
+    );
+    eprintln!(
+        "half-open SAs gone {:?} later; RSS now {} kB",
+        t.elapsed(),
+        rss_kib(&lab)
+    );
     drop(charon);
 }
 
