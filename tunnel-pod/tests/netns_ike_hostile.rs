@@ -7,9 +7,16 @@
 //! - `hostile_variants`: each crafted variant to UDP 500 and to 4500 (non-ESP marker): the
 //!   named series must exist and rise by exactly the stated amount, no other IKE drop reason
 //!   may move, `magictunnel_ike_sas` must not change, answers are checked field by field.
+//! - `hostile_on_established_sa`: wrong SPIs, Message IDs outside the window, a failing ICV,
+//!   an unrequested response and a bad-ICV ESP packet on strongSwan's real SA: each counted
+//!   once, none answered, the SA and its child survive.
 //! - `hostile_init_flood`: 2,000 IKE_SA_INIT requests with distinct SPIi within 10 s: the
 //!   process lives, its RSS stays below [`RSS_LIMIT_KIB`], at most [`COOKIE_THRESHOLD`] of them
-//!   get a full answer (the rest COOKIE), and strongSwan still establishes within 5 s.
+//!   get a full answer (the rest COOKIE), strongSwan establishes within 5 s during the flood
+//!   and after it, and the half-open SAs expire.
+//!
+//! Every test ends by checking that tunnel-pod's log shows no panic (a panicking task would
+//! leave the process alive).
 //! - `hostile_random_datagrams`: 10,000 seeded random datagrams to both ports, then strongSwan
 //!   establishes and `/healthz` answers.
 //!
@@ -94,6 +101,17 @@ fn rss_kib(lab: &Lab) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// Neither the process nor one of its threads or tasks panicked (a panicking IKE task would
+/// leave the process alive): nothing in tunnel-pod's whole log says so.
+fn assert_no_panic(lab: &Lab) {
+    let path = lab.dir.join(format!("tunnel-pod-{}.log", Side::B.label()));
+    let log = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        !log.contains("panicked"),
+        "tunnel-pod panicked on hostile input:\n{log}"
+    );
 }
 
 /// (metric, label, value) of every series a variant names, with the amount it must rise by.
@@ -334,6 +352,7 @@ fn hostile_variants() {
         started.elapsed(),
         failures.len()
     );
+    assert_no_panic(&lab);
     assert!(
         failures.is_empty(),
         "{} of {} variants failed:\n  {}{}",
@@ -515,6 +534,7 @@ fn hostile_init_flood() {
         t.elapsed(),
         rss_kib(&lab)
     );
+    assert_no_panic(&lab);
     drop(charon);
 }
 
@@ -567,6 +587,7 @@ fn hostile_random_datagrams() {
     let took = establishes(&lab, &charon, Duration::from_secs(5));
     eprintln!("strongSwan established {took:?} after the random datagrams");
     assert_eq!(lab.status(Side::B, "/healthz"), Some(200), "/healthz");
+    assert_no_panic(&lab);
     drop(charon);
 }
 
@@ -708,6 +729,7 @@ fn hostile_on_established_sa() {
         failures.join("\n  "),
         lab.logs()
     );
+    assert_no_panic(&lab);
     drop(charon);
 }
 
