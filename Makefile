@@ -52,7 +52,7 @@ fuzz:
 # Dataplane tests in network namespaces (root): two tunnel-pods, tshark, scapy, iperf3; IKEv2
 # interop with strongSwan (MT_IKE_SOAK_SECONDS sets the rekey soak, default 180).
 netns-test:
-	cargo test -p magictunnel-tunnel-pod --test netns_gre --test netns_esp --test netns_ike -- --ignored --test-threads=1
+	cargo test -p magictunnel-tunnel-pod --test netns_gre --test netns_esp --test netns_ike --test netns_ike_hostile -- --ignored --test-threads=1
 
 e2e:
 	e2e/run-local.sh

@@ -22,24 +22,20 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::fs;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::ike::{
+    ACCOUNT, CONN, DOMAIN, PSK, PeerSa, RESPONDER_INNER, TUNNEL_ID, fqdn_id, ipsec_block, pod_sas,
+    psk_file, spi, wait_ike_sockets, write_psk,
+};
 use common::strongswan::{
     Charon, CharonOptions, IkeSa, Mode, NatBox, SwanConn, expected_algs, parse_list_sas,
 };
 use common::{GreConfig, Lab, LabOptions, Side, iperf_received, wait_for};
 
-const CONN: &str = "branch";
-const PSK: &str = "interop-psk-0123456789abcdef0123";
 const OTHER_PSK: &str = "rotated-psk-fedcba9876543210fedc";
 const BRANCH_INNER: [&str; 2] = ["10.10.0.1", "10.10.1.1"];
 const BRANCH_TS: [&str; 2] = ["10.10.0.0/24", "10.10.1.0/24"];
-const RESPONDER_INNER: &str = "10.99.0.1";
-const TUNNEL_ID: &str = "0123456789abcdef0123456789abcdef";
-const ACCOUNT: &str = "acct1";
-const DOMAIN: &str = "ipsec.example";
 
 /// The IKE ID the branch sends (IDi).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,7 +53,7 @@ impl BranchId {
     fn swan(self) -> String {
         match self {
             BranchId::Rfc822 => format!("ipsec@{TUNNEL_ID}.{ACCOUNT}.{DOMAIN}"),
-            BranchId::Fqdn => format!("@{TUNNEL_ID}.{ACCOUNT}.{DOMAIN}"),
+            BranchId::Fqdn => fqdn_id(),
             BranchId::KeyId => format!("keyid:{ACCOUNT}_{TUNNEL_ID}"),
             BranchId::Ipv4 => "203.0.113.1".to_string(),
             BranchId::Foreign => format!("@ffffffffffffffffffffffffffffffff.{ACCOUNT}.{DOMAIN}"),
@@ -114,11 +110,11 @@ fn local_ts(case: &Case) -> Vec<String> {
 /// The branch's connection for a case.
 fn branch_conn(case: &Case) -> SwanConn {
     let local = if case.nat { "192.0.2.2" } else { "203.0.113.1" };
-    let mut c = SwanConn::new(CONN, local, "203.0.113.2", &case.id.swan(), PSK);
+    let mut c = common::ike::branch_conn(local);
+    c.local_id = case.id.swan();
     c.ike_proposals = case.ike.to_string();
     c.esp_proposals = case.esp.to_string();
     c.local_ts = local_ts(case);
-    c.remote_ts = vec![format!("{RESPONDER_INNER}/32")];
     if case.port_4500 {
         c.remote_port = 4500;
         c.local_port = 4500;
@@ -143,59 +139,6 @@ struct Rig {
     _nat: Option<NatBox>,
     lab: Lab,
     case: Case,
-}
-
-/// What the rig's responder reports about one IKE SA.
-#[derive(Debug)]
-struct PeerSa {
-    established: bool,
-    /// (spi-in, spi-out) of each child.
-    children: Vec<(u32, u32)>,
-}
-
-fn spi(text: &str) -> Option<u32> {
-    let t = text.trim();
-    u32::from_str_radix(t.strip_prefix("0x").unwrap_or(t), 16).ok()
-}
-
-fn json_spi(v: &serde_json::Value) -> Option<u32> {
-    match v {
-        serde_json::Value::String(s) => spi(s),
-        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-        _ => None,
-    }
-}
-
-/// The SAs in tunnel-pod's `/status` (see the module docs for the shape).
-fn pod_sas(lab: &Lab) -> Vec<PeerSa> {
-    let body = match lab.http(Side::B, "/status") {
-        Some((200, body)) => body,
-        other => panic!("GET /status: {other:?}{}", lab.logs()),
-    };
-    let v: serde_json::Value =
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("/status is not JSON ({e}): {body}"));
-    let Some(sas) = v.get("ikeSas").and_then(|s| s.as_array()) else {
-        panic!("/status has no `ikeSas` array: {body}");
-    };
-    sas.iter()
-        .map(|sa| PeerSa {
-            established: sa
-                .get("state")
-                .and_then(|s| s.as_str())
-                .is_some_and(|s| s.eq_ignore_ascii_case("established")),
-            children: sa
-                .get("childSas")
-                .and_then(|c| c.as_array())
-                .map(|cs| {
-                    cs.iter()
-                        .filter_map(|c| {
-                            Some((json_spi(c.get("spiIn")?)?, json_spi(c.get("spiOut")?)?))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-        })
-        .collect()
 }
 
 fn swan_sas(charon: &Charon) -> Vec<PeerSa> {
@@ -232,16 +175,7 @@ fn pod_config(lab: &Lab, case: &Case, psk_file: &std::path::Path) -> GreConfig {
     if case.learn_peer {
         c.customer = None;
     }
-    c.ipsec = Some(format!(
-        "  pskFile: {}\n  acceptedIds:\n\
-         \x20   - {{type: RFC822Addr, value: \"ipsec@{TUNNEL_ID}.{ACCOUNT}.{DOMAIN}\"}}\n\
-         \x20   - {{type: FQDN, value: \"{TUNNEL_ID}.{ACCOUNT}.{DOMAIN}\"}}\n\
-         \x20   - {{type: KeyID, value: \"{ACCOUNT}_{TUNNEL_ID}\"}}\n\
-         \x20   - {{type: IPv4Addr, value: \"203.0.113.1\"}}\n\
-         \x20 replayProtection: true\n  allowNullCipher: {}",
-        psk_file.display(),
-        case.allow_null
-    ));
+    c.ipsec = Some(ipsec_block(psk_file, case.allow_null));
     if case.allow_null {
         // Explicit, whether or not an empty list would include NULL once allowed.
         if let Some(block) = c.ipsec.as_mut() {
@@ -252,36 +186,6 @@ fn pod_config(lab: &Lab, case: &Case, psk_file: &std::path::Path) -> GreConfig {
         }
     }
     c
-}
-
-fn psk_file(lab: &Lab) -> PathBuf {
-    lab.dir.join("psk")
-}
-
-/// Replaces the PSK file the way a Kubernetes Secret volume does: a new file renamed over.
-fn write_psk(lab: &Lab, psk: &str) {
-    let tmp = lab.dir.join("psk.new");
-    fs::write(&tmp, psk).unwrap_or_else(|e| panic!("{}: {e}", tmp.display()));
-    fs::rename(&tmp, psk_file(lab)).unwrap_or_else(|e| panic!("psk rename: {e}"));
-}
-
-/// Waits until tunnel-pod has its IKE sockets (UDP 500 and 4500) bound.
-fn wait_ike_sockets(lab: &mut Lab) {
-    let up = wait_for(Duration::from_secs(20), Duration::from_millis(100), || {
-        if lab.exited(Side::B).is_some() {
-            return Some(false);
-        }
-        let filter = "( sport = :500 or sport = :4500 )";
-        let out = lab.exec(Side::B, "ss", &["-Hlun", filter]);
-        (String::from_utf8_lossy(&out.stdout).lines().count() >= 2).then_some(true)
-    });
-    if up != Some(true) {
-        panic!(
-            "tunnel-pod did not bind UDP 500 and 4500 within 20 s (exited: {:?}){}",
-            lab.exited(Side::B),
-            lab.logs()
-        );
-    }
 }
 
 impl Rig {

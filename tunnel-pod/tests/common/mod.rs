@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use tunnel_pod::config::TunnelConfig;
 
+pub mod ike;
 pub mod strongswan;
 
 pub const TUNNEL_POD: &str = env!("CARGO_BIN_EXE_tunnel-pod");
