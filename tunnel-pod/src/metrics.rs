@@ -60,7 +60,37 @@ pub struct IkeMetrics {
 }
 
 impl IkeMetrics {
+    /// Drop reasons the shell adds to the core's.
+    pub const SHELL_DROPS: [&'static str; 2] = ["unexpected_source", "send_error"];
+
     fn register(&self, registry: &mut Registry) {
+        // Every drop reason, rekey kind, exchange and error notify is exported from the start
+        // (at 0), as the data path does: a series born on its first event reads as "missing".
+        for r in ike::core::DropReason::ALL {
+            let _ = self
+                .drops
+                .get_or_create(&ReasonLabel { reason: r.as_str() });
+        }
+        for reason in Self::SHELL_DROPS {
+            let _ = self.drops.get_or_create(&ReasonLabel { reason });
+        }
+        for kind in ["ike", "child"] {
+            let _ = self.rekeys.get_or_create(&KindLabel { kind });
+        }
+        for exchange in ike::wire::ExchangeType::ALL.iter().filter_map(|x| x.name()) {
+            for result in ["ok", "failed"] {
+                let _ = self
+                    .exchanges
+                    .get_or_create(&ExchangeLabel { exchange, result });
+            }
+        }
+        let errors = ike::wire::NotifyType::ALL
+            .iter()
+            .filter(|n| n.is_error())
+            .filter_map(|n| n.name());
+        for notify in errors.chain(["other"]) {
+            let _ = self.failures.get_or_create(&NotifyLabel { notify });
+        }
         registry.register("ike_sas", "IKE SAs established", self.ike_sas.clone());
         registry.register(
             "child_sas",
@@ -295,5 +325,40 @@ mod tests {
         assert!(text.contains("magictunnel_health_state{state=\"down\"} 1"));
         assert!(text.contains("magictunnel_health_state{state=\"healthy\"} 0"));
         assert_eq!(m.drops(DropReason::KeyMismatch), 1);
+    }
+
+    #[test]
+    fn every_ike_drop_reason_is_exported_from_the_start() {
+        let m = Metrics::default();
+        let text = m.render();
+        let reasons = ike::core::DropReason::ALL.map(ike::core::DropReason::as_str);
+        for r in reasons.iter().chain(IkeMetrics::SHELL_DROPS.iter()) {
+            assert!(
+                text.contains(&format!("magictunnel_ike_drops_total{{reason=\"{r}\"}} 0")),
+                "{r}: {text}"
+            );
+        }
+        assert!(text.contains("magictunnel_ike_rekeys_total{kind=\"child\"} 0"));
+        for notify in [
+            "NO_PROPOSAL_CHOSEN",
+            "AUTHENTICATION_FAILED",
+            "TS_UNACCEPTABLE",
+            "other",
+        ] {
+            assert!(
+                text.contains(&format!(
+                    "magictunnel_ike_failures_total{{notify=\"{notify}\"}} 0"
+                )),
+                "{notify}"
+            );
+        }
+        assert!(text.contains(
+            "magictunnel_ike_exchanges_total{exchange=\"IKE_AUTH\",result=\"failed\"} 0"
+        ));
+        m.ike.dropped("cookie_required");
+        assert!(
+            m.render()
+                .contains("magictunnel_ike_drops_total{reason=\"cookie_required\"} 1")
+        );
     }
 }

@@ -328,6 +328,24 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    /// Every reason, so that a shell can export each series from the start.
+    pub const ALL: [DropReason; 14] = [
+        DropReason::Malformed,
+        DropReason::BadIcv,
+        DropReason::UnknownSpi,
+        DropReason::OutOfWindow,
+        DropReason::UnsupportedCritical,
+        DropReason::BadVersion,
+        DropReason::UnexpectedResponse,
+        DropReason::UnexpectedExchange,
+        DropReason::TooManySas,
+        DropReason::CookieRequired,
+        DropReason::Duplicate,
+        DropReason::Fragment,
+        DropReason::BadKeyExchange,
+        DropReason::Internal,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DropReason::Malformed => "malformed",

@@ -8,6 +8,8 @@ macro_rules! wire_enum {
         pub struct $name(pub $repr);
         impl $name {
             $($(#[$cm])* pub const $c: $name = $name($v);)*
+            /// Every value this crate has a name for.
+            pub const ALL: &'static [$name] = &[$($name::$c),*];
             /// The IANA name, or `None` for a value this crate has no name for.
             pub fn name(self) -> Option<&'static str> {
                 match self.0 {
