@@ -67,6 +67,12 @@ pub fn read_psk_file(path: &Path) -> Result<Psk, PskFileError> {
         path: path.to_path_buf(),
         source,
     };
+    // Checked before opening too: opening a FIFO with no writer would block the reader.
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
+        return Err(PskFileError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
     let mut file = std::fs::File::open(path).map_err(io)?;
     if !file.metadata().map_err(io)?.is_file() {
         return Err(PskFileError::NotAFile {
@@ -245,6 +251,30 @@ mod tests {
                 Err(PskFileError::NotAFile { .. })
             ));
         }
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = TempDir::new();
+        let fifo = dir.0.join("psk");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !made.is_ok_and(|s| s.success()) {
+            return; // no mkfifo here: nothing to check
+        }
+        // Opening a FIFO that nobody writes would block forever; the check must come first.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(matches!(
+                read_psk_file(&fifo),
+                Err(PskFileError::NotAFile { .. })
+            ));
+        });
+        let refused = rx.recv_timeout(std::time::Duration::from_secs(5));
+        assert_eq!(
+            refused,
+            Ok(true),
+            "a FIFO at pskFile must be refused at once"
+        );
     }
 
     #[test]
