@@ -2,7 +2,7 @@
 //! timers, and the shell's commands.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ring::rand::SecureRandom;
 
@@ -40,6 +40,10 @@ fn request_digest(msg: &[u8]) -> [u8; 32] {
 /// From this many half-open SAs on, a new initiator must first return a cookie (§2.6), so
 /// that spoofed IKE_SA_INIT requests cost us neither state nor a DH computation.
 pub const COOKIE_THRESHOLD: usize = 16;
+/// How long one COOKIE secret is used (§2.6: "the responder should change the value of
+/// <secret> frequently"); the one before it is still accepted, so a cookie made just before a
+/// change works.
+pub const COOKIE_SECRET_LIFETIME: Duration = Duration::from_secs(120);
 
 /// One tunnel's IKE: its SAs, configuration and key source. See the module docs of
 /// [`crate::core`].
@@ -49,8 +53,9 @@ pub struct Endpoint {
     pub(super) sas: BTreeMap<u64, IkeSa>,
     /// The latest `now` we were given (for ages in `status`).
     last_now: Option<Instant>,
-    /// Key of our COOKIE values, made on first use.
-    cookie_secret: Option<crate::crypto::Secret>,
+    /// Keys of our COOKIE values, made on first use and changed every
+    /// [`COOKIE_SECRET_LIFETIME`].
+    cookies: Option<CookieKeys>,
     closed: std::collections::VecDeque<Closed>,
 }
 
@@ -69,7 +74,7 @@ impl Endpoint {
             psk,
             sas: BTreeMap::new(),
             last_now: None,
-            cookie_secret: None,
+            cookies: None,
             closed: std::collections::VecDeque::new(),
         }
     }
@@ -186,16 +191,17 @@ impl Endpoint {
                 return;
             }
             if half_open >= COOKIE_THRESHOLD {
-                if self.cookie_secret.is_none() {
-                    self.cookie_secret = super::msg::random_bytes(rng, 32).map(Secret::new);
-                }
-                let Some(secret) = &self.cookie_secret else {
+                self.cookies = match self.cookies.take() {
+                    Some(k) => k.renewed(now, rng),
+                    None => CookieKeys::new(now, rng),
+                };
+                let Some(keys) = &self.cookies else {
                     ctx.dropped(DropReason::Internal);
                     return;
                 };
-                if !cookie_ok(secret, &hdr, &parsed, path) {
+                if !keys.accepts(&hdr, &parsed, path) {
                     ctx.dropped(DropReason::CookieRequired);
-                    let Some(c) = cookie(secret, &hdr, &parsed, path) else {
+                    let Some(c) = keys.make(&hdr, &parsed, path) else {
                         return;
                     };
                     let h = header(hdr.spi_i, 0, hdr.exchange, false, true, 0);
@@ -519,10 +525,77 @@ fn bad_version(ctx: &mut Ctx<'_>, path: Path, msg: &[u8]) {
     ctx.send(path, &[bytes]);
 }
 
-/// Cookie = HMAC-SHA-256(secret, Ni | IPi | port | SPIi), first 16 bytes (§2.6 suggests a hash
-/// of the same inputs with a secret). Stateless: the retried request proves the initiator
-/// receives at its address.
-fn cookie(secret: &[u8], hdr: &Header, parsed: &Parsed, path: Path) -> Option<Vec<u8>> {
+/// The COOKIE secrets (§2.6): a cookie is `version ‖ HMAC-SHA-256(secret, Ni | IPi | port |
+/// SPIi)[..16]`, stateless, and proves the initiator receives at its address. The version byte
+/// names the secret, so the current and the previous one can both be checked.
+struct CookieKeys {
+    version: u8,
+    current: Secret,
+    previous: Option<Secret>,
+    since: Instant,
+}
+
+impl CookieKeys {
+    fn new(now: Instant, rng: &dyn SecureRandom) -> Option<CookieKeys> {
+        Some(CookieKeys {
+            version: 0,
+            current: super::msg::random_bytes(rng, 32).map(Secret::new)?,
+            previous: None,
+            since: now,
+        })
+    }
+
+    /// The same keys, or new ones with the current secret kept as the previous one once
+    /// [`COOKIE_SECRET_LIFETIME`] has passed.
+    fn renewed(self, now: Instant, rng: &dyn SecureRandom) -> Option<CookieKeys> {
+        if now.saturating_duration_since(self.since) < COOKIE_SECRET_LIFETIME {
+            return Some(self);
+        }
+        Some(CookieKeys {
+            version: self.version.wrapping_add(1),
+            current: super::msg::random_bytes(rng, 32).map(Secret::new)?,
+            previous: Some(self.current),
+            since: now,
+        })
+    }
+
+    fn make(&self, hdr: &Header, parsed: &Parsed, path: Path) -> Option<Vec<u8>> {
+        cookie(self.version, &self.current, hdr, parsed, path)
+    }
+
+    /// §2.6: the COOKIE notification is the first payload of the retried request, made with the
+    /// current or the previous secret.
+    fn accepts(&self, hdr: &Header, parsed: &Parsed, path: Path) -> bool {
+        use subtle::ConstantTimeEq;
+        let Some(Payload::Notify(n)) = parsed.payloads.first() else {
+            return false;
+        };
+        if n.kind != NotifyType::COOKIE {
+            return false;
+        }
+        let Some(&version) = n.data.first() else {
+            return false;
+        };
+        let secret = if version == self.version {
+            Some(&self.current)
+        } else if version == self.version.wrapping_sub(1) {
+            self.previous.as_ref()
+        } else {
+            None
+        };
+        secret
+            .and_then(|s| cookie(version, s, hdr, parsed, path))
+            .is_some_and(|want| bool::from(n.data.as_slice().ct_eq(&want)))
+    }
+}
+
+fn cookie(
+    version: u8,
+    secret: &[u8],
+    hdr: &Header,
+    parsed: &Parsed,
+    path: Path,
+) -> Option<Vec<u8>> {
     let ni = parsed.payloads.iter().find_map(|p| match p {
         Payload::Nonce(n) => Some(n),
         _ => None,
@@ -536,19 +609,71 @@ fn cookie(secret: &[u8], hdr: &Header, parsed: &Parsed, path: Path) -> Option<Ve
     }
     ctx.update(&path.remote.port().to_be_bytes());
     ctx.update(&hdr.spi_i.to_be_bytes());
-    ctx.sign().as_ref().get(..16).map(<[u8]>::to_vec)
+    let mac = ctx.sign();
+    let mut value = vec![version];
+    value.extend_from_slice(mac.as_ref().get(..16)?);
+    Some(value)
 }
 
-fn cookie_ok(secret: &[u8], hdr: &Header, parsed: &Parsed, path: Path) -> bool {
-    use subtle::ConstantTimeEq;
-    let Some(want) = cookie(secret, hdr, parsed, path) else {
-        return false;
-    };
-    // §2.6: the COOKIE notification is the first payload of the retried request.
-    match parsed.payloads.first() {
-        Some(Payload::Notify(n)) if n.kind == NotifyType::COOKIE => {
-            n.data.as_slice().ct_eq(&want).into()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::ExchangeType;
+
+    fn request(cookie: Option<Vec<u8>>, spi_i: u64) -> (Header, Parsed) {
+        let hdr = header(spi_i, 0, ExchangeType::IKE_SA_INIT, true, false, 0);
+        let mut payloads = vec![Payload::Nonce(vec![7; 32])];
+        if let Some(c) = cookie {
+            payloads.insert(0, notify(NotifyType::COOKIE, c));
         }
-        _ => false,
+        let parsed = Parsed {
+            header: hdr,
+            payloads,
+            encrypted: None,
+        };
+        (hdr, parsed)
+    }
+
+    fn path(port: u16) -> Path {
+        Path {
+            local: "203.0.113.2:500".parse().unwrap(),
+            remote: std::net::SocketAddr::from(([198, 51, 100, 7], port)),
+        }
+    }
+
+    #[test]
+    fn cookies_survive_one_secret_change_not_two() {
+        let rng = ring::rand::SystemRandom::new();
+        let t0 = Instant::now();
+        let keys = CookieKeys::new(t0, &rng).unwrap();
+        let (hdr, bare) = request(None, 0x1111);
+        let cookie = keys.make(&hdr, &bare, path(500)).unwrap();
+        assert_eq!(cookie.len(), 17, "version byte + 16 bytes of HMAC");
+        let (hdr, back) = request(Some(cookie.clone()), 0x1111);
+        assert!(keys.accepts(&hdr, &back, path(500)));
+        // Bound to the address, port and SPIi.
+        assert!(!keys.accepts(&hdr, &back, path(501)));
+        let (other, moved) = request(Some(cookie.clone()), 0x2222);
+        assert!(!keys.accepts(&other, &moved, path(500)));
+        // Before the lifetime ends nothing changes.
+        let keys = keys.renewed(t0 + COOKIE_SECRET_LIFETIME / 2, &rng).unwrap();
+        assert_eq!(keys.version, 0);
+        // One change: the old cookie still works, new ones carry the new version.
+        let keys = keys.renewed(t0 + COOKIE_SECRET_LIFETIME, &rng).unwrap();
+        assert_eq!(keys.version, 1);
+        assert!(
+            keys.accepts(&hdr, &back, path(500)),
+            "made just before a change"
+        );
+        let fresh = keys.make(&hdr, &bare, path(500)).unwrap();
+        assert_ne!(fresh, cookie);
+        // Two changes: the first secret is gone.
+        let keys = keys.renewed(t0 + COOKIE_SECRET_LIFETIME * 2, &rng).unwrap();
+        assert!(!keys.accepts(&hdr, &back, path(500)));
+        // A cookie naming a version we never had is refused too.
+        let mut forged = fresh.clone();
+        forged[0] = 0x7f;
+        let (hdr, f) = request(Some(forged), 0x1111);
+        assert!(!keys.accepts(&hdr, &f, path(500)));
     }
 }

@@ -1272,7 +1272,7 @@ fn cookies_under_load() {
     let (_, ask) = &p.r.wire[0];
     let parsed = parse_message(ask).unwrap();
     assert!(
-        matches!(&parsed.payloads[..], [Payload::Notify(n)] if n.kind == NotifyType::COOKIE && n.data.len() == 16)
+        matches!(&parsed.payloads[..], [Payload::Notify(n)] if n.kind == NotifyType::COOKIE && n.data.len() == 17)
     );
     // A made-up cookie is refused the same way.
     let mut forged = parse_message(&first).unwrap();
