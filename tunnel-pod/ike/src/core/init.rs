@@ -99,6 +99,11 @@ fn init_error(ctx: &mut Ctx<'_>, path: Path, req: &Header, kind: NotifyType, dat
     );
     let bytes = encode_message(hdr, &[notify(kind, data)]);
     ctx.send(path, &[bytes]);
+    // Answered with an error (INVALID_KE_PAYLOAD included: the peer must start again).
+    ctx.event(Event::ExchangeDone {
+        exchange: ExchangeType::IKE_SA_INIT,
+        ok: false,
+    });
 }
 
 /// Responder: a new IKE_SA_INIT request (§1.2). Answers it; the half-open SA, if any.
@@ -181,6 +186,10 @@ pub fn respond_init(
     let rh = header(hdr.spi_i, spi_r, ExchangeType::IKE_SA_INIT, false, true, 0);
     let response = encode_message(rh, &payloads);
     ctx.send(path, std::slice::from_ref(&response));
+    ctx.event(Event::ExchangeDone {
+        exchange: ExchangeType::IKE_SA_INIT,
+        ok: true,
+    });
     let nat = NatState::detect(hdr.spi_i, 0, path, &p.nat_src, &p.nat_dst);
     Some(IkeSa {
         spi_i: hdr.spi_i,

@@ -311,6 +311,16 @@ fn handshake_default_suites() {
     assert!(p.r.has_event(|e| matches!(e, Event::ChildEstablished { .. })));
     assert_eq!(sr[0].children.len(), 1);
     assert_eq!(sr[0].children[0].suite, "AES-GCM-16-128");
+    // Both exchanges count as done on both sides (the responder's metrics read these).
+    for side in [&p.i, &p.r] {
+        for exchange in [ExchangeType::IKE_SA_INIT, ExchangeType::IKE_AUTH] {
+            assert_eq!(
+                side.count_events(|e| *e == Event::ExchangeDone { exchange, ok: true }),
+                1,
+                "{exchange:?}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -588,6 +598,11 @@ fn no_proposal_chosen_in_ike_sa_init() {
             ..
         }
     )));
+    assert!(p.r.has_event(|e| *e
+        == Event::ExchangeDone {
+            exchange: ExchangeType::IKE_SA_INIT,
+            ok: false
+        }));
 }
 
 /// Rewrites the initiator's IKE_AUTH request before the responder sees it: the test plays a
