@@ -51,8 +51,11 @@ fuzz:
 
 # Dataplane tests in network namespaces (root): two tunnel-pods, tshark, scapy, iperf3; IKEv2
 # interop with strongSwan (MT_IKE_SOAK_SECONDS sets the rekey soak, default 180).
+# harness_rekey_soak (strongSwan against strongSwan for 3 minutes, a self-check of the rig, not of
+# tunnel-pod) is left to a manual run: libipsec's own loss during rekeys sits near its 1 % limit.
+# pod_rekey_soak, the same soak against tunnel-pod, runs.
 netns-test:
-	cargo test -p magictunnel-tunnel-pod --test netns_gre --test netns_esp --test netns_ike --test netns_ike_hostile -- --ignored --test-threads=1
+	cargo test -p magictunnel-tunnel-pod --test netns_gre --test netns_esp --test netns_ike --test netns_ike_hostile -- --ignored --test-threads=1 --skip harness_rekey_soak
 
 e2e:
 	e2e/run-local.sh
