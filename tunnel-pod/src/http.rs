@@ -1,4 +1,9 @@
-//! `/healthz`, `/readyz` and `/metrics` for the kubelet and Prometheus.
+//! `/healthz`, `/readyz` and `/metrics` for the kubelet and Prometheus, and `/status` for the
+//! operator.
+//!
+//! `/status` is a JSON object: `ready` (bool, as `/readyz`), `health` (`unknown`, `healthy`,
+//! `degraded`, `down`), `healthChecks` (bool: health checks enabled), `established` (bool, see
+//! [`Status::established`]) and, for an IKE tunnel, `ikeSas` (the IKE and Child SAs, never keys).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -80,6 +85,28 @@ impl Status {
             .unwrap_or(State::Unknown)
     }
 
+    /// Established = the tunnel is up with its peer: for IKE, a Child SA installed; for static
+    /// SAs, the transport open and the SA not used up; for GRE, health probes answered (health
+    /// healthy or degraded), or, with health checks off (nothing to learn the peer's state
+    /// from), the transport open.
+    pub fn established(&self) -> bool {
+        if !self.transport_open.load(Ordering::Relaxed) {
+            return false;
+        }
+        if self.needs_child_sa {
+            return self.child_sa_up.load(Ordering::Relaxed);
+        }
+        if self.sa_exhausted.load(Ordering::Relaxed) {
+            return false;
+        }
+        !self.health_enabled || self.health().is_up()
+    }
+
+    /// Whether health checks run (the `health` field means something).
+    pub fn health_checks(&self) -> bool {
+        self.health_enabled
+    }
+
     /// Ready = the tunnel carries traffic: health checks passing (healthy or degraded), or, with
     /// health checks off, the transport open.
     pub fn readiness(&self) -> (bool, String) {
@@ -141,6 +168,8 @@ async fn render_status(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
     };
     body.insert("ready".into(), s.status.readiness().0.into());
     body.insert("health".into(), s.status.health().as_str().into());
+    body.insert("healthChecks".into(), s.status.health_checks().into());
+    body.insert("established".into(), s.status.established().into());
     (
         [(CONTENT_TYPE, "application/json")],
         serde_json::Value::Object(body).to_string(),
@@ -160,6 +189,78 @@ async fn render_metrics(AxumState(s): AxumState<Shared>) -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn established_follows_the_tunnel_kind() {
+        // GRE with health checks: established once probes are answered.
+        let gre = Status::new(true);
+        gre.set_health(State::Healthy);
+        assert!(!gre.established(), "transport closed");
+        gre.set_transport_open(true);
+        for (state, up) in [
+            (State::Unknown, false),
+            (State::Healthy, true),
+            (State::Degraded, true),
+            (State::Down, false),
+        ] {
+            gre.set_health(state);
+            assert_eq!(gre.established(), up, "{state:?}");
+        }
+        // GRE without health checks: the open transport is all there is to know.
+        let off = Status::new(false);
+        assert!(!off.established());
+        off.set_transport_open(true);
+        assert!(off.established());
+        // IKE: a Child SA, whatever the probes say.
+        let ike = Status::new(true).with_ike();
+        ike.set_transport_open(true);
+        ike.set_health(State::Healthy);
+        assert!(!ike.established(), "no Child SA yet");
+        ike.set_child_sa_up(true);
+        ike.set_health(State::Down);
+        assert!(ike.established());
+        // Static SAs: until the SA is used up.
+        let fixed = Status::new(false);
+        fixed.set_transport_open(true);
+        fixed.set_sa_exhausted(true);
+        assert!(!fixed.established());
+    }
+
+    #[tokio::test]
+    async fn status_json_carries_established() {
+        let status = Arc::new(Status::new(false).with_ike());
+        status.set_transport_open(true);
+        status.set_sas(serde_json::json!({"ikeSas": []}));
+        let app = router(status.clone(), Arc::new(Metrics::default()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let get = move || async move {
+            tokio::task::spawn_blocking(move || {
+                use std::io::{Read, Write};
+                let mut c = std::net::TcpStream::connect(addr).expect("connect");
+                c.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .expect("write");
+                let mut out = String::new();
+                c.read_to_string(&mut out).expect("read");
+                let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+                serde_json::from_str::<serde_json::Value>(&body).expect("json body")
+            })
+            .await
+            .expect("no panic")
+        };
+        let v = get().await;
+        assert_eq!(v["established"], false);
+        assert_eq!(v["healthChecks"], false);
+        assert_eq!(v["health"], "unknown");
+        assert_eq!(v["ikeSas"], serde_json::json!([]));
+        status.set_child_sa_up(true);
+        let v = get().await;
+        assert_eq!((v["established"].clone(), v["ready"].clone()), (true.into(), true.into()));
+        server.abort();
+    }
 
     #[test]
     fn readiness_follows_transport_and_health() {
