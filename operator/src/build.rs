@@ -25,6 +25,7 @@ use magictunnel_types::config::{
 use sha2::{Digest, Sha256};
 
 use crate::psk;
+use crate::reason::Reason;
 use crate::settings::Settings;
 use crate::validate::{Invalid, PskSource, ValidatedTunnel};
 
@@ -33,6 +34,9 @@ pub const TUNNEL_LABEL: &str = "magictunnel.dev/tunnel";
 pub const REPLICA_LABEL: &str = "magictunnel.dev/replica";
 pub const MANAGED_BY: &str = "magictunnel-operator";
 pub const CONFIG_HASH_ANNOTATION: &str = "magictunnel.dev/config-hash";
+/// On the config Secret: the tunnel generation its config was built from. The Secret is written
+/// only with a deployable config, so this is the generation of the last good config.
+pub const GENERATION_ANNOTATION: &str = "magictunnel.dev/generation";
 pub const CONFIG_KEY: &str = "tunnel.yaml";
 pub const CONFIG_DIR: &str = "/etc/magictunnel";
 /// Where an IPsec pod mounts its PSK Secret. Beside the config, not inside it: a mount point
@@ -121,7 +125,7 @@ pub fn tunnel_config(v: &ValidatedTunnel) -> Result<TunnelConfig, Invalid> {
         },
     };
     config.validate().map_err(|e| Invalid {
-        reason: "InvalidSpec",
+        reason: Reason::InvalidSpec,
         message: e.to_string(),
     })?;
     Ok(config)
@@ -153,6 +157,29 @@ pub struct Desired {
     pub config_hash: String,
 }
 
+impl Desired {
+    /// Record on the config Secret the tunnel generation this was built from.
+    pub fn with_generation(mut self, generation: Option<i64>) -> Self {
+        if let Some(g) = generation {
+            self.config_secret
+                .metadata
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .insert(GENERATION_ANNOTATION.into(), g.to_string());
+        }
+        self
+    }
+}
+
+/// What a config Secret's annotations say about the last good config.
+pub fn last_good(annotations: Option<&BTreeMap<String, String>>) -> crate::rollout::LastGood<'_> {
+    let get = |k: &str| annotations.and_then(|a| a.get(k)).map(String::as_str);
+    crate::rollout::LastGood {
+        generation: get(GENERATION_ANNOTATION).and_then(|g| g.parse().ok()),
+        config_hash: get(CONFIG_HASH_ANNOTATION),
+    }
+}
+
 /// The objects of a tunnel. `psk` is the key the operator read from the PSK Secret and checked
 /// ([`crate::psk::read`]): an IPsec tunnel is only built with one, so no pod is started against a
 /// missing or weak key. It is not written anywhere: the pod mounts the Secret itself.
@@ -167,13 +194,13 @@ pub fn desired(
         match psk.map(Psk::len) {
             None => {
                 return Err(Invalid {
-                    reason: "InvalidSpec",
+                    reason: Reason::InvalidSpec,
                     message: "ipsec.psk: an IPsec tunnel needs a checked PSK".into(),
                 });
             }
             Some(len) if !(MIN_PSK_LEN..=MAX_PSK_BYTES).contains(&len) => {
                 return Err(Invalid {
-                    reason: "InvalidSpec",
+                    reason: Reason::InvalidSpec,
                     message: format!(
                         "ipsec.psk: {len} bytes, {MIN_PSK_LEN} to {MAX_PSK_BYTES} are required"
                     ),
@@ -695,6 +722,16 @@ mod tests {
     }
 
     #[test]
+    fn the_config_secret_records_the_generation_of_the_last_good_config() {
+        let d = built(&gre_tunnel("t", 1), None).with_generation(Some(6));
+        let lg = last_good(d.config_secret.metadata.annotations.as_ref());
+        assert_eq!(lg.generation, Some(6));
+        assert_eq!(lg.config_hash, Some(d.config_hash.as_str()));
+        let unrecorded = built(&gre_tunnel("t", 1), None).with_generation(None);
+        assert_eq!(last_good(unrecorded.config_secret.metadata.annotations.as_ref()).generation, None);
+    }
+
+    #[test]
     fn hash_follows_the_spec_but_not_the_psk() {
         let t = ipsec_tunnel("v", 1, None);
         let a = built(&t, Some(&psk()));
@@ -734,7 +771,7 @@ mod tests {
         let s = Settings::example();
         let v = validate(&t, &[&t], &s).expect("valid");
         let err = desired(&v, &owner(&t), None, &s).expect_err("mss too large");
-        assert_eq!(err.reason, "InvalidSpec");
+        assert_eq!(err.reason, Reason::InvalidSpec);
         assert!(err.message.contains("mssClamp.value"), "{}", err.message);
     }
 }

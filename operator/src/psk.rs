@@ -1,4 +1,5 @@
-//! PSK policy: generate, adopt, rotate. Pure: the Secrets come in, decisions go out.
+//! PSK policy: generate, adopt, rotate. Pure: the Secrets come in, decisions go out ([`plan`]
+//! says what to do, [`reconcile`](crate::reconcile) only carries it out).
 //!
 //! A generated PSK lives in an owned Secret `<tunnel>-psk` and is written exactly once; the
 //! Secret remembers, in an annotation, the value of the tunnel's `magictunnel.dev/rotate-psk`
@@ -14,6 +15,9 @@ use magictunnel_types::config::{MAX_PSK_BYTES, MIN_PSK_LEN, Psk};
 use magictunnel_types::psk::{PskError, psk_from_bytes};
 use ring::rand::SecureRandom;
 use zeroize::Zeroizing;
+
+use crate::reason::Reason;
+use crate::validate::{Invalid, PskSource};
 
 /// Key of the PSK in a generated Secret, and the default key of an adopted one.
 pub const PSK_KEY: &str = "psk";
@@ -137,6 +141,94 @@ pub fn decide(
     }
 }
 
+impl PskProblem {
+    pub fn reason(&self) -> Reason {
+        match self {
+            PskProblem::KeyMissing { .. } => Reason::PskKeyMissing,
+            PskProblem::TooShort { .. } => Reason::PskTooWeak,
+            PskProblem::TooLong { .. } => Reason::PskTooLong,
+        }
+    }
+}
+
+/// What to do about an IPsec tunnel's PSK, decided from the Secret as read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PskPlan {
+    /// Use this key; `generated_at` for status (a generated Secret's annotation).
+    Use {
+        psk: Psk,
+        generated_at: Option<String>,
+    },
+    /// Generate a key and create the Secret.
+    Create,
+    /// Generate a key and replace the Secret, exactly at this resourceVersion.
+    Rotate { resource_version: Option<String> },
+    /// The tunnel cannot be deployed with this Secret: report it.
+    Problem(Invalid),
+}
+
+/// The plan for the PSK of `source`, from the Secret of that name in `namespace` (if it exists).
+pub fn plan(
+    source: &PskSource,
+    namespace: &str,
+    existing: Option<&Secret>,
+    tunnel_uid: &str,
+) -> PskPlan {
+    let name = source.secret_name();
+    match source {
+        PskSource::Adopted { key, .. } => {
+            let Some(secret) = existing else {
+                return PskPlan::Problem(Invalid {
+                    reason: Reason::PskSecretNotFound,
+                    message: format!(
+                        "Secret {namespace}/{name} named in ipsec.pskSecretRef does not exist; the tunnel is configured as soon as it appears"
+                    ),
+                });
+            };
+            match read(secret, key) {
+                Ok(psk) => PskPlan::Use {
+                    psk,
+                    generated_at: None,
+                },
+                Err(problem) => PskPlan::Problem(Invalid {
+                    reason: problem.reason(),
+                    message: problem.to_string(),
+                }),
+            }
+        }
+        PskSource::Generated { rotation, .. } => {
+            match decide(existing, tunnel_uid, rotation.as_deref()) {
+                GeneratedPskAction::Keep(psk) => PskPlan::Use {
+                    psk,
+                    generated_at: existing.and_then(generated_at),
+                },
+                GeneratedPskAction::Create => PskPlan::Create,
+                GeneratedPskAction::Rotate => PskPlan::Rotate {
+                    resource_version: existing.and_then(|s| s.metadata.resource_version.clone()),
+                },
+                GeneratedPskAction::NameTaken => PskPlan::Problem(Invalid {
+                    reason: Reason::PskSecretNameTaken,
+                    message: format!(
+                        "Secret {namespace}/{name} exists but does not belong to this tunnel; delete it, or adopt it with ipsec.pskSecretRef"
+                    ),
+                }),
+            }
+        }
+    }
+}
+
+/// The Event for a PSK the operator wrote (after [`PskPlan::Create`] or [`PskPlan::Rotate`]).
+pub fn written_event(created: bool, secret: &str) -> (Reason, String) {
+    if created {
+        (
+            Reason::PskGenerated,
+            format!("generated a new PSK in Secret {secret}"),
+        )
+    } else {
+        (Reason::PskRotated, format!("rotated the PSK in Secret {secret}"))
+    }
+}
+
 /// The annotations a freshly generated Secret carries.
 pub fn generated_annotations(
     now_rfc3339: &str,
@@ -250,6 +342,87 @@ mod tests {
             .expect_err("weak")
             .to_string();
         assert!(msg.contains("t-psk") && !msg.contains("hunter2"), "{msg}");
+    }
+
+    fn adopted() -> PskSource {
+        PskSource::Adopted {
+            secret: "t-psk".into(),
+            key: PSK_KEY.into(),
+        }
+    }
+
+    #[test]
+    fn plan_maps_each_problem_to_its_reason() {
+        let reason = |p: PskPlan| match p {
+            PskPlan::Problem(i) => Some(i.reason),
+            _ => None,
+        };
+        let missing = plan(&adopted(), "ns", None, UID);
+        assert_eq!(reason(missing), Some(Reason::PskSecretNotFound));
+        let PskPlan::Problem(i) = plan(&adopted(), "ns", None, UID) else {
+            panic!("a missing Secret is a problem")
+        };
+        assert!(i.message.contains("ns/t-psk"), "{}", i.message);
+        let weak = secret(None, None, b"short");
+        assert_eq!(
+            reason(plan(&adopted(), "ns", Some(&weak), UID)),
+            Some(Reason::PskTooWeak)
+        );
+        let long = secret(None, None, &vec![b'x'; MAX_PSK_BYTES + 1]);
+        assert_eq!(
+            reason(plan(&adopted(), "ns", Some(&long), UID)),
+            Some(Reason::PskTooLong)
+        );
+        let other_key = PskSource::Adopted {
+            secret: "t-psk".into(),
+            key: "nope".into(),
+        };
+        let good = secret(None, None, b"0123456789abcdef");
+        assert_eq!(
+            reason(plan(&other_key, "ns", Some(&good), UID)),
+            Some(Reason::PskKeyMissing)
+        );
+        assert_eq!(
+            plan(&adopted(), "ns", Some(&good), UID),
+            PskPlan::Use {
+                psk: Psk::new(b"0123456789abcdef".to_vec()),
+                generated_at: None
+            }
+        );
+    }
+
+    #[test]
+    fn plan_creates_rotates_keeps_or_refuses_the_generated_secret() {
+        let generated = |rotation: Option<&str>| PskSource::Generated {
+            secret: "t-psk".into(),
+            rotation: rotation.map(str::to_string),
+        };
+        assert_eq!(plan(&generated(None), "ns", None, UID), PskPlan::Create);
+        let mut ours = secret(Some(UID), None, &[b'x'; 43]);
+        ours.metadata.resource_version = Some("41".into());
+        assert_eq!(
+            plan(&generated(None), "ns", Some(&ours), UID),
+            PskPlan::Use {
+                psk: Psk::new(vec![b'x'; 43]),
+                generated_at: Some("2026-11-27T00:00:00Z".into())
+            }
+        );
+        assert_eq!(
+            plan(&generated(Some("2")), "ns", Some(&ours), UID),
+            PskPlan::Rotate {
+                resource_version: Some("41".into())
+            }
+        );
+        let foreign = secret(Some("other"), None, &[b'x'; 43]);
+        assert!(matches!(
+            plan(&generated(None), "ns", Some(&foreign), UID),
+            PskPlan::Problem(Invalid {
+                reason: Reason::PskSecretNameTaken,
+                ..
+            })
+        ));
+        assert_eq!(written_event(true, "t-psk").0, Reason::PskGenerated);
+        assert_eq!(written_event(false, "t-psk").0, Reason::PskRotated);
     }
 
     #[test]

@@ -2,15 +2,21 @@
 //! Secret, create and delete pods, write status and Events. Every decision is made by the pure
 //! modules; this one only carries them out, in this order:
 //!
-//! 1. PSK: read the adopted Secret, or create / rotate the generated one (IPsec only).
-//! 2. Config Secret: server-side apply (it must exist before a pod mounts it).
-//! 3. Pods: list the tunnel's pods, then create and delete what [`rollout::plan`] says.
-//! 4. Status: written only when it changed, with one Event per condition transition.
+//! 1. PSK: read the Secret, then do what [`psk::plan`] says (use, create, rotate, or report).
+//! 2. Config Secret: server-side apply (it must exist before a pod mounts it), only with a
+//!    deployable config: the Secret always holds the last good config.
+//! 3. Pods: list the tunnel's pods, then create and delete what [`rollout::plan`] says; for a
+//!    tunnel that is not deployable, read the config Secret's record of the last good config
+//!    and delete only what [`rollout::hold`] says (the rest keeps serving).
+//! 4. Status: conditions from the above and from the pods' last `/status`
+//!    ([`pod_status::Board`], read by a poller, never here), written only when it changed,
+//!    with one Event per condition transition.
 //!
 //! No finalizer: everything the operator creates carries an owner reference, so the garbage
 //! collector removes it with the tunnel; adopted Secrets are never owned and stay.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,10 +32,11 @@ use magictunnel_types::config::Psk;
 use ring::rand::SecureRandom;
 
 use crate::build::{self, Desired, FIELD_MANAGER};
-use crate::conditions::{self, Observation};
+use crate::conditions::{self, Deployment, Observation};
 use crate::crd::{EndpointStatus, MagicTunnel, MagicTunnelStatus};
-use crate::metrics::{Metrics, ReasonLabel, ResultLabel};
-use crate::psk::{self, GeneratedPskAction, PskProblem};
+use crate::metrics::{ConditionReasonLabel, Metrics, ReasonLabel, ResultLabel};
+use crate::pod_status::{self, Board, PodReport, Target, TunnelKey};
+use crate::psk::{self, PskPlan};
 use crate::rollout;
 use crate::settings::Settings;
 use crate::validate::{self, Invalid, PskSource, ValidatedTunnel};
@@ -86,6 +93,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub rng: Box<dyn SecureRandom + Send + Sync>,
     pub now: fn() -> Timestamp,
+    /// The pods' last `/status`, kept by the poller ([`pod_status::run`]).
+    pub pod_status: Arc<Board>,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -106,6 +115,7 @@ impl Context {
             metrics,
             rng: Box::new(ring::rand::SystemRandom::new()),
             now: Timestamp::now,
+            pod_status: Arc::new(Board::default()),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -195,11 +205,16 @@ struct PskStatus {
 }
 
 async fn reconcile_inner(mt: &MagicTunnel, ctx: &Context) -> Result<Outcome, Error> {
+    let namespace = mt.namespace().ok_or(Error::Malformed("namespace"))?;
+    let key = TunnelKey {
+        namespace: namespace.clone(),
+        name: mt.name_any(),
+    };
     if mt.metadata.deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove pods and Secrets.
+        ctx.pod_status.set_targets(key, vec![]);
         return Ok(Outcome::NotDeployed);
     }
-    let namespace = mt.namespace().ok_or(Error::Malformed("namespace"))?;
     let owner = mt
         .controller_owner_ref(&())
         .ok_or(Error::Malformed("uid"))?;
@@ -218,7 +233,8 @@ async fn reconcile_inner(mt: &MagicTunnel, ctx: &Context) -> Result<Outcome, Err
                 None => Ok(None),
             };
             psk.and_then(|psk| {
-                build::desired(&v, &owner, psk.as_ref(), &ctx.settings).map(|d| (v, d))
+                build::desired(&v, &owner, psk.as_ref(), &ctx.settings)
+                    .map(|d| (v, d.with_generation(mt.metadata.generation)))
             })
         }
     };
@@ -235,17 +251,31 @@ async fn reconcile_inner(mt: &MagicTunnel, ctx: &Context) -> Result<Outcome, Err
         .into_iter()
         .filter(|p| p.owner_references().iter().any(|o| o.uid == owner.uid))
         .collect();
-    let plan = match &desired {
-        Ok((_, d)) => rollout::plan(&d.pods, &existing),
-        // Not deployable: no pod may keep running an outdated or conflicting config.
-        Err(_) => rollout::PodPlan {
-            create: vec![],
-            delete: existing
-                .iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
-                .filter_map(|p| p.metadata.name.clone())
-                .collect(),
-        },
+    let (plan, serving) = match &desired {
+        Ok((_, d)) => (rollout::plan(&d.pods, &existing), None),
+        // Not deployable: the pods that run the last good config of this spec keep serving.
+        Err(_) => {
+            let name = build::config_secret_name(&mt.name_any());
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+            let config = secrets
+                .get_metadata_opt(&name)
+                .await
+                .map_err(|source| Error::ReadSecret {
+                    name: name.clone(),
+                    source,
+                })?;
+            let last_good = config.as_ref().map(|c| {
+                build::last_good(c.metadata.annotations.as_ref())
+            });
+            let hold = rollout::hold(mt.metadata.generation, last_good, &existing);
+            (
+                rollout::PodPlan {
+                    create: vec![],
+                    delete: hold.delete,
+                },
+                Some(hold.keep.len()),
+            )
+        }
     };
     for name in &plan.delete {
         match pods.delete(name, &DeleteParams::default()).await {
@@ -269,26 +299,45 @@ async fn reconcile_inner(mt: &MagicTunnel, ctx: &Context) -> Result<Outcome, Err
         }
     }
 
-    let endpoints = endpoint_status(&existing, &plan);
+    let old_status = mt.status.clone().unwrap_or_default();
+    let validated = desired.as_ref().ok().map(|(v, _)| v);
+    let http_port = validated.map(|v| v.http_port).or(old_status.http_port);
+    // The poller asks the pods that keep running; reconciles only read what it saw.
+    let running = running_pods(&existing, &plan);
+    ctx.pod_status
+        .set_targets(key, status_targets(&running, http_port));
+    ctx.metrics
+        .status_targets
+        .set(i64::try_from(ctx.pod_status.len()).unwrap_or(i64::MAX));
+    let reports = endpoint_reports(&ctx.pod_status, &running, &plan);
+    let endpoints = endpoint_status(&running, &plan);
     let ready = endpoints.iter().filter(|e| e.ready).count();
-    let (configured, desired_replicas) = match &desired {
-        Ok((v, _)) => (Ok(()), v.replicas),
-        Err(invalid) => (Err(invalid), 0),
+    let deployment = match (&desired, serving) {
+        (Err(invalid), serving) => Deployment::Held {
+            invalid,
+            serving: serving.unwrap_or(0),
+        },
+        (Ok(_), _) => Deployment::Applied,
     };
-    if let Err(invalid) = &configured {
+    let desired_replicas = match (&desired, serving) {
+        (Ok((v, _)), _) => v.replicas,
+        (Err(_), serving) => i32::try_from(serving.unwrap_or(0)).unwrap_or(i32::MAX),
+    };
+    if let Err(invalid) = &desired {
         ctx.metrics
             .not_deployed
-            .get_or_create(&ReasonLabel {
+            .get_or_create(&ConditionReasonLabel {
                 reason: invalid.reason,
             })
             .inc();
     }
     let observation = Observation {
-        configured,
+        deployment,
         desired_replicas,
         ready_replicas: i32::try_from(ready).unwrap_or(i32::MAX),
+        tunnel_type: validated.map_or(mt.spec.tunnel_type, |v| v.tunnel_type),
+        reports: &reports,
     };
-    let old_status = mt.status.clone().unwrap_or_default();
     let now = Time((ctx.now)());
     let new_conditions = conditions::conditions(
         observation,
@@ -296,15 +345,21 @@ async fn reconcile_inner(mt: &MagicTunnel, ctx: &Context) -> Result<Outcome, Err
         &old_status.conditions,
         &now,
     );
-    let validated = desired.as_ref().ok().map(|(v, _)| v);
+    // A tunnel kept serving still shows what its running pods were built with.
+    let kept = serving.is_some_and(|n| n > 0);
     let status = MagicTunnelStatus {
         tunnel_id: crate::ike_id::tunnel_id(&owner.uid),
         ike_ids: validated
             .and_then(|v| v.ipsec.as_ref())
-            .map(|i| i.identities.status(&i.accepted_id_types)),
-        psk_secret_name: psk_status.secret_name,
-        psk_generated_at: psk_status.generated_at,
-        http_port: validated.map(|v| v.http_port).or(old_status.http_port),
+            .map(|i| i.identities.status(&i.accepted_id_types))
+            .or_else(|| kept.then(|| old_status.ike_ids.clone()).flatten()),
+        psk_secret_name: psk_status
+            .secret_name
+            .or_else(|| kept.then(|| old_status.psk_secret_name.clone()).flatten()),
+        psk_generated_at: psk_status
+            .generated_at
+            .or_else(|| kept.then(|| old_status.psk_generated_at.clone()).flatten()),
+        http_port,
         endpoints,
         conditions: new_conditions,
         observed_generation: mt.metadata.generation,
@@ -322,21 +377,23 @@ async fn reconcile_inner(mt: &MagicTunnel, ctx: &Context) -> Result<Outcome, Err
     }
     tracing::info!(
         tunnel = %format!("{namespace}/{}", mt.name_any()),
-        configured = observation.configured.is_ok(),
+        configured = desired.is_ok(),
+        kept = serving.unwrap_or(0),
         ready = observation.ready_replicas,
         desired = desired_replicas,
         created = plan.create.len(),
         deleted = plan.delete.len(),
         "reconciled"
     );
-    Ok(if observation.configured.is_ok() {
+    Ok(if desired.is_ok() {
         Outcome::Applied
     } else {
         Outcome::NotDeployed
     })
 }
 
-/// Read or produce the PSK. `Ok(Err(_))` is a spec problem for status, `Err(_)` an API failure.
+/// Read or produce the PSK as [`psk::plan`] decides. `Ok(Err(_))` is a spec problem for
+/// status, `Err(_)` an API failure.
 async fn resolve_psk(
     mt: &MagicTunnel,
     v: &ValidatedTunnel,
@@ -355,74 +412,40 @@ async fn resolve_psk(
             source,
         })?;
     status.secret_name = Some(name.clone());
-    match source {
-        PskSource::Adopted { key, .. } => {
-            let Some(secret) = existing else {
-                return Ok(Err(Invalid {
-                    reason: "PskSecretNotFound",
-                    message: format!(
-                        "Secret {}/{name} named in ipsec.pskSecretRef does not exist; the tunnel is configured as soon as it appears",
-                        v.namespace
-                    ),
-                }));
-            };
-            Ok(psk::read(&secret, key).map_err(|problem| Invalid {
-                reason: match problem {
-                    PskProblem::KeyMissing { .. } => "PskKeyMissing",
-                    PskProblem::TooShort { .. } => "PskTooWeak",
-                    PskProblem::TooLong { .. } => "PskTooLong",
-                },
-                message: problem.to_string(),
-            }))
+    let created = match psk::plan(source, &v.namespace, existing.as_ref(), &owner.uid) {
+        PskPlan::Use { psk, generated_at } => {
+            status.generated_at = generated_at;
+            return Ok(Ok(psk));
         }
-        PskSource::Generated { rotation, .. } => {
-            let rotation = rotation.as_deref();
-            match psk::decide(existing.as_ref(), &owner.uid, rotation) {
-                GeneratedPskAction::Keep(psk) => {
-                    status.generated_at = existing.as_ref().and_then(psk::generated_at);
-                    Ok(Ok(psk))
-                }
-                GeneratedPskAction::NameTaken => Ok(Err(Invalid {
-                    reason: "PskSecretNameTaken",
-                    message: format!(
-                        "Secret {}/{name} exists but does not belong to this tunnel; delete it, or adopt it with ipsec.pskSecretRef",
-                        v.namespace
-                    ),
-                })),
-                action @ (GeneratedPskAction::Create | GeneratedPskAction::Rotate) => {
-                    let psk = psk::generate(ctx.rng.as_ref()).map_err(|_| Error::Random)?;
-                    let now = (ctx.now)().to_string();
-                    let mut secret = build::generated_psk_secret(v, owner, &psk, &now, rotation);
-                    let written = if action == GeneratedPskAction::Create {
-                        secrets.create(&PostParams::default(), &secret).await
-                    } else {
-                        // Optimistic concurrency: replace exactly the version we decided on.
-                        secret.metadata.resource_version = existing
-                            .as_ref()
-                            .and_then(|s| s.metadata.resource_version.clone());
-                        secrets
-                            .replace(&name, &PostParams::default(), &secret)
-                            .await
-                    };
-                    written.map_err(|source| Error::WritePsk {
-                        name: name.clone(),
-                        source,
-                    })?;
-                    status.generated_at = Some(now);
-                    let (reason, note) = if action == GeneratedPskAction::Create {
-                        (
-                            "PskGenerated",
-                            format!("generated a new PSK in Secret {name}"),
-                        )
-                    } else {
-                        ("PskRotated", format!("rotated the PSK in Secret {name}"))
-                    };
-                    publish(ctx, mt, EventType::Normal, reason, "ManagePsk", note).await;
-                    Ok(Ok(psk))
-                }
-            }
+        PskPlan::Problem(invalid) => return Ok(Err(invalid)),
+        PskPlan::Create => None,
+        PskPlan::Rotate { resource_version } => Some(resource_version),
+    };
+    let psk = psk::generate(ctx.rng.as_ref()).map_err(|_| Error::Random)?;
+    let now = (ctx.now)().to_string();
+    let rotation = match source {
+        PskSource::Generated { rotation, .. } => rotation.as_deref(),
+        PskSource::Adopted { .. } => None,
+    };
+    let mut secret = build::generated_psk_secret(v, owner, &psk, &now, rotation);
+    let written = match &created {
+        None => secrets.create(&PostParams::default(), &secret).await,
+        Some(resource_version) => {
+            // Optimistic concurrency: replace exactly the version we decided on.
+            secret.metadata.resource_version = resource_version.clone();
+            secrets
+                .replace(&name, &PostParams::default(), &secret)
+                .await
         }
-    }
+    };
+    written.map_err(|source| Error::WritePsk {
+        name: name.clone(),
+        source,
+    })?;
+    status.generated_at = Some(now);
+    let (reason, note) = psk::written_event(created.is_none(), &name);
+    publish(ctx, mt, EventType::Normal, reason.as_str(), "ManagePsk", note).await;
+    Ok(Ok(psk))
 }
 
 async fn apply_config(ctx: &Context, namespace: &str, secret: &Secret) -> Result<(), Error> {
@@ -482,12 +505,52 @@ async fn publish(
     }
 }
 
-/// The endpoints that will exist once the plan is carried out.
-fn endpoint_status(existing: &[Pod], plan: &rollout::PodPlan) -> Vec<EndpointStatus> {
-    let mut out: Vec<EndpointStatus> = existing
+/// Existing pods that stay once the plan is carried out.
+fn running_pods<'a>(existing: &'a [Pod], plan: &rollout::PodPlan) -> Vec<&'a Pod> {
+    existing
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| !plan.delete.contains(&p.name_any()))
+        .collect()
+}
+
+/// The pods whose `/status` can be read: on a node (hostIP known), at the tunnel's HTTP port.
+fn status_targets(running: &[&Pod], http_port: Option<u16>) -> Vec<Target> {
+    let Some(port) = http_port else {
+        return vec![];
+    };
+    running
+        .iter()
+        .filter_map(|p| {
+            let uid = p.metadata.uid.clone()?;
+            let ip: IpAddr = p.status.as_ref()?.host_ip.as_deref()?.parse().ok()?;
+            Some(Target {
+                uid,
+                addr: SocketAddr::new(ip, port),
+            })
+        })
+        .collect()
+}
+
+/// One report per endpoint of [`endpoint_status`] (pods to be created have none yet).
+fn endpoint_reports(
+    board: &pod_status::Board,
+    running: &[&Pod],
+    plan: &rollout::PodPlan,
+) -> Vec<Option<PodReport>> {
+    let uids: Vec<&str> = running
+        .iter()
+        .map(|p| p.metadata.uid.as_deref().unwrap_or_default())
+        .collect();
+    let mut reports = board.reports(&uids);
+    reports.extend(plan.create.iter().map(|_| None));
+    reports
+}
+
+/// The endpoints that will exist once the plan is carried out.
+fn endpoint_status(running: &[&Pod], plan: &rollout::PodPlan) -> Vec<EndpointStatus> {
+    let mut out: Vec<EndpointStatus> = running
+        .iter()
         .map(|p| EndpointStatus {
             pod: p.name_any(),
             node: p.spec.as_ref().and_then(|s| s.node_name.clone()),

@@ -4,6 +4,11 @@
 //! deleting the stale pod and creating it anew. With several replicas (anycast) at most one ready
 //! pod is taken down at a time, and only while every other replica is ready, so capacity never
 //! drops by more than one endpoint.
+//!
+//! A tunnel that is not deployable keeps serving ([`hold`]): its pods run on with the last good
+//! config unless the tunnel's own spec changed since that config was built. A Secret that goes
+//! missing for a while, a conflict that appears, never takes a running tunnel down; only a
+//! spec change (a rollout) or a deletion replaces pods.
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -40,6 +45,50 @@ fn hash(pod: &Pod) -> Option<&str> {
         .as_ref()?
         .get(CONFIG_HASH_ANNOTATION)
         .map(String::as_str)
+}
+
+/// The last good config of a tunnel, as its config Secret records it (the Secret is written only
+/// with a deployable config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastGood<'a> {
+    /// `magictunnel.dev/generation`: the tunnel generation the config was built from. `None` on
+    /// a Secret written before the operator recorded it: then the generation is not known to
+    /// differ, and the pods are kept.
+    pub generation: Option<i64>,
+    /// `magictunnel.dev/config-hash` of the config.
+    pub config_hash: Option<&'a str>,
+}
+
+/// What to do with the pods of a tunnel that is not deployable.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Hold {
+    /// Pods left running with the last good config.
+    pub keep: Vec<String>,
+    /// Pods to delete: built from another spec than the tunnel's current one.
+    pub delete: Vec<String>,
+}
+
+/// The rule for a tunnel that is not deployable at `generation`: a pod keeps running if it runs
+/// the last good config (its config hash is the config Secret's) and that config was built from
+/// the current generation of the spec. Every other pod is deleted: the spec changed since it was
+/// built (a change that made the tunnel undeployable), or it was an outdated replica in the
+/// middle of a rollout, or there is no last good config at all. Pods already terminating are
+/// left to finish; nothing is created.
+pub fn hold(generation: Option<i64>, last_good: Option<LastGood<'_>>, existing: &[Pod]) -> Hold {
+    let mut out = Hold::default();
+    let spec_unchanged = last_good.is_some_and(|g| g.generation.is_none() || g.generation == generation);
+    for pod in existing.iter().filter(|p| !is_terminating(p)) {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let runs_last_good = last_good
+            .and_then(|g| g.config_hash)
+            .is_some_and(|h| hash(pod) == Some(h));
+        if spec_unchanged && runs_last_good {
+            out.keep.push(name);
+        } else {
+            out.delete.push(name);
+        }
+    }
+    out
 }
 
 pub fn plan(desired: &[Pod], existing: &[Pod]) -> PodPlan {
@@ -125,6 +174,66 @@ mod tests {
         pods.iter()
             .filter_map(|p| p.metadata.name.clone())
             .collect()
+    }
+
+    fn last_good(generation: Option<i64>, hash: &str) -> Option<LastGood<'_>> {
+        Some(LastGood {
+            generation,
+            config_hash: Some(hash),
+        })
+    }
+
+    #[test]
+    fn not_deployable_with_an_unchanged_spec_keeps_serving() {
+        // The adopted Secret went missing: same generation, the pods run the last good config.
+        let existing = [pod("t-0", "h", true), pod("t-1", "h", false)];
+        let h = hold(Some(4), last_good(Some(4), "h"), &existing);
+        assert_eq!(h.keep, ["t-0", "t-1"]);
+        assert!(h.delete.is_empty());
+    }
+
+    #[test]
+    fn not_deployable_after_a_spec_change_removes_the_pods() {
+        let existing = [pod("t-0", "h", true)];
+        let h = hold(Some(5), last_good(Some(4), "h"), &existing);
+        assert_eq!(h.delete, ["t-0"]);
+        assert!(h.keep.is_empty());
+    }
+
+    #[test]
+    fn not_deployable_keeps_only_pods_of_the_last_good_config() {
+        // Mid-rollout: t-1 still runs an older config than the last good one.
+        let existing = [pod("t-0", "new", true), pod("t-1", "old", true)];
+        let h = hold(Some(2), last_good(Some(2), "new"), &existing);
+        assert_eq!((h.keep, h.delete), (vec!["t-0".into()], vec!["t-1".to_string()]));
+    }
+
+    #[test]
+    fn not_deployable_without_a_last_good_config_keeps_nothing() {
+        let existing = [pod("t-0", "h", true)];
+        assert_eq!(hold(Some(1), None, &existing).delete, ["t-0"]);
+        let no_hash = Some(LastGood {
+            generation: Some(1),
+            config_hash: None,
+        });
+        assert_eq!(hold(Some(1), no_hash, &existing).delete, ["t-0"]);
+    }
+
+    #[test]
+    fn not_deployable_with_an_unrecorded_generation_keeps_serving() {
+        // A config Secret from before the generation was recorded: not known to be stale.
+        let existing = [pod("t-0", "h", true)];
+        assert_eq!(hold(Some(7), last_good(None, "h"), &existing).keep, ["t-0"]);
+    }
+
+    #[test]
+    fn not_deployable_leaves_terminating_pods_alone() {
+        let mut going = pod("t-0", "h", true);
+        going.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        assert_eq!(hold(Some(2), last_good(Some(1), "h"), &[going]), Hold::default());
     }
 
     #[test]

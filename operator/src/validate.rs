@@ -20,6 +20,7 @@ use magictunnel_types::config::{
 use crate::crd::{MAX_NAME_LEN, MagicTunnel, ROTATE_PSK_ANNOTATION};
 use crate::ike_id::{self, Identities};
 use crate::psk::{self, PSK_KEY};
+use crate::reason::Reason;
 use crate::settings::Settings;
 
 /// Where the PSK of an IPsec tunnel comes from.
@@ -89,12 +90,11 @@ pub struct ValidatedTunnel {
 /// Why a tunnel is not deployed; becomes `Configured=False` with this reason and message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invalid {
-    /// CamelCase condition reason.
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
-fn invalid(reason: &'static str, message: impl Into<String>) -> Invalid {
+fn invalid(reason: Reason, message: impl Into<String>) -> Invalid {
     Invalid {
         reason,
         message: message.into(),
@@ -118,7 +118,7 @@ fn same_object(a: &MagicTunnel, b: &MagicTunnel) -> bool {
 fn parse_ipv4(field: &str, s: &str) -> Result<Ipv4Addr, Invalid> {
     s.parse().map_err(|_| {
         invalid(
-            "InvalidSpec",
+            Reason::InvalidSpec,
             format!("{field}: {s:?} is not an IPv4 address"),
         )
     })
@@ -143,13 +143,13 @@ pub fn validate(
     let namespace = mt.namespace().unwrap_or_default();
     if name.len() > MAX_NAME_LEN {
         return Err(invalid(
-            "InvalidSpec",
+            Reason::InvalidSpec,
             format!("metadata.name must be at most {MAX_NAME_LEN} characters"),
         ));
     }
     let uid = mt.uid().unwrap_or_default();
     let tunnel_id = ike_id::tunnel_id(&uid)
-        .ok_or_else(|| invalid("InvalidSpec", format!("metadata.uid {uid:?} is not a UUID")))?;
+        .ok_or_else(|| invalid(Reason::InvalidSpec, format!("metadata.uid {uid:?} is not a UUID")))?;
     let spec = &mt.spec;
     let local_endpoint = parse_ipv4("localEndpoint", &spec.local_endpoint)?;
     let customer_endpoint = spec
@@ -159,7 +159,7 @@ pub fn validate(
         .transpose()?;
     let interface_address: Ipv4Net = spec.interface_address.parse().map_err(|_| {
         invalid(
-            "InvalidSpec",
+            Reason::InvalidSpec,
             format!(
                 "interfaceAddress: {:?} is not an IPv4 address with a prefix",
                 spec.interface_address
@@ -167,14 +167,14 @@ pub fn validate(
         )
     })?;
     config::check_interface_address(interface_address)
-        .map_err(|m| invalid("InvalidSpec", format!("interfaceAddress: {m}")))?;
+        .map_err(|m| invalid(Reason::InvalidSpec, format!("interfaceAddress: {m}")))?;
     let routes = spec
         .routes
         .iter()
         .map(|r| {
             let prefix: Ipv4Net = r.prefix.parse().map_err(|_| {
                 invalid(
-                    "InvalidSpec",
+                    Reason::InvalidSpec,
                     format!("routes: {:?} is not an IPv4 prefix", r.prefix),
                 )
             })?;
@@ -254,7 +254,7 @@ fn check_gre_conflicts(
     });
     match older_twin {
         Some(o) => Err(invalid(
-            "EndpointConflict",
+            Reason::EndpointConflict,
             format!(
                 "GRE tunnel {}/{} already uses local endpoint {local}, customer endpoint {} and the same GRE key; \
                  frames of the two tunnels cannot be told apart (set a different gre.key on both routers)",
@@ -313,7 +313,7 @@ fn validate_ipsec(
             .map(|o| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()))
             .collect();
         return Err(invalid(
-            "IkeIdAmbiguous",
+            Reason::IkeIdAmbiguous,
             format!(
                 "the only accepted IKE ID type is IPv4Addr, but tunnels {} share local endpoint {local} and customer endpoint {}; \
                  the peer cannot be told apart: accept RFC822Addr, FQDN or KeyID too",
@@ -420,7 +420,7 @@ mod tests {
         let all = [&old, &new];
         assert!(validate(&old, &all, &settings()).is_ok());
         let err = validate(&new, &all, &settings()).expect_err("conflict");
-        assert_eq!(err.reason, "EndpointConflict");
+        assert_eq!(err.reason, Reason::EndpointConflict);
         assert!(err.message.contains("default/old"), "{}", err.message);
         // A distinct GRE key tells them apart.
         new.spec.gre = Some(GreOptions { key: Some(7) });
@@ -469,7 +469,7 @@ mod tests {
             i.accepted_ike_id_types = Some(vec![IkeIdType::Ipv4Addr]);
         }
         let err = validate(&a, &[&a, &b], &settings()).expect_err("ambiguous");
-        assert_eq!(err.reason, "IkeIdAmbiguous");
+        assert_eq!(err.reason, Reason::IkeIdAmbiguous);
         assert!(err.message.contains("default/b"), "{}", err.message);
         assert!(validate(&a, &[&a], &settings()).is_ok());
     }
@@ -507,7 +507,7 @@ mod tests {
         let mut t = gre_tunnel("t", 1);
         t.spec.interface_address = "10.0.0.0/30".into();
         let err = validate(&t, &[&t], &settings()).expect_err("invalid");
-        assert_eq!(err.reason, "InvalidSpec");
+        assert_eq!(err.reason, Reason::InvalidSpec);
         assert!(err.message.contains("usable hosts"), "{}", err.message);
     }
 
