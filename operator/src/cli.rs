@@ -2,9 +2,12 @@
 //! Helm chart passes).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::leader::LeaseConfig;
+use crate::pod_status::PollSettings;
 use crate::settings::{AccountId, IdDomain, Settings, TunnelResources};
 
 #[derive(Parser)]
@@ -57,9 +60,72 @@ pub struct RunArgs {
     pub listen: SocketAddr,
     #[arg(long, value_enum, default_value = "json")]
     pub log_format: LogFormat,
+    /// Elect a leader on a Lease, so several replicas can run and one reconciles.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Namespace of the leader Lease (the operator's own; the chart sets POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// This replica's holder identity on the Lease (the chart sets POD_NAME).
+    #[arg(long, env = "POD_NAME")]
+    pub leader_election_identity: Option<String>,
+    #[arg(long, default_value = "magictunnel-operator")]
+    pub lease_name: String,
+    /// A Lease not renewed for this long may be taken by another replica.
+    #[arg(long, default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// How often the leader renews the Lease.
+    #[arg(long, default_value_t = 5)]
+    pub lease_renew_seconds: u64,
+    /// How often each tunnel pod's /status is read (Established and Healthy); 0 turns it off.
+    #[arg(long, default_value_t = 10)]
+    pub status_poll_interval_seconds: u64,
+    /// Time allowed for one pod's /status answer.
+    #[arg(long, default_value_t = 2)]
+    pub status_poll_timeout_seconds: u64,
+    /// Pods asked at the same time.
+    #[arg(long, default_value_t = 32)]
+    pub status_poll_concurrency: usize,
 }
 
 impl RunArgs {
+    /// The Lease to elect on; `None` with `--leader-election=false`.
+    pub fn lease(&self) -> anyhow::Result<Option<LeaseConfig>> {
+        if !self.leader_election {
+            return Ok(None);
+        }
+        let (Some(namespace), Some(identity)) = (
+            self.leader_election_namespace.clone().filter(|s| !s.is_empty()),
+            self.leader_election_identity.clone().filter(|s| !s.is_empty()),
+        ) else {
+            anyhow::bail!(
+                "leader election needs --leader-election-namespace and --leader-election-identity (POD_NAMESPACE, POD_NAME), or --leader-election=false"
+            );
+        };
+        anyhow::ensure!(
+            self.lease_renew_seconds > 0 && self.lease_renew_seconds < self.lease_duration_seconds,
+            "--lease-renew-seconds must be shorter than --lease-duration-seconds"
+        );
+        let renew = Duration::from_secs(self.lease_renew_seconds);
+        Ok(Some(LeaseConfig {
+            namespace,
+            name: self.lease_name.clone(),
+            identity,
+            duration: Duration::from_secs(self.lease_duration_seconds),
+            renew,
+            retry: renew.min(Duration::from_secs(2)),
+        }))
+    }
+
+    /// How the pod-status poller runs; `None` when turned off.
+    pub fn status_poll(&self) -> Option<PollSettings> {
+        (self.status_poll_interval_seconds > 0).then(|| PollSettings {
+            interval: Duration::from_secs(self.status_poll_interval_seconds),
+            timeout: Duration::from_secs(self.status_poll_timeout_seconds.max(1)),
+            concurrency: self.status_poll_concurrency.max(1),
+        })
+    }
+
     pub fn settings(&self) -> anyhow::Result<Settings> {
         let ports_end =
             u32::from(self.tunnel_http_port_base) + u32::from(self.tunnel_http_port_count);

@@ -7,7 +7,7 @@
 //! | Ready       | `EndpointsReady`: every pod Ready    | `EndpointsNotReady`, `NotConfigured`    | – |
 //! | Degraded    | `EndpointsNotReady`: some, not all   | `AsExpected`, `NotConfigured`           | – |
 //! | Established | `ChildSaInstalled` (IPsec), `ProbesAnswered` (GRE), `TransportOpen` (GRE, no health checks) | `NoChildSa`, `ProbesUnanswered`, `TransportClosed`, `NoEndpoints` | `StatusUnknown` |
-//! | Healthy     | `HealthChecksPassing`                | `HealthChecksDegraded`, `HealthChecksFailing`, `NoEndpoints` | `HealthUnknown`, `HealthChecksDisabled` |
+//! | Healthy     | `HealthChecksPassing`                | `HealthChecksDegraded`, `HealthChecksFailing` | `HealthUnknown` (no verdict yet, a pod not read, or no pod), `HealthChecksDisabled` |
 //!
 //! A tunnel that is not deployable but keeps serving its last good config has Configured=False
 //! and Ready, Degraded, Established and Healthy about the pods that keep running.
@@ -133,7 +133,12 @@ pub fn established(tunnel_type: TunnelType, reports: &[Option<PodReport>]) -> (S
 pub fn healthy(reports: &[Option<PodReport>]) -> (Status, Reason, String) {
     let n = reports.len();
     if n == 0 {
-        return (Status::False, Reason::NoEndpoints, "no endpoint pod runs".into());
+        // Not NoEndpoints: Established says that, and two Events of one reason would merge.
+        return (
+            Status::Unknown,
+            Reason::HealthUnknown,
+            "no endpoint pod runs".into(),
+        );
     }
     let read: Vec<&PodReport> = reports.iter().flatten().collect();
     if read.iter().any(|r| !r.health_checks) {
@@ -385,7 +390,7 @@ mod tests {
             health_checks: false,
         };
         assert_eq!(h(&[Some(off)]), (Status::Unknown, Reason::HealthChecksDisabled));
-        assert_eq!(h(&[]), (Status::False, Reason::NoEndpoints));
+        assert_eq!(h(&[]), (Status::Unknown, Reason::HealthUnknown));
     }
 
     #[test]

@@ -43,6 +43,16 @@ pub const ROTATE_PSK_ANNOTATION: &str = "magictunnel.dev/rotate-psk";
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
+    printcolumn(
+        name = "Established",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Established\")].status"
+    ),
+    printcolumn(
+        name = "Healthy",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Healthy\")].status"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.size() <= 50")
         .message("metadata.name must be at most 50 characters: it names the tunnel's pods and Secrets")
@@ -246,11 +256,13 @@ pub struct MagicTunnelStatus {
     /// When the operator generated the PSK (absent for an adopted one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub psk_generated_at: Option<String>,
-    /// Port of each endpoint pod's `/healthz`, `/readyz` and `/metrics` on its node.
+    /// Port of each endpoint pod's `/healthz`, `/readyz`, `/metrics` and `/status` on its node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_port: Option<u16>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<EndpointStatus>,
+    /// Configured, Ready, Degraded, Established and Healthy (see the operator's `conditions`
+    /// module for every reason).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -15,12 +15,15 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::core::PartialObjectMeta;
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use operator::build::MANAGED_BY;
 use operator::cli::{Cli, Command, LogFormat, RunArgs};
 use operator::crd::{MagicTunnel, crd_yaml};
+use operator::leader::Elector;
 use operator::metrics::Metrics;
+use operator::pod_status::{self, TunnelKey};
 use operator::reconcile::{Context, TunnelSource, error_policy, reconcile};
 use operator::triggers;
 
@@ -52,6 +55,22 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("connecting to the Kubernetes API")?;
     let metrics = Arc::new(Metrics::default());
+    let lease = args.lease()?;
+    let poll = args.status_poll();
+    // Followers serve /healthz and /metrics (leader 0) while they wait.
+    let http = tokio::spawn(serve(args.listen, metrics.clone()));
+    let mut elector = lease.map(|config| Elector::new(client.clone(), config));
+    if let Some(e) = elector.as_mut() {
+        tracing::info!(lease = %e.config().name, namespace = %e.config().namespace, identity = %e.config().identity, "waiting to become the leader");
+        tokio::select! {
+            () = e.acquire() => {}
+            () = terminated() => {
+                http.abort();
+                return Ok(());
+            }
+        }
+    }
+    metrics.leader.set(1);
 
     let tunnels: Api<DeserializeGuard<MagicTunnel>> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
@@ -111,9 +130,27 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
 
-    let http = tokio::spawn(serve(args.listen, metrics));
+    // The pod-status poller asks for a reconcile of a tunnel whose pods said something new.
+    let (changed_tx, mut changed_rx) = tokio::sync::mpsc::channel::<TunnelKey>(1024);
+    let poller = poll.map(|settings| {
+        let store = store.clone();
+        let exists = move |k: &TunnelKey| {
+            store
+                .get(&ObjectRef::new(&k.name).within(&k.namespace))
+                .is_some()
+        };
+        tokio::spawn(pod_status::run(
+            ctx.pod_status.clone(),
+            settings,
+            exists,
+            changed_tx,
+        ))
+    });
+    let status_changes = futures::stream::poll_fn(move |cx| changed_rx.poll_recv(cx))
+        .map(|k| ObjectRef::new(&k.name).within(&k.namespace));
     tracing::info!(listen = %args.listen, "operator starting");
-    controller
+    let run = controller
+        .reconcile_on(status_changes)
         .owns(pods, owned.clone())
         .owns(secrets.clone(), owned)
         .watches(secrets, watcher::Config::default(), referenced_by)
@@ -124,10 +161,43 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "reconcile did not complete");
             }
-        })
-        .await;
+        });
+    match elector.as_mut() {
+        Some(e) => {
+            tokio::select! {
+                () = run => {}
+                lost = e.hold() => {
+                    // Stop at once, with nothing half-done kept in memory: the pod restarts
+                    // as a follower.
+                    tracing::error!(reason = %lost, "lost the leader Lease; exiting");
+                    std::process::exit(1);
+                }
+            }
+            e.release().await;
+        }
+        None => run.await,
+    }
+    if let Some(p) = poller {
+        p.abort();
+    }
     http.abort();
     Ok(())
+}
+
+/// SIGTERM or SIGINT.
+async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 async fn serve(listen: SocketAddr, metrics: Arc<Metrics>) {

@@ -352,7 +352,7 @@ async fn create_gre_tunnel_applies_config_pod_and_status() {
     );
     status.echo();
 
-    let events = api.events(3).await;
+    let events = api.events(5).await;
     assert!(
         events.contains(&("Normal".into(), "Applied".into())),
         "{events:?}"
@@ -439,7 +439,7 @@ async fn first_ipsec_reconcile(mt: &MagicTunnel) -> (Value, Value, Value, Value)
     );
     let status_body = status.body.clone();
     status.echo();
-    api.events(3).await;
+    api.events(5).await;
     finish(api, task).await;
     (psk_secret, config_body, pod_body, status_body)
 }
@@ -595,7 +595,7 @@ async fn adopted_psk_is_used_and_never_written() {
     assert_eq!(status.body["status"]["pskSecretName"], "corp-psk");
     assert!(status.body["status"].get("pskGeneratedAt").is_none());
     status.echo();
-    api.events(3).await;
+    api.events(5).await;
     finish(api, task).await;
 }
 
@@ -606,6 +606,10 @@ async fn weak_adopted_psk_is_reported_not_deployed() {
         .await
         .reply(200, user_secret(b"password"));
     api.next("GET", PODS).await.reply(200, pod_list(&[]));
+    // Not deployable: what does the config Secret say about the last good config? (none)
+    api.next("GET", &format!("{SECRETS}/corp-config"))
+        .await
+        .not_found();
     let status = api.next("PATCH", &format!("{TUNNELS}/corp/status")).await;
     let c = condition(&status.body, "Configured");
     assert_eq!(
@@ -614,7 +618,7 @@ async fn weak_adopted_psk_is_reported_not_deployed() {
     );
     assert!(!status.body.to_string().contains("password"));
     status.echo();
-    let events = api.events(3).await;
+    let events = api.events(5).await;
     assert!(
         events.contains(&("Warning".into(), "PskTooWeak".into())),
         "{events:?}"
@@ -635,6 +639,9 @@ async fn missing_secret_is_reported_then_picked_up_when_it_appears() {
         .await
         .not_found();
     api.next("GET", PODS).await.reply(200, pod_list(&[]));
+    api.next("GET", &format!("{SECRETS}/corp-config"))
+        .await
+        .not_found();
     let status = api.next("PATCH", &format!("{TUNNELS}/corp/status")).await;
     let c = condition(&status.body, "Configured");
     assert_eq!(c["reason"], "PskSecretNotFound");
@@ -646,7 +653,7 @@ async fn missing_secret_is_reported_then_picked_up_when_it_appears() {
     let status_body = status.body.clone();
     status.echo();
     assert!(
-        api.events(3)
+        api.events(5)
             .await
             .contains(&("Warning".into(), "PskSecretNotFound".into()))
     );
@@ -665,7 +672,8 @@ async fn missing_secret_is_reported_then_picked_up_when_it_appears() {
     let status = api.next("PATCH", &format!("{TUNNELS}/corp/status")).await;
     assert_eq!(condition(&status.body, "Configured")["status"], "True");
     status.echo();
-    let events = api.events(3).await;
+    // Configured, Ready, Degraded and Established change; Healthy stays Unknown (no verdict).
+    let events = api.events(4).await;
     assert!(
         events.contains(&("Normal".into(), "Applied".into())),
         "{events:?}"
@@ -701,10 +709,13 @@ async fn conflicting_tunnel_is_reported_and_its_pods_removed() {
     let mut new = gre_tunnel("new", 2);
     new.spec.customer_endpoint = old.spec.customer_endpoint.clone();
     let (mut api, task, _) = start(new.clone(), vec![old]);
-    // No config is applied; a pod left from before the conflict is removed.
+    // No config is applied; a pod with no last good config behind it is removed.
     api.next("GET", PODS)
         .await
         .reply(200, pod_list(&[running_pod(&new, "new-0")]));
+    api.next("GET", &format!("{SECRETS}/new-config"))
+        .await
+        .not_found();
     let delete = api.next("DELETE", &format!("{PODS}/new-0")).await;
     delete.reply(200, running_pod(&new, "new-0"));
     let status = api.next("PATCH", &format!("{TUNNELS}/new/status")).await;
@@ -723,7 +734,7 @@ async fn conflicting_tunnel_is_reported_and_its_pods_removed() {
     );
     status.echo();
     assert!(
-        api.events(3)
+        api.events(5)
             .await
             .contains(&("Warning".into(), "EndpointConflict".into()))
     );
@@ -748,13 +759,16 @@ async fn psk_secret_name_taken_by_someone_else_is_not_overwritten() {
         .await
         .reply(200, foreign);
     api.next("GET", PODS).await.reply(200, pod_list(&[]));
+    api.next("GET", &format!("{SECRETS}/vpn-config"))
+        .await
+        .not_found();
     let status = api.next("PATCH", &format!("{TUNNELS}/vpn/status")).await;
     assert_eq!(
         condition(&status.body, "Configured")["reason"],
         "PskSecretNameTaken"
     );
     status.echo();
-    api.events(3).await;
+    api.events(5).await;
     finish(api, task).await;
 }
 
@@ -777,4 +791,115 @@ async fn api_errors_fail_the_reconcile_for_retry() {
         "{result:?}"
     );
     api.assert_done().await;
+}
+
+/// The config Secret's metadata as the API server answers a metadata-only GET.
+fn config_meta(name: &str, generation: i64, hash: &str) -> Value {
+    json!({
+        "apiVersion": "meta.k8s.io/v1",
+        "kind": "PartialObjectMetadata",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "resourceVersion": "12",
+            "annotations": {
+                "magictunnel.dev/config-hash": hash,
+                "magictunnel.dev/generation": generation.to_string(),
+            }
+        }
+    })
+}
+
+fn with_hash(mut pod: Value, hash: &str) -> Value {
+    pod["metadata"]["annotations"] = json!({"magictunnel.dev/config-hash": hash});
+    pod["metadata"]["uid"] = json!("pod-uid-0");
+    pod["status"]["hostIP"] = json!("127.0.0.1");
+    pod
+}
+
+/// An adopted Secret deleted and not yet re-created (a GitOps tool replacing it): the pod that
+/// runs the last good config of this generation keeps running, nothing is applied, and status
+/// says so.
+#[tokio::test]
+async fn transiently_missing_secret_keeps_the_running_pod() {
+    let mut mt = adopting("corp", "corp-psk");
+    mt.metadata.generation = Some(3);
+    let (mut api, task, metrics) = start(mt.clone(), vec![]);
+    api.next("GET", &format!("{SECRETS}/corp-psk"))
+        .await
+        .not_found();
+    api.next("GET", PODS)
+        .await
+        .reply(200, pod_list(&[with_hash(running_pod(&mt, "corp-0"), "abc")]));
+    api.next("GET", &format!("{SECRETS}/corp-config"))
+        .await
+        .reply(200, config_meta("corp-config", 3, "abc"));
+    // No DELETE, no config apply: straight to status.
+    let status = api.next("PATCH", &format!("{TUNNELS}/corp/status")).await;
+    let c = condition(&status.body, "Configured");
+    assert_eq!((c["status"].as_str(), c["reason"].as_str()), (Some("False"), Some("PskSecretNotFound")));
+    assert!(
+        c["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("the last good configuration keeps serving on 1 pod(s)")),
+        "{c}"
+    );
+    let ready = condition(&status.body, "Ready");
+    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("True"), Some("EndpointsReady")));
+    assert_eq!(status.body["status"]["endpoints"][0]["pod"], "corp-0");
+    assert_eq!(status.body["status"]["pskSecretName"], "corp-psk");
+    // Not read yet by the poller: Established is not known, not False.
+    assert_eq!(condition(&status.body, "Established")["status"], "Unknown");
+    status.echo();
+    let events = api.events(5).await;
+    assert!(events.contains(&("Warning".into(), "PskSecretNotFound".into())), "{events:?}");
+    finish(api, task).await;
+    assert!(
+        metrics
+            .render()
+            .contains("tunnels_not_deployed_total{reason=\"PskSecretNotFound\"} 1")
+    );
+}
+
+/// The spec changed (generation 4) into something not deployable: the pod built from
+/// generation 3 goes.
+#[tokio::test]
+async fn spec_change_to_an_undeployable_spec_removes_the_pod() {
+    let mut mt = adopting("corp", "corp-psk");
+    mt.metadata.generation = Some(4);
+    let (mut api, task, _) = start(mt.clone(), vec![]);
+    api.next("GET", &format!("{SECRETS}/corp-psk"))
+        .await
+        .not_found();
+    api.next("GET", PODS)
+        .await
+        .reply(200, pod_list(&[with_hash(running_pod(&mt, "corp-0"), "abc")]));
+    api.next("GET", &format!("{SECRETS}/corp-config"))
+        .await
+        .reply(200, config_meta("corp-config", 3, "abc"));
+    api.next("DELETE", &format!("{PODS}/corp-0"))
+        .await
+        .reply(200, running_pod(&mt, "corp-0"));
+    let status = api.next("PATCH", &format!("{TUNNELS}/corp/status")).await;
+    assert_eq!(condition(&status.body, "Ready")["reason"], "NotConfigured");
+    assert_eq!(condition(&status.body, "Configured")["message"], "Secret default/corp-psk named in ipsec.pskSecretRef does not exist; the tunnel is configured as soon as it appears");
+    status.echo();
+    api.events(5).await;
+    finish(api, task).await;
+}
+
+/// A deployable tunnel records the generation its config was built from on the config Secret.
+#[tokio::test]
+async fn the_config_secret_records_the_generation() {
+    let mut mt = gre_tunnel("branch", 1);
+    mt.metadata.generation = Some(9);
+    let (mut api, task, _) = start(mt, vec![]);
+    let apply = api.next("PATCH", &format!("{SECRETS}/branch-config")).await;
+    assert_eq!(apply.body["metadata"]["annotations"]["magictunnel.dev/generation"], "9");
+    apply.echo();
+    api.next("GET", PODS).await.reply(200, pod_list(&[]));
+    api.next("POST", PODS).await.echo();
+    api.next("PATCH", &format!("{TUNNELS}/branch/status")).await.echo();
+    api.events(5).await;
+    finish(api, task).await;
 }
