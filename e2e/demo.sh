@@ -18,7 +18,7 @@ cargo build -q -p magictunnel-operator -p magictunnel-e2e
 export KUBECONFIG
 KUBECONFIG="$(e2e/cluster/local.sh up)"
 target/debug/mt-e2e setup
-KUBECONFIG="$MT_CLUSTER_DIR/operator.kubeconfig" target/debug/magictunnel-operator run \
+KUBECONFIG="$MT_CLUSTER_DIR/operator.kubeconfig" POD_NAMESPACE=magictunnel-system POD_NAME=operator-local target/debug/magictunnel-operator run \
   --account-id 0123456789abcdef0123456789abcdef --tunnel-image magictunnel/tunnel-pod:0.1.0 \
   --listen 127.0.0.1:18080 --log-format text >"$MT_CLUSTER_DIR/operator.log" 2>&1 &
 OPERATOR_PID=$!

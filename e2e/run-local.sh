@@ -26,7 +26,7 @@ export KUBECONFIG
 KUBECONFIG="$(e2e/cluster/local.sh up)"
 target/debug/mt-e2e setup
 
-KUBECONFIG="$MT_CLUSTER_DIR/operator.kubeconfig" RUST_LOG=info,operator=debug \
+KUBECONFIG="$MT_CLUSTER_DIR/operator.kubeconfig" POD_NAMESPACE=magictunnel-system POD_NAME=operator-local RUST_LOG=info,operator=debug \
   target/debug/magictunnel-operator run \
     --account-id 0123456789abcdef0123456789abcdef \
     --tunnel-image magictunnel/tunnel-pod:e2e \

@@ -47,7 +47,13 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let rbac = only_kinds(
         &render_chart()?,
-        &["ServiceAccount", "ClusterRole", "ClusterRoleBinding"],
+        &[
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+        ],
     )?;
     apply_yaml(&client, &rbac, OPERATOR_NAMESPACE).await?;
     println!("CRD, namespace {OPERATOR_NAMESPACE} and RBAC applied");

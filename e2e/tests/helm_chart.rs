@@ -9,7 +9,7 @@ use std::process::Command;
 use clap::Parser as _;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use magictunnel_e2e::{helm, repo};
 use operator::cli::{Cli, Command as CliCommand};
 use serde::Serialize;
@@ -114,6 +114,8 @@ fn rendered_manifests_are_valid_kubernetes_objects() {
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
         "Deployment",
     ] {
         assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
@@ -123,9 +125,20 @@ fn rendered_manifests_are_valid_kubernetes_objects() {
             Some("ServiceAccount") => drop(strictly::<ServiceAccount>(doc)),
             Some("ClusterRole") => drop(strictly::<ClusterRole>(doc)),
             Some("ClusterRoleBinding") => drop(strictly::<ClusterRoleBinding>(doc)),
+            Some("Role") => drop(strictly::<Role>(doc)),
+            Some("RoleBinding") => {
+                let b: RoleBinding = strictly(doc);
+                assert_eq!(b.metadata.namespace.as_deref(), Some("magictunnel-system"));
+                let subject = b.subjects.unwrap_or_default();
+                assert_eq!(subject.len(), 1);
+                assert_eq!(subject[0].kind, "ServiceAccount");
+                assert_eq!(subject[0].namespace.as_deref(), Some("magictunnel-system"));
+            }
             Some("Deployment") => {
                 let d: Deployment = strictly(doc);
-                let pod = d.spec.template.spec.expect("pod spec");
+                let spec = d.spec;
+                assert_eq!(spec.replicas, Some(2), "two replicas, one leader");
+                let pod = spec.template.spec.expect("pod spec");
                 let c = &pod.containers[0];
                 let sc = c.security_context.as_ref().expect("security context");
                 assert_eq!(sc.allow_privilege_escalation, Some(false));
@@ -147,6 +160,37 @@ fn rendered_manifests_are_valid_kubernetes_objects() {
     }
 }
 
+/// `group/resource:verb`, with `[name]` when the rule is limited to names.
+fn grants(rules: &[PolicyRule]) -> Vec<String> {
+    let mut out: Vec<String> = rules
+        .iter()
+        .flat_map(|r| {
+            let groups = r.api_groups.clone().unwrap_or_default();
+            let resources = r.resources.clone().unwrap_or_default();
+            let names = r
+                .resource_names
+                .as_ref()
+                .map(|n| format!("[{}]", n.join(",")))
+                .unwrap_or_default();
+            let verbs = r.verbs.clone();
+            groups.into_iter().flat_map(move |g| {
+                let verbs = verbs.clone();
+                let names = names.clone();
+                resources.clone().into_iter().flat_map(move |res| {
+                    let g = g.clone();
+                    let names = names.clone();
+                    verbs
+                        .clone()
+                        .into_iter()
+                        .map(move |v| format!("{g}/{res}{names}:{v}"))
+                })
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 #[test]
 fn rbac_grants_exactly_what_the_operator_uses() {
     let docs = render(&[]);
@@ -155,27 +199,7 @@ fn rbac_grants_exactly_what_the_operator_uses() {
             .find(|d| d["kind"] == "ClusterRole")
             .expect("role"),
     );
-    let mut grants: Vec<String> = role
-        .rules
-        .unwrap_or_default()
-        .iter()
-        .flat_map(|r| {
-            let groups = r.api_groups.clone().unwrap_or_default();
-            let resources = r.resources.clone().unwrap_or_default();
-            let verbs = r.verbs.clone();
-            groups.into_iter().flat_map(move |g| {
-                let verbs = verbs.clone();
-                resources.clone().into_iter().flat_map(move |res| {
-                    let g = g.clone();
-                    verbs
-                        .clone()
-                        .into_iter()
-                        .map(move |v| format!("{g}/{res}:{v}"))
-                })
-            })
-        })
-        .collect();
-    grants.sort();
+    let granted = grants(&role.rules.clone().unwrap_or_default());
     let mut expected: Vec<String> = [
         "magictunnel.dev/magictunnels:get",
         "magictunnel.dev/magictunnels:list",
@@ -200,12 +224,42 @@ fn rbac_grants_exactly_what_the_operator_uses() {
     .map(|s| s.to_string())
     .collect();
     expected.sort();
-    assert_eq!(grants, expected);
+    assert_eq!(granted, expected);
     assert!(
         !serde_json::to_string(&role.metadata)
             .unwrap_or_default()
             .contains('*')
     );
+
+    // Leader election: a Role in the release namespace for exactly one Lease.
+    let lease_role: Role = strictly(docs.iter().find(|d| d["kind"] == "Role").expect("Role"));
+    assert_eq!(
+        lease_role.metadata.namespace.as_deref(),
+        Some("magictunnel-system")
+    );
+    assert_eq!(
+        grants(&lease_role.rules.unwrap_or_default()),
+        [
+            "coordination.k8s.io/leases:create",
+            "coordination.k8s.io/leases[magictunnel-operator]:get",
+            "coordination.k8s.io/leases[magictunnel-operator]:update",
+        ]
+    );
+    // Without leader election (one replica) there is no Lease and no Role.
+    let single = render(&["--set", "leaderElection.enabled=false", "--set", "replicas=1"]);
+    assert!(!single.iter().any(|d| d["kind"] == "Role" || d["kind"] == "RoleBinding"));
+    let (ok, text) = helm_run(&[
+        "template",
+        "t",
+        chart().to_str().unwrap_or_default(),
+        "--kube-version",
+        KUBE_VERSION,
+        "--set-string",
+        &format!("accountId={ACCOUNT}"),
+        "--set",
+        "leaderElection.enabled=false",
+    ]);
+    assert!(!ok && text.contains("replicas > 1 needs leaderElection.enabled"), "{text}");
 }
 
 #[test]
@@ -216,12 +270,24 @@ fn the_operator_accepts_the_deployment_arguments() {
             .find(|d| d["kind"] == "Deployment")
             .expect("deployment"),
     );
-    let args = d
+    let container = d
         .spec
         .template
         .spec
-        .map(|p| p.containers[0].args.clone().unwrap_or_default())
-        .unwrap_or_default();
+        .map(|p| p.containers[0].clone())
+        .expect("container");
+    let args = container.args.clone().unwrap_or_default();
+    // The Lease holder identity and namespace come from the downward API.
+    let env = container.env.clone().unwrap_or_default();
+    let field = |name: &str| {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value_from.as_ref())
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.clone())
+    };
+    assert_eq!(field("POD_NAME").as_deref(), Some("metadata.name"));
+    assert_eq!(field("POD_NAMESPACE").as_deref(), Some("metadata.namespace"));
     assert_eq!(args.first().map(String::as_str), Some("run"));
     // The binary's own parser takes them and the settings they make are valid.
     let argv = std::iter::once("magictunnel-operator".to_string()).chain(args);
@@ -230,6 +296,9 @@ fn the_operator_accepts_the_deployment_arguments() {
         panic!("not the run command")
     };
     let settings = run.settings().unwrap_or_else(|e| panic!("{e}"));
+    assert!(run.leader_election);
+    assert_eq!(run.lease_name, "magictunnel-operator");
+    assert!(run.status_poll().is_some());
     assert_eq!(settings.account_id.as_str(), ACCOUNT);
     assert_eq!(settings.tunnel_image, "magictunnel/tunnel-pod:0.1.0");
 }
