@@ -246,8 +246,17 @@ fn rbac_grants_exactly_what_the_operator_uses() {
         ]
     );
     // Without leader election (one replica) there is no Lease and no Role.
-    let single = render(&["--set", "leaderElection.enabled=false", "--set", "replicas=1"]);
-    assert!(!single.iter().any(|d| d["kind"] == "Role" || d["kind"] == "RoleBinding"));
+    let single = render(&[
+        "--set",
+        "leaderElection.enabled=false",
+        "--set",
+        "replicas=1",
+    ]);
+    assert!(
+        !single
+            .iter()
+            .any(|d| d["kind"] == "Role" || d["kind"] == "RoleBinding")
+    );
     let (ok, text) = helm_run(&[
         "template",
         "t",
@@ -259,7 +268,10 @@ fn rbac_grants_exactly_what_the_operator_uses() {
         "--set",
         "leaderElection.enabled=false",
     ]);
-    assert!(!ok && text.contains("replicas > 1 needs leaderElection.enabled"), "{text}");
+    assert!(
+        !ok && text.contains("replicas > 1 needs leaderElection.enabled"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -287,7 +299,10 @@ fn the_operator_accepts_the_deployment_arguments() {
             .map(|f| f.field_path.clone())
     };
     assert_eq!(field("POD_NAME").as_deref(), Some("metadata.name"));
-    assert_eq!(field("POD_NAMESPACE").as_deref(), Some("metadata.namespace"));
+    assert_eq!(
+        field("POD_NAMESPACE").as_deref(),
+        Some("metadata.namespace")
+    );
     assert_eq!(args.first().map(String::as_str), Some("run"));
     // The binary's own parser takes them and the settings they make are valid.
     let argv = std::iter::once("magictunnel-operator".to_string()).chain(args);

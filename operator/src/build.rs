@@ -728,7 +728,10 @@ mod tests {
         assert_eq!(lg.generation, Some(6));
         assert_eq!(lg.config_hash, Some(d.config_hash.as_str()));
         let unrecorded = built(&gre_tunnel("t", 1), None).with_generation(None);
-        assert_eq!(last_good(unrecorded.config_secret.metadata.annotations.as_ref()).generation, None);
+        assert_eq!(
+            last_good(unrecorded.config_secret.metadata.annotations.as_ref()).generation,
+            None
+        );
     }
 
     #[test]

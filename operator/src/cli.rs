@@ -95,8 +95,12 @@ impl RunArgs {
             return Ok(None);
         }
         let (Some(namespace), Some(identity)) = (
-            self.leader_election_namespace.clone().filter(|s| !s.is_empty()),
-            self.leader_election_identity.clone().filter(|s| !s.is_empty()),
+            self.leader_election_namespace
+                .clone()
+                .filter(|s| !s.is_empty()),
+            self.leader_election_identity
+                .clone()
+                .filter(|s| !s.is_empty()),
         ) else {
             anyhow::bail!(
                 "leader election needs --leader-election-namespace and --leader-election-identity (POD_NAMESPACE, POD_NAME), or --leader-election=false"

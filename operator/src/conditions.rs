@@ -31,7 +31,10 @@ pub enum Deployment<'a> {
     /// Config and pods applied.
     Applied,
     /// Not deployable; `serving` pods run on with the last good config.
-    Held { invalid: &'a Invalid, serving: usize },
+    Held {
+        invalid: &'a Invalid,
+        serving: usize,
+    },
 }
 
 /// What one reconcile found.
@@ -90,10 +93,17 @@ fn condition(
 }
 
 /// Established from the pods' reports: True when every pod says so.
-pub fn established(tunnel_type: TunnelType, reports: &[Option<PodReport>]) -> (Status, Reason, String) {
+pub fn established(
+    tunnel_type: TunnelType,
+    reports: &[Option<PodReport>],
+) -> (Status, Reason, String) {
     let n = reports.len();
     if n == 0 {
-        return (Status::False, Reason::NoEndpoints, "no endpoint pod runs".into());
+        return (
+            Status::False,
+            Reason::NoEndpoints,
+            "no endpoint pod runs".into(),
+        );
     }
     let read: Vec<&PodReport> = reports.iter().flatten().collect();
     let up = read.iter().filter(|r| r.established).count();
@@ -124,7 +134,10 @@ pub fn established(tunnel_type: TunnelType, reports: &[Option<PodReport>]) -> (S
         (
             Status::Unknown,
             Reason::StatusUnknown,
-            format!("{counted}; the /status of {} pod(s) is not known", n - read.len()),
+            format!(
+                "{counted}; the /status of {} pod(s) is not known",
+                n - read.len()
+            ),
         )
     }
 }
@@ -232,9 +245,19 @@ pub fn conditions(
             let some = obs.ready_replicas > 0 && !all;
             (
                 if all {
-                    mk(READY, Status::True, Reason::EndpointsReady, ready_msg.clone())
+                    mk(
+                        READY,
+                        Status::True,
+                        Reason::EndpointsReady,
+                        ready_msg.clone(),
+                    )
                 } else {
-                    mk(READY, Status::False, Reason::EndpointsNotReady, ready_msg.clone())
+                    mk(
+                        READY,
+                        Status::False,
+                        Reason::EndpointsNotReady,
+                        ready_msg.clone(),
+                    )
                 },
                 if some {
                     mk(DEGRADED, Status::True, Reason::EndpointsNotReady, ready_msg)
@@ -316,16 +339,25 @@ mod tests {
 
     #[test]
     fn healthy_tunnel() {
-        let reports = [report(true, HealthState::Healthy), report(true, HealthState::Healthy)];
+        let reports = [
+            report(true, HealthState::Healthy),
+            report(true, HealthState::Healthy),
+        ];
         let cs = conditions(applied(2, 2, &reports), Some(3), &[], &at(10));
         assert_eq!(get(&cs, CONFIGURED).status, "True");
         assert_eq!(get(&cs, READY).status, "True");
         assert_eq!(get(&cs, READY).message, "2/2 endpoint pods ready");
         assert_eq!(get(&cs, DEGRADED).status, "False");
         let e = get(&cs, ESTABLISHED);
-        assert_eq!((e.status.as_str(), e.reason.as_str()), ("True", "ProbesAnswered"));
+        assert_eq!(
+            (e.status.as_str(), e.reason.as_str()),
+            ("True", "ProbesAnswered")
+        );
         let h = get(&cs, HEALTHY);
-        assert_eq!((h.status.as_str(), h.reason.as_str()), ("True", "HealthChecksPassing"));
+        assert_eq!(
+            (h.status.as_str(), h.reason.as_str()),
+            ("True", "HealthChecksPassing")
+        );
         assert!(cs.iter().all(|c| c.observed_generation == Some(3)));
     }
 
@@ -344,7 +376,10 @@ mod tests {
         assert_eq!((no_sa.0, no_sa.1), (Status::False, Reason::NoChildSa));
         let gre = established(
             TunnelType::Gre,
-            &[report(true, HealthState::Healthy), report(false, HealthState::Down)],
+            &[
+                report(true, HealthState::Healthy),
+                report(false, HealthState::Down),
+            ],
         );
         assert_eq!((gre.0, gre.1), (Status::False, Reason::ProbesUnanswered));
         assert_eq!(gre.2, "1/2 endpoint pods have their health probes answered");
@@ -357,7 +392,10 @@ mod tests {
         let open = established(TunnelType::Gre, &[Some(off)]);
         assert_eq!((open.0, open.1), (Status::True, Reason::TransportOpen));
         let unread = established(TunnelType::Gre, &[report(true, HealthState::Healthy), None]);
-        assert_eq!((unread.0, unread.1), (Status::Unknown, Reason::StatusUnknown));
+        assert_eq!(
+            (unread.0, unread.1),
+            (Status::Unknown, Reason::StatusUnknown)
+        );
         let none = established(TunnelType::Gre, &[]);
         assert_eq!((none.0, none.1), (Status::False, Reason::NoEndpoints));
     }
@@ -369,7 +407,10 @@ mod tests {
             (s, reason)
         };
         use HealthState::*;
-        assert_eq!(h(&[report(true, Healthy)]), (Status::True, Reason::HealthChecksPassing));
+        assert_eq!(
+            h(&[report(true, Healthy)]),
+            (Status::True, Reason::HealthChecksPassing)
+        );
         assert_eq!(
             h(&[report(true, Healthy), report(true, Degraded)]),
             (Status::False, Reason::HealthChecksDegraded)
@@ -378,7 +419,10 @@ mod tests {
             h(&[report(true, Degraded), report(false, Down)]),
             (Status::False, Reason::HealthChecksFailing)
         );
-        assert_eq!(h(&[report(false, Unknown)]), (Status::Unknown, Reason::HealthUnknown));
+        assert_eq!(
+            h(&[report(false, Unknown)]),
+            (Status::Unknown, Reason::HealthUnknown)
+        );
         assert_eq!(
             h(&[report(true, Healthy), None]),
             (Status::Unknown, Reason::HealthUnknown)
@@ -389,7 +433,10 @@ mod tests {
             health: Unknown,
             health_checks: false,
         };
-        assert_eq!(h(&[Some(off)]), (Status::Unknown, Reason::HealthChecksDisabled));
+        assert_eq!(
+            h(&[Some(off)]),
+            (Status::Unknown, Reason::HealthChecksDisabled)
+        );
         assert_eq!(h(&[]), (Status::Unknown, Reason::HealthUnknown));
     }
 
@@ -438,15 +485,25 @@ mod tests {
         };
         let cs = conditions(obs, Some(2), &[], &at(10));
         let c = get(&cs, CONFIGURED);
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "PskSecretNotFound"));
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "PskSecretNotFound")
+        );
         assert!(
-            c.message.ends_with("the last good configuration keeps serving on 1 pod(s)"),
+            c.message
+                .ends_with("the last good configuration keeps serving on 1 pod(s)"),
             "{}",
             c.message
         );
         let r = get(&cs, READY);
-        assert_eq!((r.status.as_str(), r.reason.as_str()), ("True", "EndpointsReady"));
-        assert_eq!(r.message, "1/1 endpoint pods ready (last good configuration)");
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_str()),
+            ("True", "EndpointsReady")
+        );
+        assert_eq!(
+            r.message,
+            "1/1 endpoint pods ready (last good configuration)"
+        );
         assert_eq!(get(&cs, ESTABLISHED).status, "True");
         assert_eq!(get(&cs, HEALTHY).status, "True");
     }

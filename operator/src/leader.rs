@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ObjectMeta, PostParams};
 use kube::Client;
+use kube::api::{Api, ObjectMeta, PostParams};
 
 /// Where and how to elect.
 #[derive(Clone, Debug)]
@@ -409,7 +409,10 @@ mod tests {
     fn lease_bodies_keep_the_version_and_count_transitions() {
         let now = Timestamp::UNIX_EPOCH;
         let created = desired_lease(&Decision::Create, None, &config(), now).expect("lease");
-        assert_eq!(created.metadata.name.as_deref(), Some("magictunnel-operator"));
+        assert_eq!(
+            created.metadata.name.as_deref(),
+            Some("magictunnel-operator")
+        );
         let spec = created.spec.clone().unwrap_or_default();
         assert_eq!(spec.holder_identity.as_deref(), Some("op-a"));
         assert_eq!(spec.lease_duration_seconds, Some(15));
@@ -421,14 +424,20 @@ mod tests {
             s.holder_identity = Some("op-b".into());
             s.lease_transitions = Some(3);
         }
-        let taken = desired_lease(&Decision::Acquire, Some(&theirs), &config(), now).expect("lease");
+        let taken =
+            desired_lease(&Decision::Acquire, Some(&theirs), &config(), now).expect("lease");
         assert_eq!(taken.metadata.resource_version.as_deref(), Some("7"));
         let spec = taken.spec.unwrap_or_default();
         assert_eq!(spec.holder_identity.as_deref(), Some("op-a"));
         assert_eq!(spec.lease_transitions, Some(4));
         assert!(
-            desired_lease(&Decision::Follow { holder: "b".into() }, Some(&theirs), &config(), now)
-                .is_none()
+            desired_lease(
+                &Decision::Follow { holder: "b".into() },
+                Some(&theirs),
+                &config(),
+                now
+            )
+            .is_none()
         );
         assert_eq!(config().renew_deadline(), Duration::from_secs(10));
     }
@@ -444,7 +453,9 @@ mod tests {
         let mut elector = Elector::new(client, config());
         const PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/ops/leases";
         let server = tokio::spawn(async move {
-            let reply = |send: tower_test::mock::SendResponse<Response<Body>>, code: u16, body: serde_json::Value| {
+            let reply = |send: tower_test::mock::SendResponse<Response<Body>>,
+                         code: u16,
+                         body: serde_json::Value| {
                 send.send_response(
                     Response::builder()
                         .status(code)
@@ -455,12 +466,16 @@ mod tests {
             let not_found = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404});
             // 1: GET → 404, POST → created.
             let (req, send) = handle.next_request().await.expect("get");
-            assert_eq!((req.method().as_str(), req.uri().path()), ("GET", &*format!("{PATH}/magictunnel-operator")));
+            assert_eq!(
+                (req.method().as_str(), req.uri().path()),
+                ("GET", &*format!("{PATH}/magictunnel-operator"))
+            );
             reply(send, 404, not_found.clone());
             let (req, send) = handle.next_request().await.expect("post");
             assert_eq!((req.method().as_str(), req.uri().path()), ("POST", PATH));
             let body: serde_json::Value =
-                serde_json::from_slice(&req.into_body().collect_bytes().await.expect("body")).expect("json");
+                serde_json::from_slice(&req.into_body().collect_bytes().await.expect("body"))
+                    .expect("json");
             assert_eq!(body["spec"]["holderIdentity"], "op-a");
             reply(send, 201, body);
             // 2: GET → held by op-b: no write.
@@ -479,9 +494,17 @@ mod tests {
             let (req, send) = handle.next_request().await.expect("put");
             assert_eq!(req.method().as_str(), "PUT");
             let body: serde_json::Value =
-                serde_json::from_slice(&req.into_body().collect_bytes().await.expect("body")).expect("json");
-            assert_eq!(body["metadata"]["resourceVersion"], "9", "optimistic concurrency");
-            reply(send, 409, serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409}));
+                serde_json::from_slice(&req.into_body().collect_bytes().await.expect("body"))
+                    .expect("json");
+            assert_eq!(
+                body["metadata"]["resourceVersion"], "9",
+                "optimistic concurrency"
+            );
+            reply(
+                send,
+                409,
+                serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409}),
+            );
         });
         assert_eq!(elector.try_once().await, Ok(Attempt::Leader));
         assert_eq!(

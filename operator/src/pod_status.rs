@@ -212,8 +212,7 @@ fn parse_response(buf: &[u8]) -> Result<PodReport, FetchError> {
             continue;
         };
         let value = value.trim();
-        if name.eq_ignore_ascii_case("transfer-encoding") && value.eq_ignore_ascii_case("chunked")
-        {
+        if name.eq_ignore_ascii_case("transfer-encoding") && value.eq_ignore_ascii_case("chunked") {
             return Err(FetchError::Chunked);
         }
         if name.eq_ignore_ascii_case("content-length") {
@@ -400,8 +399,14 @@ mod tests {
         };
         let started = std::time::Instant::now();
         // First round: both are new observations (one an answer, one a failure).
-        assert_eq!(poll_once(&board, settings).await, vec![key("mute"), key("up")]);
-        assert!(started.elapsed() < Duration::from_secs(2), "bounded by the timeout");
+        assert_eq!(
+            poll_once(&board, settings).await,
+            vec![key("mute"), key("up")]
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "bounded by the timeout"
+        );
         assert_eq!(
             board.reports(&["p1", "p2"]),
             vec![
@@ -435,7 +440,13 @@ mod tests {
         ));
         let addr = fake_pod(state).await;
         let board = Arc::new(Board::default());
-        board.set_targets(key("t"), vec![Target { uid: "p".into(), addr }]);
+        board.set_targets(
+            key("t"),
+            vec![Target {
+                uid: "p".into(),
+                addr,
+            }],
+        );
         board.set_targets(
             key("deleted"),
             vec![Target {

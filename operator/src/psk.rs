@@ -225,7 +225,10 @@ pub fn written_event(created: bool, secret: &str) -> (Reason, String) {
             format!("generated a new PSK in Secret {secret}"),
         )
     } else {
-        (Reason::PskRotated, format!("rotated the PSK in Secret {secret}"))
+        (
+            Reason::PskRotated,
+            format!("rotated the PSK in Secret {secret}"),
+        )
     }
 }
 

@@ -150,7 +150,10 @@ mod tests {
         for r in Reason::ALL {
             let s = r.as_str();
             assert!(seen.insert(s), "{s} twice");
-            assert!(s.chars().next().is_some_and(|c| c.is_ascii_uppercase()), "{s}");
+            assert!(
+                s.chars().next().is_some_and(|c| c.is_ascii_uppercase()),
+                "{s}"
+            );
             assert!(s.chars().all(|c| c.is_ascii_alphanumeric()), "{s}");
             assert_eq!(r.to_string(), s);
         }

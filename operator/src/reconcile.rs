@@ -257,16 +257,17 @@ async fn reconcile_inner(mt: &MagicTunnel, ctx: &Context) -> Result<Outcome, Err
         Err(_) => {
             let name = build::config_secret_name(&mt.name_any());
             let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-            let config = secrets
-                .get_metadata_opt(&name)
-                .await
-                .map_err(|source| Error::ReadSecret {
-                    name: name.clone(),
-                    source,
-                })?;
-            let last_good = config.as_ref().map(|c| {
-                build::last_good(c.metadata.annotations.as_ref())
-            });
+            let config =
+                secrets
+                    .get_metadata_opt(&name)
+                    .await
+                    .map_err(|source| Error::ReadSecret {
+                        name: name.clone(),
+                        source,
+                    })?;
+            let last_good = config
+                .as_ref()
+                .map(|c| build::last_good(c.metadata.annotations.as_ref()));
             let hold = rollout::hold(mt.metadata.generation, last_good, &existing);
             (
                 rollout::PodPlan {
@@ -444,7 +445,15 @@ async fn resolve_psk(
     })?;
     status.generated_at = Some(now);
     let (reason, note) = psk::written_event(created.is_none(), &name);
-    publish(ctx, mt, EventType::Normal, reason.as_str(), "ManagePsk", note).await;
+    publish(
+        ctx,
+        mt,
+        EventType::Normal,
+        reason.as_str(),
+        "ManagePsk",
+        note,
+    )
+    .await;
     Ok(Ok(psk))
 }
 

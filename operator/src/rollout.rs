@@ -76,7 +76,8 @@ pub struct Hold {
 /// left to finish; nothing is created.
 pub fn hold(generation: Option<i64>, last_good: Option<LastGood<'_>>, existing: &[Pod]) -> Hold {
     let mut out = Hold::default();
-    let spec_unchanged = last_good.is_some_and(|g| g.generation.is_none() || g.generation == generation);
+    let spec_unchanged =
+        last_good.is_some_and(|g| g.generation.is_none() || g.generation == generation);
     for pod in existing.iter().filter(|p| !is_terminating(p)) {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let runs_last_good = last_good
@@ -205,7 +206,10 @@ mod tests {
         // Mid-rollout: t-1 still runs an older config than the last good one.
         let existing = [pod("t-0", "new", true), pod("t-1", "old", true)];
         let h = hold(Some(2), last_good(Some(2), "new"), &existing);
-        assert_eq!((h.keep, h.delete), (vec!["t-0".into()], vec!["t-1".to_string()]));
+        assert_eq!(
+            (h.keep, h.delete),
+            (vec!["t-0".into()], vec!["t-1".to_string()])
+        );
     }
 
     #[test]
@@ -233,7 +237,10 @@ mod tests {
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                 k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
             ));
-        assert_eq!(hold(Some(2), last_good(Some(1), "h"), &[going]), Hold::default());
+        assert_eq!(
+            hold(Some(2), last_good(Some(1), "h"), &[going]),
+            Hold::default()
+        );
     }
 
     #[test]

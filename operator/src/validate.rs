@@ -148,8 +148,12 @@ pub fn validate(
         ));
     }
     let uid = mt.uid().unwrap_or_default();
-    let tunnel_id = ike_id::tunnel_id(&uid)
-        .ok_or_else(|| invalid(Reason::InvalidSpec, format!("metadata.uid {uid:?} is not a UUID")))?;
+    let tunnel_id = ike_id::tunnel_id(&uid).ok_or_else(|| {
+        invalid(
+            Reason::InvalidSpec,
+            format!("metadata.uid {uid:?} is not a UUID"),
+        )
+    })?;
     let spec = &mt.spec;
     let local_endpoint = parse_ipv4("localEndpoint", &spec.local_endpoint)?;
     let customer_endpoint = spec

@@ -828,16 +828,20 @@ async fn transiently_missing_secret_keeps_the_running_pod() {
     api.next("GET", &format!("{SECRETS}/corp-psk"))
         .await
         .not_found();
-    api.next("GET", PODS)
-        .await
-        .reply(200, pod_list(&[with_hash(running_pod(&mt, "corp-0"), "abc")]));
+    api.next("GET", PODS).await.reply(
+        200,
+        pod_list(&[with_hash(running_pod(&mt, "corp-0"), "abc")]),
+    );
     api.next("GET", &format!("{SECRETS}/corp-config"))
         .await
         .reply(200, config_meta("corp-config", 3, "abc"));
     // No DELETE, no config apply: straight to status.
     let status = api.next("PATCH", &format!("{TUNNELS}/corp/status")).await;
     let c = condition(&status.body, "Configured");
-    assert_eq!((c["status"].as_str(), c["reason"].as_str()), (Some("False"), Some("PskSecretNotFound")));
+    assert_eq!(
+        (c["status"].as_str(), c["reason"].as_str()),
+        (Some("False"), Some("PskSecretNotFound"))
+    );
     assert!(
         c["message"]
             .as_str()
@@ -845,14 +849,20 @@ async fn transiently_missing_secret_keeps_the_running_pod() {
         "{c}"
     );
     let ready = condition(&status.body, "Ready");
-    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("True"), Some("EndpointsReady")));
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("True"), Some("EndpointsReady"))
+    );
     assert_eq!(status.body["status"]["endpoints"][0]["pod"], "corp-0");
     assert_eq!(status.body["status"]["pskSecretName"], "corp-psk");
     // Not read yet by the poller: Established is not known, not False.
     assert_eq!(condition(&status.body, "Established")["status"], "Unknown");
     status.echo();
     let events = api.events(5).await;
-    assert!(events.contains(&("Warning".into(), "PskSecretNotFound".into())), "{events:?}");
+    assert!(
+        events.contains(&("Warning".into(), "PskSecretNotFound".into())),
+        "{events:?}"
+    );
     finish(api, task).await;
     assert!(
         metrics
@@ -871,9 +881,10 @@ async fn spec_change_to_an_undeployable_spec_removes_the_pod() {
     api.next("GET", &format!("{SECRETS}/corp-psk"))
         .await
         .not_found();
-    api.next("GET", PODS)
-        .await
-        .reply(200, pod_list(&[with_hash(running_pod(&mt, "corp-0"), "abc")]));
+    api.next("GET", PODS).await.reply(
+        200,
+        pod_list(&[with_hash(running_pod(&mt, "corp-0"), "abc")]),
+    );
     api.next("GET", &format!("{SECRETS}/corp-config"))
         .await
         .reply(200, config_meta("corp-config", 3, "abc"));
@@ -882,7 +893,10 @@ async fn spec_change_to_an_undeployable_spec_removes_the_pod() {
         .reply(200, running_pod(&mt, "corp-0"));
     let status = api.next("PATCH", &format!("{TUNNELS}/corp/status")).await;
     assert_eq!(condition(&status.body, "Ready")["reason"], "NotConfigured");
-    assert_eq!(condition(&status.body, "Configured")["message"], "Secret default/corp-psk named in ipsec.pskSecretRef does not exist; the tunnel is configured as soon as it appears");
+    assert_eq!(
+        condition(&status.body, "Configured")["message"],
+        "Secret default/corp-psk named in ipsec.pskSecretRef does not exist; the tunnel is configured as soon as it appears"
+    );
     status.echo();
     api.events(5).await;
     finish(api, task).await;
@@ -895,11 +909,16 @@ async fn the_config_secret_records_the_generation() {
     mt.metadata.generation = Some(9);
     let (mut api, task, _) = start(mt, vec![]);
     let apply = api.next("PATCH", &format!("{SECRETS}/branch-config")).await;
-    assert_eq!(apply.body["metadata"]["annotations"]["magictunnel.dev/generation"], "9");
+    assert_eq!(
+        apply.body["metadata"]["annotations"]["magictunnel.dev/generation"],
+        "9"
+    );
     apply.echo();
     api.next("GET", PODS).await.reply(200, pod_list(&[]));
     api.next("POST", PODS).await.echo();
-    api.next("PATCH", &format!("{TUNNELS}/branch/status")).await.echo();
+    api.next("PATCH", &format!("{TUNNELS}/branch/status"))
+        .await
+        .echo();
     api.events(5).await;
     finish(api, task).await;
 }

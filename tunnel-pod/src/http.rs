@@ -258,7 +258,10 @@ mod tests {
         assert_eq!(v["ikeSas"], serde_json::json!([]));
         status.set_child_sa_up(true);
         let v = get().await;
-        assert_eq!((v["established"].clone(), v["ready"].clone()), (true.into(), true.into()));
+        assert_eq!(
+            (v["established"].clone(), v["ready"].clone()),
+            (true.into(), true.into())
+        );
         server.abort();
     }
 
