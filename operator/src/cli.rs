@@ -152,3 +152,76 @@ impl RunArgs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(extra: &[&str]) -> RunArgs {
+        let argv = [
+            "magictunnel-operator",
+            "run",
+            "--account-id",
+            "abc",
+            "--tunnel-image",
+            "t",
+        ]
+        .into_iter()
+        .chain(extra.iter().copied());
+        match Cli::try_parse_from(argv).map(|c| c.command) {
+            Ok(Command::Run(args)) => *args,
+            Ok(Command::Crd) => panic!("not run"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn leader_election_defaults_and_requirements() {
+        let args = run_args(&[
+            "--leader-election-namespace",
+            "ops",
+            "--leader-election-identity",
+            "op-0",
+        ]);
+        let lease = args.lease().expect("valid").expect("enabled by default");
+        assert_eq!(
+            (
+                lease.name.as_str(),
+                lease.namespace.as_str(),
+                lease.identity.as_str()
+            ),
+            ("magictunnel-operator", "ops", "op-0")
+        );
+        assert_eq!(lease.duration, Duration::from_secs(15));
+        assert_eq!(lease.renew, Duration::from_secs(5));
+        assert_eq!(lease.retry, Duration::from_secs(2));
+        assert!(
+            run_args(&["--leader-election=false"])
+                .lease()
+                .expect("valid")
+                .is_none()
+        );
+        let bad = run_args(&[
+            "--leader-election-namespace",
+            "ops",
+            "--leader-election-identity",
+            "op-0",
+            "--lease-renew-seconds",
+            "15",
+        ]);
+        assert!(bad.lease().is_err(), "renewing no faster than expiry");
+    }
+
+    #[test]
+    fn status_poll_defaults_and_off() {
+        let poll = run_args(&[]).status_poll().expect("on by default");
+        assert_eq!(poll.interval, Duration::from_secs(10));
+        assert_eq!(poll.timeout, Duration::from_secs(2));
+        assert_eq!(poll.concurrency, 32);
+        assert!(
+            run_args(&["--status-poll-interval-seconds", "0"])
+                .status_poll()
+                .is_none()
+        );
+    }
+}

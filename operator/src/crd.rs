@@ -376,7 +376,18 @@ mod tests {
             .flatten()
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(cols, ["Type", "Local", "Customer", "Ready", "Age"]);
+        assert_eq!(
+            cols,
+            [
+                "Type",
+                "Local",
+                "Customer",
+                "Ready",
+                "Established",
+                "Healthy",
+                "Age"
+            ]
+        );
     }
 
     #[test]
