@@ -319,6 +319,23 @@ impl Elector {
     }
 }
 
+/// Run `work` (the controller) while we hold the Lease; without an elector, just run it. When
+/// `work` ends (a clean shutdown) the Lease is released; when the Lease is lost the process
+/// exits at once, so that nothing half-done stays in memory and the pod restarts as a follower.
+pub async fn lead(elector: Option<&mut Elector>, work: impl std::future::Future<Output = ()>) {
+    let Some(e) = elector else {
+        return work.await;
+    };
+    tokio::select! {
+        () = work => {}
+        lost = e.hold() => {
+            tracing::error!(reason = %lost, "lost the leader Lease; exiting");
+            std::process::exit(1);
+        }
+    }
+    e.release().await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

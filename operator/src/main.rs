@@ -21,7 +21,7 @@ use kube::{Api, Client, ResourceExt};
 use operator::build::MANAGED_BY;
 use operator::cli::{Cli, Command, LogFormat, RunArgs};
 use operator::crd::{MagicTunnel, crd_yaml};
-use operator::leader::Elector;
+use operator::leader::{self, Elector};
 use operator::metrics::Metrics;
 use operator::pod_status::{self, TunnelKey};
 use operator::reconcile::{Context, TunnelSource, error_policy, reconcile};
@@ -162,21 +162,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 tracing::debug!(error = %e, "reconcile did not complete");
             }
         });
-    match elector.as_mut() {
-        Some(e) => {
-            tokio::select! {
-                () = run => {}
-                lost = e.hold() => {
-                    // Stop at once, with nothing half-done kept in memory: the pod restarts
-                    // as a follower.
-                    tracing::error!(reason = %lost, "lost the leader Lease; exiting");
-                    std::process::exit(1);
-                }
-            }
-            e.release().await;
-        }
-        None => run.await,
-    }
+    leader::lead(elector.as_mut(), run).await;
     if let Some(p) = poller {
         p.abort();
     }
