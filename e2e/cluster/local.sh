@@ -215,7 +215,7 @@ down() {
         --request-timeout=10s >/dev/null 2>&1 || true
       for _ in $(seq 60); do
         [ -z "$(ip -o link show master "$BRIDGE" 2>/dev/null)" ] &&
-          [ -z "$(ctr -a "$DIR/containerd/containerd.sock" -n k8s.io tasks ls -q 2>/dev/null)" ] && break
+          [ -z "$(ctr -a "$DIR/containerd/containerd.sock" -n k8s.io tasks ls 2>/dev/null | awk 'NR > 1 && $3 == "RUNNING"')" ] && break
         sleep 0.5
       done
     fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Container images without Docker: OCI image layout tars assembled from the release binaries
-# (and exactly the shared libraries `ldd` lists), imported into containerd's k8s.io namespace.
+# (stripped, with exactly the shared libraries `ldd` lists: glibc, libm, libgcc_s and the loader),
+# imported into containerd's k8s.io namespace.
 #
 #   e2e/images/build.sh [all|pause|operator|tunnel-pod ...]   (default: all)
 #
@@ -30,7 +31,7 @@ tag_args() { local t; for t in "$@"; do printf -- '--tag\n%s\n' "$t"; done; }
 lib_args() {
   local bin="$1" lib
   if ! ldd "$bin" >/dev/null 2>&1; then return 0; fi  # static
-  for lib in $(ldd "$bin" | awk '/=> \// {print $3} /^\s*\/[^ ]+ \(/ {print $1}'); do
+  for lib in $(ldd "$bin" | awk '/=> \// {print $3} /^[ \t]*\/[^ ]+ \(/ {print $1}'); do
     printf -- '--file\n%s:%s:0755\n' "$(readlink -f "$lib")" "$lib"
   done
 }
@@ -43,12 +44,14 @@ build_one() {
       args=(--name magictunnel.local/pause --tag 3.10 --entrypoint /pause --user 65535:65535
             --file "$OUT/pause:/pause:0755") ;;
     operator)
-      local b="$TARGET/release/magictunnel-operator"
+      local b="$OUT/magictunnel-operator"
+      strip -o "$b" "$TARGET/release/magictunnel-operator"
       mapfile -t args < <(tag_args "${TAGS[@]}"; lib_args "$b")
       args+=(--name docker.io/magictunnel/operator --entrypoint /usr/local/bin/magictunnel-operator
              --user 65532:65532 --file "$b:/usr/local/bin/magictunnel-operator:0755") ;;
     tunnel-pod)
-      local b="$TARGET/release/tunnel-pod"
+      local b="$OUT/tunnel-pod"
+      strip -o "$b" "$TARGET/release/tunnel-pod"
       mapfile -t args < <(tag_args "${TAGS[@]}"; lib_args "$b")
       args+=(--name docker.io/magictunnel/tunnel-pod --entrypoint /usr/local/bin/tunnel-pod
              --user 0:0 --file "$b:/usr/local/bin/tunnel-pod:0755") ;;
