@@ -51,14 +51,17 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 
 log() { echo "local-cluster: $*" >&2; }
 
+# stop_pidfile FILE [TENTHS]: SIGTERM, then SIGKILL after TENTHS/10 s (default 10 s).
 stop_pidfile() {
-  local f="$1"
+  local f="$1" tenths="${2:-100}"
   if [ -f "$f" ]; then
     local pid; pid="$(cat "$f")"
     kill "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    local t0=$SECONDS
+    for _ in $(seq "$tenths"); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
     rm -f "$f"
+    [ "${MT_DEBUG:-0}" = 1 ] && log "stopped $(basename "$f" .pid) in $((SECONDS - t0))s"
   fi
 }
 
@@ -219,6 +222,7 @@ down() {
         sleep 0.5
       done
     fi
+    log "down: pods gone after ${SECONDS}s"
     stop_pidfile "$DIR/kubelet.pid"
     # Whatever the kubelet did not finish: kill the tasks and remove containers and sandboxes.
     local sock="$DIR/containerd/containerd.sock"
@@ -236,6 +240,7 @@ down() {
       done
     fi
     stop_pidfile "$DIR/containerd.pid"
+    log "down: kubelet and containerd stopped after ${SECONDS}s"
     local p
     for p in $(pgrep -f "containerd-shim.*$DIR/containerd" 2>/dev/null || true); do kill -9 "$p" 2>/dev/null || true; done
     stop_pidfile "$DIR/kube-proxy.pid"
@@ -261,7 +266,10 @@ down() {
     # The bridge plugin turns on forwarding; put back what `up` found.
     [ -f "$DIR/ip_forward" ] && cat "$DIR/ip_forward" > /proc/sys/net/ipv4/ip_forward
   fi
-  for c in kube-proxy kube-scheduler kube-controller-manager kube-apiserver etcd; do stop_pidfile "$DIR/$c.pid"; done
+  for c in kube-proxy kube-scheduler kube-controller-manager; do stop_pidfile "$DIR/$c.pid"; done
+  # The apiserver drains its watches for a long while on SIGTERM; nothing here needs that.
+  stop_pidfile "$DIR/kube-apiserver.pid" 20
+  stop_pidfile "$DIR/etcd.pid"
   if ! leftovers; then
     log "down did not clean up (cluster directory kept: $DIR)"
     rc=1
