@@ -61,7 +61,7 @@ stop_pidfile() {
     for _ in $(seq "$tenths"); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
     rm -f "$f"
-    [ "${MT_DEBUG:-0}" = 1 ] && log "stopped $(basename "$f" .pid) in $((SECONDS - t0))s"
+    if [ "${MT_DEBUG:-0}" = 1 ]; then log "stopped $(basename "$f" .pid) in $((SECONDS - t0))s"; fi
   fi
 }
 
