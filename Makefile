@@ -60,6 +60,20 @@ netns-test:
 e2e:
 	e2e/run-local.sh
 
+# The local single-node cluster by hand: `make cluster-up chart` leaves it running
+# (KUBECONFIG=$${MT_CLUSTER_DIR:-/tmp/magictunnel-cluster}/admin.kubeconfig); `make cluster-down`.
+.PHONY: cluster-up cluster-down images chart
+cluster-up: tools
+	e2e/cluster/local.sh up
+cluster-down:
+	e2e/cluster/local.sh down
+# OCI image tars from the release binaries, imported into the local cluster's containerd
+# (MT_IMPORT=0: tars only).
+images:
+	e2e/images/build.sh
+chart:
+	e2e/cluster/install-chart.sh
+
 crds:
 	cargo run -q -p magictunnel-operator -- crd > crds/magictunnel.yaml
 	cp crds/magictunnel.yaml charts/magictunnel/crds/magictunnel.yaml

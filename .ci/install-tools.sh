@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything the tests need beyond Rust and Go, installed idempotently. Heavy Go builds (helm,
-# kube-apiserver, kube-controller-manager) are cached under $MAGICTUNNEL_CACHE.
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl) are cached
+# under $MAGICTUNNEL_CACHE.
 set -euo pipefail
 CACHE="${MAGICTUNNEL_CACHE:-/var/cache/magictunnel}"
 HELM_VERSION="${HELM_VERSION:-v3.19.0}"
@@ -26,6 +27,11 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 for pkg in strongswan-charon strongswan-swanctl libcharon-extra-plugins iptables; do
   [ "$(dpkg-query -W -f '${db:Status-Status}' "$pkg" 2>/dev/null)" = installed ] || need_apt+=("$pkg")
 done
+# The local Kubernetes node (e2e/cluster/local.sh): container runtime, CNI plugins, kube-proxy's
+# iptables/conntrack; gcc + libc6-dev build the static pause binary (e2e/images/build.sh).
+for pkg in containerd runc containernetworking-plugins conntrack gcc libc6-dev; do
+  [ "$(dpkg-query -W -f '${db:Status-Status}' "$pkg" 2>/dev/null)" = installed ] || need_apt+=("$pkg")
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
@@ -37,4 +43,4 @@ if [ ! -x "$CACHE/bin/helm" ]; then
   GOBIN="$CACHE/bin" CGO_ENABLED=0 go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 fi
 
-"$(dirname "$0")/../e2e/cluster/build-k8s.sh" kube-apiserver kube-controller-manager >/dev/null
+"$(dirname "$0")/../e2e/cluster/build-k8s.sh" kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl >/dev/null
