@@ -175,7 +175,10 @@ impl Branch {
             veth: format!("{name}p"),
             outer: spec.customer,
         };
-        assert!(host_veth.len() <= 15, "interface name too long: {host_veth}");
+        assert!(
+            host_veth.len() <= 15,
+            "interface name too long: {host_veth}"
+        );
         let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
         let branch = Branch {
             name,
@@ -306,7 +309,11 @@ impl Branch {
 
     /// Starts `tunnel-pod run` in the namespace with this YAML config (file in the directory).
     pub fn start_tunnel_pod(&mut self, binary: &Path, config_yaml: &str) {
-        assert!(self.pod.is_none(), "a tunnel-pod already runs in {}", self.name);
+        assert!(
+            self.pod.is_none(),
+            "a tunnel-pod already runs in {}",
+            self.name
+        );
         let config = self.dir.join("tunnel.yaml");
         fs::write(&config, config_yaml).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
         let log = self.dir.join("tunnel-pod.log");
@@ -346,7 +353,10 @@ impl Branch {
     /// GET `http://127.0.0.1:<port><path>` inside the namespace: `(status, body)`.
     pub fn http(&self, port: u16, path: &str) -> Option<(u16, String)> {
         let url = format!("http://127.0.0.1:{port}{path}");
-        let out = self.exec("curl", &["-s", "--max-time", "2", "-w", "\n%{http_code}", &url]);
+        let out = self.exec(
+            "curl",
+            &["-s", "--max-time", "2", "-w", "\n%{http_code}", &url],
+        );
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n')?;
         Some((code.trim().parse().ok()?, body.to_string()))

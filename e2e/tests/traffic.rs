@@ -1,0 +1,801 @@
+//! End-to-end traffic on the real node: MagicTunnels applied through the API, their pods running
+//! on the node (hostNetwork), and a branch router in a network namespace joined to the host by a
+//! veth ([`magictunnel_e2e::peer::Branch`]) carrying pings and a TCP transfer through them.
+//!
+//! - GRE: the branch runs a standalone `tunnel-pod` (YAML config). Pod security, Ready and
+//!   Established, traffic both ways, pod deleted → recreated → traffic back (timed), tunnel
+//!   deleted → owned objects garbage-collected.
+//! - IPsec: the branch runs strongSwan's charon (kernel-libipsec) with the PSK read from the
+//!   generated Secret and the FQDN of `status.ikeIds`, over IKEv2. The same checks plus a PSK
+//!   rotation through the annotation: new Secret, same pod, old PSK refused, new one accepted.
+//!
+//! Addresses (see SUITE-CONTEXT.md): local endpoints 203.0.113.1/.2 on the host ends of the
+//! veths, customer endpoints 198.51.100.1/.2 in the namespaces, tunnel /31s 10.231.0.0/31 (GRE)
+//! and 10.231.0.2/31 (IPsec) with the host TUN holding the even address, branch networks
+//! 10.232.0.0/24 (GRE) and 10.233.0.0/24 (IPsec) whose .1 is on the namespace's loopback.
+//!
+//! Needs root, the cluster in KUBECONFIG and `cargo build -p magictunnel-tunnel-pod`:
+//! `cargo test -p magictunnel-e2e --test traffic -- --ignored --test-threads 1 --nocapture`.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use magictunnel_e2e::peer::strongswan::{Charon, CharonOptions, SwanConn};
+use magictunnel_e2e::peer::{Branch, BranchSpec, Side, output, tunnel_pod_binary, wait_for};
+use magictunnel_e2e::{apply_yaml, client, eventually};
+use operator::crd::{MagicTunnel, ROTATE_PSK_ANNOTATION};
+use serde_json::json;
+use tunnel_pod::config::TunnelConfig;
+
+/// Pods started, conditions set.
+const WAIT: Duration = Duration::from_secs(60);
+/// Goal for pod deleted → first ping through the new pod is 10 s; this bound lets the test fail.
+const RECREATE_BOUND: Duration = Duration::from_secs(30);
+/// The kubelet refreshes a mounted Secret within its sync period (10 s here) plus its cache TTL.
+const PSK_REFRESH_BOUND: Duration = Duration::from_secs(90);
+const IPERF_PORT: &str = "5299";
+const TRANSFER_BYTES: u64 = 4 * 1024 * 1024;
+const CONN: &str = "branch";
+
+/// The cluster, or `None` (skipped, with the reason printed) when KUBECONFIG is unset; with
+/// MT_E2E_REQUIRED=1 a missing cluster fails the test instead.
+async fn cluster(test: &str) -> Option<Client> {
+    if std::env::var_os("KUBECONFIG").is_none() {
+        if std::env::var("MT_E2E_REQUIRED").as_deref() == Ok("1") {
+            panic!("{test}: KUBECONFIG is unset but MT_E2E_REQUIRED=1: the cluster is required");
+        }
+        eprintln!("{test}: SKIPPED: KUBECONFIG is unset (no cluster to test against)");
+        return None;
+    }
+    Some(client().await.expect("cluster in KUBECONFIG"))
+}
+
+/// A namespace `e2e-traffic-<test>-<suffix>`, deleted with everything in it when dropped.
+struct TestNamespace {
+    client: Client,
+    name: String,
+}
+
+impl TestNamespace {
+    async fn new(client: &Client, test: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let name = format!("e2e-traffic-{test}-{nanos:x}");
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace");
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
+        TestNamespace {
+            client: client.clone(),
+            name,
+        }
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    async fn tunnel(&self, name: &str) -> Option<MagicTunnel> {
+        self.api::<MagicTunnel>().get_opt(name).await.ok().flatten()
+    }
+
+    /// `(status, reason)` of a condition of a tunnel.
+    async fn condition(&self, tunnel: &str, type_: &str) -> Option<(String, String)> {
+        let status = self.tunnel(tunnel).await?.status?;
+        let c = status.conditions.iter().find(|c| c.type_ == type_)?;
+        Some((c.status.clone(), c.reason.clone()))
+    }
+
+    /// Waits for `type_` = True; fails with every condition of the tunnel.
+    async fn wait_true(&self, tunnel: &str, type_: &str, timeout: Duration) -> String {
+        let got = eventually(&format!("{tunnel} {type_}=True"), timeout, || async {
+            match self.condition(tunnel, type_).await {
+                Some((s, reason)) if s == "True" => Some(reason),
+                _ => None,
+            }
+        })
+        .await;
+        match got {
+            Ok(reason) => reason,
+            Err(e) => panic!("{e}; conditions: {}", self.conditions(tunnel).await),
+        }
+    }
+
+    async fn conditions(&self, tunnel: &str) -> String {
+        let Some(status) = self.tunnel(tunnel).await.and_then(|t| t.status) else {
+            return "<no status>".into();
+        };
+        status
+            .conditions
+            .iter()
+            .map(|c| format!("{}={} ({}: {})", c.type_, c.status, c.reason, c.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn pods_of(&self, tunnel: &str) -> Vec<Pod> {
+        let lp = ListParams::default().labels(&format!("magictunnel.dev/tunnel={tunnel}"));
+        self.api::<Pod>()
+            .list(&lp)
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+    }
+
+    /// The tunnel's single pod once it is Running (and Ready if `ready`).
+    async fn wait_pod(&self, tunnel: &str, ready: bool, not_uid: Option<&str>) -> Pod {
+        let what = format!(
+            "a Running{} pod of {tunnel}",
+            if ready { ", Ready" } else { "" }
+        );
+        let found = eventually(&what, WAIT, || async {
+            self.pods_of(tunnel).await.into_iter().find(|p| {
+                p.metadata.deletion_timestamp.is_none()
+                    && not_uid.is_none_or(|u| p.metadata.uid.as_deref() != Some(u))
+                    && phase(p) == "Running"
+                    && (!ready || pod_ready(p))
+            })
+        })
+        .await;
+        match found {
+            Ok(p) => p,
+            Err(e) => panic!("{e}; conditions: {}", self.conditions(tunnel).await),
+        }
+    }
+
+    async fn secret(&self, name: &str) -> Option<Secret> {
+        self.api::<Secret>().get_opt(name).await.ok().flatten()
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Drop cannot await: delete from a thread with a runtime of its own.
+        let (client, name) = (self.client.clone(), self.name.clone());
+        let done = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                Api::<Namespace>::all(client)
+                    .delete(&name, &DeleteParams::background())
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .join();
+        if !matches!(done, Ok(Ok(()))) {
+            eprintln!("could not delete namespace {}: {done:?}", self.name);
+        }
+    }
+}
+
+fn phase(p: &Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or_default()
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// (container ID, restart count) of the pod's only container.
+fn container(p: &Pod) -> (String, i32) {
+    let cs = p
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first())
+        .unwrap_or_else(|| panic!("pod {} has no container status", p.name_any()));
+    (
+        cs.container_id.clone().unwrap_or_default(),
+        cs.restart_count,
+    )
+}
+
+/// Item 1: hostNetwork, NET_ADMIN + NET_RAW only with ALL dropped, read-only root — in the spec —
+/// and Running and Ready with its container ready and never restarted — in the status.
+fn assert_pod_secure_and_running(p: &Pod) {
+    let name = p.name_any();
+    let spec = p.spec.as_ref().expect("pod spec");
+    assert_eq!(spec.host_network, Some(true), "{name}: hostNetwork");
+    assert_eq!(spec.containers.len(), 1, "{name}: one container");
+    let sc = spec.containers[0]
+        .security_context
+        .as_ref()
+        .unwrap_or_else(|| panic!("{name}: no securityContext"));
+    let caps = sc.capabilities.as_ref().expect("capabilities");
+    let add: BTreeSet<&str> = caps.add.iter().flatten().map(String::as_str).collect();
+    assert_eq!(
+        add,
+        BTreeSet::from(["NET_ADMIN", "NET_RAW"]),
+        "{name}: added capabilities"
+    );
+    assert_eq!(
+        caps.drop.as_deref(),
+        Some(&["ALL".to_string()][..]),
+        "{name}: dropped"
+    );
+    assert_eq!(
+        sc.read_only_root_filesystem,
+        Some(true),
+        "{name}: read-only root"
+    );
+    assert_ne!(sc.privileged, Some(true), "{name}: privileged");
+    assert_eq!(phase(p), "Running", "{name}: phase");
+    assert!(pod_ready(p), "{name}: Ready condition");
+    let status = p.status.as_ref().expect("pod status");
+    let cs = &status
+        .container_statuses
+        .as_ref()
+        .expect("container statuses")[0];
+    assert!(cs.ready, "{name}: container ready");
+    assert!(
+        cs.state.as_ref().and_then(|s| s.running.as_ref()).is_some(),
+        "{name}: container running: {:?}",
+        cs.state
+    );
+    assert_eq!(cs.restart_count, 0, "{name}: restarts");
+    assert!(spec.node_name.is_some(), "{name}: scheduled on a node");
+    // On the host network the pod's IP is the node's.
+    assert_eq!(
+        status.pod_ip, status.host_ip,
+        "{name}: pod IP is the node's"
+    );
+}
+
+/// `count` pings from the host to `to` (routed by the MagicTunnel's route into its TUN).
+fn host_ping(to: &str, count: u32) -> bool {
+    let count = count.to_string();
+    output(&mut magictunnel_e2e::peer::cmd(
+        "ping",
+        &["-n", "-q", "-c", &count, "-i", "0.2", "-W", "2", to],
+    ))
+    .status
+    .success()
+}
+
+/// The non-blackhole routes of `prefix` on the host (the ones a tunnel pod installed).
+fn host_routes(prefix: &str) -> Vec<String> {
+    let out = output(&mut magictunnel_e2e::peer::cmd(
+        "ip",
+        &["-o", "route", "show", "exact", prefix],
+    ));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with("blackhole"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A TCP transfer of [`TRANSFER_BYTES`] from the host to `server` (an inner address of the
+/// branch, reached through the tunnel): iperf3 server in the namespace, client on the host.
+/// Returns the bytes the server received.
+fn tcp_transfer(branch: &Branch, server: &str) -> u64 {
+    let mut srv = branch.in_ns("iperf3", &["-s", "-1", "-B", server, "-p", IPERF_PORT]);
+    let mut srv = srv
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("iperf3 server");
+    let filter = format!("sport = :{IPERF_PORT}");
+    let listening = wait_for(Duration::from_secs(5), Duration::from_millis(50), || {
+        let out = branch.exec("ss", &["-Hltn", &filter]);
+        (!out.stdout.is_empty()).then_some(())
+    });
+    assert!(listening.is_some(), "iperf3 server did not listen");
+    let bytes = TRANSFER_BYTES.to_string();
+    let out = output(&mut magictunnel_e2e::peer::cmd(
+        "iperf3",
+        &[
+            "-c",
+            server,
+            "-p",
+            IPERF_PORT,
+            "-n",
+            &bytes,
+            "-J",
+            "--connect-timeout",
+            "3000",
+        ],
+    ));
+    magictunnel_e2e::peer::terminate(&mut srv, Duration::from_secs(2));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("iperf3 output is not JSON ({e}): {text}"));
+    assert!(
+        out.status.success() && report.get("error").is_none(),
+        "iperf3 failed: {}",
+        report["error"]
+    );
+    let received = report["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    let secs = report["end"]["sum_received"]["seconds"]
+        .as_f64()
+        .unwrap_or(0.0);
+    eprintln!(
+        "TCP host → {server}: {received} bytes received in {secs:.2} s ({:.0} Mbit/s)",
+        received as f64 * 8.0 / secs.max(1e-9) / 1e6
+    );
+    received
+}
+
+/// Deletes the tunnel and waits until its pods and owned Secrets are gone (garbage collector).
+async fn delete_and_check_gc(ns: &TestNamespace, tunnel: &str, secrets: &[String]) {
+    let start = Instant::now();
+    ns.api::<MagicTunnel>()
+        .delete(tunnel, &DeleteParams::default())
+        .await
+        .expect("delete tunnel");
+    let leftovers = eventually(
+        &format!("{tunnel}'s pods and Secrets {secrets:?} garbage-collected"),
+        WAIT,
+        || async {
+            if !ns.pods_of(tunnel).await.is_empty() {
+                return None;
+            }
+            for s in secrets {
+                if ns.secret(s).await.is_some() {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    if let Err(e) = leftovers {
+        let pods: Vec<String> = ns
+            .pods_of(tunnel)
+            .await
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
+        panic!("{e}: pods left {pods:?}");
+    }
+    eprintln!(
+        "{tunnel} deleted → pods and Secrets gone in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+}
+
+/// Deletes the pod and waits for the first ping through the tunnel answered by its replacement:
+/// `ping_once` answers only after the old dataplane stopped (a ping failed or the host route
+/// went away) count. `kick` runs while the tunnel is down with the new pod (if any), e.g. to
+/// make strongSwan initiate again. Returns the new pod and the time from the delete.
+async fn recreate_and_time(
+    ns: &TestNamespace,
+    tunnel: &str,
+    route: &str,
+    ping_once: impl Fn() -> bool,
+    mut kick: impl FnMut(Option<&Pod>),
+) -> (Pod, Duration) {
+    let old = ns.wait_pod(tunnel, true, None).await;
+    let old_uid = old.metadata.uid.clone().expect("uid");
+    let start = Instant::now();
+    ns.api::<Pod>()
+        .delete(&old.name_any(), &DeleteParams::default())
+        .await
+        .expect("delete pod");
+    let mut was_down = false;
+    loop {
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed < RECREATE_BOUND + Duration::from_secs(30),
+            "no ping through {tunnel} within {elapsed:?} of deleting its pod; conditions: {}",
+            ns.conditions(tunnel).await
+        );
+        if host_routes(route).is_empty() {
+            was_down = true;
+        }
+        if ping_once() {
+            if was_down {
+                break;
+            }
+        } else {
+            was_down = true;
+            let new = ns
+                .pods_of(tunnel)
+                .await
+                .into_iter()
+                .find(|p| p.metadata.uid.as_deref() != Some(&old_uid) && phase(p) == "Running");
+            kick(new.as_ref());
+        }
+    }
+    let took = start.elapsed();
+    let new = ns.wait_pod(tunnel, false, Some(&old_uid)).await;
+    assert_ne!(
+        new.metadata.uid.as_deref(),
+        Some(old_uid.as_str()),
+        "a new pod"
+    );
+    (new, took)
+}
+
+fn gre_branch_config(peer: Ipv4Addr, local: Ipv4Addr, inner: &str) -> String {
+    let yaml = format!(
+        "apiVersion: magictunnel.dev/v1alpha1\nkind: TunnelConfig\nname: branch/gre\n\
+         type: GRE\nlocalEndpoint: {local}\ncustomerEndpoint: {peer}\n\
+         interfaceAddress: {inner}\nttl: 64\nmssClamp: {{mode: Auto}}\n\
+         healthCheck: {{enabled: false}}\nhttp: {{listen: 127.0.0.1:9180}}\n"
+    );
+    if let Err(e) = TunnelConfig::from_yaml(&yaml) {
+        panic!("the test wrote an invalid branch config: {e}\n{yaml}");
+    }
+    yaml
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster with a node and root: e2e/run-local.sh"]
+async fn gre_tunnel_carries_traffic_survives_pod_loss_and_is_collected() {
+    let Some(client) = cluster("gre_tunnel_carries_traffic").await else {
+        return;
+    };
+    let binary = tunnel_pod_binary().unwrap_or_else(|e| panic!("{e}"));
+    let ns = TestNamespace::new(&client, "gre").await;
+    let (local, customer) = (
+        Ipv4Addr::new(203, 0, 113, 1),
+        Ipv4Addr::new(198, 51, 100, 1),
+    );
+    let mut branch = Branch::new(BranchSpec {
+        tag: "g".into(),
+        local,
+        customer,
+        inner: vec!["10.232.0.1/32".into()],
+        blackholes: vec!["10.232.0.0/24".into()],
+    });
+    let name = "gre";
+    apply_yaml(
+        &client,
+        &format!(
+            "apiVersion: magictunnel.dev/v1alpha1\nkind: MagicTunnel\nmetadata: {{name: {name}}}\n\
+             spec:\n  type: GRE\n  localEndpoint: {local}\n  customerEndpoint: {customer}\n\
+             \x20 interfaceAddress: 10.231.0.0/31\n  routes: [{{prefix: 10.232.0.0/24}}]\n\
+             \x20 healthCheck: {{enabled: true, type: Reply, rate: High}}\n"
+        ),
+        &ns.name,
+    )
+    .await
+    .expect("apply the GRE MagicTunnel");
+    branch.start_tunnel_pod(
+        &binary,
+        &gre_branch_config(local, customer, "10.231.0.1/31"),
+    );
+
+    // 1. The pod: secure spec, Running and Ready (its health probes come back through the
+    // branch).
+    let started = Instant::now();
+    let pod = ns.wait_pod(name, true, None).await;
+    assert!(
+        branch.tunnel_pod_exited().is_none(),
+        "branch tunnel-pod exited:\n{}",
+        branch.tunnel_pod_log()
+    );
+    assert_pod_secure_and_running(&pod);
+    // 2. Ready from pod readiness, Established from the operator's poll of /status.
+    let ready = ns.wait_true(name, "Ready", WAIT).await;
+    let established = ns.wait_true(name, "Established", WAIT).await;
+    eprintln!(
+        "GRE: Ready ({ready}) and Established ({established}) {:.1} s after the apply",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(established, "ProbesAnswered");
+    assert!(
+        !host_routes("10.232.0.0/24").is_empty(),
+        "the pod installed the tunnel's route on the host"
+    );
+    assert!(
+        host_ping("10.232.0.1", 5),
+        "host → branch 10.232.0.1 through GRE"
+    );
+    assert!(
+        branch.ping_once("10.232.0.1", "10.231.0.0", Duration::from_secs(2)),
+        "branch 10.232.0.1 → the pod's interface address 10.231.0.0"
+    );
+    assert!(
+        tcp_transfer(&branch, "10.232.0.1") >= TRANSFER_BYTES,
+        "every byte arrived"
+    );
+
+    // 4. Pod deleted: the operator recreates it; time to the first answered ping.
+    let (_, took) = recreate_and_time(
+        &ns,
+        name,
+        "10.232.0.0/24",
+        || branch.ping_once("10.232.0.1", "10.231.0.0", Duration::from_millis(300)),
+        |_| {},
+    )
+    .await;
+    eprintln!("GRE pod recreate → traffic: {:.1} s", took.as_secs_f64());
+    assert!(
+        took <= RECREATE_BOUND,
+        "GRE pod recreate → traffic took {took:?}"
+    );
+    let new = ns.wait_pod(name, true, None).await;
+    assert_pod_secure_and_running(&new);
+    assert!(
+        tcp_transfer(&branch, "10.232.0.1") >= TRANSFER_BYTES,
+        "every byte arrived after the recreate"
+    );
+
+    // 5. Tunnel deleted: pods and the config Secret collected, the host route gone.
+    delete_and_check_gc(&ns, name, &[format!("{name}-config")]).await;
+    let gone = wait_for(Duration::from_secs(15), Duration::from_millis(200), || {
+        host_routes("10.232.0.0/24").is_empty().then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "host route left: {:?}",
+        host_routes("10.232.0.0/24")
+    );
+}
+
+/// Item 3 helper: loads `psk` into the branch's connection, drops the IKE SA and initiates a new
+/// one. `Ok` once the CHILD_SA is up.
+fn reconnect(charon: &mut Charon, conn: &mut SwanConn, psk: &str) -> Result<(), String> {
+    conn.psk = psk.to_string();
+    charon.load(std::slice::from_ref(conn));
+    let _ = charon.swanctl(&["--terminate", "--ike", CONN, "--force", "--timeout", "2"]);
+    let init = charon.initiate(CONN);
+    if init.ok && charon.established(CONN).is_some() {
+        Ok(())
+    } else {
+        // Only the last lines: the verdict (AUTHENTICATION_FAILED, timeout, …), no secrets.
+        let lines: Vec<&str> = init.output.lines().rev().take(3).collect();
+        Err(lines.join(" | "))
+    }
+}
+
+fn psk_of(secret: &Secret) -> String {
+    let data = secret.data.as_ref().expect("Secret data");
+    String::from_utf8(data.get("psk").expect("key psk").0.clone()).expect("PSK is text")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster with a node and root: e2e/run-local.sh"]
+async fn ipsec_tunnel_with_strongswan_rotates_psk_without_restart() {
+    let Some(client) = cluster("ipsec_tunnel_with_strongswan").await else {
+        return;
+    };
+    let ns = TestNamespace::new(&client, "ipsec").await;
+    let (local, customer) = (
+        Ipv4Addr::new(203, 0, 113, 2),
+        Ipv4Addr::new(198, 51, 100, 2),
+    );
+    let branch = Branch::new(BranchSpec {
+        tag: "i".into(),
+        local,
+        customer,
+        inner: vec!["10.233.0.1/32".into()],
+        blackholes: vec!["10.233.0.0/24".into()],
+    });
+    let name = "ipsec";
+    apply_yaml(
+        &client,
+        &format!(
+            "apiVersion: magictunnel.dev/v1alpha1\nkind: MagicTunnel\nmetadata: {{name: {name}}}\n\
+             spec:\n  type: IPsec\n  localEndpoint: {local}\n  customerEndpoint: {customer}\n\
+             \x20 interfaceAddress: 10.231.0.2/31\n  routes: [{{prefix: 10.233.0.0/24}}]\n\
+             \x20 healthCheck: {{enabled: false}}\n  ipsec: {{acceptedIkeIdTypes: [FQDN, KeyID]}}\n"
+        ),
+        &ns.name,
+    )
+    .await
+    .expect("apply the IPsec MagicTunnel");
+    let started = Instant::now();
+
+    // 1. The generated Secret and the IKE IDs in status.
+    let found = eventually("pskSecretName and ikeIds in status", WAIT, || async {
+        let st = ns.tunnel(name).await?.status?;
+        let ids = st.ike_ids?;
+        Some((st.psk_secret_name?, ids.fqdn?))
+    })
+    .await;
+    let (secret_name, fqdn) = match found {
+        Ok(v) => v,
+        Err(e) => panic!("{e}; conditions: {}", ns.conditions(name).await),
+    };
+    assert_eq!(secret_name, format!("{name}-psk"));
+    let ids = ns
+        .tunnel(name)
+        .await
+        .and_then(|t| t.status)
+        .and_then(|s| s.ike_ids)
+        .expect("ids");
+    assert!(ids.key_id.is_some(), "KeyID listed: {ids:?}");
+    assert!(
+        ids.rfc822_addr.is_none() && ids.ipv4_addr.is_none(),
+        "only the accepted types: {ids:?}"
+    );
+    let secret = ns.secret(&secret_name).await.expect("generated PSK Secret");
+    let owner = secret.owner_references();
+    assert!(
+        owner
+            .iter()
+            .any(|o| o.kind == "MagicTunnel" && o.name == name),
+        "Secret owned by the tunnel"
+    );
+    let psk = psk_of(&secret);
+    assert!(psk.len() >= 32, "generated PSK length {}", psk.len());
+
+    // 2. strongSwan in the branch: PSK from the Secret, IDi = the FQDN of status.ikeIds.
+    let mut charon = Charon::start(
+        &branch,
+        Side::A,
+        "branch",
+        CharonOptions {
+            retransmit_tries: 1,
+            retransmit_timeout: 1.0,
+            ..CharonOptions::default()
+        },
+    );
+    let mut conn = SwanConn::new(
+        CONN,
+        &customer.to_string(),
+        &local.to_string(),
+        &format!("@{fqdn}"),
+        &psk,
+    );
+    conn.local_ts = vec!["10.233.0.0/24".into()];
+    conn.remote_ts = vec!["10.231.0.2/32".into()];
+    ns.wait_pod(name, false, None).await;
+    let up = wait_for(WAIT, Duration::from_secs(1), || {
+        reconnect(&mut charon, &mut conn, &psk).ok()
+    });
+    assert!(
+        up.is_some(),
+        "IKEv2 with the tunnel pod did not come up{}",
+        charon.log()
+    );
+    let pod = ns.wait_pod(name, true, None).await;
+    assert_pod_secure_and_running(&pod);
+    let ready = ns.wait_true(name, "Ready", WAIT).await;
+    let established = ns.wait_true(name, "Established", WAIT).await;
+    assert_eq!(established, "ChildSaInstalled");
+    eprintln!(
+        "IPsec: Ready ({ready}) and Established ({established}) {:.1} s after the apply",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        host_ping("10.233.0.1", 5),
+        "host → branch 10.233.0.1 through IPsec"
+    );
+    assert!(
+        branch.ping_once("10.233.0.1", "10.231.0.2", Duration::from_secs(2)),
+        "branch → the pod's interface address"
+    );
+    assert!(
+        tcp_transfer(&branch, "10.233.0.1") >= TRANSFER_BYTES,
+        "every byte arrived"
+    );
+    let sa = charon.established(CONN).expect("IKE SA");
+    let child = sa.installed().expect("child");
+    assert!(
+        child.bytes_in >= TRANSFER_BYTES,
+        "the transfer went through the Child SA: {} bytes in",
+        child.bytes_in
+    );
+
+    // 3. Rotation through the annotation: a new Secret value, the same pod, the new PSK.
+    let (uid, (container_id, restarts)) = (pod.metadata.uid.clone(), container(&pod));
+    let value = format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default()
+    );
+    ns.api::<MagicTunnel>()
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {ROTATE_PSK_ANNOTATION: value}}})),
+        )
+        .await
+        .expect("annotate");
+    let rotated_at = Instant::now();
+    let new_psk = eventually("the PSK Secret to change", WAIT, || async {
+        let p = psk_of(&ns.secret(&secret_name).await?);
+        (p != psk).then_some(p)
+    })
+    .await
+    .expect("rotation");
+    eprintln!(
+        "PSK Secret rotated {:.1} s after the annotation",
+        rotated_at.elapsed().as_secs_f64()
+    );
+    let mut last = String::new();
+    let accepted = wait_for(
+        PSK_REFRESH_BOUND,
+        Duration::from_secs(3),
+        || match reconnect(&mut charon, &mut conn, &new_psk) {
+            Ok(()) => Some(()),
+            Err(e) => {
+                last = e;
+                None
+            }
+        },
+    );
+    assert!(
+        accepted.is_some(),
+        "the new PSK was not accepted within {PSK_REFRESH_BOUND:?}: {last}{}",
+        charon.log()
+    );
+    eprintln!(
+        "new PSK accepted by the pod {:.1} s after the annotation",
+        rotated_at.elapsed().as_secs_f64()
+    );
+    let after = ns.wait_pod(name, true, None).await;
+    assert_eq!(after.metadata.uid, uid, "the pod was not replaced");
+    assert_eq!(
+        container(&after),
+        (container_id, restarts),
+        "the container was not restarted"
+    );
+    assert_eq!(restarts, 0);
+    assert!(host_ping("10.233.0.1", 3), "traffic after the rotation");
+    // The old PSK no longer authenticates a new IKE SA; the new one still does.
+    assert!(
+        reconnect(&mut charon, &mut conn, &psk).is_err(),
+        "the old PSK still authenticates"
+    );
+    assert!(
+        reconnect(&mut charon, &mut conn, &new_psk).is_ok(),
+        "the new PSK again{}",
+        charon.log()
+    );
+    assert!(host_ping("10.233.0.1", 3), "traffic with the new PSK");
+    ns.wait_true(name, "Established", WAIT).await;
+
+    // 4. Pod deleted: strongSwan keeps its (now dead) SA; as soon as the replacement runs the
+    // branch drops it and initiates again (what DPD would do, without its detection delay).
+    let (_, took) = recreate_and_time(
+        &ns,
+        name,
+        "10.233.0.0/24",
+        || branch.ping_once("10.233.0.1", "10.231.0.2", Duration::from_millis(300)),
+        |new| {
+            if new.is_some() {
+                let _ = reconnect(&mut charon, &mut conn, &new_psk);
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "IPsec pod recreate → traffic: {:.1} s (strongSwan re-initiates when the new pod runs)",
+        took.as_secs_f64()
+    );
+    assert!(
+        took <= RECREATE_BOUND,
+        "IPsec pod recreate → traffic took {took:?}"
+    );
+
+    // 5. Tunnel deleted: pods, the config and PSK Secrets collected, the host route gone.
+    drop(charon);
+    delete_and_check_gc(&ns, name, &[format!("{name}-config"), secret_name]).await;
+    let gone = wait_for(Duration::from_secs(15), Duration::from_millis(200), || {
+        host_routes("10.233.0.0/24").is_empty().then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "host route left: {:?}",
+        host_routes("10.233.0.0/24")
+    );
+}
