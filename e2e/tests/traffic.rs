@@ -37,7 +37,7 @@ const WAIT: Duration = Duration::from_secs(60);
 const RECREATE_BOUND: Duration = Duration::from_secs(30);
 /// The kubelet refreshes a mounted Secret within its sync period (10 s here) plus its cache TTL.
 const PSK_REFRESH_BOUND: Duration = Duration::from_secs(90);
-const IPERF_PORT: &str = "5299";
+const SINK_PORT: &str = "5299";
 const TRANSFER_BYTES: u64 = 4 * 1024 * 1024;
 const CONN: &str = "branch";
 
@@ -287,55 +287,89 @@ fn host_routes(prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// A TCP transfer of [`TRANSFER_BYTES`] from the host to `server` (an inner address of the
-/// branch, reached through the tunnel): iperf3 server in the namespace, client on the host.
-/// Returns the bytes the server received.
+/// The branch's end of [`tcp_transfer`]: accepts one connection on (argv 1, argv 2), reads to
+/// EOF and answers `<bytes> <sum of the bytes mod 2^32>`.
+const SINK: &str = r#"
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(1)
+print("listening", flush=True)
+s.settimeout(30)
+c, _ = s.accept()
+c.settimeout(30)
+n = h = 0
+while True:
+    b = c.recv(1 << 16)
+    if not b:
+        break
+    n += len(b)
+    h = (h + sum(b)) & 0xFFFFFFFF
+c.sendall(f"{n} {h}\n".encode())
+c.close()
+"#;
+
+/// A TCP transfer of [`TRANSFER_BYTES`] over a connection the test opens from the host to
+/// `server` (an inner address of the branch, reached through the tunnel) to a sink in the
+/// namespace. Returns the bytes the sink received, after checking their sum.
 fn tcp_transfer(branch: &Branch, server: &str) -> u64 {
-    let mut srv = branch.in_ns("iperf3", &["-s", "-1", "-B", server, "-p", IPERF_PORT]);
-    let mut srv = srv
-        .stdout(std::process::Stdio::null())
+    use std::io::{BufRead as _, Read as _, Write as _};
+    let mut sink = branch.in_ns("/usr/bin/python3", &["-c", SINK, server, SINK_PORT]);
+    let mut sink = sink
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .expect("iperf3 server");
-    let filter = format!("sport = :{IPERF_PORT}");
-    let listening = wait_for(Duration::from_secs(5), Duration::from_millis(50), || {
-        let out = branch.exec("ss", &["-Hltn", &filter]);
-        (!out.stdout.is_empty()).then_some(())
-    });
-    assert!(listening.is_some(), "iperf3 server did not listen");
-    let bytes = TRANSFER_BYTES.to_string();
-    let out = output(&mut magictunnel_e2e::peer::cmd(
-        "iperf3",
-        &[
-            "-c",
-            server,
-            "-p",
-            IPERF_PORT,
-            "-n",
-            &bytes,
-            "-J",
-            "--connect-timeout",
-            "3000",
-        ],
-    ));
-    magictunnel_e2e::peer::terminate(&mut srv, Duration::from_secs(2));
-    let text = String::from_utf8_lossy(&out.stdout);
-    let report: serde_json::Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("iperf3 output is not JSON ({e}): {text}"));
-    assert!(
-        out.status.success() && report.get("error").is_none(),
-        "iperf3 failed: {}",
-        report["error"]
+        .expect("TCP sink");
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(sink.stdout.take().expect("stdout"));
+    out.read_line(&mut line).expect("sink output");
+    assert_eq!(line.trim(), "listening", "the sink did not start");
+    // xorshift: not all zeros, not compressible.
+    let mut x: u32 = 0x9e37_79b9;
+    let data: Vec<u8> = (0..TRANSFER_BYTES)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let sum = data.iter().fold(0u32, |a, &b| a.wrapping_add(u32::from(b)));
+    let addr = std::net::SocketAddr::new(
+        server.parse().expect("address"),
+        SINK_PORT.parse().expect("port"),
     );
-    let received = report["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
-    let secs = report["end"]["sum_received"]["seconds"]
-        .as_f64()
-        .unwrap_or(0.0);
+    let start = Instant::now();
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect to {addr} through the tunnel: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    stream
+        .set_write_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    stream.write_all(&data).expect("send through the tunnel");
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .expect("the sink's answer");
+    let secs = start.elapsed().as_secs_f64();
+    magictunnel_e2e::peer::terminate(&mut sink, Duration::from_secs(2));
+    let (n, h) = answer
+        .trim()
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("sink answered {answer:?}"));
+    let (n, h): (u64, u32) = (n.parse().expect("count"), h.parse().expect("sum"));
     eprintln!(
-        "TCP host → {server}: {received} bytes received in {secs:.2} s ({:.0} Mbit/s)",
-        received as f64 * 8.0 / secs.max(1e-9) / 1e6
+        "TCP host → {server}: {n} of {TRANSFER_BYTES} bytes received in {secs:.2} s ({:.0} Mbit/s)",
+        n as f64 * 8.0 / secs.max(1e-9) / 1e6
     );
-    received
+    assert_eq!(h, sum, "the bytes that arrived differ from the bytes sent");
+    n
 }
 
 /// Deletes the tunnel and waits until its pods and owned Secrets are gone (garbage collector).
