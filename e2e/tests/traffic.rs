@@ -152,8 +152,41 @@ impl TestNamespace {
         .await;
         match found {
             Ok(p) => p,
-            Err(e) => panic!("{e}; conditions: {}", self.conditions(tunnel).await),
+            Err(e) => panic!("{e}; {}", self.diagnose(tunnel).await),
         }
+    }
+
+    /// The tunnel's conditions, and per pod its container state and the last lines it logged.
+    async fn diagnose(&self, tunnel: &str) -> String {
+        let mut s = format!("conditions: {}", self.conditions(tunnel).await);
+        for p in self.pods_of(tunnel).await {
+            let name = p.name_any();
+            let cs = p.status.as_ref().and_then(|s| s.container_statuses.clone());
+            let cs = cs.as_ref().and_then(|c| c.first());
+            let state = cs.map(|c| {
+                format!(
+                    "restarts {}, state {:?}, last {:?}",
+                    c.restart_count,
+                    c.state,
+                    c.last_state.as_ref().and_then(|l| l.terminated.as_ref())
+                )
+            });
+            let params = kube::api::LogParams {
+                tail_lines: Some(5),
+                ..Default::default()
+            };
+            let log = self
+                .api::<Pod>()
+                .logs(&name, &params)
+                .await
+                .unwrap_or_default();
+            s.push_str(&format!(
+                "\npod {name} ({}): {}\n{log}",
+                phase(&p),
+                state.unwrap_or_default()
+            ));
+        }
+        s
     }
 
     async fn secret(&self, name: &str) -> Option<Secret> {
@@ -212,9 +245,10 @@ fn container(p: &Pod) -> (String, i32) {
     )
 }
 
-/// Item 1: hostNetwork, NET_ADMIN + NET_RAW only with ALL dropped, read-only root — in the spec —
-/// and Running and Ready with its container ready and never restarted — in the status.
-fn assert_pod_secure_and_running(p: &Pod) {
+/// Item 1: hostNetwork, NET_ADMIN + NET_RAW only (IPsec: also NET_BIND_SERVICE, for UDP 500 on
+/// the host network) with ALL dropped, read-only root — in the spec — and Running and Ready with
+/// its container ready and never restarted — in the status.
+fn assert_pod_secure_and_running(p: &Pod, ipsec: bool) {
     let name = p.name_any();
     let spec = p.spec.as_ref().expect("pod spec");
     assert_eq!(spec.host_network, Some(true), "{name}: hostNetwork");
@@ -227,7 +261,11 @@ fn assert_pod_secure_and_running(p: &Pod) {
     let add: BTreeSet<&str> = caps.add.iter().flatten().map(String::as_str).collect();
     assert_eq!(
         add,
-        BTreeSet::from(["NET_ADMIN", "NET_RAW"]),
+        if ipsec {
+            BTreeSet::from(["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"])
+        } else {
+            BTreeSet::from(["NET_ADMIN", "NET_RAW"])
+        },
         "{name}: added capabilities"
     );
     assert_eq!(
@@ -522,7 +560,7 @@ async fn gre_tunnel_carries_traffic_survives_pod_loss_and_is_collected() {
         "branch tunnel-pod exited:\n{}",
         branch.tunnel_pod_log()
     );
-    assert_pod_secure_and_running(&pod);
+    assert_pod_secure_and_running(&pod, false);
     // 2. Ready from pod readiness, Established from the operator's poll of /status.
     let ready = ns.wait_true(name, "Ready", WAIT).await;
     let established = ns.wait_true(name, "Established", WAIT).await;
@@ -563,7 +601,7 @@ async fn gre_tunnel_carries_traffic_survives_pod_loss_and_is_collected() {
         "GRE pod recreate → traffic took {took:?}"
     );
     let new = ns.wait_pod(name, true, None).await;
-    assert_pod_secure_and_running(&new);
+    assert_pod_secure_and_running(&new, false);
     assert!(
         tcp_transfer(&branch, "10.232.0.1") >= TRANSFER_BYTES,
         "every byte arrived after the recreate"
@@ -693,13 +731,15 @@ async fn ipsec_tunnel_with_strongswan_rotates_psk_without_restart() {
     let up = wait_for(WAIT, Duration::from_secs(1), || {
         reconnect(&mut charon, &mut conn, &psk).ok()
     });
-    assert!(
-        up.is_some(),
-        "IKEv2 with the tunnel pod did not come up{}",
-        charon.log()
-    );
+    if up.is_none() {
+        panic!(
+            "IKEv2 with the tunnel pod did not come up; {}{}",
+            ns.diagnose(name).await,
+            charon.log()
+        );
+    }
     let pod = ns.wait_pod(name, true, None).await;
-    assert_pod_secure_and_running(&pod);
+    assert_pod_secure_and_running(&pod, true);
     let ready = ns.wait_true(name, "Ready", WAIT).await;
     let established = ns.wait_true(name, "Established", WAIT).await;
     assert_eq!(established, "ChildSaInstalled");
