@@ -22,95 +22,14 @@ use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+#[path = "../../tunnel-pod/tests/common/proc.rs"]
+mod proc;
 #[path = "../../tunnel-pod/tests/common/strongswan.rs"]
 pub mod strongswan;
 
-/// Polls `f` every `interval` until it returns `Some` or `timeout` passes.
-pub fn wait_for<T>(
-    timeout: Duration,
-    interval: Duration,
-    mut f: impl FnMut() -> Option<T>,
-) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        sleep(interval);
-    }
-}
-
-/// `program args…` as one string, for messages.
-pub fn describe(c: &Command) -> String {
-    std::iter::once(c.get_program())
-        .chain(c.get_args())
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Runs a command to completion; panics when it cannot be started.
-pub fn output(c: &mut Command) -> Output {
-    c.stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", describe(c)))
-}
-
-/// Runs a command that must succeed; returns its stdout.
-pub fn run_ok(c: &mut Command) -> String {
-    let out = output(c);
-    if !out.status.success() {
-        panic!(
-            "`{}` failed ({}): {}{}",
-            describe(c),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-pub fn cmd(program: &str, args: &[&str]) -> Command {
-    let mut c = Command::new(program);
-    c.args(args);
-    c
-}
-
-/// SIGTERM, up to `grace` to exit, then SIGKILL. The exit status if it exited within `grace`.
-pub fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
-    if let Ok(Some(status)) = child.try_wait() {
-        return Some(status);
-    }
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .stderr(Stdio::null())
-        .status();
-    let status = wait_for(grace, Duration::from_millis(20), || {
-        child.try_wait().ok().flatten()
-    });
-    if status.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    status
-}
-
-/// The last `max` bytes of a file, for failure messages.
-pub fn tail(path: &Path, max: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_else(|e| format!("<cannot read: {e}>"));
-    let mut start = text.len().saturating_sub(max);
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    text[start..].to_string()
-}
+pub use proc::{cmd, describe, output, run_ok, tail, terminate, wait_for};
 
 /// Which end of the lab: the strongSwan harness addresses nodes by side; a branch has one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

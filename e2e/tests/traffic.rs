@@ -501,6 +501,119 @@ async fn recreate_and_time(
     (new, took)
 }
 
+/// The addresses of the n-th tunnel of this file: local endpoint 203.0.113.n on the host end of
+/// the veth, customer endpoint 198.51.100.n in the namespace, the /31 10.231.0.2(n-1) (host TUN
+/// even, branch odd) and the branch network 10.(231+n).0.0/24 with .1 on the namespace loopback.
+struct Site {
+    n: u8,
+    /// The MagicTunnel's name (and the namespace's infix).
+    name: &'static str,
+}
+
+impl Site {
+    fn local(&self) -> Ipv4Addr {
+        Ipv4Addr::new(203, 0, 113, self.n)
+    }
+    fn customer(&self) -> Ipv4Addr {
+        Ipv4Addr::new(198, 51, 100, self.n)
+    }
+    /// The pod's interface address (host TUN), without prefix.
+    fn pod_addr(&self) -> String {
+        format!("10.231.0.{}", 2 * (self.n - 1))
+    }
+    fn branch_addr(&self) -> String {
+        format!("10.231.0.{}", 2 * (self.n - 1) + 1)
+    }
+    /// The branch network: the MagicTunnel's route.
+    fn network(&self) -> String {
+        format!("10.{}.0.0/24", 231 + u16::from(self.n))
+    }
+    /// The branch's address in it.
+    fn inner(&self) -> String {
+        format!("10.{}.0.1", 231 + u16::from(self.n))
+    }
+
+    /// The test namespace, the branch, and the MagicTunnel applied with `spec_tail` (indented
+    /// spec fields) after the addresses.
+    async fn start(
+        &self,
+        client: &Client,
+        type_: &str,
+        spec_tail: &str,
+    ) -> (TestNamespace, Branch) {
+        let ns = TestNamespace::new(client, self.name).await;
+        let branch = Branch::new(BranchSpec {
+            tag: self.name[..1].to_string(),
+            local: self.local(),
+            customer: self.customer(),
+            inner: vec![format!("{}/32", self.inner())],
+            blackholes: vec![self.network()],
+        });
+        let yaml = format!(
+            "apiVersion: magictunnel.dev/v1alpha1\nkind: MagicTunnel\nmetadata: {{name: {}}}\n\
+             spec:\n  type: {type_}\n  localEndpoint: {}\n  customerEndpoint: {}\n\
+             \x20 interfaceAddress: {}/31\n  routes: [{{prefix: {}}}]\n{spec_tail}",
+            self.name,
+            self.local(),
+            self.customer(),
+            self.pod_addr(),
+            self.network()
+        );
+        apply_yaml(client, &yaml, &ns.name)
+            .await
+            .unwrap_or_else(|e| panic!("apply the {type_} MagicTunnel: {e:#}"));
+        (ns, branch)
+    }
+
+    /// Pings both ways through the tunnel and a TCP transfer from the host to the branch.
+    fn check_traffic(&self, branch: &Branch, what: &str) {
+        let (inner, pod) = (self.inner(), self.pod_addr());
+        assert!(host_ping(&inner, 5), "{what}: host → branch {inner}");
+        assert!(
+            branch.ping_once(&inner, &pod, Duration::from_secs(2)),
+            "{what}: branch {inner} → the pod's interface address {pod}"
+        );
+        assert_eq!(
+            tcp_transfer(branch, &inner),
+            TRANSFER_BYTES,
+            "{what}: every byte arrived"
+        );
+    }
+
+    /// Item 4: deletes the pod, times the first ping from the branch answered through the new one.
+    async fn recreate(
+        &self,
+        ns: &TestNamespace,
+        branch: &Branch,
+        kick: impl FnMut(Option<&Pod>),
+    ) -> Duration {
+        let (inner, pod) = (self.inner(), self.pod_addr());
+        let (_, took) = recreate_and_time(
+            ns,
+            self.name,
+            &self.network(),
+            || branch.ping_once(&inner, &pod, Duration::from_millis(300)),
+            kick,
+        )
+        .await;
+        took
+    }
+
+    /// Item 5: the tunnel deleted, its pods and `secrets` collected, its host route gone.
+    async fn delete(&self, ns: &TestNamespace, secrets: &[String]) {
+        delete_and_check_gc(ns, self.name, secrets).await;
+        let network = self.network();
+        let gone = wait_for(Duration::from_secs(15), Duration::from_millis(200), || {
+            host_routes(&network).is_empty().then_some(())
+        });
+        assert!(
+            gone.is_some(),
+            "host route left: {:?}",
+            host_routes(&network)
+        );
+    }
+}
+
 fn gre_branch_config(peer: Ipv4Addr, local: Ipv4Addr, inner: &str) -> String {
     let yaml = format!(
         "apiVersion: magictunnel.dev/v1alpha1\nkind: TunnelConfig\nname: branch/gre\n\
@@ -521,39 +634,27 @@ async fn gre_tunnel_carries_traffic_survives_pod_loss_and_is_collected() {
         return;
     };
     let binary = tunnel_pod_binary().unwrap_or_else(|e| panic!("{e}"));
-    let ns = TestNamespace::new(&client, "gre").await;
-    let (local, customer) = (
-        Ipv4Addr::new(203, 0, 113, 1),
-        Ipv4Addr::new(198, 51, 100, 1),
-    );
-    let mut branch = Branch::new(BranchSpec {
-        tag: "g".into(),
-        local,
-        customer,
-        inner: vec!["10.232.0.1/32".into()],
-        blackholes: vec!["10.232.0.0/24".into()],
-    });
-    let name = "gre";
-    apply_yaml(
-        &client,
-        &format!(
-            "apiVersion: magictunnel.dev/v1alpha1\nkind: MagicTunnel\nmetadata: {{name: {name}}}\n\
-             spec:\n  type: GRE\n  localEndpoint: {local}\n  customerEndpoint: {customer}\n\
-             \x20 interfaceAddress: 10.231.0.0/31\n  routes: [{{prefix: 10.232.0.0/24}}]\n\
-             \x20 healthCheck: {{enabled: true, type: Reply, rate: High}}\n"
-        ),
-        &ns.name,
-    )
-    .await
-    .expect("apply the GRE MagicTunnel");
+    let site = Site { n: 1, name: "gre" };
+    let name = site.name;
+    let (ns, mut branch) = site
+        .start(
+            &client,
+            "GRE",
+            "  healthCheck: {enabled: true, type: Reply, rate: High}\n",
+        )
+        .await;
+    let started = Instant::now();
     branch.start_tunnel_pod(
         &binary,
-        &gre_branch_config(local, customer, "10.231.0.1/31"),
+        &gre_branch_config(
+            site.customer(),
+            site.local(),
+            &format!("{}/31", site.branch_addr()),
+        ),
     );
 
     // 1. The pod: secure spec, Running and Ready (its health probes come back through the
     // branch).
-    let started = Instant::now();
     let pod = ns.wait_pod(name, true, None).await;
     assert!(
         branch.tunnel_pod_exited().is_none(),
@@ -570,31 +671,13 @@ async fn gre_tunnel_carries_traffic_survives_pod_loss_and_is_collected() {
     );
     assert_eq!(established, "ProbesAnswered");
     assert!(
-        !host_routes("10.232.0.0/24").is_empty(),
+        !host_routes(&site.network()).is_empty(),
         "the pod installed the tunnel's route on the host"
     );
-    assert!(
-        host_ping("10.232.0.1", 5),
-        "host → branch 10.232.0.1 through GRE"
-    );
-    assert!(
-        branch.ping_once("10.232.0.1", "10.231.0.0", Duration::from_secs(2)),
-        "branch 10.232.0.1 → the pod's interface address 10.231.0.0"
-    );
-    assert!(
-        tcp_transfer(&branch, "10.232.0.1") >= TRANSFER_BYTES,
-        "every byte arrived"
-    );
+    site.check_traffic(&branch, "GRE");
 
     // 4. Pod deleted: the operator recreates it; time to the first answered ping.
-    let (_, took) = recreate_and_time(
-        &ns,
-        name,
-        "10.232.0.0/24",
-        || branch.ping_once("10.232.0.1", "10.231.0.0", Duration::from_millis(300)),
-        |_| {},
-    )
-    .await;
+    let took = site.recreate(&ns, &branch, |_| {}).await;
     eprintln!("GRE pod recreate → traffic: {:.1} s", took.as_secs_f64());
     assert!(
         took <= RECREATE_BOUND,
@@ -602,21 +685,10 @@ async fn gre_tunnel_carries_traffic_survives_pod_loss_and_is_collected() {
     );
     let new = ns.wait_pod(name, true, None).await;
     assert_pod_secure_and_running(&new, false);
-    assert!(
-        tcp_transfer(&branch, "10.232.0.1") >= TRANSFER_BYTES,
-        "every byte arrived after the recreate"
-    );
+    site.check_traffic(&branch, "GRE after the recreate");
 
     // 5. Tunnel deleted: pods and the config Secret collected, the host route gone.
-    delete_and_check_gc(&ns, name, &[format!("{name}-config")]).await;
-    let gone = wait_for(Duration::from_secs(15), Duration::from_millis(200), || {
-        host_routes("10.232.0.0/24").is_empty().then_some(())
-    });
-    assert!(
-        gone.is_some(),
-        "host route left: {:?}",
-        host_routes("10.232.0.0/24")
-    );
+    site.delete(&ns, &[format!("{name}-config")]).await;
 }
 
 /// Item 3 helper: loads `psk` into the branch's connection, drops the IKE SA and initiates a new
@@ -646,31 +718,19 @@ async fn ipsec_tunnel_with_strongswan_rotates_psk_without_restart() {
     let Some(client) = cluster("ipsec_tunnel_with_strongswan").await else {
         return;
     };
-    let ns = TestNamespace::new(&client, "ipsec").await;
-    let (local, customer) = (
-        Ipv4Addr::new(203, 0, 113, 2),
-        Ipv4Addr::new(198, 51, 100, 2),
-    );
-    let branch = Branch::new(BranchSpec {
-        tag: "i".into(),
-        local,
-        customer,
-        inner: vec!["10.233.0.1/32".into()],
-        blackholes: vec!["10.233.0.0/24".into()],
-    });
-    let name = "ipsec";
-    apply_yaml(
-        &client,
-        &format!(
-            "apiVersion: magictunnel.dev/v1alpha1\nkind: MagicTunnel\nmetadata: {{name: {name}}}\n\
-             spec:\n  type: IPsec\n  localEndpoint: {local}\n  customerEndpoint: {customer}\n\
-             \x20 interfaceAddress: 10.231.0.2/31\n  routes: [{{prefix: 10.233.0.0/24}}]\n\
-             \x20 healthCheck: {{enabled: false}}\n  ipsec: {{acceptedIkeIdTypes: [FQDN, KeyID]}}\n"
-        ),
-        &ns.name,
-    )
-    .await
-    .expect("apply the IPsec MagicTunnel");
+    let site = Site {
+        n: 2,
+        name: "ipsec",
+    };
+    let name = site.name;
+    let (local, customer) = (site.local(), site.customer());
+    let (ns, branch) = site
+        .start(
+            &client,
+            "IPsec",
+            "  healthCheck: {enabled: false}\n  ipsec: {acceptedIkeIdTypes: [FQDN, KeyID]}\n",
+        )
+        .await;
     let started = Instant::now();
 
     // 1. The generated Secret and the IKE IDs in status.
@@ -725,8 +785,8 @@ async fn ipsec_tunnel_with_strongswan_rotates_psk_without_restart() {
         &format!("@{fqdn}"),
         &psk,
     );
-    conn.local_ts = vec!["10.233.0.0/24".into()];
-    conn.remote_ts = vec!["10.231.0.2/32".into()];
+    conn.local_ts = vec![site.network()];
+    conn.remote_ts = vec![format!("{}/32", site.pod_addr())];
     ns.wait_pod(name, false, None).await;
     let up = wait_for(WAIT, Duration::from_secs(1), || {
         reconnect(&mut charon, &mut conn, &psk).ok()
@@ -747,18 +807,7 @@ async fn ipsec_tunnel_with_strongswan_rotates_psk_without_restart() {
         "IPsec: Ready ({ready}) and Established ({established}) {:.1} s after the apply",
         started.elapsed().as_secs_f64()
     );
-    assert!(
-        host_ping("10.233.0.1", 5),
-        "host → branch 10.233.0.1 through IPsec"
-    );
-    assert!(
-        branch.ping_once("10.233.0.1", "10.231.0.2", Duration::from_secs(2)),
-        "branch → the pod's interface address"
-    );
-    assert!(
-        tcp_transfer(&branch, "10.233.0.1") >= TRANSFER_BYTES,
-        "every byte arrived"
-    );
+    site.check_traffic(&branch, "IPsec");
     let sa = charon.established(CONN).expect("IKE SA");
     let child = sa.installed().expect("child");
     assert!(
@@ -824,7 +873,7 @@ async fn ipsec_tunnel_with_strongswan_rotates_psk_without_restart() {
         "the container was not restarted"
     );
     assert_eq!(restarts, 0);
-    assert!(host_ping("10.233.0.1", 3), "traffic after the rotation");
+    assert!(host_ping(&site.inner(), 3), "traffic after the rotation");
     // The old PSK no longer authenticates a new IKE SA; the new one still does.
     assert!(
         reconnect(&mut charon, &mut conn, &psk).is_err(),
@@ -835,23 +884,18 @@ async fn ipsec_tunnel_with_strongswan_rotates_psk_without_restart() {
         "the new PSK again{}",
         charon.log()
     );
-    assert!(host_ping("10.233.0.1", 3), "traffic with the new PSK");
+    assert!(host_ping(&site.inner(), 3), "traffic with the new PSK");
     ns.wait_true(name, "Established", WAIT).await;
 
     // 4. Pod deleted: strongSwan keeps its (now dead) SA; as soon as the replacement runs the
     // branch drops it and initiates again (what DPD would do, without its detection delay).
-    let (_, took) = recreate_and_time(
-        &ns,
-        name,
-        "10.233.0.0/24",
-        || branch.ping_once("10.233.0.1", "10.231.0.2", Duration::from_millis(300)),
-        |new| {
+    let took = site
+        .recreate(&ns, &branch, |new| {
             if new.is_some() {
                 let _ = reconnect(&mut charon, &mut conn, &new_psk);
             }
-        },
-    )
-    .await;
+        })
+        .await;
     eprintln!(
         "IPsec pod recreate → traffic: {:.1} s (strongSwan re-initiates when the new pod runs)",
         took.as_secs_f64()
@@ -863,13 +907,6 @@ async fn ipsec_tunnel_with_strongswan_rotates_psk_without_restart() {
 
     // 5. Tunnel deleted: pods, the config and PSK Secrets collected, the host route gone.
     drop(charon);
-    delete_and_check_gc(&ns, name, &[format!("{name}-config"), secret_name]).await;
-    let gone = wait_for(Duration::from_secs(15), Duration::from_millis(200), || {
-        host_routes("10.233.0.0/24").is_empty().then_some(())
-    });
-    assert!(
-        gone.is_some(),
-        "host route left: {:?}",
-        host_routes("10.233.0.0/24")
-    );
+    site.delete(&ns, &[format!("{name}-config"), secret_name])
+        .await;
 }
