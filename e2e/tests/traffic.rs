@@ -614,7 +614,9 @@ impl Site {
     }
 }
 
-fn gre_branch_config(peer: Ipv4Addr, local: Ipv4Addr, inner: &str) -> String {
+/// The branch's standalone tunnel-pod: GRE from `local` (the customer endpoint) to `peer` (the
+/// tunnel's local endpoint), `inner` its tunnel address; no health checks of its own.
+fn gre_branch_config(local: Ipv4Addr, peer: Ipv4Addr, inner: &str) -> String {
     let yaml = format!(
         "apiVersion: magictunnel.dev/v1alpha1\nkind: TunnelConfig\nname: branch/gre\n\
          type: GRE\nlocalEndpoint: {local}\ncustomerEndpoint: {peer}\n\
@@ -651,6 +653,19 @@ async fn gre_tunnel_carries_traffic_survives_pod_loss_and_is_collected() {
             site.local(),
             &format!("{}/31", site.branch_addr()),
         ),
+    );
+
+    let branch_up = wait_for(Duration::from_secs(20), Duration::from_millis(200), || {
+        if branch.tunnel_pod_exited().is_some() {
+            return Some(false);
+        }
+        (branch.http(9180, "/readyz").map(|(code, _)| code) == Some(200)).then_some(true)
+    });
+    assert_eq!(
+        branch_up,
+        Some(true),
+        "the branch's tunnel-pod did not become ready:\n{}",
+        branch.tunnel_pod_log()
     );
 
     // 1. The pod: secure spec, Running and Ready (its health probes come back through the

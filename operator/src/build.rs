@@ -357,16 +357,10 @@ fn pod(
             ..Default::default()
         });
     }
-    // NET_ADMIN (TUN, addresses, routes) and NET_RAW (GRE raw socket, ICMP probes) for every
-    // tunnel. IPsec also binds UDP 500 and 4500 on the host network, where ports below the
-    // host's `net.ipv4.ip_unprivileged_port_start` (1024 by default; containerd lowers it only in
-    // a pod's own network namespace) need NET_BIND_SERVICE.
-    let mut capabilities = vec!["NET_ADMIN".to_string(), "NET_RAW".to_string()];
     if v.tunnel_type == TunnelType::Ipsec {
         let local = Some(v.local_endpoint.to_string());
         ports.push(port("ike", IKE_PORT, "UDP", local.clone()));
         ports.push(port("nat-t", NAT_T_PORT, "UDP", local));
-        capabilities.push("NET_BIND_SERVICE".to_string());
     }
     let res = &settings.tunnel_resources;
     let container = Container {
@@ -396,11 +390,11 @@ fn pod(
             privileged: Some(false),
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
-            // Root user, but with every capability dropped except the ones the dataplane needs
-            // (see `capabilities` above).
+            // Root user, but with every capability dropped except the two the dataplane needs:
+            // NET_ADMIN (TUN, addresses, routes) and NET_RAW (GRE raw socket, ICMP probes).
             run_as_user: Some(0),
             capabilities: Some(Capabilities {
-                add: Some(capabilities),
+                add: Some(vec!["NET_ADMIN".into(), "NET_RAW".into()]),
                 drop: Some(vec!["ALL".into()]),
             }),
             seccomp_profile: Some(SeccompProfile {
@@ -568,23 +562,6 @@ mod tests {
                 (Some(4500), Some("192.0.2.1".to_string()))
             ]
         );
-        // Ports below 1024 on the host network: NET_BIND_SERVICE, and nothing else is added.
-        let sc = d.pods[0].spec.as_ref().expect("spec").containers[0]
-            .security_context
-            .clone()
-            .expect("security context");
-        let caps = sc.capabilities.expect("caps");
-        assert_eq!(
-            caps.add.as_deref(),
-            Some(
-                &[
-                    "NET_ADMIN".to_string(),
-                    "NET_RAW".to_string(),
-                    "NET_BIND_SERVICE".to_string()
-                ][..]
-            )
-        );
-        assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
     }
 
     fn adopting(name: &str, secret: &str, key: Option<&str>) -> crate::crd::MagicTunnel {
