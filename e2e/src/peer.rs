@@ -10,7 +10,8 @@
 //!
 //! In the namespace runs either a standalone `tunnel-pod` ([`Branch::start_tunnel_pod`], GRE) or
 //! strongSwan's charon ([`strongswan::Charon`], IPsec): the harness of tunnel-pod's own interop
-//! tests, reused through `#[path]` with a [`Branch`] as its lab.
+//! tests, reused through `#[path]` with a [`Branch`] as its lab (with the process helpers of
+//! `tunnel-pod/tests/common/proc.rs`).
 //!
 //! Dropping a [`Branch`] — also while a test panics — stops what it started, kills anything left
 //! in the namespace, deletes the namespace (and the veth with it), the host routes and its

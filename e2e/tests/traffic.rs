@@ -501,6 +501,28 @@ async fn recreate_and_time(
     (new, took)
 }
 
+/// The pod's own `/status` on its node (hostNetwork, port `status.httpPort`), as JSON.
+async fn pod_status(ns: &TestNamespace, tunnel: &str, pod: &Pod) -> serde_json::Value {
+    let port = ns
+        .tunnel(tunnel)
+        .await
+        .and_then(|t| t.status)
+        .and_then(|s| s.http_port)
+        .expect("status.httpPort");
+    let host = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.host_ip.clone())
+        .expect("hostIP");
+    let url = format!("http://{host}:{port}/status");
+    let out = output(&mut magictunnel_e2e::peer::cmd(
+        "curl",
+        &["-sf", "--max-time", "3", &url],
+    ));
+    assert!(out.status.success(), "GET {url} failed");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{url} is not JSON: {e}"))
+}
+
 /// The addresses of the n-th tunnel of this file: local endpoint 203.0.113.n on the host end of
 /// the veth, customer endpoint 198.51.100.n in the namespace, the /31 10.231.0.2(n-1) (host TUN
 /// even, branch odd) and the branch network 10.(231+n).0.0/24 with .1 on the namespace loopback.
@@ -685,6 +707,12 @@ async fn gre_tunnel_carries_traffic_survives_pod_loss_and_is_collected() {
         started.elapsed().as_secs_f64()
     );
     assert_eq!(established, "ProbesAnswered");
+    let st = pod_status(&ns, name, &pod).await;
+    assert_eq!(
+        (&st["ready"], &st["established"]),
+        (&json!(true), &json!(true)),
+        "/status: {st}"
+    );
     assert!(
         !host_routes(&site.network()).is_empty(),
         "the pod installed the tunnel's route on the host"
@@ -818,6 +846,10 @@ async fn ipsec_tunnel_with_strongswan_rotates_psk_without_restart() {
     let ready = ns.wait_true(name, "Ready", WAIT).await;
     let established = ns.wait_true(name, "Established", WAIT).await;
     assert_eq!(established, "ChildSaInstalled");
+    let st = pod_status(&ns, name, &pod).await;
+    assert_eq!(st["established"], json!(true), "/status: {st}");
+    let sas = st["ikeSas"].as_array().cloned().unwrap_or_default();
+    assert_eq!(sas.len(), 1, "one IKE SA in /status: {st}");
     eprintln!(
         "IPsec: Ready ({ready}) and Established ({established}) {:.1} s after the apply",
         started.elapsed().as_secs_f64()
