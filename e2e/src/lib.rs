@@ -12,6 +12,8 @@ use kube::discovery::{Discovery, Scope};
 use kube::{Client, ResourceExt};
 use serde::Deserialize;
 
+pub mod peer;
+
 pub const FIELD_MANAGER: &str = "magictunnel-e2e";
 /// Namespace of the operator's ServiceAccount and RBAC.
 pub const OPERATOR_NAMESPACE: &str = "magictunnel-system";
