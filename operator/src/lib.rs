@@ -9,6 +9,7 @@ pub mod conditions;
 pub mod crd;
 pub mod fixtures;
 pub mod ike_id;
+pub mod index;
 pub mod metrics;
 pub mod psk;
 pub mod reconcile;

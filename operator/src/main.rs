@@ -10,19 +10,20 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use clap::Parser;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::core::PartialObjectMeta;
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::{self, ObjectRef, reflector};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use operator::build::MANAGED_BY;
 use operator::cli::{Cli, Command, LogFormat, RunArgs};
 use operator::crd::{MagicTunnel, crd_yaml};
 use operator::metrics::Metrics;
-use operator::reconcile::{Context, TunnelSource, error_policy, reconcile};
-use operator::triggers;
+use operator::reconcile::{Context, error_policy, reconcile};
+use operator::triggers::{self, Tracker};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -60,18 +61,26 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let owned =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
 
-    let controller = Controller::new(tunnels.clone(), watcher::Config::default());
-    let store = controller.store();
-    let source: TunnelSource = {
-        let store = store.clone();
-        Arc::new(move || {
-            store
-                .state()
-                .iter()
-                .filter_map(|g| g.0.as_ref().ok().cloned().map(Arc::new))
-                .collect()
-        })
-    };
+    // One watch of the tunnels feeds three things in order: the cross-object index (which
+    // answers who else must be reconciled), the controller's cache, and the controller's own
+    // trigger. The index is updated first, so a reconcile never sees it behind the cache.
+    let tracker = Arc::new(Tracker::new(&settings));
+    let (neighbours, triggered) = futures::channel::mpsc::unbounded();
+    let (store, writer) = reflector::store::<DeserializeGuard<MagicTunnel>>();
+    let tunnel_events = watcher(tunnels, watcher::Config::default()).map_ok({
+        let tracker = tracker.clone();
+        move |event| {
+            for key in tracker.observe(&event) {
+                // Only fails once the controller has stopped.
+                let _ = neighbours.unbounded_send(triggers::reference(&key));
+            }
+            event
+        }
+    });
+    let controller = Controller::for_stream(
+        reflector(writer, tunnel_events).applied_objects(),
+        store,
+    );
     let reporter = Reporter {
         controller: "magictunnel-operator".into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -79,36 +88,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let ctx = Arc::new(Context::new(
         client.clone(),
         settings,
-        source,
+        tracker.clone(),
         Recorder::new(client.clone(), reporter),
         metrics.clone(),
     ));
 
-    let decoded = |store: &kube::runtime::reflector::Store<DeserializeGuard<MagicTunnel>>| {
-        store
-            .state()
-            .iter()
-            .filter_map(|g| g.0.as_ref().ok().cloned())
-            .collect::<Vec<_>>()
-    };
     // A Secret named in ipsec.pskSecretRef may appear or change after the tunnel.
-    let referenced_by = {
-        let store = store.clone();
-        move |secret: PartialObjectMeta<Secret>| {
-            triggers::referencing_secret(
-                &decoded(&store),
-                secret.namespace().as_deref(),
-                &secret.name_any(),
-            )
-        }
-    };
-    // A tunnel's conflicts and ports depend on the tunnels sharing its local endpoint.
-    let neighbours = {
-        let store = store.clone();
-        move |changed: DeserializeGuard<MagicTunnel>| match changed.0 {
-            Ok(changed) => triggers::sharing_local_endpoint(&decoded(&store), &changed),
-            Err(_) => vec![],
-        }
+    let referenced_by = move |secret: PartialObjectMeta<Secret>| {
+        tracker
+            .referencing_secret(secret.namespace().as_deref(), &secret.name_any())
+            .iter()
+            .map(triggers::reference)
+            .collect::<Vec<ObjectRef<DeserializeGuard<MagicTunnel>>>>()
     };
 
     let http = tokio::spawn(serve(args.listen, metrics));
@@ -117,7 +108,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .owns(pods, owned.clone())
         .owns(secrets.clone(), owned)
         .watches(secrets, watcher::Config::default(), referenced_by)
-        .watches(tunnels, watcher::Config::default(), neighbours)
+        .reconcile_on(triggered)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -7,6 +7,7 @@ use kube::Resource;
 use magictunnel_types::config::{Psk, TunnelConfig};
 use operator::build;
 use operator::crd::{MagicTunnel, crd_yaml};
+use operator::index::TunnelIndex;
 use operator::settings::Settings;
 use operator::validate::validate;
 
@@ -54,8 +55,8 @@ fn example_tunnels() -> Vec<(String, MagicTunnel)> {
 fn examples_pass_the_crd_rules_validation_and_build() {
     let tunnels = example_tunnels();
     assert!(tunnels.len() >= 3, "GRE and two IPsec examples expected");
-    let all: Vec<&MagicTunnel> = tunnels.iter().map(|(_, t)| t).collect();
     let settings = Settings::example();
+    let all = TunnelIndex::of(tunnels.iter().map(|(_, t)| t), &settings);
     for (path, mt) in &tunnels {
         if let Err(e) = kube::core::cel::validate_cel(mt) {
             panic!("{path}: refused by the CRD's CEL rules: {e}");
