@@ -133,22 +133,24 @@ pub async fn reconciles(metrics_url: &str) -> anyhow::Result<u64> {
 
 /// A plain HTTP/1.0 GET of a loopback URL (the operator's metrics), without another HTTP client.
 async fn http_get(url: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url
-        .strip_prefix("http://")
-        .context("only http:// metrics URLs")?;
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let mut stream = tokio::net::TcpStream::connect(host)
-        .await
-        .with_context(|| format!("connecting to {host}"))?;
-    stream
-        .write_all(format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
-        .await?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await?;
-    let (head, body) = body.split_once("\r\n\r\n").context("no HTTP header")?;
-    anyhow::ensure!(head.contains(" 200 "), "GET {url}: {head}");
-    Ok(body.to_string())
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let rest = url
+            .strip_prefix("http://")
+            .context("only http:// metrics URLs")?;
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let mut stream = std::net::TcpStream::connect(host)
+            .with_context(|| format!("connecting to {host}"))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.write_all(format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body)?;
+        let (head, body) = body.split_once("\r\n\r\n").context("no HTTP header")?;
+        anyhow::ensure!(head.contains(" 200 "), "GET {url}: {head}");
+        Ok(body.to_string())
+    })
+    .await?
 }
 
 fn is_configured(t: &MagicTunnel) -> bool {
@@ -189,11 +191,10 @@ pub async fn run(client: &Client, p: &Params) -> anyhow::Result<Report> {
     let apply_seconds = applied.duration_since(started).as_secs_f64();
 
     let mut configured_seconds = None;
-    let mut configured = 0;
     let mut reported = 0;
-    loop {
+    let configured = loop {
         let list = api.list(&ListParams::default()).await?;
-        configured = list.items.iter().filter(|t| is_configured(t)).count();
+        let configured = list.items.iter().filter(|t| is_configured(t)).count();
         let elapsed = applied.elapsed();
         if elapsed.as_secs() >= reported + 10 {
             reported = elapsed.as_secs();
@@ -206,13 +207,13 @@ pub async fn run(client: &Client, p: &Params) -> anyhow::Result<Report> {
         }
         if configured == p.tunnels {
             configured_seconds = Some(elapsed.as_secs_f64());
-            break;
+            break configured;
         }
         if elapsed >= p.timeout {
-            break;
+            break configured;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    };
     tokio::time::sleep(p.settle).await;
     let reconciles = reconciles(&p.metrics_url).await?.saturating_sub(before);
     let (peak_rss_bytes, rss_bytes) = memory_of(p.operator_pid)?;

@@ -150,6 +150,9 @@ pub struct TunnelIndex {
     by_age: std::collections::BTreeMap<Age, Option<u16>>,
     /// The port assignment of every live tunnel.
     ports: HashMap<ObjectKey, u16>,
+    /// Ports handed out to tunnels that have not recorded one yet: held like recorded ones, so
+    /// that a tunnel that arrives later, even an older one, never moves them.
+    provisional: HashMap<ObjectKey, u16>,
     /// (namespace, Secret name) → tunnels whose `ipsec.pskSecretRef` names it.
     secrets: HashMap<(String, String), BTreeSet<ObjectKey>>,
     /// Incremented by every change that altered a fact.
@@ -218,7 +221,9 @@ impl TunnelIndex {
                 let mut by_age = self.by_age.clone();
                 by_age.retain(|a, _| a.key != facts.age.key);
                 by_age.insert(facts.age.clone(), facts.http_port);
-                assign_ports(&by_age, self.port_base, self.port_count)
+                let mut provisional = self.provisional.clone();
+                provisional.remove(&facts.age.key);
+                assign_ports(&by_age, &provisional, self.port_base, self.port_count)
                     .remove(&facts.age.key)
                     .unwrap_or(self.port_base)
             }
@@ -287,10 +292,12 @@ impl TunnelIndex {
             .collect();
         let (port_base, port_count, generation) =
             (self.port_base, self.port_count, self.generation);
+        let provisional = std::mem::take(&mut self.provisional);
         *self = TunnelIndex {
             port_base,
             port_count,
             generation: generation + 1,
+            provisional,
             ..Default::default()
         };
         for f in tunnels {
@@ -298,7 +305,7 @@ impl TunnelIndex {
             self.insert_groups(&f);
             self.facts.insert(key, f);
         }
-        self.ports = assign_ports(&self.by_age, self.port_base, self.port_count);
+        self.ports = self.reassign();
         let mut changed: Vec<ObjectKey> = before
             .into_iter()
             .filter(|(k, v)| self.verdict(k).is_some_and(|now| now != *v))
@@ -353,7 +360,7 @@ impl TunnelIndex {
             .map(|(k, _)| k)
             .collect();
         if reassign {
-            let ports = assign_ports(&self.by_age, self.port_base, self.port_count);
+            let ports = self.reassign();
             changed.extend(
                 ports
                     .iter()
@@ -363,6 +370,24 @@ impl TunnelIndex {
             self.ports = ports;
         }
         changed.into_iter().collect()
+    }
+
+    /// The port assignment of the current tunnels; what it hands to tunnels without a recorded
+    /// port becomes provisional. O(n + range).
+    fn reassign(&mut self) -> HashMap<ObjectKey, u16> {
+        let ports = assign_ports(
+            &self.by_age,
+            &self.provisional,
+            self.port_base,
+            self.port_count,
+        );
+        self.provisional = self
+            .by_age
+            .iter()
+            .filter(|(_, recorded)| recorded.is_none())
+            .filter_map(|(a, _)| Some((a.key.clone(), *ports.get(&a.key)?)))
+            .collect();
+        ports
     }
 
     fn insert_groups(&mut self, f: &Facts) {
@@ -419,14 +444,16 @@ fn remove_from<G: std::hash::Hash + Eq>(groups: &mut HashMap<G, BTreeSet<Age>>, 
 }
 
 /// Every tunnel pod runs on the host network, so two tunnels on one node need different HTTP
-/// ports. The assignment is global and deterministic, so that concurrent reconciles of
-/// different tunnels agree even before either has recorded its port: oldest first, a tunnel
-/// keeps the port recorded in its status unless an older tunnel holds it; then, oldest first,
-/// each tunnel without a port takes the lowest free one. When the range is exhausted the rest
+/// ports. The assignment is global and a function of the index, so that concurrent reconciles
+/// of different tunnels (which all read the one index) agree even before either has recorded
+/// its port: oldest first, a tunnel keeps the port recorded in its status (or, until it records
+/// one, the port handed to it before: `provisional`) unless an older tunnel holds it; then,
+/// oldest first, each tunnel without a port takes the lowest free one. When the range is exhausted the rest
 /// share the base port (pods also declare the port as a hostPort, so the scheduler never
 /// co-locates two pods that hold the same one). O(n + range).
 pub fn assign_ports(
     by_age: &std::collections::BTreeMap<Age, Option<u16>>,
+    provisional: &HashMap<ObjectKey, u16>,
     base: u16,
     count: u16,
 ) -> HashMap<ObjectKey, u16> {
@@ -439,7 +466,8 @@ pub fn assign_ports(
     let mut out = HashMap::with_capacity(by_age.len());
     let mut waiting = Vec::new();
     for (age, recorded) in by_age {
-        let free_slot = recorded.and_then(|p| {
+        let held = recorded.or_else(|| provisional.get(&age.key).copied());
+        let free_slot = held.and_then(|p| {
             let t = taken.get_mut(slot(p)?).filter(|t| !**t)?;
             *t = true;
             Some(p)

@@ -16,7 +16,8 @@ use kube::core::PartialObjectMeta;
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, reflector};
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
+use kube::runtime::utils::Predicate as _;
 use kube::{Api, Client, ResourceExt};
 use operator::build::MANAGED_BY;
 use operator::cli::{Cli, Command, LogFormat, RunArgs};
@@ -67,7 +68,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let tracker = Arc::new(Tracker::new(&settings));
     let (neighbours, triggered) = futures::channel::mpsc::unbounded();
     let (store, writer) = reflector::store::<DeserializeGuard<MagicTunnel>>();
-    let tunnel_events = watcher(tunnels, watcher::Config::default()).map_ok({
+    let tunnel_events = watcher(tunnels, watcher::Config::default())
+        .default_backoff()
+        .map_ok({
         let tracker = tracker.clone();
         move |event| {
             for key in tracker.observe(&event) {
@@ -77,10 +80,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             event
         }
     });
-    let controller = Controller::for_stream(
-        reflector(writer, tunnel_events).applied_objects(),
-        store,
-    );
+    // A tunnel is reconciled for its own events only when its spec (generation) or annotations
+    // (rotate-psk) changed: its own status writes do not reconcile it again. The index has seen
+    // every event by then, so a status change that matters to others (the HTTP port) still
+    // reaches them; a status edited by hand is put right at the next resync.
+    let own_changes = reflector(writer, tunnel_events)
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation.combine(predicates::annotations),
+            Default::default(),
+        );
+    let controller = Controller::for_stream(own_changes, store);
     let reporter = Reporter {
         controller: "magictunnel-operator".into(),
         instance: std::env::var("POD_NAME").ok(),

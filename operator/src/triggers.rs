@@ -254,22 +254,29 @@ mod tests {
     }
 
     #[test]
-    fn a_port_taken_by_an_older_tunnel_moves_the_younger_waiting_ones() {
-        let s = Settings::example();
+    fn ports_handed_out_stay_when_an_older_tunnel_arrives_late() {
         let y = gre_tunnel("y", 5);
         let z = gre_tunnel("z", 6);
         let t = tracker_with(&[&y, &z]);
         assert_eq!(t.read().http_port(&y), 9180);
         assert_eq!(t.read().http_port(&z), 9181);
-        // An older tunnel appears before y or z recorded a port: both shift.
+        // An older tunnel created in the same burst is seen after y and z were handed ports
+        // but before they recorded them: nobody moves, it takes the next free one.
         let x = gre_tunnel("x", 1);
-        assert_eq!(names(t.observe(&Event::Apply(guard(&x)))), ["y", "z"]);
-        assert_eq!(t.read().http_port(&x), s.http_port_base);
-        // y records its port: nobody moves. x goes away: z, still without a recorded port,
-        // takes the lowest free one, the one x held.
-        assert!(t.observe(&Event::Apply(guard(&with_port(y.clone(), 9181)))).is_empty());
-        assert_eq!(names(t.observe(&Event::Delete(guard(&x)))), ["z"]);
-        assert_eq!(t.read().http_port(&z), 9180);
+        assert!(t.observe(&Event::Apply(guard(&x))).is_empty());
+        assert_eq!(t.read().http_port(&x), 9182);
+        // y records its port; x goes away: its port is free, nobody moves.
+        assert!(t.observe(&Event::Apply(guard(&with_port(y.clone(), 9180)))).is_empty());
+        assert!(t.observe(&Event::Delete(guard(&x))).is_empty());
+        assert_eq!(t.read().http_port(&z), 9181);
+        // A port recorded by an older tunnel wins over the one handed to a younger: z moves.
+        let w = with_port(gre_tunnel("w", 0), 9181);
+        assert_eq!(names(t.observe(&Event::Apply(guard(&w)))), ["z"]);
+        assert_eq!(t.read().http_port(&w), 9181);
+        assert_eq!(t.read().http_port(&z), 9182);
+        // w goes: z does not come back (it holds 9182 now), nobody moves.
+        assert!(t.observe(&Event::Delete(guard(&w))).is_empty());
+        assert_eq!(t.read().http_port(&z), 9182);
     }
 
     #[test]

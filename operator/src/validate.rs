@@ -457,9 +457,11 @@ mod tests {
         // A port outside the range is not kept.
         let e = with_port(gre_tunnel("e", 5), 80);
         assert_eq!(TunnelIndex::of([], &s).http_port(&e), 9180);
-        // Two new tunnels reconciled concurrently agree before either has a status.
+        // Two new tunnels reconciled concurrently agree before either has a status: both
+        // read the one index.
         let (x, y) = (gre_tunnel("x", 6), gre_tunnel("y", 7));
-        assert_eq!(TunnelIndex::of([&y], &s).http_port(&x), 9180);
-        assert_eq!(TunnelIndex::of([&x], &s).http_port(&y), 9181);
+        let both = TunnelIndex::of([&y, &x], &s);
+        assert_eq!(both.http_port(&x), 9180);
+        assert_eq!(both.http_port(&y), 9181);
     }
 }
