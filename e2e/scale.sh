@@ -17,7 +17,12 @@ OPERATOR_PID=""
 
 cleanup() {
   local rc=$?
-  [ -n "$OPERATOR_PID" ] && kill "$OPERATOR_PID" 2>/dev/null || true
+  if [ -n "$OPERATOR_PID" ]; then
+    # Wait for it to go: the next run needs its port (and the machine its memory).
+    kill "$OPERATOR_PID" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$OPERATOR_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$OPERATOR_PID" 2>/dev/null || true
+  fi
   if [ $rc -ne 0 ] && [ -f "$MT_CLUSTER_DIR/operator.log" ]; then
     echo "--- operator log (last 20 lines)" >&2; tail -n 20 "$MT_CLUSTER_DIR/operator.log" >&2
   fi
@@ -29,6 +34,9 @@ trap cleanup EXIT INT TERM
 
 cargo build -q --release -p magictunnel-operator -p magictunnel-e2e
 OPERATOR="${MT_OPERATOR_BIN:-$TARGET/release/magictunnel-operator}"
+if curl -s "http://127.0.0.1:$METRICS_PORT/" >/dev/null 2>&1; then
+  echo "something already listens on 127.0.0.1:$METRICS_PORT (MT_METRICS_PORT)" >&2; exit 1
+fi
 export KUBECONFIG
 KUBECONFIG="$(e2e/cluster/local.sh up)"
 "$TARGET/release/mt-e2e" setup
@@ -41,6 +49,7 @@ KUBECONFIG="$MT_CLUSTER_DIR/operator.kubeconfig" RUST_LOG=info \
     >"$MT_CLUSTER_DIR/operator.log" 2>&1 &
 OPERATOR_PID=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$METRICS_PORT/healthz" >/dev/null && break; sleep 0.1; done
+kill -0 "$OPERATOR_PID" || { echo "the operator did not start" >&2; exit 1; }
 
 MT_E2E_OPERATOR_METRICS="http://127.0.0.1:$METRICS_PORT/metrics" MT_E2E_OPERATOR_PID="$OPERATOR_PID" \
   "$TARGET/release/mt-scale" "$N" "$@"

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use operator::crd::MagicTunnel;
 use serde_json::json;
 
@@ -128,7 +128,10 @@ pub fn counter_total(text: &str, name: &str) -> u64 {
 /// Reconciles so far: `magictunnel_operator_reconciles_total`, all results.
 pub async fn reconciles(metrics_url: &str) -> anyhow::Result<u64> {
     let text = http_get(metrics_url).await?;
-    Ok(counter_total(&text, "magictunnel_operator_reconciles_total"))
+    Ok(counter_total(
+        &text,
+        "magictunnel_operator_reconciles_total",
+    ))
 }
 
 /// A plain HTTP/1.0 GET of a loopback URL (the operator's metrics), without another HTTP client.
@@ -140,8 +143,8 @@ async fn http_get(url: &str) -> anyhow::Result<String> {
             .strip_prefix("http://")
             .context("only http:// metrics URLs")?;
         let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let mut stream = std::net::TcpStream::connect(host)
-            .with_context(|| format!("connecting to {host}"))?;
+        let mut stream =
+            std::net::TcpStream::connect(host).with_context(|| format!("connecting to {host}"))?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         stream.write_all(format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())?;
         let mut body = String::new();

@@ -35,11 +35,14 @@ async fn three_hundred_tunnels_on_one_endpoint() {
         metrics_url: env("MT_E2E_OPERATOR_METRICS"),
         operator_pid: env("MT_E2E_OPERATOR_PID").parse().expect("a PID"),
     };
-    let client = magictunnel_e2e::client().await.expect("cluster in KUBECONFIG");
+    let client = magictunnel_e2e::client()
+        .await
+        .expect("cluster in KUBECONFIG");
     let report = scale::run(&client, &params).await.expect("scale run");
     eprintln!("{}", report.line());
     assert_eq!(
-        report.configured, tunnels,
+        report.configured,
+        tunnels,
         "not all Configured within {:?}: {}",
         params.timeout,
         report.line()

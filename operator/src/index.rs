@@ -100,7 +100,9 @@ impl Facts {
             None => Some(None),
         };
         let (gre, ipsec_pair) = match (spec.tunnel_type, local, customer) {
-            (TunnelType::Gre, Some(l), Some(c)) => (Some((l, c, spec.gre.and_then(|g| g.key))), None),
+            (TunnelType::Gre, Some(l), Some(c)) => {
+                (Some((l, c, spec.gre.and_then(|g| g.key))), None)
+            }
             (TunnelType::Ipsec, Some(l), Some(Some(c))) => (None, Some((l, c))),
             _ => (None, None),
         };
@@ -169,10 +171,7 @@ impl TunnelIndex {
     }
 
     /// An index of these tunnels (tests, benchmarks, one-off validation).
-    pub fn of<'a>(
-        tunnels: impl IntoIterator<Item = &'a MagicTunnel>,
-        settings: &Settings,
-    ) -> Self {
+    pub fn of<'a>(tunnels: impl IntoIterator<Item = &'a MagicTunnel>, settings: &Settings) -> Self {
         let mut index = TunnelIndex::new(settings);
         index.replace_all(tunnels.into_iter().map(Facts::of));
         index
@@ -215,7 +214,10 @@ impl TunnelIndex {
     /// generation; another (not yet seen, or seen with other facts) is placed in it first.
     pub fn http_port(&self, mt: &MagicTunnel) -> u16 {
         let facts = Facts::of(mt);
-        match (self.facts.get(&facts.age.key), self.ports.get(&facts.age.key)) {
+        match (
+            self.facts.get(&facts.age.key),
+            self.ports.get(&facts.age.key),
+        ) {
             (Some(known), Some(port)) if known.age == facts.age && known.live => *port,
             _ => {
                 let mut by_age = self.by_age.clone();
@@ -315,7 +317,12 @@ impl TunnelIndex {
         changed
     }
 
-    fn change(&mut self, key: &ObjectKey, old: Option<Facts>, new: Option<Facts>) -> Vec<ObjectKey> {
+    fn change(
+        &mut self,
+        key: &ObjectKey,
+        old: Option<Facts>,
+        new: Option<Facts>,
+    ) -> Vec<ObjectKey> {
         self.generation += 1;
         // Only members of the tunnel's groups (before and after) can see a different conflict
         // or IKE ID verdict.
@@ -325,7 +332,13 @@ impl TunnelIndex {
                 candidates.extend(self.gre.get(t).into_iter().flatten().map(|a| a.key.clone()));
             }
             if let Some(p) = &f.ipsec_pair {
-                candidates.extend(self.pairs.get(p).into_iter().flatten().map(|a| a.key.clone()));
+                candidates.extend(
+                    self.pairs
+                        .get(p)
+                        .into_iter()
+                        .flatten()
+                        .map(|a| a.key.clone()),
+                );
             }
         }
         candidates.remove(key);

@@ -16,8 +16,8 @@ use kube::core::PartialObjectMeta;
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, reflector};
-use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
 use kube::runtime::utils::Predicate as _;
+use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, ResourceExt};
 use operator::build::MANAGED_BY;
 use operator::cli::{Cli, Command, LogFormat, RunArgs};
@@ -71,15 +71,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let tunnel_events = watcher(tunnels, watcher::Config::default())
         .default_backoff()
         .map_ok({
-        let tracker = tracker.clone();
-        move |event| {
-            for key in tracker.observe(&event) {
-                // Only fails once the controller has stopped.
-                let _ = neighbours.unbounded_send(triggers::reference(&key));
+            let tracker = tracker.clone();
+            move |event| {
+                for key in tracker.observe(&event) {
+                    // Only fails once the controller has stopped.
+                    let _ = neighbours.unbounded_send(triggers::reference(&key));
+                }
+                event
             }
-            event
-        }
-    });
+        });
     // A tunnel is reconciled for its own events only when its spec (generation) or annotations
     // (rotate-psk) changed: its own status writes do not reconcile it again. The index has seen
     // every event by then, so a status change that matters to others (the HTTP port) still

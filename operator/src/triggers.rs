@@ -74,9 +74,13 @@ impl Tracker {
         match event {
             Event::Apply(obj) => match &obj.0 {
                 Ok(mt) => self.write().upsert(Facts::of(mt)),
-                Err(_) => key_of(obj).map(|k| self.write().remove(&k)).unwrap_or_default(),
+                Err(_) => key_of(obj)
+                    .map(|k| self.write().remove(&k))
+                    .unwrap_or_default(),
             },
-            Event::Delete(obj) => key_of(obj).map(|k| self.write().remove(&k)).unwrap_or_default(),
+            Event::Delete(obj) => key_of(obj)
+                .map(|k| self.write().remove(&k))
+                .unwrap_or_default(),
             Event::Init => {
                 *relist = Some(HashMap::new());
                 Vec::new()
@@ -147,7 +151,10 @@ mod tests {
         });
         let b = ipsec_tunnel("b", 2, None);
         let t = tracker_with(&[&a, &b]);
-        assert_eq!(names(t.referencing_secret(Some("default"), "shared")), ["a"]);
+        assert_eq!(
+            names(t.referencing_secret(Some("default"), "shared")),
+            ["a"]
+        );
         assert!(t.referencing_secret(Some("other"), "shared").is_empty());
         assert!(t.referencing_secret(Some("default"), "b-psk").is_empty());
         // The reference goes when the tunnel goes.
@@ -187,11 +194,16 @@ mod tests {
         let t = tracker_with(&[&young]);
         assert_eq!(names(t.observe(&Event::Apply(guard(&old)))), ["young"]);
         assert_eq!(
-            t.read().verdict(&ObjectKey::of(&young)).and_then(|v| v.older_twin),
+            t.read()
+                .verdict(&ObjectKey::of(&young))
+                .and_then(|v| v.older_twin),
             Some(ObjectKey::of(&old))
         );
         // The older one's status write does not matter to the younger.
-        assert!(t.observe(&Event::Apply(guard(&with_port(old.clone(), 9180)))).is_empty());
+        assert!(
+            t.observe(&Event::Apply(guard(&with_port(old.clone(), 9180))))
+                .is_empty()
+        );
         // A third, youngest twin changes nothing for the others.
         let mut third = gre_tunnel("third", 3);
         third.spec.customer_endpoint = young.spec.customer_endpoint.clone();
@@ -203,7 +215,9 @@ mod tests {
             ["third", "young"]
         );
         assert_eq!(
-            t.read().verdict(&ObjectKey::of(&young)).and_then(|v| v.older_twin),
+            t.read()
+                .verdict(&ObjectKey::of(&young))
+                .and_then(|v| v.older_twin),
             None
         );
     }
@@ -266,7 +280,10 @@ mod tests {
         assert!(t.observe(&Event::Apply(guard(&x))).is_empty());
         assert_eq!(t.read().http_port(&x), 9182);
         // y records its port; x goes away: its port is free, nobody moves.
-        assert!(t.observe(&Event::Apply(guard(&with_port(y.clone(), 9180)))).is_empty());
+        assert!(
+            t.observe(&Event::Apply(guard(&with_port(y.clone(), 9180))))
+                .is_empty()
+        );
         assert!(t.observe(&Event::Delete(guard(&x))).is_empty());
         assert_eq!(t.read().http_port(&z), 9181);
         // A port recorded by an older tunnel wins over the one handed to a younger: z moves.
