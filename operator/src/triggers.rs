@@ -199,9 +199,10 @@ mod tests {
                 .and_then(|v| v.older_twin),
             Some(ObjectKey::of(&old))
         );
-        // The older one's status write does not matter to the younger.
+        // The older one's status write (the port it was handed) does not matter to the younger.
+        let port = t.read().http_port(&old);
         assert!(
-            t.observe(&Event::Apply(guard(&with_port(old.clone(), 9180))))
+            t.observe(&Event::Apply(guard(&with_port(old.clone(), port))))
                 .is_empty()
         );
         // A third, youngest twin changes nothing for the others.
@@ -211,7 +212,7 @@ mod tests {
         // Deleted (the event carries the last state): the younger becomes deployable, and
         // the third now names the younger as its twin.
         assert_eq!(
-            names(t.observe(&Event::Delete(guard(&with_port(old.clone(), 9180))))),
+            names(t.observe(&Event::Delete(guard(&with_port(old.clone(), port))))),
             ["third", "young"]
         );
         assert_eq!(
