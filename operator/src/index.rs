@@ -210,8 +210,8 @@ impl TunnelIndex {
             .filter(move |k| *k != me)
     }
 
-    /// The HTTP port of `mt`. Tunnels in the index read the assignment of the current
-    /// generation; another (not yet seen, or seen with other facts) is placed in it first.
+    /// The HTTP port of `mt`. A tunnel the index holds (live, same creation time) reads the
+    /// assignment of the current generation, O(1); another is placed into a copy first, O(n).
     pub fn http_port(&self, mt: &MagicTunnel) -> u16 {
         let facts = Facts::of(mt);
         match (
@@ -303,9 +303,11 @@ impl TunnelIndex {
             ..Default::default()
         };
         for f in tunnels {
-            let key = f.age.key.clone();
+            if let Some(old) = self.facts.remove(&f.age.key) {
+                self.remove_groups(&old);
+            }
             self.insert_groups(&f);
-            self.facts.insert(key, f);
+            self.facts.insert(f.age.key.clone(), f);
         }
         self.ports = self.reassign();
         let mut changed: Vec<ObjectKey> = before
