@@ -8,6 +8,7 @@ export MT_CLUSTER_DIR="${MT_CLUSTER_DIR:-/tmp/magictunnel-cluster-$$}"
 export MT_API_PORT="${MT_API_PORT:-$((20000 + $$ % 20000))}"
 export MT_ETCD_PORT="${MT_ETCD_PORT:-$((40000 + $$ % 10000 * 2))}"
 METRICS_PORT="${MT_METRICS_PORT:-$((MT_API_PORT + 1))}"
+TARGET="${CARGO_TARGET_DIR:-target}"
 OPERATOR_PID=""
 
 cleanup() {
@@ -24,10 +25,10 @@ trap cleanup EXIT INT TERM
 cargo build -q -p magictunnel-operator -p magictunnel-e2e
 export KUBECONFIG
 KUBECONFIG="$(e2e/cluster/local.sh up)"
-target/debug/mt-e2e setup
+"$TARGET/debug/mt-e2e" setup
 
 KUBECONFIG="$MT_CLUSTER_DIR/operator.kubeconfig" RUST_LOG=info,operator=debug \
-  target/debug/magictunnel-operator run \
+  "$TARGET/debug/magictunnel-operator" run \
     --account-id 0123456789abcdef0123456789abcdef \
     --tunnel-image magictunnel/tunnel-pod:e2e \
     --listen "127.0.0.1:$METRICS_PORT" --log-format text \
