@@ -13,6 +13,7 @@ export MT_CLUSTER_DIR="${MT_CLUSTER_DIR:-/tmp/magictunnel-cluster-$$}"
 export MT_API_PORT="${MT_API_PORT:-$((20000 + $$ % 20000))}"
 export MT_ETCD_PORT="${MT_ETCD_PORT:-$((40000 + $$ % 10000 * 2))}"
 METRICS_PORT="${MT_METRICS_PORT:-$((MT_API_PORT + 1))}"
+TARGET="${CARGO_TARGET_DIR:-target}"
 OPERATOR_PID=""
 KUBECTL="$(e2e/cluster/build-k8s.sh kubectl)/kubectl"
 NS=magictunnel-system

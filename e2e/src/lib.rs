@@ -2,6 +2,8 @@
 //! condition, render the chart. The suite runs against whatever cluster KUBECONFIG names: the
 //! local control plane (`e2e/run-local.sh`) or kind (`e2e/kind.sh`).
 
+pub mod scale;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

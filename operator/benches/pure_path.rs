@@ -10,6 +10,7 @@ use magictunnel_types::config::Psk;
 use operator::build;
 use operator::crd::MagicTunnel;
 use operator::fixtures::{gre_tunnel, ipsec_tunnel};
+use operator::index::TunnelIndex;
 use operator::settings::Settings;
 use operator::validate::validate;
 
@@ -38,8 +39,8 @@ fn fleet() -> Vec<MagicTunnel> {
 
 fn bench(c: &mut Criterion) {
     let tunnels = fleet();
-    let all: Vec<&MagicTunnel> = tunnels.iter().collect();
     let settings = Settings::example();
+    let all = TunnelIndex::of(&tunnels, &settings);
     let psk = Psk::new(b"benchmark-psk-0123456789".to_vec());
     let owners: Vec<_> = tunnels
         .iter()

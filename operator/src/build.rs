@@ -466,6 +466,7 @@ fn pod(
 mod tests {
     use super::*;
     use crate::fixtures::{gre_tunnel, ipsec_tunnel};
+    use crate::index::TunnelIndex;
     use crate::validate::validate;
     use base64::Engine as _;
     use kube::Resource;
@@ -476,7 +477,7 @@ mod tests {
 
     fn built(mt: &crate::crd::MagicTunnel, psk: Option<&Psk>) -> Desired {
         let s = Settings::example();
-        let v = validate(mt, &[mt], &s).expect("valid");
+        let v = validate(mt, &TunnelIndex::of([mt], &s), &s).expect("valid");
         desired(&v, &owner(mt), psk, &s).expect("built")
     }
 
@@ -730,7 +731,7 @@ mod tests {
     fn ipsec_without_psk_is_refused() {
         let t = ipsec_tunnel("v", 1, None);
         let s = Settings::example();
-        let v = validate(&t, &[&t], &s).expect("valid");
+        let v = validate(&t, &TunnelIndex::of([&t], &s), &s).expect("valid");
         let err = desired(&v, &owner(&t), None, &s).expect_err("no psk");
         assert!(err.message.contains("psk"), "{}", err.message);
         let weak = Psk::new(b"short".to_vec());
@@ -790,7 +791,7 @@ mod tests {
             value: Some(1450),
         });
         let s = Settings::example();
-        let v = validate(&t, &[&t], &s).expect("valid");
+        let v = validate(&t, &TunnelIndex::of([&t], &s), &s).expect("valid");
         let err = desired(&v, &owner(&t), None, &s).expect_err("mss too large");
         assert_eq!(err.reason, Reason::InvalidSpec);
         assert!(err.message.contains("mssClamp.value"), "{}", err.message);

@@ -10,6 +10,7 @@ pub mod conditions;
 pub mod crd;
 pub mod fixtures;
 pub mod ike_id;
+pub mod index;
 pub mod leader;
 pub mod metrics;
 pub mod pod_status;

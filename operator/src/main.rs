@@ -10,13 +10,14 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use clap::Parser;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::core::PartialObjectMeta;
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::{self, ObjectRef, reflector};
+use kube::runtime::utils::Predicate as _;
+use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, ResourceExt};
 use operator::build::MANAGED_BY;
 use operator::cli::{Cli, Command, LogFormat, RunArgs};
@@ -24,8 +25,8 @@ use operator::crd::{MagicTunnel, crd_yaml};
 use operator::leader::{self, Elector};
 use operator::metrics::Metrics;
 use operator::pod_status::{self, TunnelKey};
-use operator::reconcile::{Context, TunnelSource, error_policy, reconcile};
-use operator::triggers;
+use operator::reconcile::{Context, error_policy, reconcile};
+use operator::triggers::{self, Tracker};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -79,18 +80,35 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let owned =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
 
-    let controller = Controller::new(tunnels.clone(), watcher::Config::default());
-    let store = controller.store();
-    let source: TunnelSource = {
-        let store = store.clone();
-        Arc::new(move || {
-            store
-                .state()
-                .iter()
-                .filter_map(|g| g.0.as_ref().ok().cloned().map(Arc::new))
-                .collect()
-        })
-    };
+    // One watch of the tunnels feeds three things in order: the cross-object index (which
+    // answers who else must be reconciled), the controller's cache, and the controller's own
+    // trigger. The index is updated first, so a reconcile never sees it behind the cache.
+    let tracker = Arc::new(Tracker::new(&settings));
+    let (neighbours, triggered) = futures::channel::mpsc::unbounded();
+    let (store, writer) = reflector::store::<DeserializeGuard<MagicTunnel>>();
+    let tunnel_events = watcher(tunnels, watcher::Config::default())
+        .default_backoff()
+        .map_ok({
+            let tracker = tracker.clone();
+            move |event| {
+                for key in tracker.observe(&event) {
+                    // Only fails once the controller has stopped.
+                    let _ = neighbours.unbounded_send(triggers::reference(&key));
+                }
+                event
+            }
+        });
+    // A tunnel is reconciled for its own events only when its spec (generation) or annotations
+    // (rotate-psk) changed: its own status writes do not reconcile it again. The index has seen
+    // every event by then, so a status change that matters to others (the HTTP port) still
+    // reaches them; a status edited by hand is put right at the next resync.
+    let own_changes = reflector(writer, tunnel_events)
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation.combine(predicates::annotations),
+            Default::default(),
+        );
+    let controller = Controller::for_stream(own_changes, store.clone());
     let reporter = Reporter {
         controller: "magictunnel-operator".into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -98,36 +116,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let ctx = Arc::new(Context::new(
         client.clone(),
         settings,
-        source,
+        tracker.clone(),
         Recorder::new(client.clone(), reporter),
         metrics.clone(),
     ));
 
-    let decoded = |store: &kube::runtime::reflector::Store<DeserializeGuard<MagicTunnel>>| {
-        store
-            .state()
-            .iter()
-            .filter_map(|g| g.0.as_ref().ok().cloned())
-            .collect::<Vec<_>>()
-    };
     // A Secret named in ipsec.pskSecretRef may appear or change after the tunnel.
-    let referenced_by = {
-        let store = store.clone();
-        move |secret: PartialObjectMeta<Secret>| {
-            triggers::referencing_secret(
-                &decoded(&store),
-                secret.namespace().as_deref(),
-                &secret.name_any(),
-            )
-        }
-    };
-    // A tunnel's conflicts and ports depend on the tunnels sharing its local endpoint.
-    let neighbours = {
-        let store = store.clone();
-        move |changed: DeserializeGuard<MagicTunnel>| match changed.0 {
-            Ok(changed) => triggers::sharing_local_endpoint(&decoded(&store), &changed),
-            Err(_) => vec![],
-        }
+    let referenced_by = move |secret: PartialObjectMeta<Secret>| {
+        tracker
+            .referencing_secret(secret.namespace().as_deref(), &secret.name_any())
+            .iter()
+            .map(triggers::reference)
+            .collect::<Vec<ObjectRef<DeserializeGuard<MagicTunnel>>>>()
     };
 
     // The pod-status poller asks for a reconcile of a tunnel whose pods said something new.
@@ -150,11 +150,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .map(|k| ObjectRef::new(&k.name).within(&k.namespace));
     tracing::info!(listen = %args.listen, "operator starting");
     let run = controller
-        .reconcile_on(status_changes)
+        .reconcile_on(futures::stream::select(status_changes, triggered))
         .owns(pods, owned.clone())
         .owns(secrets.clone(), owned)
         .watches(secrets, watcher::Config::default(), referenced_by)
-        .watches(tunnels, watcher::Config::default(), neighbours)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -82,8 +82,8 @@ impl Error {
     }
 }
 
-/// Supplies the tunnels the operator knows (the controller's cache), for cross-object rules.
-pub type TunnelSource = Arc<dyn Fn() -> Vec<Arc<MagicTunnel>> + Send + Sync>;
+/// The index of the tunnels the operator knows, for cross-object rules (kept by the watch).
+pub type TunnelSource = Arc<crate::triggers::Tracker>;
 
 pub struct Context {
     pub client: Client,
@@ -218,10 +218,7 @@ async fn reconcile_inner(mt: &MagicTunnel, ctx: &Context) -> Result<Outcome, Err
     let owner = mt
         .controller_owner_ref(&())
         .ok_or(Error::Malformed("uid"))?;
-    let all = (ctx.tunnels)();
-    let all_refs: Vec<&MagicTunnel> = all.iter().map(Arc::as_ref).collect();
-
-    let validated = validate::validate(mt, &all_refs, &ctx.settings);
+    let validated = validate::validate(mt, &ctx.tunnels.read(), &ctx.settings);
     let mut psk_status = PskStatus::default();
     let desired: Result<(ValidatedTunnel, Desired), Invalid> = match validated {
         Err(invalid) => Err(invalid),

@@ -3,9 +3,9 @@
 //!
 //! The API server has already applied the schema and CEL rules; what remains needs parsing into
 //! typed values or other objects: endpoint conflicts, ID_IPV4_ADDR uniqueness, the port of each
-//! pod's HTTP endpoint. Nothing after this step reads the raw spec.
+//! pod's HTTP endpoint. The other tunnels are seen through a [`TunnelIndex`], never scanned.
+//! Nothing after this step reads the raw spec.
 
-use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
@@ -19,6 +19,7 @@ use magictunnel_types::config::{
 
 use crate::crd::{MAX_NAME_LEN, MagicTunnel, ROTATE_PSK_ANNOTATION};
 use crate::ike_id::{self, Identities};
+use crate::index::{Age, ObjectKey, TunnelIndex};
 use crate::psk::{self, PSK_KEY};
 use crate::reason::Reason;
 use crate::settings::Settings;
@@ -101,20 +102,6 @@ fn invalid(reason: Reason, message: impl Into<String>) -> Invalid {
     }
 }
 
-/// Older tunnels win conflicts: creation time, then namespace/name, so the order is total and
-/// stable and a new object can never take over from one already carrying traffic.
-pub fn age_order(a: &MagicTunnel, b: &MagicTunnel) -> Ordering {
-    let ts = |t: &MagicTunnel| t.metadata.creation_timestamp.as_ref().map(|c| c.0);
-    ts(a)
-        .cmp(&ts(b))
-        .then_with(|| a.namespace().cmp(&b.namespace()))
-        .then_with(|| a.name_any().cmp(&b.name_any()))
-}
-
-fn same_object(a: &MagicTunnel, b: &MagicTunnel) -> bool {
-    a.namespace() == b.namespace() && a.name_any() == b.name_any()
-}
-
 fn parse_ipv4(field: &str, s: &str) -> Result<Ipv4Addr, Invalid> {
     s.parse().map_err(|_| {
         invalid(
@@ -124,19 +111,11 @@ fn parse_ipv4(field: &str, s: &str) -> Result<Ipv4Addr, Invalid> {
     })
 }
 
-fn endpoints(t: &MagicTunnel) -> Option<(Ipv4Addr, Option<Ipv4Addr>)> {
-    let local = t.spec.local_endpoint.parse().ok()?;
-    let customer = match &t.spec.customer_endpoint {
-        Some(c) => Some(c.parse().ok()?),
-        None => None,
-    };
-    Some((local, customer))
-}
-
-/// Validate `mt` against its own rules and the other tunnels in `all` (which may include `mt`).
+/// Validate `mt` against its own rules and the other live tunnels of `others` (which may hold
+/// `mt` itself, in this or another version).
 pub fn validate(
     mt: &MagicTunnel,
-    all: &[&MagicTunnel],
+    others: &TunnelIndex,
     settings: &Settings,
 ) -> Result<ValidatedTunnel, Invalid> {
     let name = mt.name_any();
@@ -189,14 +168,8 @@ pub fn validate(
         })
         .collect::<Result<Vec<_>, Invalid>>()?;
 
-    let others: Vec<&MagicTunnel> = all
-        .iter()
-        .copied()
-        .filter(|o| !same_object(o, mt) && o.metadata.deletion_timestamp.is_none())
-        .collect();
-
     if spec.tunnel_type == TunnelType::Gre {
-        check_gre_conflicts(mt, local_endpoint, customer_endpoint, &others)?;
+        check_gre_conflicts(mt, local_endpoint, customer_endpoint, others)?;
     }
     let ipsec = match (&spec.tunnel_type, &spec.ipsec) {
         (TunnelType::Ipsec, ipsec) => Some(validate_ipsec(
@@ -204,7 +177,7 @@ pub fn validate(
             ipsec.clone().unwrap_or_default(),
             (local_endpoint, customer_endpoint),
             &tunnel_id,
-            &others,
+            others,
             settings,
         )?),
         (TunnelType::Gre, _) => None,
@@ -237,7 +210,7 @@ pub fn validate(
             .unwrap_or_default(),
         gre: spec.gre,
         ipsec,
-        http_port: allocate_http_port(mt, &others, settings),
+        http_port: others.http_port(mt),
     })
 }
 
@@ -247,23 +220,15 @@ fn check_gre_conflicts(
     mt: &MagicTunnel,
     local: Ipv4Addr,
     customer: Option<Ipv4Addr>,
-    others: &[&MagicTunnel],
+    others: &TunnelIndex,
 ) -> Result<(), Invalid> {
     let key = mt.spec.gre.and_then(|g| g.key);
-    let older_twin = others.iter().find(|o| {
-        o.spec.tunnel_type == TunnelType::Gre
-            && endpoints(o) == Some((local, customer))
-            && o.spec.gre.and_then(|g| g.key) == key
-            && age_order(o, mt) == Ordering::Less
-    });
-    match older_twin {
+    match others.older_gre_twin(&Age::of(mt), &(local, customer, key)) {
         Some(o) => Err(invalid(
             Reason::EndpointConflict,
             format!(
-                "GRE tunnel {}/{} already uses local endpoint {local}, customer endpoint {} and the same GRE key; \
+                "GRE tunnel {o} already uses local endpoint {local}, customer endpoint {} and the same GRE key; \
                  frames of the two tunnels cannot be told apart (set a different gre.key on both routers)",
-                o.namespace().unwrap_or_default(),
-                o.name_any(),
                 customer.map(|c| c.to_string()).unwrap_or_default(),
             ),
         )),
@@ -276,19 +241,16 @@ fn validate_ipsec(
     ipsec: crate::crd::IpsecSpec,
     (local, customer): (Ipv4Addr, Option<Ipv4Addr>),
     tunnel_id: &str,
-    others: &[&MagicTunnel],
+    others: &TunnelIndex,
     settings: &Settings,
 ) -> Result<ValidatedIpsec, Invalid> {
     // ID_IPV4_ADDR names the customer endpoint, so it identifies a tunnel only while no other
     // IPsec tunnel shares the (local, customer) pair.
-    let shared_with: Vec<&&MagicTunnel> = others
-        .iter()
-        .filter(|o| {
-            o.spec.tunnel_type == TunnelType::Ipsec
-                && customer.is_some()
-                && endpoints(o) == Some((local, customer))
-        })
-        .collect();
+    let me = ObjectKey::of(mt);
+    let shared_with: Vec<&ObjectKey> = match customer {
+        Some(c) => others.sharing_pair(&me, &(local, c)).collect(),
+        None => Vec::new(),
+    };
     let unique_customer = if shared_with.is_empty() {
         customer
     } else {
@@ -312,10 +274,7 @@ fn validate_ipsec(
         .filter(|t| seen.insert(*t) && identities.get(*t).is_some())
         .collect();
     if accepted_id_types.is_empty() {
-        let names: Vec<String> = shared_with
-            .iter()
-            .map(|o| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()))
-            .collect();
+        let names: Vec<String> = shared_with.iter().map(|o| o.to_string()).collect();
         return Err(invalid(
             Reason::IkeIdAmbiguous,
             format!(
@@ -351,48 +310,6 @@ fn validate_ipsec(
     })
 }
 
-/// Every tunnel pod runs on the host network, so two tunnels on one node need different HTTP
-/// ports. The assignment is global and deterministic, so that concurrent reconciles of different
-/// tunnels agree even before either has recorded its port: oldest first, a tunnel keeps the port
-/// recorded in its status unless an older tunnel holds it; then, oldest first, each tunnel
-/// without a port takes the lowest free one. Pods also declare the port as a hostPort, so the
-/// scheduler never co-locates two pods that hold the same one.
-pub fn allocate_http_port(mt: &MagicTunnel, others: &[&MagicTunnel], settings: &Settings) -> u16 {
-    let port_of = |t: &MagicTunnel| t.status.as_ref().and_then(|s| s.http_port);
-    let in_range = |p: u16| {
-        p >= settings.http_port_base
-            && u32::from(p)
-                < u32::from(settings.http_port_base) + u32::from(settings.http_port_count)
-    };
-    let mut all: Vec<&MagicTunnel> = others.to_vec();
-    all.push(mt);
-    all.sort_by(|a, b| age_order(a, b));
-    let mut taken = BTreeSet::new();
-    let mut waiting = Vec::new();
-    for t in &all {
-        match port_of(t).filter(|p| in_range(*p) && !taken.contains(p)) {
-            Some(p) => {
-                taken.insert(p);
-                if same_object(t, mt) {
-                    return p;
-                }
-            }
-            None => waiting.push(*t),
-        }
-    }
-    let mut free = (0..settings.http_port_count)
-        .filter_map(|i| settings.http_port_base.checked_add(i))
-        .filter(|p| !taken.contains(p));
-    for t in waiting {
-        let port = free.next();
-        if same_object(t, mt) {
-            // Range exhausted: share the base port; the hostPort keeps such pods apart.
-            return port.unwrap_or(settings.http_port_base);
-        }
-    }
-    settings.http_port_base
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,10 +320,14 @@ mod tests {
         Settings::example()
     }
 
+    fn ix(all: &[&MagicTunnel]) -> TunnelIndex {
+        TunnelIndex::of(all.iter().copied(), &settings())
+    }
+
     #[test]
     fn gre_tunnel_validates_into_typed_values() {
         let t = gre_tunnel("branch-1", 1);
-        let v = validate(&t, &[&t], &settings()).expect("valid");
+        let v = validate(&t, &ix(&[&t]), &settings()).expect("valid");
         assert_eq!(v.local_endpoint, Ipv4Addr::new(192, 0, 2, 1));
         assert_eq!(v.customer_endpoint, Some(Ipv4Addr::new(198, 51, 100, 2)));
         assert_eq!(v.tunnel_id.len(), 32);
@@ -422,13 +343,13 @@ mod tests {
         let mut new = gre_tunnel("new", 2);
         new.spec.customer_endpoint = old.spec.customer_endpoint.clone();
         let all = [&old, &new];
-        assert!(validate(&old, &all, &settings()).is_ok());
-        let err = validate(&new, &all, &settings()).expect_err("conflict");
+        assert!(validate(&old, &ix(&all), &settings()).is_ok());
+        let err = validate(&new, &ix(&all), &settings()).expect_err("conflict");
         assert_eq!(err.reason, Reason::EndpointConflict);
         assert!(err.message.contains("default/old"), "{}", err.message);
         // A distinct GRE key tells them apart.
         new.spec.gre = Some(GreOptions { key: Some(7) });
-        assert!(validate(&new, &[&old, &new], &settings()).is_ok());
+        assert!(validate(&new, &ix(&[&old, &new]), &settings()).is_ok());
     }
 
     #[test]
@@ -437,13 +358,13 @@ mod tests {
         let mut new = gre_tunnel("new", 2);
         new.spec.customer_endpoint = old.spec.customer_endpoint.clone();
         old.metadata.deletion_timestamp = old.metadata.creation_timestamp.clone();
-        assert!(validate(&new, &[&old, &new], &settings()).is_ok());
+        assert!(validate(&new, &ix(&[&old, &new]), &settings()).is_ok());
     }
 
     #[test]
     fn ipv4_id_only_while_the_endpoint_pair_is_unique() {
         let a = ipsec_tunnel("a", 1, Some("198.51.100.9"));
-        let v = validate(&a, &[&a], &settings()).expect("valid");
+        let v = validate(&a, &ix(&[&a]), &settings()).expect("valid");
         let ipsec = v.ipsec.expect("ipsec");
         assert!(ipsec.accepted_id_types.contains(&IkeIdType::Ipv4Addr));
         assert_eq!(
@@ -453,7 +374,7 @@ mod tests {
 
         let b = ipsec_tunnel("b", 2, Some("198.51.100.9"));
         for t in [&a, &b] {
-            let v = validate(t, &[&a, &b], &settings()).expect("still valid");
+            let v = validate(t, &ix(&[&a, &b]), &settings()).expect("still valid");
             let ipsec = v.ipsec.expect("ipsec");
             assert!(!ipsec.accepted_id_types.contains(&IkeIdType::Ipv4Addr));
             assert_eq!(ipsec.identities.ipv4_addr, None);
@@ -461,7 +382,7 @@ mod tests {
         }
         // Without a customer endpoint there is no IPv4 identity at all.
         let c = ipsec_tunnel("c", 3, None);
-        let v = validate(&c, &[&a, &b, &c], &settings()).expect("valid");
+        let v = validate(&c, &ix(&[&a, &b, &c]), &settings()).expect("valid");
         assert_eq!(v.ipsec.expect("ipsec").identities.ipv4_addr, None);
     }
 
@@ -472,16 +393,16 @@ mod tests {
         if let Some(i) = a.spec.ipsec.as_mut() {
             i.accepted_ike_id_types = Some(vec![IkeIdType::Ipv4Addr]);
         }
-        let err = validate(&a, &[&a, &b], &settings()).expect_err("ambiguous");
+        let err = validate(&a, &ix(&[&a, &b]), &settings()).expect_err("ambiguous");
         assert_eq!(err.reason, Reason::IkeIdAmbiguous);
         assert!(err.message.contains("default/b"), "{}", err.message);
-        assert!(validate(&a, &[&a], &settings()).is_ok());
+        assert!(validate(&a, &ix(&[&a]), &settings()).is_ok());
     }
 
     #[test]
     fn psk_source() {
         let mut t = ipsec_tunnel("t", 1, None);
-        let v = validate(&t, &[&t], &settings()).expect("valid");
+        let v = validate(&t, &ix(&[&t]), &settings()).expect("valid");
         assert_eq!(
             v.ipsec.expect("ipsec").psk,
             PskSource::Generated {
@@ -496,7 +417,7 @@ mod tests {
             }),
             ..Default::default()
         });
-        let v = validate(&t, &[&t], &settings()).expect("valid");
+        let v = validate(&t, &ix(&[&t]), &settings()).expect("valid");
         assert_eq!(
             v.ipsec.expect("ipsec").psk,
             PskSource::Adopted {
@@ -510,7 +431,7 @@ mod tests {
     fn slash_30_network_address_is_reported() {
         let mut t = gre_tunnel("t", 1);
         t.spec.interface_address = "10.0.0.0/30".into();
-        let err = validate(&t, &[&t], &settings()).expect_err("invalid");
+        let err = validate(&t, &ix(&[&t]), &settings()).expect_err("invalid");
         assert_eq!(err.reason, Reason::InvalidSpec);
         assert!(err.message.contains("usable hosts"), "{}", err.message);
     }
@@ -529,18 +450,22 @@ mod tests {
         let a = with_port(gre_tunnel("a", 1), 9180);
         let b = with_port(gre_tunnel("b", 2), 9182);
         let c = gre_tunnel("c", 3);
-        assert_eq!(allocate_http_port(&c, &[&a, &b], &s), 9181);
-        assert_eq!(allocate_http_port(&b, &[&a, &c], &s), 9182);
+        assert_eq!(TunnelIndex::of([&a, &b], &s).http_port(&c), 9181);
+        assert_eq!(TunnelIndex::of([&a, &c], &s).http_port(&b), 9182);
+        // The same from an index that holds the tunnel itself.
+        assert_eq!(TunnelIndex::of([&a, &b, &c], &s).http_port(&c), 9181);
         // A newer tunnel that recorded a port an older one holds moves away.
         let d = with_port(gre_tunnel("d", 4), 9180);
-        assert_eq!(allocate_http_port(&d, &[&a, &b], &s), 9181);
-        assert_eq!(allocate_http_port(&a, &[&d, &b], &s), 9180);
+        assert_eq!(TunnelIndex::of([&a, &b], &s).http_port(&d), 9181);
+        assert_eq!(TunnelIndex::of([&d, &b], &s).http_port(&a), 9180);
         // A port outside the range is not kept.
         let e = with_port(gre_tunnel("e", 5), 80);
-        assert_eq!(allocate_http_port(&e, &[], &s), 9180);
-        // Two new tunnels reconciled concurrently agree before either has a status.
+        assert_eq!(TunnelIndex::of([], &s).http_port(&e), 9180);
+        // Two new tunnels reconciled concurrently agree before either has a status: both
+        // read the one index.
         let (x, y) = (gre_tunnel("x", 6), gre_tunnel("y", 7));
-        assert_eq!(allocate_http_port(&x, &[&y], &s), 9180);
-        assert_eq!(allocate_http_port(&y, &[&x], &s), 9181);
+        let both = TunnelIndex::of([&y, &x], &s);
+        assert_eq!(both.http_port(&x), 9180);
+        assert_eq!(both.http_port(&y), 9181);
     }
 }

@@ -4,9 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use kube::Resource;
+use serde::Deserialize;
 use magictunnel_types::config::{Psk, TunnelConfig};
 use operator::build;
 use operator::crd::{MagicTunnel, crd_yaml};
+use operator::index::TunnelIndex;
 use operator::settings::Settings;
 use operator::validate::validate;
 
@@ -42,10 +44,14 @@ fn example_tunnels() -> Vec<(String, MagicTunnel)> {
         if !text.contains("kind: MagicTunnel") {
             continue;
         }
-        let mut mt: MagicTunnel =
-            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        mt.metadata.uid = Some(operator::fixtures::uid_for(&path.display().to_string()));
-        out.push((path.display().to_string(), mt));
+        // A file may hold several documents (examples/node-demo.yaml).
+        for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+            let mut mt = MagicTunnel::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{} document {i}: {e}", path.display()));
+            let name = format!("{}#{i}", path.display());
+            mt.metadata.uid = Some(operator::fixtures::uid_for(&name));
+            out.push((name, mt));
+        }
     }
     out
 }
@@ -54,8 +60,8 @@ fn example_tunnels() -> Vec<(String, MagicTunnel)> {
 fn examples_pass_the_crd_rules_validation_and_build() {
     let tunnels = example_tunnels();
     assert!(tunnels.len() >= 3, "GRE and two IPsec examples expected");
-    let all: Vec<&MagicTunnel> = tunnels.iter().map(|(_, t)| t).collect();
     let settings = Settings::example();
+    let all = TunnelIndex::of(tunnels.iter().map(|(_, t)| t), &settings);
     for (path, mt) in &tunnels {
         if let Err(e) = kube::core::cel::validate_cel(mt) {
             panic!("{path}: refused by the CRD's CEL rules: {e}");

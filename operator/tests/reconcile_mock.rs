@@ -19,9 +19,11 @@ use operator::crd::{
     IpsecSpec, MagicTunnel, MagicTunnelStatus, ROTATE_PSK_ANNOTATION, SecretKeyRef,
 };
 use operator::fixtures::{gre_tunnel, ipsec_tunnel};
+use operator::index::TunnelIndex;
 use operator::metrics::Metrics;
 use operator::reconcile::{Context, reconcile_tunnel};
 use operator::settings::Settings;
+use operator::triggers::Tracker;
 use serde_json::{Value, json};
 use tower_test::mock::{self, Handle, SendResponse};
 
@@ -161,8 +163,8 @@ fn start_at(
     let tunnel = serde_json::to_value(&mt).expect("json");
     let client = Client::new(service, "default");
     let metrics = Arc::new(Metrics::default());
-    let mut all: Vec<Arc<MagicTunnel>> = others.into_iter().map(Arc::new).collect();
-    all.push(Arc::new(mt.clone()));
+    let mut all = others;
+    all.push(mt.clone());
     let reporter = Reporter {
         controller: "magictunnel-operator".into(),
         instance: None,
@@ -170,7 +172,7 @@ fn start_at(
     let mut ctx = Context::new(
         client.clone(),
         Settings::example(),
-        Arc::new(move || all.clone()),
+        Arc::new(Tracker::with(TunnelIndex::of(&all, &Settings::example()))),
         Recorder::new(client, reporter),
         metrics.clone(),
     );
