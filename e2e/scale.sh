@@ -8,6 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:?usage: e2e/scale.sh N [--own-endpoints]}"; shift
+# The control plane only (MT_NODE=0): no kubelet, so this can run beside a node cluster.
+export MT_NODE=0
 export MT_CLUSTER_DIR="${MT_CLUSTER_DIR:-/tmp/mt-scale}"
 export MT_API_PORT="${MT_API_PORT:-6520}"
 export MT_ETCD_PORT="${MT_ETCD_PORT:-23850}"
@@ -41,7 +43,7 @@ export KUBECONFIG
 KUBECONFIG="$(e2e/cluster/local.sh up)"
 "$TARGET/release/mt-e2e" setup
 
-KUBECONFIG="$MT_CLUSTER_DIR/operator.kubeconfig" RUST_LOG=info \
+KUBECONFIG="$MT_CLUSTER_DIR/operator.kubeconfig" POD_NAMESPACE=magictunnel-system POD_NAME=operator-scale RUST_LOG=info \
   "$OPERATOR" run \
     --account-id 0123456789abcdef0123456789abcdef \
     --tunnel-image magictunnel/tunnel-pod:e2e \
