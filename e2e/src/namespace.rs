@@ -126,16 +126,30 @@ impl TestNamespace {
     }
 }
 
+/// The pod is not being deleted and its (first) container is running now: phase Running
+/// alone also holds for a container in CrashLoopBackOff.
 pub fn pod_running(pod: &Pod) -> bool {
-    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-        && pod.metadata.deletion_timestamp.is_none()
+    let running = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref()?.first()?.state.as_ref()?.running.as_ref())
+        .is_some();
+    running && pod.metadata.deletion_timestamp.is_none()
+}
+
+/// How often the pod's (first) container has restarted: a tunnel pod that crashed has.
+pub fn restarts(pod: &Pod) -> i32 {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref()?.first().map(|c| c.restart_count))
+        .unwrap_or_default()
 }
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
         let name = self.name.clone();
-        let client = self.client.clone();
-        // The test's runtime is blocked in this drop: a runtime of its own on a thread.
+        // The test's runtime is blocked in this drop: a runtime of its own on a thread, and a
+        // client of its own (a client's connection tasks run on the runtime that made it).
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -144,6 +158,9 @@ impl Drop for TestNamespace {
                 return;
             };
             rt.block_on(async {
+                let Ok(client) = crate::client().await else {
+                    return;
+                };
                 let _ = Api::<Namespace>::all(client.clone())
                     .delete(&name, &DeleteParams::background())
                     .await;

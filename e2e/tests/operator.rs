@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use magictunnel_e2e::host::Site;
-use magictunnel_e2e::namespace::{TestNamespace, pod_running, single_owner};
+use magictunnel_e2e::namespace::{TestNamespace, pod_running, restarts, single_owner};
 use magictunnel_e2e::{cluster_or_skip, eventually, operators, pod_ready};
 use operator::crd::ROTATE_PSK_ANNOTATION;
 use serde_json::{Value, json};
@@ -123,16 +123,26 @@ fn with(mut base: Value, path: &[&str], value: Value) -> Value {
     base
 }
 
-/// Waits until the pod exists, runs, and (if `ready`) passes its readiness probe.
-async fn wait_pod(ns: &TestNamespace, name: &str, ready: bool) -> Pod {
-    let what = format!(
-        "{}/{name} running{}",
-        ns.name,
-        if ready { " and Ready" } else { "" }
-    );
+/// How far [`wait_pod`] waits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Up {
+    /// The kubelet started it: phase Running (also while its container crash-loops).
+    Started,
+    /// Running and passing its readiness probe.
+    Ready,
+}
+
+/// Waits until the pod exists and is `up`.
+async fn wait_pod(ns: &TestNamespace, name: &str, up: Up) -> Pod {
+    let what = format!("{}/{name} {up:?}", ns.name);
     let found = eventually(&what, POD_WAIT, || async {
         let p = ns.pods().get_opt(name).await.ok()??;
-        (pod_running(&p) && (!ready || pod_ready(&p))).then_some(p)
+        let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+        let ok = match up {
+            Up::Started => phase,
+            Up::Ready => pod_running(&p) && pod_ready(&p),
+        };
+        ok.then_some(p)
     })
     .await;
     match found {
@@ -142,6 +152,14 @@ async fn wait_pod(ns: &TestNamespace, name: &str, ready: bool) -> Pod {
             panic!("{e}; last status: {:?}", last.and_then(|p| p.status));
         }
     }
+}
+
+/// The pod's container runs and never restarted (an IPsec pod that cannot bind UDP 500 exits
+/// at once and crash-loops, phase still Running).
+async fn assert_serving(ns: &TestNamespace, name: &str) {
+    let p = ns.pods().get(name).await.expect("pod");
+    assert_eq!(restarts(&p), 0, "{name} crashed: {:?}", p.status);
+    assert!(pod_running(&p), "{name}: {:?}", p.status);
 }
 
 #[tokio::test]
@@ -299,7 +317,7 @@ async fn gre_tunnel_runs_a_ready_pod_from_its_config_secret() {
 
     // The kubelet runs the pod and its readiness probe passes: the transport is open.
     let started = Instant::now();
-    let running = wait_pod(&ns, "branch-0", true).await;
+    let running = wait_pod(&ns, "branch-0", Up::Ready).await;
     let msg = ns
         .wait_condition("branch", "Ready", "True", "EndpointsReady", POD_WAIT)
         .await;
@@ -354,7 +372,7 @@ async fn gre_tunnel_runs_a_ready_pod_from_its_config_secret() {
     })
     .await
     .expect("rolled");
-    wait_pod(&ns, "branch-0", true).await;
+    wait_pod(&ns, "branch-0", Up::Ready).await;
     ns.wait_condition("branch", "Ready", "True", "EndpointsReady", POD_WAIT)
         .await;
 }
@@ -436,7 +454,7 @@ async fn generated_psk_is_made_once_and_rotated_on_request() {
         .expect("config")
         .resource_version();
     // The pod runs (no peer answers IKE here, so it is not Ready).
-    let pod = wait_pod(&ns, "vpn-0", false).await;
+    let pod = wait_pod(&ns, "vpn-0", Up::Started).await;
     assert_eq!(
         psk_volume(&pod),
         Some((
@@ -477,7 +495,6 @@ async fn generated_psk_is_made_once_and_rotated_on_request() {
     );
     let after = ns.pods().get("vpn-0").await.expect("pod");
     assert_eq!(after.uid(), pod.uid(), "a rotation restarts no pod");
-    assert!(pod_running(&after), "{:?}", after.status);
     let yaml = ns
         .secret_value("vpn-config", "tunnel.yaml")
         .await
@@ -488,6 +505,22 @@ async fn generated_psk_is_made_once_and_rotated_on_request() {
             .await
             .contains(&"PskRotated".to_string())
     );
+    // IKE binds UDP 500: the one capability IPsec pods add to the GRE pair.
+    let created = ns.pods().get("vpn-0").await.expect("pod");
+    let caps = created.spec.as_ref().expect("spec").containers[0]
+        .security_context
+        .as_ref()
+        .and_then(|s| s.capabilities.as_ref())
+        .and_then(|c| c.add.clone());
+    assert_eq!(
+        caps,
+        Some(vec![
+            "NET_ADMIN".to_string(),
+            "NET_RAW".to_string(),
+            "NET_BIND_SERVICE".to_string()
+        ])
+    );
+    assert_serving(&ns, "vpn-0").await;
 }
 
 fn psk_secret(name: &str, psk: &[u8]) -> Secret {
@@ -537,7 +570,7 @@ async fn adopted_psk_missing_weak_good_then_deleted_while_serving() {
         .expect("replace");
     ns.wait_condition("corp", "Configured", "True", "Applied", WAIT)
         .await;
-    let pod = wait_pod(&ns, "corp-0", false).await;
+    let pod = wait_pod(&ns, "corp-0", Up::Started).await;
     assert_eq!(
         psk_volume(&pod),
         Some((
@@ -572,7 +605,7 @@ async fn adopted_psk_missing_weak_good_then_deleted_while_serving() {
     tokio::time::sleep(Duration::from_secs(12)).await;
     let kept = ns.pods().get("corp-0").await.expect("the pod keeps serving");
     assert_eq!(kept.uid(), pod.uid(), "the same pod");
-    assert!(pod_running(&kept), "{:?}", kept.status);
+    assert!(kept.metadata.deletion_timestamp.is_none(), "not deleted");
     let reasons = ns.event_reasons("corp").await;
     assert!(
         reasons.contains(&"PskSecretNotFound".to_string()),
@@ -588,7 +621,8 @@ async fn adopted_psk_missing_weak_good_then_deleted_while_serving() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = ns.pods().get("corp-0").await.expect("pod");
     assert_eq!(after.uid(), pod.uid(), "still the same pod");
-    assert!(pod_running(&after), "{:?}", after.status);
+    // It really served all along: its container never restarted.
+    assert_serving(&ns, "corp-0").await;
 }
 
 #[tokio::test]
@@ -625,7 +659,7 @@ async fn indistinguishable_tunnels_are_reported_not_deployed() {
         .expect("delete");
     ns.wait_condition("second", "Configured", "True", "Applied", WAIT)
         .await;
-    wait_pod(&ns, "second-0", true).await;
+    wait_pod(&ns, "second-0", Up::Ready).await;
 }
 
 fn names<K: ResourceExt>(list: &[K]) -> String {
@@ -650,8 +684,8 @@ async fn deleted_tunnels_leave_no_pods_or_secrets() {
         ns.wait_condition(t, "Configured", "True", "Applied", WAIT)
             .await;
     }
-    wait_pod(&ns, "g-0", true).await;
-    wait_pod(&ns, "i-0", false).await;
+    wait_pod(&ns, "g-0", Up::Ready).await;
+    wait_pod(&ns, "i-0", Up::Started).await;
     let secrets = ns
         .secrets()
         .list(&ListParams::default())
