@@ -290,15 +290,6 @@ fn http_probe(path: &str, port: u16, period: i32, failures: i32) -> Probe {
     }
 }
 
-/// The capabilities a tunnel pod adds back after dropping all.
-fn capabilities(tunnel_type: TunnelType) -> Vec<String> {
-    let mut caps = vec!["NET_ADMIN".to_string(), "NET_RAW".to_string()];
-    if tunnel_type == TunnelType::Ipsec {
-        caps.push("NET_BIND_SERVICE".into());
-    }
-    caps
-}
-
 fn pod(
     v: &ValidatedTunnel,
     replica: i32,
@@ -399,13 +390,11 @@ fn pod(
             privileged: Some(false),
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
-            // Root user, but with every capability dropped except what the dataplane needs:
-            // NET_ADMIN (TUN, addresses, routes) and NET_RAW (GRE raw socket, ICMP probes),
-            // and for IKE NET_BIND_SERVICE (UDP 500 is below 1024: without it even root gets
-            // EACCES, and the pod crash-loops).
+            // Root user, but with every capability dropped except the two the dataplane needs:
+            // NET_ADMIN (TUN, addresses, routes) and NET_RAW (GRE raw socket, ICMP probes).
             run_as_user: Some(0),
             capabilities: Some(Capabilities {
-                add: Some(capabilities(v.tunnel_type)),
+                add: Some(vec!["NET_ADMIN".into(), "NET_RAW".into()]),
                 drop: Some(vec!["ALL".into()]),
             }),
             seccomp_profile: Some(SeccompProfile {
@@ -528,15 +517,6 @@ mod tests {
         let owners = pod.metadata.owner_references.as_ref().expect("owner");
         assert_eq!(owners[0].kind, "MagicTunnel");
         assert_eq!(owners[0].controller, Some(true));
-    }
-
-    #[test]
-    fn ipsec_pods_may_bind_the_ike_ports() {
-        assert_eq!(
-            capabilities(TunnelType::Ipsec),
-            ["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"]
-        );
-        assert_eq!(capabilities(TunnelType::Gre), ["NET_ADMIN", "NET_RAW"]);
     }
 
     #[test]
