@@ -1,7 +1,8 @@
 # MagicTunnel. The two commands a newcomer needs:
-#   make demo   GRE and IPsec tunnels between tunnel-pods in network namespaces, strongSwan negotiating
-#               IKEv2 with a tunnel-pod, then a local control plane with the operator and the
-#               sample tunnels
+#   make demo   a single-node Kubernetes built here (kubelet, containerd), the chart with images
+#               built from this checkout, a GRE and an IPsec MagicTunnel, a branch router in a
+#               network namespace (tunnel-pod, strongSwan over IKEv2), traffic through both, then
+#               `kubectl get mt` / `describe`; Enter tears it down
 #   make test   everything CI runs (installs its own tools first)
 SHELL := /bin/bash
 export MAGICTUNNEL_CACHE ?= /var/cache/magictunnel
@@ -10,9 +11,10 @@ HELM_VERSION ?= v3.19.0
 
 .PHONY: demo demo-tunnels test tools unit netns-test fuzz e2e lint crds bench bench-dataplane
 
-demo: tools demo-tunnels
+demo: tools
 	e2e/demo.sh
 
+# The dataplane alone, without Kubernetes: tunnel-pods and strongSwan in network namespaces.
 demo-tunnels:
 	scripts/demo-tunnels.sh
 

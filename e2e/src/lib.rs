@@ -33,6 +33,7 @@ use serde::Deserialize;
 pub mod host;
 pub mod namespace;
 pub mod operators;
+pub mod peer;
 
 pub const FIELD_MANAGER: &str = "magictunnel-e2e";
 /// Namespace of the operator's ServiceAccount and RBAC.

@@ -149,6 +149,17 @@ pub fn config_hash(config: &TunnelConfig, psk: Option<&PskSource>) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
+/// NET_ADMIN (TUN, addresses, routes) and NET_RAW (GRE raw socket, ICMP probes) for every tunnel;
+/// IPsec also NET_BIND_SERVICE: IKE listens on UDP 500 (RFC 7296 §2), below the host's
+/// unprivileged port range, and a hostNetwork pod cannot lower `ip_unprivileged_port_start`.
+pub fn capabilities(tunnel_type: TunnelType) -> Vec<String> {
+    let mut caps = vec!["NET_ADMIN".to_string(), "NET_RAW".to_string()];
+    if tunnel_type == TunnelType::Ipsec {
+        caps.push("NET_BIND_SERVICE".into());
+    }
+    caps
+}
+
 /// Everything the operator applies for a tunnel.
 #[derive(Clone, Debug)]
 pub struct Desired {
@@ -390,11 +401,10 @@ fn pod(
             privileged: Some(false),
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
-            // Root user, but with every capability dropped except the two the dataplane needs:
-            // NET_ADMIN (TUN, addresses, routes) and NET_RAW (GRE raw socket, ICMP probes).
+            // Root user, but with every capability dropped except those the dataplane needs.
             run_as_user: Some(0),
             capabilities: Some(Capabilities {
-                add: Some(vec!["NET_ADMIN".into(), "NET_RAW".into()]),
+                add: Some(capabilities(v.tunnel_type)),
                 drop: Some(vec!["ALL".into()]),
             }),
             seccomp_profile: Some(SeccompProfile {
@@ -562,6 +572,14 @@ mod tests {
                 (Some(4500), Some("192.0.2.1".to_string()))
             ]
         );
+        // IKE's port 500 is privileged; GRE pods do not get the capability.
+        let caps = d.pods[0].spec.as_ref().expect("spec").containers[0]
+            .security_context
+            .as_ref()
+            .and_then(|sc| sc.capabilities.as_ref())
+            .and_then(|c| c.add.clone())
+            .unwrap_or_default();
+        assert_eq!(caps, ["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"]);
     }
 
     fn adopting(name: &str, secret: &str, key: Option<&str>) -> crate::crd::MagicTunnel {
