@@ -1,8 +1,9 @@
 //! The chart as installed on the node (`e2e/cluster/install-chart.sh`, run by
 //! `e2e/run-local.sh`): the CRD is Established, the operator Deployment has 2 ready replicas,
 //! exactly one holds the leader Lease and the other says it waits; and when the leader dies in
-//! the middle of a batch of work (its pod force-deleted, so it never releases the Lease), the
-//! other replica takes over and every tunnel converges with no duplicate objects.
+//! the middle of a batch of work without releasing the Lease (cut off the API server by a host
+//! firewall rule on its pod IP, then its pod force-deleted), the other replica takes over once
+//! the Lease expires and every tunnel converges with no duplicate objects.
 //!
 //! The two tests share the operator Deployment, so they take [`OPERATORS`] in turn. Run with
 //! `--ignored` against the cluster in KUBECONFIG (see the crate docs for the skip rule).
@@ -141,8 +142,15 @@ async fn leader_killed_mid_flight_the_other_replica_converges_without_duplicates
     for created in futures::future::join_all(creates).await {
         created.expect("tunnel created");
     }
-    // `kubectl delete --force --grace-period 0`: the kubelet kills the container; the Lease is
-    // never released.
+    // A crash, not a clean exit: even a force delete (`--grace-period 0`) reaches the process as
+    // SIGTERM from the kubelet, and the operator then releases the Lease (a takeover in ~2 s).
+    // Cut the leader off the API server first, so that it dies with the Lease in its name.
+    let leader_pod = operators::pods_api(&client)
+        .get(&leader)
+        .await
+        .expect("leader pod");
+    let partition = Partition::new(&operators::pod_ip(&leader_pod).expect("leader pod IP"))
+        .expect("cut the leader off");
     operators::pods_api(&client)
         .delete(
             &leader,
@@ -155,6 +163,16 @@ async fn leader_killed_mid_flight_the_other_replica_converges_without_duplicates
         .expect("delete the leader pod");
     let killed = Instant::now();
     let configured_at_kill = configured(&ns).await.len();
+    // The pods the old leader made: the new one must keep them.
+    let before: BTreeSet<(String, Option<String>)> = ns
+        .pods()
+        .list(&ListParams::default())
+        .await
+        .expect("pods")
+        .items
+        .iter()
+        .map(|p| (p.name_any(), p.uid()))
+        .collect();
 
     let holder = eventually("another replica to take the Lease", TAKEOVER_BOUND, || async {
         let h = operators::lease_holder(&client).await.ok()??;
@@ -163,6 +181,7 @@ async fn leader_killed_mid_flight_the_other_replica_converges_without_duplicates
     .await
     .unwrap_or_else(|e| panic!("{e} (bound {TAKEOVER_BOUND:?})"));
     let takeover = killed.elapsed();
+    drop(partition);
     println!(
         "leader {leader} killed with {configured_at_kill}/{TUNNELS} tunnels Configured; \
          {holder} took the Lease after {takeover:?} (bound {TAKEOVER_BOUND:?})"
@@ -177,26 +196,45 @@ async fn leader_killed_mid_flight_the_other_replica_converges_without_duplicates
         println!("(the new holder is the Deployment's replacement pod, not {other})");
     }
 
-    let converged = eventually("every tunnel Configured", CONVERGE_BOUND, || async {
-        (configured(&ns).await.len() == TUNNELS).then_some(())
+    // Converged: every tunnel Configured, with exactly its objects. Meanwhile every pod UID
+    // seen is noted: a pod the old leader made that the new one replaced shows up twice.
+    let seen = std::sync::Mutex::new(before.clone());
+    let converged = eventually("every tunnel converged", CONVERGE_BOUND, || async {
+        if let Ok(list) = ns.pods().list(&ListParams::default()).await {
+            let mut seen = seen.lock().expect("seen");
+            seen.extend(list.items.iter().map(|p| (p.name_any(), p.uid())));
+        }
+        let done = configured(&ns).await.len() == TUNNELS;
+        done.then_some(()).and(exact_objects(&ns).await.ok())
     })
     .await;
     if let Err(e) = converged {
         panic!(
-            "{e} after the takeover: Configured {:?}",
-            configured(&ns).await
+            "{e} after the takeover: Configured {:?}; {:?}",
+            configured(&ns).await,
+            exact_objects(&ns).await
         );
     }
     println!(
-        "all {TUNNELS} tunnels Configured {:?} after the kill",
+        "all {TUNNELS} tunnels converged {:?} after the kill (bound: takeover + {CONVERGE_BOUND:?})",
         killed.elapsed()
     );
-
-    // Exactly the desired objects: one pod and one config Secret per tunnel, each pod owned by
-    // its tunnel alone. Checked twice, a few seconds apart, with the same pods (no churn).
-    let first = exact_objects(&ns).await;
+    let seen = seen.into_inner().expect("seen");
+    let replaced: Vec<&String> = seen
+        .iter()
+        .zip(seen.iter().skip(1))
+        .filter(|(a, b)| a.0 == b.0)
+        .map(|(a, _)| &a.0)
+        .collect();
+    println!(
+        "{} pods existed at the kill; replaced across the takeover: {replaced:?}",
+        before.len()
+    );
+    assert!(replaced.is_empty(), "the new leader replaced pods: {replaced:?}");
+    // And they stay so: a few seconds later the same pods (no churn, no late duplicates).
+    let first = exact_objects(&ns).await.expect("converged");
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let second = exact_objects(&ns).await;
+    let second = exact_objects(&ns).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(first, second, "pods were replaced after convergence");
     let ready = ns
         .pods()
@@ -237,33 +275,97 @@ async fn configured(ns: &TestNamespace) -> Vec<String> {
         .collect()
 }
 
-/// Asserts one pod `t<i>-0` and one Secret `t<i>-config` per tunnel and nothing else, each pod
-/// owned by its tunnel alone; returns the pods' (name, UID).
-async fn exact_objects(ns: &TestNamespace) -> BTreeSet<(String, String)> {
-    let tunnels = ns.tunnels().list(&ListParams::default()).await.expect("tunnels");
-    assert_eq!(tunnels.items.len(), TUNNELS);
+/// One pod `t<i>-0` and one Secret `t<i>-config` per tunnel and nothing else, each pod
+/// owned by its tunnel alone (or what is wrong); the pods' (name, UID).
+async fn exact_objects(ns: &TestNamespace) -> Result<BTreeSet<(String, String)>, String> {
+    let err = |e: kube::Error| e.to_string();
+    let tunnels = ns.tunnels().list(&ListParams::default()).await.map_err(err)?;
+    if tunnels.items.len() != TUNNELS {
+        return Err(format!("{} tunnels", tunnels.items.len()));
+    }
     let mut pods = BTreeSet::new();
     for t in &tunnels.items {
         let name = t.name_any();
-        let uid = t.uid().expect("uid");
+        let uid = t.uid().unwrap_or_default();
         let own = ns.tunnel_pods(&name).await;
         let names: Vec<_> = own.iter().map(ResourceExt::name_any).collect();
-        assert_eq!(names, [format!("{name}-0")], "pods of {name}");
-        single_owner(&own[0], &uid).unwrap_or_else(|e| panic!("{e}"));
-        pods.insert((names[0].clone(), own[0].uid().expect("uid")));
+        if names != [format!("{name}-0")] {
+            return Err(format!("pods of {name}: {names:?}"));
+        }
+        single_owner(&own[0], &uid)?;
+        pods.insert((names[0].clone(), own[0].uid().unwrap_or_default()));
     }
-    let all_pods = ns.pods().list(&ListParams::default()).await.expect("pods");
-    assert_eq!(all_pods.items.len(), TUNNELS, "no other pods");
+    let all_pods = ns.pods().list(&ListParams::default()).await.map_err(err)?;
+    if all_pods.items.len() != TUNNELS {
+        return Err(format!("{} pods in the namespace", all_pods.items.len()));
+    }
     let secrets: BTreeSet<String> = ns
         .secrets()
         .list(&ListParams::default())
         .await
-        .expect("secrets")
+        .map_err(err)?
         .items
         .iter()
         .map(ResourceExt::name_any)
         .collect();
     let expected: BTreeSet<String> = (0..TUNNELS).map(|i| format!("t{i}-config")).collect();
-    assert_eq!(secrets, expected, "one config Secret per tunnel, nothing else");
-    pods
+    if secrets != expected {
+        return Err(format!("Secrets {secrets:?}: one config Secret per tunnel expected"));
+    }
+    Ok(pods)
+}
+
+/// The host drops everything from one pod IP (INPUT: the API server is on this host; FORWARD:
+/// anything else) until dropped. The rules carry the comment `mto-leader-crash`.
+struct Partition {
+    rules: Vec<Vec<String>>,
+}
+
+impl Partition {
+    fn new(ip: &str) -> anyhow::Result<Self> {
+        let mut p = Partition { rules: Vec::new() };
+        for chain in ["INPUT", "FORWARD"] {
+            let rule: Vec<String> = [
+                chain,
+                "-s",
+                &format!("{ip}/32"),
+                "-m",
+                "comment",
+                "--comment",
+                "mto-leader-crash",
+                "-j",
+                "DROP",
+            ]
+            .map(String::from)
+            .to_vec();
+            iptables("-I", &rule)?;
+            p.rules.push(rule);
+        }
+        Ok(p)
+    }
+}
+
+fn iptables(op: &str, rule: &[String]) -> anyhow::Result<()> {
+    let out = std::process::Command::new("iptables")
+        .arg("-w")
+        .arg(op)
+        .args(rule)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "iptables {op} {}: {}",
+        rule.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        for rule in &self.rules {
+            if let Err(e) = iptables("-D", rule) {
+                eprintln!("{e}");
+            }
+        }
+    }
 }
