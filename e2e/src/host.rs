@@ -78,7 +78,15 @@ impl Site {
         ip(&["link", "set", host, "up"])?;
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
         ip(&["-n", ns, "link", "set", inner, "up"])?;
-        ip(&["-n", ns, "route", "add", &format!("{local}/32"), "dev", inner])?;
+        ip(&[
+            "-n",
+            ns,
+            "route",
+            "add",
+            &format!("{local}/32"),
+            "dev",
+            inner,
+        ])?;
         for c in &self.customers {
             let c = c.to_string();
             ip(&["-n", ns, "addr", "add", &format!("{c}/32"), "dev", inner])?;

@@ -66,7 +66,10 @@ pub async fn client_or_skip(test: &str) -> Option<Client> {
             !required,
             "{test}: {REQUIRED_ENV}=1 but KUBECONFIG is not set: no cluster to test against"
         );
-        skip_note(test, "KUBECONFIG is not set (e2e/run-local.sh brings a cluster up)");
+        skip_note(
+            test,
+            "KUBECONFIG is not set (e2e/run-local.sh brings a cluster up)",
+        );
         return None;
     }
     let client = client()

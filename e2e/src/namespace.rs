@@ -132,7 +132,15 @@ pub fn pod_running(pod: &Pod) -> bool {
     let running = pod
         .status
         .as_ref()
-        .and_then(|s| s.container_statuses.as_ref()?.first()?.state.as_ref()?.running.as_ref())
+        .and_then(|s| {
+            s.container_statuses
+                .as_ref()?
+                .first()?
+                .state
+                .as_ref()?
+                .running
+                .as_ref()
+        })
         .is_some();
     running && pod.metadata.deletion_timestamp.is_none()
 }
@@ -141,7 +149,12 @@ pub fn pod_running(pod: &Pod) -> bool {
 pub fn restarts(pod: &Pod) -> i32 {
     pod.status
         .as_ref()
-        .and_then(|s| s.container_statuses.as_ref()?.first().map(|c| c.restart_count))
+        .and_then(|s| {
+            s.container_statuses
+                .as_ref()?
+                .first()
+                .map(|c| c.restart_count)
+        })
         .unwrap_or_default()
 }
 

@@ -87,12 +87,10 @@ pub async fn metrics(pod: &Pod) -> anyhow::Result<String> {
 
 /// The value of an unlabelled sample `name` in a Prometheus/OpenMetrics text.
 pub fn metric_value(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (n, v) = l.split_once(' ')?;
-            (n == name).then(|| v.trim().parse().ok()).flatten()
-        })
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (n, v) = l.split_once(' ')?;
+        (n == name).then(|| v.trim().parse().ok()).flatten()
+    })
 }
 
 #[cfg(test)]

@@ -35,22 +35,26 @@ const TUNNELS: usize = 20;
 /// and Ready, the leader the Lease's holder.
 async fn settled_operators(client: &Client, within: Duration) -> (String, String) {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
-    let found = eventually("2 ready operator replicas, one of them the leader", within, || async {
-        let d = deployments.get(operators::DEPLOYMENT).await.ok()?;
-        let status = d.status.clone()?;
-        if d.spec.replicas != Some(2) || status.ready_replicas != Some(2) {
-            return None;
-        }
-        let pods = operators::pods(client).await.ok()?;
-        if pods.len() != 2 || !pods.iter().all(pod_ready) {
-            return None;
-        }
-        let holder = operators::lease_holder(client).await.ok()??;
-        let other = pods.iter().find(|p| p.name_any() != holder)?.name_any();
-        pods.iter()
-            .any(|p| p.name_any() == holder)
-            .then_some((holder, other))
-    })
+    let found = eventually(
+        "2 ready operator replicas, one of them the leader",
+        within,
+        || async {
+            let d = deployments.get(operators::DEPLOYMENT).await.ok()?;
+            let status = d.status.clone()?;
+            if d.spec.replicas != Some(2) || status.ready_replicas != Some(2) {
+                return None;
+            }
+            let pods = operators::pods(client).await.ok()?;
+            if pods.len() != 2 || !pods.iter().all(pod_ready) {
+                return None;
+            }
+            let holder = operators::lease_holder(client).await.ok()??;
+            let other = pods.iter().find(|p| p.name_any() != holder)?.name_any();
+            pods.iter()
+                .any(|p| p.name_any() == holder)
+                .then_some((holder, other))
+        },
+    )
     .await;
     match found {
         Ok(v) => v,
@@ -58,7 +62,12 @@ async fn settled_operators(client: &Client, within: Duration) -> (String, String
             let pods = operators::pods(client).await.unwrap_or_default();
             let state: Vec<_> = pods
                 .iter()
-                .map(|p| (p.name_any(), p.status.as_ref().and_then(|s| s.phase.clone())))
+                .map(|p| {
+                    (
+                        p.name_any(),
+                        p.status.as_ref().and_then(|s| s.phase.clone()),
+                    )
+                })
                 .collect();
             panic!(
                 "{e}: pods {state:?}, Lease holder {:?}",
@@ -94,11 +103,15 @@ async fn chart_runs_two_operators_and_exactly_one_leads() {
     let (leader, other) = settled_operators(&client, Duration::from_secs(60)).await;
     println!("leader {leader}, waiting {other}");
     // Each replica says which it is on its own metrics (pod IP:8080, reachable from the host).
-    let gauges = eventually("both replicas' leader gauges", Duration::from_secs(20), || async {
-        let l = leader_gauge(&client, &leader).await?;
-        let o = leader_gauge(&client, &other).await?;
-        (l == 1.0 && o == 0.0).then_some((l, o))
-    })
+    let gauges = eventually(
+        "both replicas' leader gauges",
+        Duration::from_secs(20),
+        || async {
+            let l = leader_gauge(&client, &leader).await?;
+            let o = leader_gauge(&client, &other).await?;
+            (l == 1.0 && o == 0.0).then_some((l, o))
+        },
+    )
     .await;
     assert!(
         gauges.is_ok(),
@@ -132,7 +145,7 @@ async fn leader_killed_mid_flight_the_other_replica_converges_without_duplicates
             "spec": {
                 "type": "GRE", "localEndpoint": site.local.to_string(),
                 "customerEndpoint": site.customers[i].to_string(),
-                "interfaceAddress": format!("10.231.10.{}/31", 2 * i),
+                "interfaceAddress": format!("10.241.10.{}/31", 2 * i),
                 "healthCheck": {"enabled": false}
             }
         });
@@ -174,10 +187,14 @@ async fn leader_killed_mid_flight_the_other_replica_converges_without_duplicates
         .map(|p| (p.name_any(), p.uid()))
         .collect();
 
-    let holder = eventually("another replica to take the Lease", TAKEOVER_BOUND, || async {
-        let h = operators::lease_holder(&client).await.ok()??;
-        (h != leader).then_some(h)
-    })
+    let holder = eventually(
+        "another replica to take the Lease",
+        TAKEOVER_BOUND,
+        || async {
+            let h = operators::lease_holder(&client).await.ok()??;
+            (h != leader).then_some(h)
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e} (bound {TAKEOVER_BOUND:?})"));
     let takeover = killed.elapsed();
@@ -230,7 +247,10 @@ async fn leader_killed_mid_flight_the_other_replica_converges_without_duplicates
         "{} pods existed at the kill; replaced across the takeover: {replaced:?}",
         before.len()
     );
-    assert!(replaced.is_empty(), "the new leader replaced pods: {replaced:?}");
+    assert!(
+        replaced.is_empty(),
+        "the new leader replaced pods: {replaced:?}"
+    );
     // And they stay so: a few seconds later the same pods (no churn, no late duplicates).
     let first = exact_objects(&ns).await.expect("converged");
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -247,9 +267,11 @@ async fn leader_killed_mid_flight_the_other_replica_converges_without_duplicates
         .count();
     println!("{ready}/{TUNNELS} tunnel pods Ready so far");
     // And the new leader says so on its metrics.
-    let gauge = eventually("the new leader's gauge at 1", Duration::from_secs(20), || async {
-        (leader_gauge(&client, &holder).await? == 1.0).then_some(())
-    })
+    let gauge = eventually(
+        "the new leader's gauge at 1",
+        Duration::from_secs(20),
+        || async { (leader_gauge(&client, &holder).await? == 1.0).then_some(()) },
+    )
     .await;
     assert!(gauge.is_ok(), "{holder}: {LEADER_METRIC} is not 1");
 }
@@ -279,7 +301,11 @@ async fn configured(ns: &TestNamespace) -> Vec<String> {
 /// owned by its tunnel alone (or what is wrong); the pods' (name, UID).
 async fn exact_objects(ns: &TestNamespace) -> Result<BTreeSet<(String, String)>, String> {
     let err = |e: kube::Error| e.to_string();
-    let tunnels = ns.tunnels().list(&ListParams::default()).await.map_err(err)?;
+    let tunnels = ns
+        .tunnels()
+        .list(&ListParams::default())
+        .await
+        .map_err(err)?;
     if tunnels.items.len() != TUNNELS {
         return Err(format!("{} tunnels", tunnels.items.len()));
     }
@@ -310,7 +336,9 @@ async fn exact_objects(ns: &TestNamespace) -> Result<BTreeSet<(String, String)>,
         .collect();
     let expected: BTreeSet<String> = (0..TUNNELS).map(|i| format!("t{i}-config")).collect();
     if secrets != expected {
-        return Err(format!("Secrets {secrets:?}: one config Secret per tunnel expected"));
+        return Err(format!(
+            "Secrets {secrets:?}: one config Secret per tunnel expected"
+        ));
     }
     Ok(pods)
 }

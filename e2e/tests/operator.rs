@@ -85,7 +85,7 @@ fn slot(site: &Site) -> u8 {
 }
 
 /// A GRE tunnel from the site's local endpoint to its customer `i`, health checks off, no
-/// routes (a running pod installs its routes on the host), inner 10.231.<slot>.<2i>/31.
+/// routes (a running pod installs its routes on the host), inner 10.241.<slot>.<2i>/31.
 fn gre(name: &str, site: &Site, i: usize) -> Value {
     json!({
         "apiVersion": "magictunnel.dev/v1alpha1", "kind": "MagicTunnel",
@@ -93,7 +93,7 @@ fn gre(name: &str, site: &Site, i: usize) -> Value {
         "spec": {
             "type": "GRE", "localEndpoint": site.local.to_string(),
             "customerEndpoint": site.customers[i].to_string(),
-            "interfaceAddress": format!("10.231.{}.{}/31", slot(site), 2 * i),
+            "interfaceAddress": format!("10.241.{}.{}/31", slot(site), 2 * i),
             "healthCheck": {"enabled": false}
         }
     })
@@ -108,7 +108,7 @@ fn ipsec(name: &str, site: &Site, ipsec: Value) -> Value {
         "spec": {
             "type": "IPsec", "localEndpoint": site.local.to_string(),
             "customerEndpoint": site.customers[0].to_string(),
-            "interfaceAddress": format!("10.231.{}.100/31", slot(site)),
+            "interfaceAddress": format!("10.241.{}.100/31", slot(site)),
             "healthCheck": {"enabled": false}, "ipsec": ipsec
         }
     })
@@ -233,7 +233,11 @@ async fn the_api_server_refuses_bad_tunnels_with_readable_messages() {
             "at most 50 characters",
         ),
         (
-            ipsec("t", &site, json!({"proposals": {"esp": {"encryption": ["NULL"]}}})),
+            ipsec(
+                "t",
+                &site,
+                json!({"proposals": {"esp": {"encryption": ["NULL"]}}}),
+            ),
             "requires allowNullCipher",
         ),
         (
@@ -246,7 +250,8 @@ async fn the_api_server_refuses_bad_tunnels_with_readable_messages() {
         ),
         (
             ipsec(
-                "t", &site,
+                "t",
+                &site,
                 json!({"lifetimes": {"ikeSeconds": 3600, "childSeconds": 7200}}),
             ),
             "childSeconds must be shorter",
@@ -603,7 +608,11 @@ async fn adopted_psk_missing_weak_good_then_deleted_while_serving() {
     assert!(msg.contains("corp-psk"), "{msg}");
     // More reconciles and pod polls (every 10 s) later the pod is still the same one.
     tokio::time::sleep(Duration::from_secs(12)).await;
-    let kept = ns.pods().get("corp-0").await.expect("the pod keeps serving");
+    let kept = ns
+        .pods()
+        .get("corp-0")
+        .await
+        .expect("the pod keeps serving");
     assert_eq!(kept.uid(), pod.uid(), "the same pod");
     assert!(kept.metadata.deletion_timestamp.is_none(), "not deleted");
     let reasons = ns.event_reasons("corp").await;
@@ -638,7 +647,7 @@ async fn indistinguishable_tunnels_are_reported_not_deployed() {
     let second = with(
         gre("second", &site, 0),
         &["spec", "interfaceAddress"],
-        json!("10.231.3.10/31"),
+        json!("10.241.3.10/31"),
     );
     ns.create(second).await.expect("second");
     let msg = ns
@@ -694,7 +703,10 @@ async fn deleted_tunnels_leave_no_pods_or_secrets() {
         .items;
     let listed = names(&secrets);
     for s in ["g-config", "i-config", "i-psk"] {
-        assert!(secrets.iter().any(|x| x.name_any() == s), "{s} in [{listed}]");
+        assert!(
+            secrets.iter().any(|x| x.name_any() == s),
+            "{s} in [{listed}]"
+        );
     }
 
     let deleted = Instant::now();
