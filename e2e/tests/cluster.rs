@@ -177,12 +177,8 @@ async fn leader_killed_mid_flight_the_other_replica_converges_without_duplicates
     let killed = Instant::now();
     let configured_at_kill = configured(&ns).await.len();
     // The pods the old leader made: the new one must keep them.
-    let before: BTreeSet<(String, Option<String>)> = ns
-        .pods()
-        .list(&ListParams::default())
+    let before: BTreeSet<(String, Option<String>)> = all_pods(&ns)
         .await
-        .expect("pods")
-        .items
         .iter()
         .map(|p| (p.name_any(), p.uid()))
         .collect();
@@ -256,15 +252,7 @@ async fn leader_killed_mid_flight_the_other_replica_converges_without_duplicates
     tokio::time::sleep(Duration::from_secs(5)).await;
     let second = exact_objects(&ns).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(first, second, "pods were replaced after convergence");
-    let ready = ns
-        .pods()
-        .list(&ListParams::default())
-        .await
-        .expect("pods")
-        .items
-        .iter()
-        .filter(|p| pod_ready(p))
-        .count();
+    let ready = all_pods(&ns).await.iter().filter(|p| pod_ready(p)).count();
     println!("{ready}/{TUNNELS} tunnel pods Ready so far");
     // And the new leader says so on its metrics.
     let gauge = eventually(
@@ -274,6 +262,14 @@ async fn leader_killed_mid_flight_the_other_replica_converges_without_duplicates
     )
     .await;
     assert!(gauge.is_ok(), "{holder}: {LEADER_METRIC} is not 1");
+}
+
+async fn all_pods(ns: &TestNamespace) -> Vec<k8s_openapi::api::core::v1::Pod> {
+    ns.pods()
+        .list(&ListParams::default())
+        .await
+        .expect("pods")
+        .items
 }
 
 /// Tunnels whose Configured is True (Applied) for their current generation.

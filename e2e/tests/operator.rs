@@ -10,7 +10,8 @@
 //! test says it is skipped and passes, unless `MT_E2E_REQUIRED=1` (see the crate docs).
 //!
 //! Site slots (see [`magictunnel_e2e::host`]): 0 gre, 1 psk, 2 adopt, 3 conflict, 4 cel,
-//! 5–6 delete; `tests/cluster.rs` uses 10–29.
+//! 5–6 delete; `tests/cluster.rs` uses 10–29. Tunnel /31s: 10.241.<slot>.0/24 (the traffic
+//! tests use 10.231.0.0/24).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
