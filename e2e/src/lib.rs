@@ -1,6 +1,24 @@
 //! Helpers of the end-to-end suite: apply YAML like `kubectl apply --server-side`, wait for a
-//! condition, render the chart. The suite runs against whatever cluster KUBECONFIG names: the
-//! local control plane (`e2e/run-local.sh`) or kind (`e2e/kind.sh`).
+//! condition, render the chart, find the operator replicas and their Lease, join a customer
+//! site to the host ([`host::Site`]), give a test a namespace of its own
+//! ([`namespace::TestNamespace`]).
+//!
+//! # Which cluster, and when a test skips
+//!
+//! The suite runs against whatever cluster `KUBECONFIG` names: the local node
+//! (`e2e/run-local.sh`, which `make test` runs) or kind (`e2e/kind.sh`). Every test that needs
+//! a cluster starts with
+//!
+//! ```ignore
+//! let client = magictunnel_e2e::cluster_or_skip!();
+//! ```
+//!
+//! which evaluates to a [`kube::Client`], or returns from the test (which then passes) after
+//! printing `skipped <test>: KUBECONFIG is not set` on stderr, bypassing the test harness's
+//! output capture so that it shows without `--nocapture`. With `MT_E2E_REQUIRED=1`
+//! (run-local.sh sets it) a missing `KUBECONFIG` fails the test instead. A `KUBECONFIG` that
+//! is set but names no reachable cluster always fails: the cluster was asked for.
+//! [`client_or_skip`] is the same as a function, for callers that want to decide themselves.
 
 pub mod scale;
 
@@ -14,6 +32,9 @@ use kube::discovery::{Discovery, Scope};
 use kube::{Client, ResourceExt};
 use serde::Deserialize;
 
+pub mod host;
+pub mod namespace;
+pub mod operators;
 pub mod peer;
 
 pub const FIELD_MANAGER: &str = "magictunnel-e2e";
@@ -31,6 +52,65 @@ pub async fn client() -> anyhow::Result<Client> {
     Client::try_default()
         .await
         .context("connecting to the cluster in KUBECONFIG")
+}
+
+/// Env: set to `1` to make a missing cluster fail the suite instead of skipping it.
+pub const REQUIRED_ENV: &str = "MT_E2E_REQUIRED";
+
+/// The cluster `KUBECONFIG` names, answering `/version`; `None` (after saying so on stderr)
+/// when `KUBECONFIG` is unset or empty and [`REQUIRED_ENV`] is not `1`. Panics when the cluster
+/// is required but missing, or named but unreachable. See the crate documentation.
+pub async fn client_or_skip(test: &str) -> Option<Client> {
+    let named = std::env::var_os("KUBECONFIG").is_some_and(|k| !k.is_empty());
+    let required = std::env::var(REQUIRED_ENV).is_ok_and(|v| v == "1");
+    if !named {
+        assert!(
+            !required,
+            "{test}: {REQUIRED_ENV}=1 but KUBECONFIG is not set: no cluster to test against"
+        );
+        skip_note(
+            test,
+            "KUBECONFIG is not set (e2e/run-local.sh brings a cluster up)",
+        );
+        return None;
+    }
+    let client = client()
+        .await
+        .unwrap_or_else(|e| panic!("{test}: KUBECONFIG is set but unusable: {e:#}"));
+    if let Err(e) = client.apiserver_version().await {
+        panic!("{test}: the cluster in KUBECONFIG does not answer: {e}");
+    }
+    Some(client)
+}
+
+/// Written to the process's stderr directly: libtest captures `eprintln!` of passing tests.
+fn skip_note(test: &str, why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "skipped {test}: {why}");
+}
+
+/// The enclosing function's path, e.g. `operator::gre_tunnel` (for [`cluster_or_skip!`]).
+#[macro_export]
+macro_rules! function_path {
+    () => {{
+        fn here() {}
+        let name = ::std::any::type_name_of_val(&here);
+        name.strip_suffix("::here")
+            .unwrap_or(name)
+            .replace("::{{closure}}", "")
+    }};
+}
+
+/// A [`kube::Client`] for the cluster in `KUBECONFIG`, or `return` from the calling test after
+/// printing why it was skipped (see the crate documentation).
+#[macro_export]
+macro_rules! cluster_or_skip {
+    () => {
+        match $crate::client_or_skip(&$crate::function_path!()).await {
+            Some(client) => client,
+            None => return,
+        }
+    };
 }
 
 /// Server-side apply every document of a YAML stream.
@@ -71,6 +151,19 @@ pub async fn apply_yaml(
         .with_context(|| format!("applying {} {}", gvk.kind, obj.name_any()))?;
     }
     Ok(())
+}
+
+/// The pod is Running and the kubelet reports it Ready (its readiness probe passes).
+pub fn pod_ready(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    let Some(status) = pod.status.as_ref() else {
+        return false;
+    };
+    status.phase.as_deref() == Some("Running")
+        && status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 /// Poll `check` until it returns `Some`, or fail after `timeout` with `what`.

@@ -1,153 +1,44 @@
-//! End-to-end: a real kube-apiserver (and garbage collector) and the operator running as its
-//! ServiceAccount with the chart's RBAC. Every test works in a namespace of its own.
+//! End-to-end on a real node: the chart's operator (2 replicas, one leader) turns MagicTunnels
+//! into tunnel pods that the kubelet runs on the host network. Tests write no status: a tunnel
+//! is Ready because its pod really is (a GRE tunnel with health checks disabled is ready as
+//! soon as its transport is open, so its local endpoint must be an address of the host: each
+//! test that runs a pod joins a [`Site`] to the host first). Every test works in a namespace of
+//! its own, `e2e-ops-<test>-<hex>`.
 //!
-//! These need a cluster and a running operator, so they are `#[ignore]`d in a plain
-//! `cargo test`; `e2e/run-local.sh` (or `e2e/kind.sh`) sets both up and runs them with
-//! `--ignored`.
+//! These need a cluster, so they are `#[ignore]`d in a plain `cargo test`; `e2e/run-local.sh`
+//! (or `e2e/kind.sh`) brings one up and runs them with `--ignored`. Without `KUBECONFIG` each
+//! test says it is skipped and passes, unless `MT_E2E_REQUIRED=1` (see the crate docs).
+//!
+//! Site slots (see [`magictunnel_e2e::host`]): 0 gre, 1 psk, 2 adopt, 3 conflict, 4 cel,
+//! 5–6 delete; `tests/cluster.rs` uses 10–29. Tunnel /31s: 10.241.<slot>.0/24 (the traffic
+//! tests use 10.231.0.0/24).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
-};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use magictunnel_e2e::{client, eventually};
-use operator::crd::{MagicTunnel, ROTATE_PSK_ANNOTATION};
+use magictunnel_e2e::host::Site;
+use magictunnel_e2e::namespace::{TestNamespace, pod_running, restarts, single_owner};
+use magictunnel_e2e::{cluster_or_skip, eventually, operators, pod_ready};
+use operator::crd::ROTATE_PSK_ANNOTATION;
 use serde_json::{Value, json};
 use tunnel_pod::config::TunnelConfig;
 
+/// Conditions the operator sets from what it reads of the API.
 const WAIT: Duration = Duration::from_secs(30);
+/// A pod scheduled, started by the kubelet and passing its readiness probe (period 5 s), then
+/// seen by the operator.
+const POD_WAIT: Duration = Duration::from_secs(90);
+/// Deleted tunnels: the garbage collector removes their pods (grace 10 s) and Secrets.
+const GC_WAIT: Duration = Duration::from_secs(60);
 
-/// A namespace for one test, deleted (with everything in it) when the test ends.
-struct TestNamespace {
-    client: Client,
-    name: String,
-}
-
-impl TestNamespace {
-    async fn new(test: &str) -> Self {
-        let client = client().await.expect("cluster in KUBECONFIG");
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or_default();
-        let name = format!("e2e-{test}-{nanos:x}");
-        let ns: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": name}})).expect("ns");
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .expect("create namespace");
-        TestNamespace { client, name }
-    }
-    fn tunnels(&self) -> Api<MagicTunnel> {
-        Api::namespaced(self.client.clone(), &self.name)
-    }
-    fn pods(&self) -> Api<Pod> {
-        Api::namespaced(self.client.clone(), &self.name)
-    }
-    fn secrets(&self) -> Api<Secret> {
-        Api::namespaced(self.client.clone(), &self.name)
-    }
-
-    /// Create from raw JSON, so that objects our own types could not even hold reach the API.
-    async fn create(&self, tunnel: Value) -> Result<DynamicObject, kube::Error> {
-        let obj: DynamicObject = serde_json::from_value(tunnel).expect("object shape");
-        let resource = ApiResource::erase::<MagicTunnel>(&());
-        Api::<DynamicObject>::namespaced_with(self.client.clone(), &self.name, &resource)
-            .create(&PostParams::default(), &obj)
-            .await
-    }
-
-    async fn condition(&self, tunnel: &str, type_: &str) -> Option<(String, String, String)> {
-        let mt = self.tunnels().get(tunnel).await.ok()?;
-        let status = mt.status?;
-        let c = status.conditions.iter().find(|c| c.type_ == type_)?;
-        Some((c.status.clone(), c.reason.clone(), c.message.clone()))
-    }
-
-    async fn wait_condition(
-        &self,
-        tunnel: &str,
-        type_: &str,
-        status: &str,
-        reason: &str,
-    ) -> String {
-        eventually(
-            &format!("{tunnel} {type_}={status} ({reason})"),
-            WAIT,
-            || async {
-                let (s, r, m) = self.condition(tunnel, type_).await?;
-                (s == status && r == reason).then_some(m)
-            },
-        )
+async fn namespace(client: &Client, test: &str) -> TestNamespace {
+    TestNamespace::new(client, &format!("e2e-ops-{test}"))
         .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "{e}; last: {:?}",
-                futures::executor::block_on(self.condition(tunnel, type_))
-            )
-        })
-    }
-
-    async fn secret_value(&self, name: &str, key: &str) -> Option<Vec<u8>> {
-        let s = self.secrets().get(name).await.ok()?;
-        s.data?.get(key).map(|b| b.0.clone())
-    }
-
-    async fn event_reasons(&self, tunnel: &str) -> Vec<String> {
-        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.name);
-        events
-            .list(&ListParams::default())
-            .await
-            .map(|l| {
-                l.items
-                    .into_iter()
-                    .filter(|e| {
-                        e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(tunnel)
-                    })
-                    .filter_map(|e| e.reason)
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Act as the kubelet: report the pod Ready.
-    async fn mark_ready(&self, pod: &str) {
-        let status = json!({"status": {"phase": "Running", "conditions": [
-            {"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}
-        ]}});
-        self.pods()
-            .patch_status(pod, &PatchParams::default(), &Patch::Merge(&status))
-            .await
-            .expect("pod status");
-    }
-}
-
-impl Drop for TestNamespace {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Best effort: the namespace controller removes what is inside. A client of its own on
-        // a runtime of its own: the test's runtime is blocked in this drop.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            if let Ok(rt) = rt {
-                rt.block_on(async {
-                    if let Ok(client) = client().await {
-                        let api: Api<Namespace> = Api::all(client);
-                        let _ = api.delete(&name, &DeleteParams::default()).await;
-                    }
-                });
-            }
-        })
-        .join();
-    }
+        .expect("create namespace")
 }
 
 /// The pod's PSK volume as (Secret, key, file name, mount path), checked to be a read-only
@@ -190,28 +81,36 @@ fn assert_no_key(bytes: &[u8], key: &[u8]) {
     }
 }
 
-fn gre(name: &str, customer: &str) -> Value {
+fn slot(site: &Site) -> u8 {
+    site.local.octets()[3] - magictunnel_e2e::host::FIRST
+}
+
+/// A GRE tunnel from the site's local endpoint to its customer `i`, health checks off, no
+/// routes (a running pod installs its routes on the host), inner 10.241.<slot>.<2i>/31.
+fn gre(name: &str, site: &Site, i: usize) -> Value {
     json!({
         "apiVersion": "magictunnel.dev/v1alpha1", "kind": "MagicTunnel",
         "metadata": {"name": name},
         "spec": {
-            "type": "GRE", "localEndpoint": "192.0.2.10", "customerEndpoint": customer,
-            "interfaceAddress": "10.200.0.0/31", "routes": [{"prefix": "10.20.0.0/16"}]
+            "type": "GRE", "localEndpoint": site.local.to_string(),
+            "customerEndpoint": site.customers[i].to_string(),
+            "interfaceAddress": format!("10.241.{}.{}/31", slot(site), 2 * i),
+            "healthCheck": {"enabled": false}
         }
     })
 }
 
-/// Tests run side by side in one account: each IPsec tunnel gets its own customer endpoint so
-/// that ID_IPV4_ADDR stays unique (the operator withdraws it from tunnels sharing a pair).
-fn ipsec(name: &str, ipsec: Value) -> Value {
-    static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(20);
-    let host = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+/// An IPsec tunnel of the site (one per local address: the pod takes UDP 500 and 4500 on it).
+/// Each site has its own customer endpoint, so that ID_IPV4_ADDR stays unique.
+fn ipsec(name: &str, site: &Site, ipsec: Value) -> Value {
     json!({
         "apiVersion": "magictunnel.dev/v1alpha1", "kind": "MagicTunnel",
         "metadata": {"name": name},
         "spec": {
-            "type": "IPsec", "localEndpoint": "192.0.2.20", "customerEndpoint": format!("198.51.100.{host}"),
-            "interfaceAddress": "10.200.0.2/31", "ipsec": ipsec
+            "type": "IPsec", "localEndpoint": site.local.to_string(),
+            "customerEndpoint": site.customers[0].to_string(),
+            "interfaceAddress": format!("10.241.{}.100/31", slot(site)),
+            "healthCheck": {"enabled": false}, "ipsec": ipsec
         }
     })
 }
@@ -225,11 +124,53 @@ fn with(mut base: Value, path: &[&str], value: Value) -> Value {
     base
 }
 
+/// How far [`wait_pod`] waits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Up {
+    /// The kubelet started it: phase Running (also while its container crash-loops).
+    Started,
+    /// Running and passing its readiness probe.
+    Ready,
+}
+
+/// Waits until the pod exists and is `up`.
+async fn wait_pod(ns: &TestNamespace, name: &str, up: Up) -> Pod {
+    let what = format!("{}/{name} {up:?}", ns.name);
+    let found = eventually(&what, POD_WAIT, || async {
+        let p = ns.pods().get_opt(name).await.ok()??;
+        let phase = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+        let ok = match up {
+            Up::Started => phase,
+            Up::Ready => pod_running(&p) && pod_ready(&p),
+        };
+        ok.then_some(p)
+    })
+    .await;
+    match found {
+        Ok(p) => p,
+        Err(e) => {
+            let last = ns.pods().get_opt(name).await.ok().flatten();
+            panic!("{e}; last status: {:?}", last.and_then(|p| p.status));
+        }
+    }
+}
+
+/// The pod's container runs and never restarted (an IPsec pod that cannot bind UDP 500 exits
+/// at once and crash-loops, phase still Running).
+async fn assert_serving(ns: &TestNamespace, name: &str) {
+    let p = ns.pods().get(name).await.expect("pod");
+    assert_eq!(restarts(&p), 0, "{name} crashed: {:?}", p.status);
+    assert!(pod_running(&p), "{name}: {:?}", p.status);
+}
+
 #[tokio::test]
-#[ignore = "needs a cluster and a running operator: e2e/run-local.sh"]
+#[ignore = "needs a cluster: e2e/run-local.sh"]
 async fn the_api_server_refuses_bad_tunnels_with_readable_messages() {
-    let ns = TestNamespace::new("cel").await;
-    let good = gre("t", "198.51.100.7");
+    let client = cluster_or_skip!();
+    // The good tunnel is created, so its pod runs: give it an address on the host.
+    let site = Site::new(4, 1).expect("site");
+    let ns = namespace(&client, "cel").await;
+    let good = gre("t", &site, 0);
     let long_name = "n".repeat(51);
     let cases = [
         (
@@ -276,7 +217,7 @@ async fn the_api_server_refuses_bad_tunnels_with_readable_messages() {
             with(
                 good.clone(),
                 &["spec", "customerEndpoint"],
-                json!("192.0.2.10"),
+                json!(site.local.to_string()),
             ),
             "must differ from localEndpoint",
         ),
@@ -293,25 +234,31 @@ async fn the_api_server_refuses_bad_tunnels_with_readable_messages() {
             "at most 50 characters",
         ),
         (
-            ipsec("t", json!({"proposals": {"esp": {"encryption": ["NULL"]}}})),
+            ipsec(
+                "t",
+                &site,
+                json!({"proposals": {"esp": {"encryption": ["NULL"]}}}),
+            ),
             "requires allowNullCipher",
         ),
         (
-            ipsec("t", json!({"acceptedIkeIdTypes": ["FQDN", "FQDN"]})),
+            ipsec("t", &site, json!({"acceptedIkeIdTypes": ["FQDN", "FQDN"]})),
             "Duplicate value",
         ),
         (
-            ipsec("t", json!({"pskSecretRef": {"name": "Not_A_Name"}})),
+            ipsec("t", &site, json!({"pskSecretRef": {"name": "Not_A_Name"}})),
             "must be a Secret name",
         ),
         (
             ipsec(
                 "t",
+                &site,
                 json!({"lifetimes": {"ikeSeconds": 3600, "childSeconds": 7200}}),
             ),
             "childSeconds must be shorter",
         ),
     ];
+    assert!(cases.len() >= 15, "at least 15 kinds of invalid tunnels");
     for (tunnel, expected) in cases {
         match ns.create(tunnel.clone()).await {
             Err(kube::Error::Api(status)) => {
@@ -337,28 +284,32 @@ async fn the_api_server_refuses_bad_tunnels_with_readable_messages() {
 }
 
 #[tokio::test]
-#[ignore = "needs a cluster and a running operator: e2e/run-local.sh"]
-async fn gre_tunnel_becomes_a_config_secret_a_pod_and_status() {
-    let ns = TestNamespace::new("gre").await;
-    ns.create(gre("branch", "198.51.100.7"))
-        .await
-        .expect("created");
-    ns.wait_condition("branch", "Configured", "True", "Applied")
+#[ignore = "needs a cluster: e2e/run-local.sh"]
+async fn gre_tunnel_runs_a_ready_pod_from_its_config_secret() {
+    let client = cluster_or_skip!();
+    let site = Site::new(0, 1).expect("site");
+    let ns = namespace(&client, "gre").await;
+    ns.create(gre("branch", &site, 0)).await.expect("created");
+    ns.wait_condition("branch", "Configured", "True", "Applied", WAIT)
         .await;
 
     let pod = ns.pods().get("branch-0").await.expect("pod");
     let spec = pod.spec.clone().expect("spec");
     assert_eq!(spec.host_network, Some(true));
-    let caps = spec.containers[0]
+    let security = spec.containers[0]
         .security_context
         .clone()
-        .and_then(|s| s.capabilities)
-        .expect("caps");
+        .expect("security context");
+    let caps = security.capabilities.clone().expect("caps");
     assert_eq!(
         caps.add,
         Some(vec!["NET_ADMIN".to_string(), "NET_RAW".to_string()])
     );
-    assert_eq!(pod.owner_references()[0].kind, "MagicTunnel");
+    assert_eq!(caps.drop, Some(vec!["ALL".to_string()]));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.privileged, Some(false));
+    let mt = ns.tunnels().get("branch").await.expect("tunnel");
+    single_owner(&pod, &mt.uid().expect("uid")).expect("owner");
 
     let yaml = ns
         .secret_value("branch-config", "tunnel.yaml")
@@ -366,17 +317,21 @@ async fn gre_tunnel_becomes_a_config_secret_a_pod_and_status() {
         .expect("config secret");
     let config =
         TunnelConfig::from_yaml(std::str::from_utf8(&yaml).expect("utf8")).expect("valid config");
-    assert_eq!(
-        config.customer_endpoint.map(|c| c.to_string()).as_deref(),
-        Some("198.51.100.7")
-    );
+    assert_eq!(config.customer_endpoint, Some(site.customers[0]));
+    assert_eq!(config.local_endpoint, site.local);
+    assert!(!config.health_check.enabled);
 
+    // The kubelet runs the pod and its readiness probe passes: the transport is open.
+    let started = Instant::now();
+    let running = wait_pod(&ns, "branch-0", Up::Ready).await;
     let msg = ns
-        .wait_condition("branch", "Ready", "False", "EndpointsNotReady")
+        .wait_condition("branch", "Ready", "True", "EndpointsReady", POD_WAIT)
         .await;
-    assert_eq!(msg, "0/1 endpoint pods ready");
-    ns.mark_ready("branch-0").await;
-    ns.wait_condition("branch", "Ready", "True", "EndpointsReady")
+    println!("branch Ready {:?} after Configured", started.elapsed());
+    assert_eq!(msg, "1/1 endpoint pods ready");
+    ns.wait_condition("branch", "Established", "True", "TransportOpen", POD_WAIT)
+        .await;
+    ns.wait_condition("branch", "Healthy", "Unknown", "HealthChecksDisabled", WAIT)
         .await;
     let mt = ns.tunnels().get("branch").await.expect("tunnel");
     let status = mt.status.expect("status");
@@ -388,14 +343,25 @@ async fn gre_tunnel_becomes_a_config_secret_a_pod_and_status() {
             .iter()
             .any(|e| e.pod == "branch-0" && e.ready)
     );
+    // The pod's own /status on the node (host network, status.httpPort) agrees.
+    let port = status.http_port.expect("httpPort");
+    let out = tokio::process::Command::new("curl")
+        .args(["-sf", "--max-time", "3"])
+        .arg(format!("http://10.99.0.1:{port}/status"))
+        .output()
+        .await
+        .expect("curl");
+    let body: Value = serde_json::from_slice(&out.stdout).expect("/status is JSON");
+    assert_eq!(body["ready"], json!(true), "{body}");
+    assert_eq!(body["established"], json!(true), "{body}");
     let reasons = ns.event_reasons("branch").await;
     assert!(
         reasons.contains(&"Applied".to_string()) && reasons.contains(&"EndpointsReady".to_string()),
         "{reasons:?}"
     );
 
-    // A spec change rolls the pod: same name, new config hash.
-    let old_hash = pod
+    // A spec change rolls the pod: same name, new config hash, a new pod that becomes Ready.
+    let old_hash = running
         .annotations()
         .get("magictunnel.dev/config-hash")
         .cloned();
@@ -404,37 +370,29 @@ async fn gre_tunnel_becomes_a_config_secret_a_pod_and_status() {
         .patch("branch", &PatchParams::default(), &Patch::Merge(&change))
         .await
         .expect("patch");
-    eventually("the pod to be rolled", WAIT, || async {
+    eventually("the pod to be rolled", POD_WAIT, || async {
         let p = ns.pods().get("branch-0").await.ok()?;
-        (p.annotations().get("magictunnel.dev/config-hash") != old_hash.as_ref()).then_some(())
+        (p.annotations().get("magictunnel.dev/config-hash") != old_hash.as_ref()
+            && p.uid() != running.uid())
+        .then_some(())
     })
     .await
     .expect("rolled");
-
-    // Deleting the tunnel garbage-collects its pods and Secrets.
-    ns.tunnels()
-        .delete("branch", &DeleteParams::default())
-        .await
-        .expect("delete");
-    eventually(
-        "pods and Secrets to be collected",
-        Duration::from_secs(90),
-        || async {
-            let pods = ns.pods().list(&ListParams::default()).await.ok()?;
-            let config = ns.secrets().get_opt("branch-config").await.ok()?;
-            (pods.items.is_empty() && config.is_none()).then_some(())
-        },
-    )
-    .await
-    .expect("garbage collected");
+    wait_pod(&ns, "branch-0", Up::Ready).await;
+    ns.wait_condition("branch", "Ready", "True", "EndpointsReady", POD_WAIT)
+        .await;
 }
 
 #[tokio::test]
-#[ignore = "needs a cluster and a running operator: e2e/run-local.sh"]
+#[ignore = "needs a cluster: e2e/run-local.sh"]
 async fn generated_psk_is_made_once_and_rotated_on_request() {
-    let ns = TestNamespace::new("psk").await;
-    ns.create(ipsec("vpn", json!({}))).await.expect("created");
-    ns.wait_condition("vpn", "Configured", "True", "Applied")
+    let client = cluster_or_skip!();
+    let site = Site::new(1, 1).expect("site");
+    let ns = namespace(&client, "psk").await;
+    ns.create(ipsec("vpn", &site, json!({})))
+        .await
+        .expect("created");
+    ns.wait_condition("vpn", "Configured", "True", "Applied", WAIT)
         .await;
     let first = ns
         .secret_value("vpn-psk", "psk")
@@ -466,7 +424,11 @@ async fn generated_psk_is_made_once_and_rotated_on_request() {
     assert_eq!(status.psk_secret_name.as_deref(), Some("vpn-psk"));
     assert!(status.psk_generated_at.is_some());
     let ids = status.ike_ids.expect("IKE IDs");
-    assert!(ids.fqdn.as_deref().is_some_and(|f| f.ends_with(".0123456789abcdef0123456789abcdef.ipsec.magictunnel.dev")));
+    assert!(
+        ids.fqdn.as_deref().is_some_and(
+            |f| f.ends_with(".0123456789abcdef0123456789abcdef.ipsec.magictunnel.dev")
+        )
+    );
     assert_eq!(
         ids.ipv4_addr, mt.spec.customer_endpoint,
         "the endpoint pair is unique"
@@ -497,7 +459,8 @@ async fn generated_psk_is_made_once_and_rotated_on_request() {
         .await
         .expect("config")
         .resource_version();
-    let pod = ns.pods().get("vpn-0").await.expect("pod");
+    // The pod runs (no peer answers IKE here, so it is not Ready).
+    let pod = wait_pod(&ns, "vpn-0", Up::Started).await;
     assert_eq!(
         psk_volume(&pod),
         Some((
@@ -548,55 +511,72 @@ async fn generated_psk_is_made_once_and_rotated_on_request() {
             .await
             .contains(&"PskRotated".to_string())
     );
+    // IKE binds UDP 500: the one capability IPsec pods add to the GRE pair.
+    let created = ns.pods().get("vpn-0").await.expect("pod");
+    let caps = created.spec.as_ref().expect("spec").containers[0]
+        .security_context
+        .as_ref()
+        .and_then(|s| s.capabilities.as_ref())
+        .and_then(|c| c.add.clone());
+    assert_eq!(
+        caps,
+        Some(vec![
+            "NET_ADMIN".to_string(),
+            "NET_RAW".to_string(),
+            "NET_BIND_SERVICE".to_string()
+        ])
+    );
+    assert_serving(&ns, "vpn-0").await;
 }
 
-#[tokio::test]
-#[ignore = "needs a cluster and a running operator: e2e/run-local.sh"]
-async fn adopted_psk_secret_missing_weak_then_good() {
-    let ns = TestNamespace::new("adopt").await;
-    ns.create(ipsec("corp", json!({"pskSecretRef": {"name": "corp-psk"}})))
-        .await
-        .expect("created");
-    let msg = ns
-        .wait_condition("corp", "Configured", "False", "PskSecretNotFound")
-        .await;
-    assert!(msg.contains("corp-psk"), "{msg}");
-    assert!(ns.pods().get_opt("corp-0").await.expect("get").is_none());
-
-    let mut secret = Secret {
+fn psk_secret(name: &str, psk: &[u8]) -> Secret {
+    Secret {
         metadata: kube::api::ObjectMeta {
-            name: Some("corp-psk".into()),
+            name: Some(name.into()),
             ..Default::default()
         },
         data: Some(BTreeMap::from([(
             "psk".to_string(),
-            ByteString(b"weak".to_vec()),
+            ByteString(psk.to_vec()),
         )])),
         ..Default::default()
-    };
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: e2e/run-local.sh"]
+async fn adopted_psk_missing_weak_good_then_deleted_while_serving() {
+    let client = cluster_or_skip!();
+    let site = Site::new(2, 1).expect("site");
+    let ns = namespace(&client, "adopt").await;
+    let spec = ipsec("corp", &site, json!({"pskSecretRef": {"name": "corp-psk"}}));
+    ns.create(spec).await.expect("created");
+    let msg = ns
+        .wait_condition("corp", "Configured", "False", "PskSecretNotFound", WAIT)
+        .await;
+    assert!(msg.contains("corp-psk"), "{msg}");
+    assert!(ns.pods().get_opt("corp-0").await.expect("get").is_none());
+
     ns.secrets()
-        .create(&PostParams::default(), &secret)
+        .create(&PostParams::default(), &psk_secret("corp-psk", b"weak"))
         .await
         .expect("secret");
-    ns.wait_condition("corp", "Configured", "False", "PskTooWeak")
+    ns.wait_condition("corp", "Configured", "False", "PskTooWeak", WAIT)
         .await;
+    assert!(ns.pods().get_opt("corp-0").await.expect("get").is_none());
 
-    secret.data = Some(BTreeMap::from([(
-        "psk".to_string(),
-        ByteString(b"a-strong-shared-key-2026".to_vec()),
-    )]));
+    let strong = b"a-strong-shared-key-2026";
     ns.secrets()
-        .replace("corp-psk", &PostParams::default(), &secret)
+        .replace(
+            "corp-psk",
+            &PostParams::default(),
+            &psk_secret("corp-psk", strong),
+        )
         .await
         .expect("replace");
-    ns.wait_condition("corp", "Configured", "True", "Applied")
+    ns.wait_condition("corp", "Configured", "True", "Applied", WAIT)
         .await;
-    let pod = ns
-        .pods()
-        .get_opt("corp-0")
-        .await
-        .expect("get")
-        .expect("pod");
+    let pod = wait_pod(&ns, "corp-0", Up::Started).await;
     assert_eq!(
         psk_volume(&pod),
         Some((
@@ -610,54 +590,163 @@ async fn adopted_psk_secret_missing_weak_then_good() {
         .secret_value("corp-config", "tunnel.yaml")
         .await
         .expect("config");
-    assert_no_key(&yaml, b"a-strong-shared-key-2026");
+    assert_no_key(&yaml, strong);
     let s = ns.secrets().get("corp-psk").await.expect("secret");
     assert!(
         s.owner_references().is_empty(),
         "an adopted Secret is never owned"
     );
+
+    // Deleted while the tunnel runs (a GitOps tool re-creating it, say): the pod keeps serving
+    // the last good config, and the tunnel says why it is not Configured.
+    ns.secrets()
+        .delete("corp-psk", &DeleteParams::default())
+        .await
+        .expect("delete the adopted Secret");
+    let msg = ns
+        .wait_condition("corp", "Configured", "False", "PskSecretNotFound", WAIT)
+        .await;
+    assert!(msg.contains("corp-psk"), "{msg}");
+    // More reconciles and pod polls (every 10 s) later the pod is still the same one.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let kept = ns
+        .pods()
+        .get("corp-0")
+        .await
+        .expect("the pod keeps serving");
+    assert_eq!(kept.uid(), pod.uid(), "the same pod");
+    assert!(kept.metadata.deletion_timestamp.is_none(), "not deleted");
+    let reasons = ns.event_reasons("corp").await;
+    assert!(
+        reasons.contains(&"PskSecretNotFound".to_string()),
+        "{reasons:?}"
+    );
+
+    ns.secrets()
+        .create(&PostParams::default(), &psk_secret("corp-psk", strong))
+        .await
+        .expect("re-create");
+    ns.wait_condition("corp", "Configured", "True", "Applied", WAIT)
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = ns.pods().get("corp-0").await.expect("pod");
+    assert_eq!(after.uid(), pod.uid(), "still the same pod");
+    // It really served all along: its container never restarted.
+    assert_serving(&ns, "corp-0").await;
 }
 
 #[tokio::test]
-#[ignore = "needs a cluster and a running operator: e2e/run-local.sh"]
+#[ignore = "needs a cluster: e2e/run-local.sh"]
 async fn indistinguishable_tunnels_are_reported_not_deployed() {
-    let ns = TestNamespace::new("conflict").await;
-    ns.create(gre("first", "198.51.100.99"))
-        .await
-        .expect("first");
-    ns.wait_condition("first", "Configured", "True", "Applied")
+    let client = cluster_or_skip!();
+    let site = Site::new(3, 1).expect("site");
+    let ns = namespace(&client, "conflict").await;
+    ns.create(gre("first", &site, 0)).await.expect("first");
+    ns.wait_condition("first", "Configured", "True", "Applied", WAIT)
         .await;
-    ns.create(gre("second", "198.51.100.99"))
-        .await
-        .expect("second");
+    // Same local and customer endpoints (and no GRE key): the two cannot be told apart.
+    let second = with(
+        gre("second", &site, 0),
+        &["spec", "interfaceAddress"],
+        json!("10.241.3.10/31"),
+    );
+    ns.create(second).await.expect("second");
     let msg = ns
-        .wait_condition("second", "Configured", "False", "EndpointConflict")
+        .wait_condition("second", "Configured", "False", "EndpointConflict", WAIT)
         .await;
     assert!(msg.contains("/first"), "{msg}");
     assert!(ns.pods().get_opt("second-0").await.expect("get").is_none());
+    let reasons = ns.event_reasons("second").await;
+    assert!(
+        reasons.contains(&"EndpointConflict".to_string()),
+        "{reasons:?}"
+    );
 
     // When the first goes away the second takes over, without being touched itself.
     ns.tunnels()
         .delete("first", &DeleteParams::default())
         .await
         .expect("delete");
-    ns.wait_condition("second", "Configured", "True", "Applied")
+    ns.wait_condition("second", "Configured", "True", "Applied", WAIT)
         .await;
+    wait_pod(&ns, "second-0", Up::Ready).await;
+}
+
+fn names<K: ResourceExt>(list: &[K]) -> String {
+    list.iter()
+        .map(ResourceExt::name_any)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[tokio::test]
-#[ignore = "needs a cluster and a running operator: e2e/run-local.sh"]
-async fn operator_serves_metrics() {
-    let Ok(url) = std::env::var("MT_E2E_OPERATOR_METRICS") else {
-        panic!("MT_E2E_OPERATOR_METRICS is not set (e2e/run-local.sh sets it)");
-    };
-    let body = eventually("operator metrics", WAIT, || async {
-        let out = tokio::process::Command::new("curl")
-            .args(["-sf", &url])
-            .output()
+#[ignore = "needs a cluster: e2e/run-local.sh"]
+async fn deleted_tunnels_leave_no_pods_or_secrets() {
+    let client = cluster_or_skip!();
+    let gre_site = Site::new(5, 1).expect("site");
+    let ipsec_site = Site::new(6, 1).expect("site");
+    let ns = namespace(&client, "delete").await;
+    ns.create(gre("g", &gre_site, 0)).await.expect("gre");
+    ns.create(ipsec("i", &ipsec_site, json!({})))
+        .await
+        .expect("ipsec");
+    for t in ["g", "i"] {
+        ns.wait_condition(t, "Configured", "True", "Applied", WAIT)
+            .await;
+    }
+    wait_pod(&ns, "g-0", Up::Ready).await;
+    wait_pod(&ns, "i-0", Up::Started).await;
+    let secrets = ns
+        .secrets()
+        .list(&ListParams::default())
+        .await
+        .expect("secrets")
+        .items;
+    let listed = names(&secrets);
+    for s in ["g-config", "i-config", "i-psk"] {
+        assert!(
+            secrets.iter().any(|x| x.name_any() == s),
+            "{s} in [{listed}]"
+        );
+    }
+
+    let deleted = Instant::now();
+    for t in ["g", "i"] {
+        ns.tunnels()
+            .delete(t, &DeleteParams::default())
             .await
-            .ok()?;
-        let text = String::from_utf8(out.stdout).ok()?;
+            .expect("delete");
+    }
+    // Nothing else lives in this namespace: every pod and Secret in it was the operator's.
+    let left = eventually("pods and Secrets to be collected", GC_WAIT, || async {
+        let pods = ns.pods().list(&ListParams::default()).await.ok()?;
+        let secrets = ns.secrets().list(&ListParams::default()).await.ok()?;
+        (pods.items.is_empty() && secrets.items.is_empty()).then_some(())
+    })
+    .await;
+    if let Err(e) = left {
+        let pods = ns.pods().list(&ListParams::default()).await.expect("pods");
+        let secrets = ns.secrets().list(&ListParams::default()).await.expect("s");
+        panic!(
+            "{e}: pods [{}], Secrets [{}]",
+            names(&pods.items),
+            names(&secrets.items)
+        );
+    }
+    println!(
+        "2 tunnels' pods and 3 Secrets collected {:?} after the delete (bound {GC_WAIT:?})",
+        deleted.elapsed()
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: e2e/run-local.sh"]
+async fn the_leader_serves_reconcile_metrics() {
+    let client = cluster_or_skip!();
+    // Found through the Lease: the leader is the replica that reconciles.
+    let body = eventually("the leader's metrics", WAIT, || async {
+        let leader = operators::leader(&client).await.ok()??;
+        let text = operators::metrics(&leader).await.ok()?;
         text.contains("magictunnel_operator_reconciles_total")
             .then_some(text)
     })
@@ -665,6 +754,11 @@ async fn operator_serves_metrics() {
     .expect("metrics");
     assert!(
         body.contains("magictunnel_operator_reconcile_duration_seconds_bucket"),
+        "{body}"
+    );
+    assert_eq!(
+        operators::metric_value(&body, operators::LEADER_METRIC),
+        Some(1.0),
         "{body}"
     );
 }

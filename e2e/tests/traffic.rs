@@ -26,7 +26,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use magictunnel_e2e::peer::strongswan::{Charon, CharonOptions, SwanConn};
 use magictunnel_e2e::peer::{Branch, BranchSpec, Side, output, tunnel_pod_binary, wait_for};
-use magictunnel_e2e::{apply_yaml, client, eventually};
+use magictunnel_e2e::{apply_yaml, eventually};
 use operator::crd::{MagicTunnel, ROTATE_PSK_ANNOTATION};
 use serde_json::json;
 use tunnel_pod::config::TunnelConfig;
@@ -42,16 +42,10 @@ const TRANSFER_BYTES: u64 = 4 * 1024 * 1024;
 const CONN: &str = "branch";
 
 /// The cluster, or `None` (skipped, with the reason printed) when KUBECONFIG is unset; with
-/// MT_E2E_REQUIRED=1 a missing cluster fails the test instead.
+/// MT_E2E_REQUIRED=1 a missing cluster fails the test instead: the suite's one rule,
+/// [`magictunnel_e2e::client_or_skip`].
 async fn cluster(test: &str) -> Option<Client> {
-    if std::env::var_os("KUBECONFIG").is_none() {
-        if std::env::var("MT_E2E_REQUIRED").as_deref() == Ok("1") {
-            panic!("{test}: KUBECONFIG is unset but MT_E2E_REQUIRED=1: the cluster is required");
-        }
-        eprintln!("{test}: SKIPPED: KUBECONFIG is unset (no cluster to test against)");
-        return None;
-    }
-    Some(client().await.expect("cluster in KUBECONFIG"))
+    magictunnel_e2e::client_or_skip(test).await
 }
 
 /// A namespace `e2e-traffic-<test>-<suffix>`, deleted with everything in it when dropped.
