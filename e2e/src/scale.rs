@@ -208,7 +208,10 @@ pub async fn run(client: &Client, p: &Params) -> anyhow::Result<Report> {
                 "scale: {configured}/{} configured after {:.0}s, reconciles {}",
                 p.tunnels,
                 elapsed.as_secs_f64(),
-                reconciles(&p.metrics_url).await.unwrap_or(0).saturating_sub(before)
+                reconciles(&p.metrics_url)
+                    .await
+                    .unwrap_or(0)
+                    .saturating_sub(before)
             );
         }
         if configured == p.tunnels {

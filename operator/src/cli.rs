@@ -86,6 +86,11 @@ pub struct RunArgs {
     /// Pods asked at the same time.
     #[arg(long, default_value_t = 32)]
     pub status_poll_concurrency: usize,
+    /// Tunnels reconciled at the same time. Bounded so that a burst (1,000 tunnels applied at
+    /// once, a relist) queues in the operator rather than as requests at the API server, where
+    /// it would delay everything else, the leader's Lease renewals included.
+    #[arg(long, default_value_t = 32)]
+    pub max_concurrent_reconciles: u16,
 }
 
 impl RunArgs {

@@ -60,7 +60,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let poll = args.status_poll();
     // Followers serve /healthz and /metrics (leader 0) while they wait.
     let http = tokio::spawn(serve(args.listen, metrics.clone()));
-    let mut elector = lease.map(|config| Elector::new(client.clone(), config));
+    // The Lease has a client (and connections) of its own: renewals must not queue behind a
+    // burst of reconcile requests, or a busy leader would give up its Lease.
+    let lease_client = match lease {
+        Some(_) => Some(
+            Client::try_default()
+                .await
+                .context("connecting to the Kubernetes API")?,
+        ),
+        None => None,
+    };
+    let mut elector = lease
+        .zip(lease_client)
+        .map(|(config, client)| Elector::new(client, config));
     if let Some(e) = elector.as_mut() {
         tracing::info!(lease = %e.config().name, namespace = %e.config().namespace, identity = %e.config().identity, "waiting to become the leader");
         tokio::select! {
@@ -108,7 +120,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             predicates::generation.combine(predicates::annotations),
             Default::default(),
         );
-    let controller = Controller::for_stream(own_changes, store.clone());
+    let controller = Controller::for_stream(own_changes, store.clone()).with_config(
+        kube::runtime::controller::Config::default().concurrency(args.max_concurrent_reconciles),
+    );
     let reporter = Reporter {
         controller: "magictunnel-operator".into(),
         instance: std::env::var("POD_NAME").ok(),

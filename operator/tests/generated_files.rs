@@ -4,13 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use kube::Resource;
-use serde::Deserialize;
 use magictunnel_types::config::{Psk, TunnelConfig};
 use operator::build;
 use operator::crd::{MagicTunnel, crd_yaml};
 use operator::index::TunnelIndex;
 use operator::settings::Settings;
 use operator::validate::validate;
+use serde::Deserialize;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
