@@ -196,6 +196,24 @@ async fn finish(server: ApiServer, task: tokio::task::JoinHandle<Result<(), Stri
     server.assert_done().await;
 }
 
+/// The end of a reconcile that found the tunnel not deployable for `reason`: a Warning Event of
+/// that reason, the reconcile done, the metric counted once.
+async fn finish_not_deployed(
+    mut api: ApiServer,
+    task: tokio::task::JoinHandle<Result<(), String>>,
+    metrics: &Metrics,
+    reason: &str,
+) {
+    let events = api.events(5).await;
+    assert!(
+        events.contains(&("Warning".into(), reason.into())),
+        "{events:?}"
+    );
+    finish(api, task).await;
+    let line = format!("tunnels_not_deployed_total{{reason=\"{reason}\"}} 1");
+    assert!(metrics.render().contains(&line), "{line}");
+}
+
 fn config_of(apply_body: &Value) -> TunnelConfig {
     let encoded = apply_body["data"][CONFIG_KEY]
         .as_str()
@@ -620,17 +638,7 @@ async fn weak_adopted_psk_is_reported_not_deployed() {
     );
     assert!(!status.body.to_string().contains("password"));
     status.echo();
-    let events = api.events(5).await;
-    assert!(
-        events.contains(&("Warning".into(), "PskTooWeak".into())),
-        "{events:?}"
-    );
-    finish(api, task).await;
-    assert!(
-        metrics
-            .render()
-            .contains("tunnels_not_deployed_total{reason=\"PskTooWeak\"} 1")
-    );
+    finish_not_deployed(api, task, &metrics, "PskTooWeak").await;
 }
 
 #[tokio::test]
@@ -860,17 +868,7 @@ async fn transiently_missing_secret_keeps_the_running_pod() {
     // Not read yet by the poller: Established is not known, not False.
     assert_eq!(condition(&status.body, "Established")["status"], "Unknown");
     status.echo();
-    let events = api.events(5).await;
-    assert!(
-        events.contains(&("Warning".into(), "PskSecretNotFound".into())),
-        "{events:?}"
-    );
-    finish(api, task).await;
-    assert!(
-        metrics
-            .render()
-            .contains("tunnels_not_deployed_total{reason=\"PskSecretNotFound\"} 1")
-    );
+    finish_not_deployed(api, task, &metrics, "PskSecretNotFound").await;
 }
 
 /// The spec changed (generation 4) into something not deployable: the pod built from
