@@ -39,6 +39,47 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A new network namespace `ns` joined to the host by the veth pair `host` / `inner`: `local`/32
+/// on the host end, each of `customers`/32 on the inner end, /32 routes both ways (sourced from
+/// `local`, and from the first customer), everything up.
+pub fn join_to_host(
+    ns: &str,
+    host: &str,
+    inner: &str,
+    local: Ipv4Addr,
+    customers: &[Ipv4Addr],
+) -> anyhow::Result<()> {
+    let local = local.to_string();
+    ip(&["netns", "add", ns])?;
+    ip(&[
+        "link", "add", host, "type", "veth", "peer", "name", inner, "netns", ns,
+    ])?;
+    ip(&["addr", "add", &format!("{local}/32"), "dev", host])?;
+    ip(&["link", "set", host, "up"])?;
+    ip(&["-n", ns, "link", "set", "lo", "up"])?;
+    ip(&["-n", ns, "link", "set", inner, "up"])?;
+    for c in customers {
+        let c = c.to_string();
+        ip(&["-n", ns, "addr", "add", &format!("{c}/32"), "dev", inner])?;
+        ip(&[
+            "route",
+            "add",
+            &format!("{c}/32"),
+            "dev",
+            host,
+            "src",
+            &local,
+        ])?;
+    }
+    let mut back = vec!["-n", ns, "route", "add", &local, "dev", inner];
+    let first = customers.first().map(ToString::to_string);
+    if let Some(c) = first.as_deref() {
+        back.extend(["src", c]);
+    }
+    ip(&back)?;
+    Ok(())
+}
+
 impl Site {
     /// The site of `slot` (0..=40) with `customers` customer endpoints.
     pub fn new(slot: u8, customers: u8) -> anyhow::Result<Site> {
@@ -68,39 +109,7 @@ impl Site {
     }
 
     fn set_up(&self, host: &str, inner: &str) -> anyhow::Result<()> {
-        let ns = self.netns.as_str();
-        let local = self.local.to_string();
-        ip(&["netns", "add", ns])?;
-        ip(&[
-            "link", "add", host, "type", "veth", "peer", "name", inner, "netns", ns,
-        ])?;
-        ip(&["addr", "add", &format!("{local}/32"), "dev", host])?;
-        ip(&["link", "set", host, "up"])?;
-        ip(&["-n", ns, "link", "set", "lo", "up"])?;
-        ip(&["-n", ns, "link", "set", inner, "up"])?;
-        ip(&[
-            "-n",
-            ns,
-            "route",
-            "add",
-            &format!("{local}/32"),
-            "dev",
-            inner,
-        ])?;
-        for c in &self.customers {
-            let c = c.to_string();
-            ip(&["-n", ns, "addr", "add", &format!("{c}/32"), "dev", inner])?;
-            ip(&[
-                "route",
-                "add",
-                &format!("{c}/32"),
-                "dev",
-                host,
-                "src",
-                &local,
-            ])?;
-        }
-        Ok(())
+        join_to_host(&self.netns, host, inner, self.local, &self.customers)
     }
 
     pub fn netns(&self) -> &str {

@@ -124,37 +124,8 @@ impl Branch {
     fn build(&self) {
         let ip = |args: &[&str]| run_ok(&mut cmd("ip", args));
         let (ns, h, p) = (&self.node.ns, &self.host_veth, &self.node.veth);
-        let local = self.spec.local.to_string();
-        let customer = self.spec.customer.to_string();
-        ip(&["netns", "add", ns]);
-        ip(&["-n", ns, "link", "set", "lo", "up"]);
-        ip(&[
-            "link", "add", h, "type", "veth", "peer", "name", p, "netns", ns,
-        ]);
-        ip(&["addr", "add", &format!("{local}/32"), "dev", h]);
-        ip(&["link", "set", h, "up"]);
-        ip(&["-n", ns, "addr", "add", &format!("{customer}/32"), "dev", p]);
-        ip(&["-n", ns, "link", "set", p, "up"]);
-        ip(&[
-            "route",
-            "add",
-            &format!("{customer}/32"),
-            "dev",
-            h,
-            "src",
-            &local,
-        ]);
-        ip(&[
-            "-n",
-            ns,
-            "route",
-            "add",
-            &format!("{local}/32"),
-            "dev",
-            p,
-            "src",
-            &customer,
-        ]);
+        crate::host::join_to_host(ns, h, p, self.spec.local, &[self.spec.customer])
+            .unwrap_or_else(|e| panic!("joining {ns} to the host: {e:#}"));
         for inner in &self.spec.inner {
             ip(&["-n", ns, "addr", "add", inner, "dev", "lo"]);
         }
