@@ -13,6 +13,7 @@ pub mod ike_id;
 pub mod index;
 pub mod leader;
 pub mod metrics;
+pub mod pod_events;
 pub mod pod_status;
 pub mod psk;
 pub mod reason;

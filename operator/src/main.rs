@@ -24,6 +24,7 @@ use operator::cli::{Cli, Command, LogFormat, RunArgs};
 use operator::crd::{MagicTunnel, crd_yaml};
 use operator::leader::{self, Elector};
 use operator::metrics::Metrics;
+use operator::pod_events;
 use operator::pod_status::{self, TunnelKey};
 use operator::reconcile::{Context, error_policy, reconcile};
 use operator::triggers::{self, Tracker};
@@ -165,7 +166,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(listen = %args.listen, "operator starting");
     let run = controller
         .reconcile_on(futures::stream::select(status_changes, triggered))
-        .owns(pods, owned.clone())
+        // Only the pod changes a reconcile reads (operator/src/pod_events.rs).
+        .owns_stream(pod_events::relevant(
+            watcher(pods, owned.clone()).default_backoff(),
+        ))
         .owns(secrets.clone(), owned)
         .watches(secrets, watcher::Config::default(), referenced_by)
         .shutdown_on_signal()
