@@ -827,13 +827,18 @@ fn with_hash(mut pod: Value, hash: &str) -> Value {
     pod
 }
 
-/// An adopted Secret deleted and not yet re-created (a GitOps tool replacing it): the pod that
-/// runs the last good config of this generation keeps running, nothing is applied, and status
-/// says so.
-#[tokio::test]
-async fn transiently_missing_secret_keeps_the_running_pod() {
+/// A tunnel of `generation` whose adopted Secret is missing, with a running pod `corp-0` of the
+/// config that generation 3 recorded: the exchanges up to the keep-or-delete decision.
+async fn missing_secret_and_a_pod_of_generation_3(
+    generation: i64,
+) -> (
+    ApiServer,
+    tokio::task::JoinHandle<Result<(), String>>,
+    Arc<Metrics>,
+    MagicTunnel,
+) {
     let mut mt = adopting("corp", "corp-psk");
-    mt.metadata.generation = Some(3);
+    mt.metadata.generation = Some(generation);
     let (mut api, task, metrics) = start(mt.clone(), vec![]);
     api.next("GET", &format!("{SECRETS}/corp-psk"))
         .await
@@ -845,6 +850,15 @@ async fn transiently_missing_secret_keeps_the_running_pod() {
     api.next("GET", &format!("{SECRETS}/corp-config"))
         .await
         .reply(200, config_meta("corp-config", 3, "abc"));
+    (api, task, metrics, mt)
+}
+
+/// An adopted Secret deleted and not yet re-created (a GitOps tool replacing it): the pod that
+/// runs the last good config of this generation keeps running, nothing is applied, and status
+/// says so.
+#[tokio::test]
+async fn transiently_missing_secret_keeps_the_running_pod() {
+    let (mut api, task, metrics, _) = missing_secret_and_a_pod_of_generation_3(3).await;
     // No DELETE, no config apply: straight to status.
     let status = api.next("PATCH", &format!("{TUNNELS}/corp/status")).await;
     let c = condition(&status.body, "Configured");
@@ -875,19 +889,7 @@ async fn transiently_missing_secret_keeps_the_running_pod() {
 /// generation 3 goes.
 #[tokio::test]
 async fn spec_change_to_an_undeployable_spec_removes_the_pod() {
-    let mut mt = adopting("corp", "corp-psk");
-    mt.metadata.generation = Some(4);
-    let (mut api, task, _) = start(mt.clone(), vec![]);
-    api.next("GET", &format!("{SECRETS}/corp-psk"))
-        .await
-        .not_found();
-    api.next("GET", PODS).await.reply(
-        200,
-        pod_list(&[with_hash(running_pod(&mt, "corp-0"), "abc")]),
-    );
-    api.next("GET", &format!("{SECRETS}/corp-config"))
-        .await
-        .reply(200, config_meta("corp-config", 3, "abc"));
+    let (mut api, task, _, mt) = missing_secret_and_a_pod_of_generation_3(4).await;
     api.next("DELETE", &format!("{PODS}/corp-0"))
         .await
         .reply(200, running_pod(&mt, "corp-0"));
