@@ -107,12 +107,8 @@ else
   cargo build -q -p magictunnel-operator
   KUBECONFIG="$(e2e/cluster/local.sh up)"
   "$TARGET/debug/mt-e2e" setup
-  KUBECONFIG="$MT_CLUSTER_DIR/operator.kubeconfig" POD_NAMESPACE=magictunnel-system POD_NAME=operator-local RUST_LOG=info,operator=debug \
-    "$TARGET/debug/magictunnel-operator" run \
-      --account-id 0123456789abcdef0123456789abcdef \
-      --tunnel-image magictunnel/tunnel-pod:e2e \
-      --listen "127.0.0.1:$METRICS_PORT" --log-format text \
-      >"$MT_CLUSTER_DIR/operator.log" 2>&1 &
+  RUST_LOG=info,operator=debug e2e/cluster/host-operator.sh "$TARGET/debug/magictunnel-operator" \
+    operator-local "$METRICS_PORT" >"$MT_CLUSTER_DIR/operator.log" 2>&1 &
   OPERATOR_PID=$!
 fi
 

@@ -43,12 +43,7 @@ export KUBECONFIG
 KUBECONFIG="$(e2e/cluster/local.sh up)"
 "$TARGET/release/mt-e2e" setup
 
-KUBECONFIG="$MT_CLUSTER_DIR/operator.kubeconfig" POD_NAMESPACE=magictunnel-system POD_NAME=operator-scale RUST_LOG=info \
-  "$OPERATOR" run \
-    --account-id 0123456789abcdef0123456789abcdef \
-    --tunnel-image magictunnel/tunnel-pod:e2e \
-    --listen "127.0.0.1:$METRICS_PORT" --log-format text \
-    >"$MT_CLUSTER_DIR/operator.log" 2>&1 &
+e2e/cluster/host-operator.sh "$OPERATOR" operator-scale "$METRICS_PORT" >"$MT_CLUSTER_DIR/operator.log" 2>&1 &
 OPERATOR_PID=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$METRICS_PORT/healthz" >/dev/null && break; sleep 0.1; done
 kill -0 "$OPERATOR_PID" || { echo "the operator did not start" >&2; exit 1; }
