@@ -47,8 +47,6 @@ pub const PSK_DIR: &str = "/etc/magictunnel-psk";
 pub const PSK_FILE_NAME: &str = "psk";
 pub const PSK_VOLUME: &str = "psk";
 pub const TUN_DEVICE: &str = "/dev/net/tun";
-pub const IKE_PORT: i32 = 500;
-pub const NAT_T_PORT: i32 = 4500;
 
 pub fn config_secret_name(tunnel: &str) -> String {
     format!("{tunnel}-config")
@@ -275,14 +273,19 @@ pub fn generated_psk_secret(
     }
 }
 
-fn port(name: &str, number: i32, protocol: &str, host_ip: Option<String>) -> ContainerPort {
+/// The one port a pod declares: its HTTP port, distinct per tunnel (see
+/// [`crate::index::assign_ports`]). On the host network the host port is the container port;
+/// declaring it lets the scheduler keep two pods that need the same port off the same node
+/// (tunnels that share the base port once the range is exhausted). IKE's UDP 500 and 4500 are
+/// not declared: every IPsec pod on a node shares them on its local endpoint (SO_REUSEPORT,
+/// each socket connected to its own peer), and a declared host port would let only one such
+/// pod per endpoint address onto a node.
+fn port(name: &str, number: i32, protocol: &str) -> ContainerPort {
     ContainerPort {
         name: Some(name.into()),
         container_port: number,
-        // On the host network the host port is the container port; declaring it lets the
-        // scheduler keep two pods that need the same port off the same node.
         host_port: Some(number),
-        host_ip,
+        host_ip: None,
         protocol: Some(protocol.into()),
     }
 }
@@ -310,7 +313,7 @@ fn pod(
 ) -> Pod {
     let mut pod_labels = labels(&v.name);
     pod_labels.insert(REPLICA_LABEL.into(), replica.to_string());
-    let mut ports = vec![port("http", i32::from(v.http_port), "TCP", None)];
+    let ports = vec![port("http", i32::from(v.http_port), "TCP")];
     let mut mounts = vec![
         VolumeMount {
             name: "config".into(),
@@ -367,11 +370,6 @@ fn pod(
             }),
             ..Default::default()
         });
-    }
-    if v.tunnel_type == TunnelType::Ipsec {
-        let local = Some(v.local_endpoint.to_string());
-        ports.push(port("ike", IKE_PORT, "UDP", local.clone()));
-        ports.push(port("nat-t", NAT_T_PORT, "UDP", local));
     }
     let res = &settings.tunnel_resources;
     let container = Container {
@@ -555,24 +553,28 @@ mod tests {
     }
 
     #[test]
-    fn ipsec_pods_reserve_ike_ports_on_the_local_endpoint() {
+    fn ipsec_pods_declare_no_ike_ports() {
+        let s = Settings::example();
+        let a = ipsec_tunnel("a", 1, Some("198.51.100.9"));
+        let b = ipsec_tunnel("b", 2, Some("198.51.100.10"));
+        let index = TunnelIndex::of([&a, &b], &s);
+        let ports_of = |t: &crate::crd::MagicTunnel| {
+            let v = validate(t, &index, &s).expect("valid");
+            let d = desired(&v, &owner(t), Some(&psk()), &s).expect("built");
+            d.pods[0].spec.as_ref().expect("spec").containers[0]
+                .ports
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| (p.protocol, p.container_port, p.host_port, p.host_ip))
+                .collect::<Vec<_>>()
+        };
+        // Only the HTTP port, distinct per tunnel: two IPsec pods on one local endpoint fit on
+        // one node (the API server would default a UDP 500 hostPort to the container port).
+        let tcp = |port: i32| (Some("TCP".to_string()), port, Some(port), None);
+        assert_eq!(ports_of(&a), [tcp(9180)]);
+        assert_eq!(ports_of(&b), [tcp(9181)]);
         let d = built(&ipsec_tunnel("v", 1, None), Some(&psk()));
-        let ports = d.pods[0].spec.as_ref().expect("spec").containers[0]
-            .ports
-            .clone()
-            .unwrap_or_default();
-        let udp: Vec<_> = ports
-            .iter()
-            .filter(|p| p.protocol.as_deref() == Some("UDP"))
-            .map(|p| (p.host_port, p.host_ip.clone()))
-            .collect();
-        assert_eq!(
-            udp,
-            [
-                (Some(500), Some("192.0.2.1".to_string())),
-                (Some(4500), Some("192.0.2.1".to_string()))
-            ]
-        );
         // IKE's port 500 is privileged; GRE pods do not get the capability.
         let caps = d.pods[0].spec.as_ref().expect("spec").containers[0]
             .security_context

@@ -37,7 +37,7 @@ fn meta(name: &str, age_rank: i64) -> ObjectMeta {
     }
 }
 
-/// A GRE tunnel whose customer endpoint is unique per `age_rank`.
+/// A GRE tunnel whose customer endpoint (below rank 250) and route are unique per `age_rank`.
 pub fn gre_tunnel(name: &str, age_rank: i64) -> MagicTunnel {
     let octet = age_rank.rem_euclid(250) + 1;
     MagicTunnel {
@@ -50,8 +50,13 @@ pub fn gre_tunnel(name: &str, age_rank: i64) -> MagicTunnel {
             mtu: None,
             ttl: None,
             mss_clamp: None,
+            // Unique per rank (below 61,440): tunnels of tests do not conflict by route.
             routes: vec![RouteSpec {
-                prefix: "10.10.0.0/16".into(),
+                prefix: format!(
+                    "10.{}.{}.0/24",
+                    10 + age_rank.div_euclid(256).rem_euclid(240),
+                    age_rank.rem_euclid(256)
+                ),
                 metric: None,
             }],
             health_check: None,

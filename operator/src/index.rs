@@ -3,22 +3,25 @@
 //! every reconcile.
 //!
 //! Each tunnel is reduced to its [`Facts`]: the few fields that another tunnel's validation
-//! reads (age, endpoints, GRE key, IKE ID types, adopted Secret, recorded HTTP port). The index
-//! groups live tunnels (not being deleted) by GRE triple and by IPsec endpoint pair, keeps the
-//! HTTP port assignment of every live tunnel, and maps each adopted Secret to the tunnels that
-//! name it. Every change returns the tunnels whose cross-object [`Verdict`] it changed, so that
-//! only they are reconciled: an edit that changes no fact (a status write of conditions or
-//! endpoints) triggers nobody.
+//! reads (age, endpoints, GRE key, routes, adopted Secret, recorded HTTP port). The index groups
+//! live tunnels (not being deleted) by GRE triple, by IPsec peer (local endpoint, customer
+//! endpoint or none) and by route (prefix, metric), keeps the HTTP port assignment of every live
+//! tunnel, and maps each adopted Secret to the tunnels that name it. In every group the oldest
+//! tunnel wins and the younger ones are not deployable (see [`Verdict`]). Every change returns
+//! the tunnels whose cross-object verdict it changed, so that only they are reconciled: an edit
+//! that changes no fact (a status write of conditions or endpoints) triggers nobody, and a
+//! younger member joining a group changes nothing for the older ones.
 //!
-//! Cost per change: O(size of the tunnel's two groups) for conflicts and IKE IDs, and O(n +
-//! port range) for the HTTP port assignment, only when an age, liveness or recorded port
-//! changed. Queries are O(log n) or O(1).
+//! Cost per change: O(size of the tunnel's groups) for conflicts, and O(n + port range) for the
+//! HTTP port assignment, only when an age, liveness or recorded port changed. Queries are
+//! O(log n) or O(1) per group.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 
+use ipnet::Ipv4Net;
 use kube::ResourceExt;
-use magictunnel_types::config::{IkeIdType, TunnelType};
+use magictunnel_types::config::TunnelType;
 
 use crate::crd::MagicTunnel;
 use crate::settings::Settings;
@@ -69,8 +72,14 @@ impl Age {
 
 /// (local endpoint, customer endpoint, GRE key): what tells GRE frames apart.
 pub type GreTriple = (Ipv4Addr, Option<Ipv4Addr>, Option<u32>);
-/// (local endpoint, customer endpoint) of an IPsec tunnel: ID_IPV4_ADDR names the customer one.
-pub type EndpointPair = (Ipv4Addr, Ipv4Addr);
+/// (local endpoint, customer endpoint) of an IPsec tunnel: what tells its IKE and ESP datagrams
+/// apart on a node where several tunnels share the local endpoint's UDP 500/4500. `None`: no
+/// customer endpoint, the local endpoint's default tunnel (it takes the peers no other tunnel
+/// names).
+pub type IpsecPeer = (Ipv4Addr, Option<Ipv4Addr>);
+/// A route as the kernel keys it in the main table: (network, metric); no metric is metric 0.
+/// The kernel refuses a second route with the same key (EEXIST), whatever its device.
+pub type RouteKey = (Ipv4Net, u32);
 
 /// The cross-object fingerprint of a tunnel: everything another tunnel's validation reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,15 +89,20 @@ pub struct Facts {
     pub live: bool,
     /// GRE tunnels whose endpoints parse.
     pub gre: Option<GreTriple>,
-    /// IPsec tunnels with a customer endpoint, whose endpoints parse.
-    pub ipsec_pair: Option<EndpointPair>,
-    /// An IPsec tunnel that accepts no IKE ID type but ID_IPV4_ADDR: its error names the
-    /// tunnels it shares a pair with, so it must hear of every change of its pair group.
-    pub ipv4_only: bool,
+    /// IPsec tunnels whose endpoints parse.
+    pub ipsec_peer: Option<IpsecPeer>,
+    /// The routes, sorted and without repeats; empty if one of them does not parse (the tunnel
+    /// is then not deployable and installs none).
+    pub routes: Vec<RouteKey>,
     /// The Secret named in `ipsec.pskSecretRef`.
     pub psk_secret: Option<String>,
     /// `status.httpPort`.
     pub http_port: Option<u16>,
+}
+
+/// The kernel's key of a route.
+pub fn route_key(prefix: Ipv4Net, metric: Option<u32>) -> RouteKey {
+    (prefix.trunc(), metric.unwrap_or(0))
 }
 
 impl Facts {
@@ -99,24 +113,28 @@ impl Facts {
             Some(c) => c.parse::<Ipv4Addr>().ok().map(Some),
             None => Some(None),
         };
-        let (gre, ipsec_pair) = match (spec.tunnel_type, local, customer) {
+        let (gre, ipsec_peer) = match (spec.tunnel_type, local, customer) {
             (TunnelType::Gre, Some(l), Some(c)) => {
                 (Some((l, c, spec.gre.and_then(|g| g.key))), None)
             }
-            (TunnelType::Ipsec, Some(l), Some(Some(c))) => (None, Some((l, c))),
+            (TunnelType::Ipsec, Some(l), Some(c)) => (None, Some((l, c))),
             _ => (None, None),
         };
+        let mut routes: Vec<RouteKey> = spec
+            .routes
+            .iter()
+            .map(|r| Some(route_key(r.prefix.parse().ok()?, r.metric)))
+            .collect::<Option<_>>()
+            .unwrap_or_default();
+        routes.sort();
+        routes.dedup();
         let ipsec = spec.ipsec.as_ref();
-        let ipv4_only = spec.tunnel_type == TunnelType::Ipsec
-            && ipsec
-                .and_then(|i| i.accepted_ike_id_types.as_ref())
-                .is_some_and(|types| types.iter().all(|t| *t == IkeIdType::Ipv4Addr));
         Facts {
             age: Age::of(mt),
             live: mt.metadata.deletion_timestamp.is_none(),
             gre,
-            ipsec_pair,
-            ipv4_only,
+            ipsec_peer,
+            routes,
             psk_secret: ipsec
                 .and_then(|i| i.psk_secret_ref.as_ref())
                 .map(|r| r.name.clone()),
@@ -126,14 +144,18 @@ impl Facts {
 }
 
 /// What the other tunnels decide for one tunnel. A change that leaves it equal has no effect
-/// on that tunnel's reconcile.
+/// on that tunnel's reconcile. Each conflict names the oldest live tunnel older than this one
+/// in the group (deployed or not: the rule depends on age alone, so that one tunnel's verdict
+/// never depends on another's verdict, and a change only reaches the members of its groups).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verdict {
     /// The oldest older tunnel with the same GRE triple: this one is then not deployable.
     pub older_twin: Option<ObjectKey>,
-    /// Whether ID_IPV4_ADDR is withdrawn because the IPsec pair is shared; for an IPv4-only
-    /// tunnel, with whom (its error message names them).
-    pub pair_shared: Option<Vec<ObjectKey>>,
+    /// The oldest older IPsec tunnel with the same peer: this one is then not deployable.
+    pub older_peer: Option<ObjectKey>,
+    /// The first of this tunnel's routes (in [`RouteKey`] order) that an older tunnel holds,
+    /// and the oldest such tunnel: this one is then not deployable.
+    pub route_conflict: Option<(RouteKey, ObjectKey)>,
     pub http_port: Option<u16>,
 }
 
@@ -146,8 +168,10 @@ pub struct TunnelIndex {
     facts: HashMap<ObjectKey, Facts>,
     /// Live GRE tunnels by triple, oldest first.
     gre: HashMap<GreTriple, BTreeSet<Age>>,
-    /// Live IPsec tunnels by endpoint pair, oldest first.
-    pairs: HashMap<EndpointPair, BTreeSet<Age>>,
+    /// Live IPsec tunnels by peer, oldest first.
+    peers: HashMap<IpsecPeer, BTreeSet<Age>>,
+    /// Live tunnels by route, oldest first.
+    routes: HashMap<RouteKey, BTreeSet<Age>>,
     /// Live tunnels oldest first, with their recorded port: the input of the port assignment.
     by_age: std::collections::BTreeMap<Age, Option<u16>>,
     /// The port assignment of every live tunnel.
@@ -192,22 +216,23 @@ impl TunnelIndex {
 
     /// The oldest live tunnel other than `me`, older than `me`, with this GRE triple.
     pub fn older_gre_twin(&self, me: &Age, triple: &GreTriple) -> Option<&ObjectKey> {
-        let oldest = self.gre.get(triple)?.iter().find(|a| a.key != me.key)?;
-        (oldest < me).then_some(&oldest.key)
+        older_in(&self.gre, me, triple)
     }
 
-    /// The live IPsec tunnels other than `me` on this endpoint pair, oldest first.
-    pub fn sharing_pair<'a>(
-        &'a self,
-        me: &'a ObjectKey,
-        pair: &EndpointPair,
-    ) -> impl Iterator<Item = &'a ObjectKey> + 'a {
-        self.pairs
-            .get(pair)
-            .into_iter()
-            .flatten()
-            .map(|a| &a.key)
-            .filter(move |k| *k != me)
+    /// The oldest live IPsec tunnel other than `me`, older than `me`, with this peer.
+    pub fn older_ipsec_peer(&self, me: &Age, peer: &IpsecPeer) -> Option<&ObjectKey> {
+        older_in(&self.peers, me, peer)
+    }
+
+    /// The first of `routes` that a live tunnel older than `me` holds, with the oldest holder.
+    pub fn route_conflict(
+        &self,
+        me: &Age,
+        routes: &[RouteKey],
+    ) -> Option<(RouteKey, &ObjectKey)> {
+        routes
+            .iter()
+            .find_map(|r| Some((*r, older_in(&self.routes, me, r)?)))
     }
 
     /// The HTTP port of `mt`. A tunnel the index holds (live, same creation time) reads the
@@ -248,18 +273,18 @@ impl TunnelIndex {
             .as_ref()
             .and_then(|t| self.older_gre_twin(&f.age, t))
             .cloned();
-        let pair_shared = f.ipsec_pair.as_ref().and_then(|p| {
-            let mut others = self.sharing_pair(key, p).peekable();
-            others.peek()?;
-            Some(if f.ipv4_only {
-                others.cloned().collect()
-            } else {
-                Vec::new()
-            })
-        });
+        let older_peer = f
+            .ipsec_peer
+            .as_ref()
+            .and_then(|p| self.older_ipsec_peer(&f.age, p))
+            .cloned();
+        let route_conflict = self
+            .route_conflict(&f.age, &f.routes)
+            .map(|(r, k)| (r, k.clone()));
         Some(Verdict {
             older_twin,
-            pair_shared,
+            older_peer,
+            route_conflict,
             http_port: self.ports.get(key).copied(),
         })
     }
@@ -275,8 +300,8 @@ impl TunnelIndex {
     }
 
     /// Remove a tunnel (deleted, or no longer decodable). Returns the tunnels whose verdict
-    /// changed: the younger twin that becomes deployable, the pair that regains ID_IPV4_ADDR,
-    /// tunnels whose port moves.
+    /// changed: the younger GRE twin, IPsec peer or route holder that becomes deployable (or
+    /// now names another older tunnel), tunnels whose port moves.
     pub fn remove(&mut self, key: &ObjectKey) -> Vec<ObjectKey> {
         match self.facts.get(key).cloned() {
             Some(old) => self.change(key, Some(old), None),
@@ -327,16 +352,25 @@ impl TunnelIndex {
     ) -> Vec<ObjectKey> {
         self.generation += 1;
         // Only members of the tunnel's groups (before and after) can see a different conflict
-        // or IKE ID verdict.
+        // verdict.
         let mut candidates: HashSet<ObjectKey> = HashSet::new();
         for f in old.iter().chain(new.iter()).filter(|f| f.live) {
             if let Some(t) = &f.gre {
                 candidates.extend(self.gre.get(t).into_iter().flatten().map(|a| a.key.clone()));
             }
-            if let Some(p) = &f.ipsec_pair {
+            if let Some(p) = &f.ipsec_peer {
                 candidates.extend(
-                    self.pairs
+                    self.peers
                         .get(p)
+                        .into_iter()
+                        .flatten()
+                        .map(|a| a.key.clone()),
+                );
+            }
+            for r in &f.routes {
+                candidates.extend(
+                    self.routes
+                        .get(r)
                         .into_iter()
                         .flatten()
                         .map(|a| a.key.clone()),
@@ -419,8 +453,11 @@ impl TunnelIndex {
         if let Some(t) = f.gre {
             self.gre.entry(t).or_default().insert(f.age.clone());
         }
-        if let Some(p) = f.ipsec_pair {
-            self.pairs.entry(p).or_default().insert(f.age.clone());
+        if let Some(p) = f.ipsec_peer {
+            self.peers.entry(p).or_default().insert(f.age.clone());
+        }
+        for r in &f.routes {
+            self.routes.entry(*r).or_default().insert(f.age.clone());
         }
         self.by_age.insert(f.age.clone(), f.http_port);
     }
@@ -442,11 +479,24 @@ impl TunnelIndex {
         if let Some(t) = &f.gre {
             remove_from(&mut self.gre, t, &f.age);
         }
-        if let Some(p) = &f.ipsec_pair {
-            remove_from(&mut self.pairs, p, &f.age);
+        if let Some(p) = &f.ipsec_peer {
+            remove_from(&mut self.peers, p, &f.age);
+        }
+        for r in &f.routes {
+            remove_from(&mut self.routes, r, &f.age);
         }
         self.by_age.remove(&f.age);
     }
+}
+
+/// The oldest member of group `g` other than `me`, if it is older than `me`.
+fn older_in<'a, G: std::hash::Hash + Eq>(
+    groups: &'a HashMap<G, BTreeSet<Age>>,
+    me: &Age,
+    g: &G,
+) -> Option<&'a ObjectKey> {
+    let oldest = groups.get(g)?.iter().find(|a| a.key != me.key)?;
+    (oldest < me).then_some(&oldest.key)
 }
 
 fn remove_from<G: std::hash::Hash + Eq>(groups: &mut HashMap<G, BTreeSet<Age>>, g: &G, age: &Age) {

@@ -16,8 +16,11 @@ pub enum Reason {
     InvalidSpec,
     /// An older tunnel holds the same endpoints.
     EndpointConflict,
-    /// The ID_IPV4_ADDR rule cannot tell two tunnels apart.
-    IkeIdAmbiguous,
+    /// An older IPsec tunnel has the same local endpoint and the same customer endpoint (or
+    /// neither has one): their IKE and ESP datagrams cannot be told apart.
+    AmbiguousPeer,
+    /// An older tunnel routes the same prefix with the same metric: a node cannot hold both.
+    RouteConflict,
     /// The Secret named in `ipsec.pskSecretRef` does not exist.
     PskSecretNotFound,
     /// The adopted Secret has no such key.
@@ -67,7 +70,8 @@ impl Reason {
             Reason::Applied => "Applied",
             Reason::InvalidSpec => "InvalidSpec",
             Reason::EndpointConflict => "EndpointConflict",
-            Reason::IkeIdAmbiguous => "IkeIdAmbiguous",
+            Reason::AmbiguousPeer => "AmbiguousPeer",
+            Reason::RouteConflict => "RouteConflict",
             Reason::PskSecretNotFound => "PskSecretNotFound",
             Reason::PskKeyMissing => "PskKeyMissing",
             Reason::PskTooWeak => "PskTooWeak",
@@ -96,11 +100,12 @@ impl Reason {
     }
 
     /// Every reason, for tests and documentation.
-    pub const ALL: [Reason; 28] = [
+    pub const ALL: [Reason; 29] = [
         Reason::Applied,
         Reason::InvalidSpec,
         Reason::EndpointConflict,
-        Reason::IkeIdAmbiguous,
+        Reason::AmbiguousPeer,
+        Reason::RouteConflict,
         Reason::PskSecretNotFound,
         Reason::PskKeyMissing,
         Reason::PskTooWeak,
@@ -126,6 +131,18 @@ impl Reason {
         Reason::PskGenerated,
         Reason::PskRotated,
     ];
+}
+
+impl Reason {
+    /// An older tunnel holds what this one needs. The younger yields completely: its pods go
+    /// too, even those running a config that was good before the conflict appeared (an edit of
+    /// the older tunnel), because the older one's pods would not work beside them on a node.
+    pub const fn is_conflict(self) -> bool {
+        matches!(
+            self,
+            Reason::EndpointConflict | Reason::AmbiguousPeer | Reason::RouteConflict
+        )
+    }
 }
 
 impl fmt::Display for Reason {

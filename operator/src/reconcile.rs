@@ -7,7 +7,8 @@
 //!    deployable config: the Secret always holds the last good config.
 //! 3. Pods: list the tunnel's pods, then create and delete what [`rollout::plan`] says; for a
 //!    tunnel that is not deployable, read the config Secret's record of the last good config
-//!    and delete only what [`rollout::hold`] says (the rest keeps serving).
+//!    and delete only what [`rollout::hold`] says (the rest keeps serving), except for a
+//!    conflict with an older tunnel ([`Reason::is_conflict`]): then every pod goes.
 //! 4. Status: conditions from the above and from the pods' last `/status`
 //!    ([`pod_status::Board`], read by a poller, never here), written only when it changed,
 //!    with one Event per condition transition.
@@ -37,6 +38,8 @@ use crate::crd::{EndpointStatus, MagicTunnel, MagicTunnelStatus};
 use crate::metrics::{ConditionReasonLabel, Metrics, ReasonLabel, ResultLabel};
 use crate::pod_status::{self, Board, PodReport, Target, TunnelKey};
 use crate::psk::{self, PskPlan};
+#[cfg(doc)]
+use crate::reason::Reason;
 use crate::rollout;
 use crate::settings::Settings;
 use crate::validate::{self, Invalid, PskSource, ValidatedTunnel};
@@ -250,6 +253,14 @@ async fn reconcile_inner(mt: &MagicTunnel, ctx: &Context) -> Result<Outcome, Err
         .collect();
     let (plan, serving) = match &desired {
         Ok((_, d)) => (rollout::plan(&d.pods, &existing), None),
+        // An older tunnel holds what this one needs: no pod of this one may run beside it.
+        Err(invalid) if invalid.reason.is_conflict() => (
+            rollout::PodPlan {
+                create: vec![],
+                delete: rollout::hold(mt.metadata.generation, None, &existing).delete,
+            },
+            Some(0),
+        ),
         // Not deployable: the pods that run the last good config of this spec keep serving.
         Err(_) => {
             let name = build::config_secret_name(&mt.name_any());

@@ -7,8 +7,9 @@
 //!
 //! A tunnel that is not deployable keeps serving ([`hold`]): its pods run on with the last good
 //! config unless the tunnel's own spec changed since that config was built. A Secret that goes
-//! missing for a while, a conflict that appears, never takes a running tunnel down; only a
-//! spec change (a rollout) or a deletion replaces pods.
+//! missing for a while never takes a running tunnel down; only a spec change (a rollout) or a
+//! deletion replaces pods, and a conflict with an older tunnel (which `reconcile` resolves by
+//! deleting every pod of the younger, without asking [`hold`]).
 
 use k8s_openapi::api::core::v1::Pod;
 

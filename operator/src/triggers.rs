@@ -3,8 +3,9 @@
 //! A tunnel is reconciled for its own events by the controller. Other tunnels hear of it only
 //! through [`Tracker::observe`], which feeds each MagicTunnel watch event into the
 //! [`TunnelIndex`] and returns the tunnels whose cross-object verdict the event changed: the
-//! younger GRE twin when its older twin appears or goes away, the tunnels of an IPsec pair when
-//! ID_IPV4_ADDR appears or is withdrawn, the tunnels whose HTTP port assignment moves. An event
+//! younger GRE twin, IPsec tunnel on the same peer or tunnel routing the same prefix with the
+//! same metric when its older counterpart appears, changes or goes away (never the older one:
+//! a younger arrival changes nothing for it), the tunnels whose HTTP port assignment moves. An event
 //! that changes no [`Facts`] (a status write of conditions or endpoints, a label) triggers
 //! nobody. A Secret event triggers the tunnels whose `ipsec.pskSecretRef` names it, from the
 //! index's Secret map.
@@ -114,7 +115,6 @@ mod tests {
     use super::*;
     use crate::crd::{IpsecSpec, MagicTunnelStatus, SecretKeyRef};
     use crate::fixtures::{gre_tunnel, ipsec_tunnel};
-    use magictunnel_types::config::IkeIdType;
 
     fn guard(mt: &MagicTunnel) -> DeserializeGuard<MagicTunnel> {
         DeserializeGuard(Ok(mt.clone()))
@@ -249,23 +249,76 @@ mod tests {
     }
 
     #[test]
-    fn the_ipv4_id_rule_triggers_the_pair_when_it_appears_or_disappears() {
+    fn an_ambiguous_ipsec_peer_triggers_the_younger_only() {
         let a = ipsec_tunnel("a", 1, Some("198.51.100.9"));
         let b = ipsec_tunnel("b", 2, Some("198.51.100.9"));
         let c = ipsec_tunnel("c", 3, Some("198.51.100.9"));
-        let t = tracker_with(&[&a]);
-        assert_eq!(names(t.observe(&Event::Apply(guard(&b)))), ["a"]);
-        // A third sharer: a and b already lost ID_IPV4_ADDR, nothing changes for them...
+        let older_peer = |t: &Tracker, mt: &MagicTunnel| {
+            t.read()
+                .verdict(&ObjectKey::of(mt))
+                .and_then(|v| v.older_peer)
+                .map(|k| k.name)
+        };
+        let t = tracker_with(&[&b]);
+        // The older one appears: the younger is not deployable any more.
+        assert_eq!(names(t.observe(&Event::Apply(guard(&a)))), ["b"]);
+        assert_eq!(older_peer(&t, &b).as_deref(), Some("a"));
+        // A third, youngest: nothing changes for the older two.
         assert!(t.observe(&Event::Apply(guard(&c))).is_empty());
-        // ...unless one accepts nothing but IPv4Addr: its message names the others.
-        let mut b4 = b.clone();
-        if let Some(i) = b4.spec.ipsec.as_mut() {
-            i.accepted_ike_id_types = Some(vec![IkeIdType::Ipv4Addr]);
-        }
-        assert!(t.observe(&Event::Apply(guard(&b4))).is_empty());
-        assert_eq!(names(t.observe(&Event::Delete(guard(&c)))), ["b"]);
-        // Back to one: a regains ID_IPV4_ADDR.
-        assert_eq!(names(t.observe(&Event::Delete(guard(&b4)))), ["a"]);
+        assert_eq!(older_peer(&t, &c).as_deref(), Some("a"));
+        // The oldest moves to another customer: b is deployable, c now names b.
+        let mut a2 = a.clone();
+        a2.spec.customer_endpoint = Some("198.51.100.10".into());
+        assert_eq!(names(t.observe(&Event::Apply(guard(&a2)))), ["b", "c"]);
+        assert_eq!(older_peer(&t, &b), None);
+        assert_eq!(older_peer(&t, &c).as_deref(), Some("b"));
+        // b deleted: c is deployable.
+        assert_eq!(names(t.observe(&Event::Delete(guard(&b)))), ["c"]);
+        assert_eq!(older_peer(&t, &c), None);
+        // Two tunnels without customerEndpoint on one local endpoint are ambiguous too; one
+        // without beside ones with is not.
+        let d = ipsec_tunnel("d", 4, None);
+        let e = ipsec_tunnel("e", 5, None);
+        assert!(t.observe(&Event::Apply(guard(&e))).is_empty());
+        assert_eq!(older_peer(&t, &e), None);
+        assert_eq!(names(t.observe(&Event::Apply(guard(&d)))), ["e"]);
+        assert_eq!(older_peer(&t, &e).as_deref(), Some("d"));
+        assert_eq!(older_peer(&t, &d), None);
+    }
+
+    #[test]
+    fn a_route_conflict_triggers_the_younger_holder_when_it_appears_and_goes() {
+        let route = |metric: Option<u32>| crate::crd::RouteSpec {
+            prefix: "10.50.0.0/16".into(),
+            metric,
+        };
+        let mut old = gre_tunnel("old", 1);
+        old.spec.routes = vec![route(None)];
+        let mut young = ipsec_tunnel("young", 2, None);
+        young.spec.routes = vec![route(None)];
+        let conflict = |t: &Tracker| {
+            t.read()
+                .verdict(&ObjectKey::of(&young))
+                .and_then(|v| v.route_conflict)
+                .map(|((prefix, metric), k)| format!("{prefix} {metric} {}", k.name))
+        };
+        let t = tracker_with(&[&young]);
+        assert_eq!(conflict(&t), None);
+        assert_eq!(names(t.observe(&Event::Apply(guard(&old)))), ["young"]);
+        assert_eq!(conflict(&t).as_deref(), Some("10.50.0.0/16 0 old"));
+        // The older one's route gets another metric: both can be on one node.
+        let mut backup = old.clone();
+        backup.spec.routes = vec![route(Some(3))];
+        assert_eq!(names(t.observe(&Event::Apply(guard(&backup)))), ["young"]);
+        assert_eq!(conflict(&t), None);
+        // Explicit metric 0 is no metric.
+        let mut zero = old.clone();
+        zero.spec.routes = vec![route(Some(0))];
+        assert_eq!(names(t.observe(&Event::Apply(guard(&zero)))), ["young"]);
+        assert_eq!(conflict(&t).as_deref(), Some("10.50.0.0/16 0 old"));
+        // Deleted: the younger is deployable.
+        assert_eq!(names(t.observe(&Event::Delete(guard(&zero)))), ["young"]);
+        assert_eq!(conflict(&t), None);
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! knows) into a [`ValidatedTunnel`] with typed fields, or an [`Invalid`] reason for status.
 //!
 //! The API server has already applied the schema and CEL rules; what remains needs parsing into
-//! typed values or other objects: endpoint conflicts, ID_IPV4_ADDR uniqueness, the port of each
-//! pod's HTTP endpoint. The other tunnels are seen through a [`TunnelIndex`], never scanned.
+//! typed values or other objects: GRE twins, IPsec tunnels whose peers cannot be told apart,
+//! routes the kernel cannot hold twice, the port of each pod's HTTP endpoint. The other tunnels are seen through a [`TunnelIndex`], never scanned.
 //! Nothing after this step reads the raw spec.
 
 use std::collections::BTreeSet;
@@ -19,7 +19,7 @@ use magictunnel_types::config::{
 
 use crate::crd::{MAX_NAME_LEN, MagicTunnel, ROTATE_PSK_ANNOTATION};
 use crate::ike_id::{self, Identities};
-use crate::index::{Age, ObjectKey, TunnelIndex};
+use crate::index::{self, Age, TunnelIndex};
 use crate::psk::{self, PSK_KEY};
 use crate::reason::Reason;
 use crate::settings::Settings;
@@ -55,7 +55,7 @@ impl PskSource {
 pub struct ValidatedIpsec {
     pub psk: PskSource,
     pub identities: Identities,
-    /// Accepted formats that exist for this tunnel (IPv4Addr removed when not unique).
+    /// Accepted formats that exist for this tunnel (IPv4Addr only with a customer endpoint).
     pub accepted_id_types: Vec<IkeIdType>,
     pub replay_protection: bool,
     pub allow_null_cipher: bool,
@@ -168,16 +168,17 @@ pub fn validate(
         })
         .collect::<Result<Vec<_>, Invalid>>()?;
 
-    if spec.tunnel_type == TunnelType::Gre {
-        check_gre_conflicts(mt, local_endpoint, customer_endpoint, others)?;
+    match spec.tunnel_type {
+        TunnelType::Gre => check_gre_conflicts(mt, local_endpoint, customer_endpoint, others)?,
+        TunnelType::Ipsec => check_ipsec_peer(mt, local_endpoint, customer_endpoint, others)?,
     }
+    check_route_conflicts(mt, &routes, others)?;
     let ipsec = match (&spec.tunnel_type, &spec.ipsec) {
         (TunnelType::Ipsec, ipsec) => Some(validate_ipsec(
             mt,
             ipsec.clone().unwrap_or_default(),
-            (local_endpoint, customer_endpoint),
+            customer_endpoint,
             &tunnel_id,
-            others,
             settings,
         )?),
         (TunnelType::Gre, _) => None,
@@ -236,31 +237,80 @@ fn check_gre_conflicts(
     }
 }
 
+/// Many IPsec tunnels share a local endpoint's UDP 500 and 4500 on one node: each pod's sockets
+/// are connected to its customer endpoint, so the kernel hands each peer's datagrams to its
+/// own pod, and the one tunnel without a customer endpoint takes the peers nobody names. Two
+/// tunnels with the same customer endpoint (the same 4-tuples), or two without one, cannot be
+/// told apart; the older one keeps the peer. Checked across the whole cluster: the operator
+/// cannot know which tunnels' pods will share a node.
+fn check_ipsec_peer(
+    mt: &MagicTunnel,
+    local: Ipv4Addr,
+    customer: Option<Ipv4Addr>,
+    others: &TunnelIndex,
+) -> Result<(), Invalid> {
+    let Some(o) = others.older_ipsec_peer(&Age::of(mt), &(local, customer)) else {
+        return Ok(());
+    };
+    Err(invalid(
+        Reason::AmbiguousPeer,
+        match customer {
+            Some(c) => format!(
+                "IPsec tunnel {o} already uses local endpoint {local} with customer endpoint {c}; \
+                 the endpoint cannot tell the two tunnels' IKE and ESP traffic apart (same addresses and ports): \
+                 give this tunnel a distinct customerEndpoint or localEndpoint"
+            ),
+            None => format!(
+                "IPsec tunnel {o} is already the tunnel without customerEndpoint on local endpoint {local}; \
+                 only one tunnel per local endpoint can take the peers it does not know in advance: \
+                 set customerEndpoint (the router's address) or a distinct localEndpoint"
+            ),
+        },
+    ))
+}
+
+/// Every tunnel pod installs its routes in the node's main table, and the kernel holds one
+/// route per (prefix, metric): a second tunnel routing the same prefix with the same metric
+/// cannot start on a node running the first. Checked across the whole cluster, GRE and IPsec
+/// alike (the operator cannot know placement); the older tunnel keeps the route. The same prefix
+/// with another metric is a backup route, which the kernel keeps beside the first.
+fn check_route_conflicts(
+    mt: &MagicTunnel,
+    routes: &[Route],
+    others: &TunnelIndex,
+) -> Result<(), Invalid> {
+    let mut keys: Vec<index::RouteKey> = routes
+        .iter()
+        .map(|r| index::route_key(r.prefix, r.metric))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    match others.route_conflict(&Age::of(mt), &keys) {
+        Some(((prefix, metric), o)) => Err(invalid(
+            Reason::RouteConflict,
+            format!(
+                "tunnel {o} already routes {prefix} with metric {metric}; a node keeps one route per prefix and metric, \
+                 so the two tunnels could not run on one node: give this route another metric (a backup route) or remove it"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn validate_ipsec(
     mt: &MagicTunnel,
     ipsec: crate::crd::IpsecSpec,
-    (local, customer): (Ipv4Addr, Option<Ipv4Addr>),
+    customer: Option<Ipv4Addr>,
     tunnel_id: &str,
-    others: &TunnelIndex,
     settings: &Settings,
 ) -> Result<ValidatedIpsec, Invalid> {
-    // ID_IPV4_ADDR names the customer endpoint, so it identifies a tunnel only while no other
-    // IPsec tunnel shares the (local, customer) pair.
-    let me = ObjectKey::of(mt);
-    let shared_with: Vec<&ObjectKey> = match customer {
-        Some(c) => others.sharing_pair(&me, &(local, c)).collect(),
-        None => Vec::new(),
-    };
-    let unique_customer = if shared_with.is_empty() {
-        customer
-    } else {
-        None
-    };
+    // ID_IPV4_ADDR names the customer endpoint. It identifies the tunnel: a second IPsec tunnel
+    // on the same (local, customer) pair is not deployed (AmbiguousPeer).
     let identities = Identities::new(
         tunnel_id,
         &settings.account_id,
         &settings.ike_id_domain,
-        unique_customer,
+        customer,
     );
     let requested = ipsec
         .accepted_ike_id_types
@@ -274,15 +324,10 @@ fn validate_ipsec(
         .filter(|t| seen.insert(*t) && identities.get(*t).is_some())
         .collect();
     if accepted_id_types.is_empty() {
-        let names: Vec<String> = shared_with.iter().map(|o| o.to_string()).collect();
+        // A CEL rule refuses this first; kept for objects stored before the rule.
         return Err(invalid(
-            Reason::IkeIdAmbiguous,
-            format!(
-                "the only accepted IKE ID type is IPv4Addr, but tunnels {} share local endpoint {local} and customer endpoint {}; \
-                 the peer cannot be told apart: accept RFC822Addr, FQDN or KeyID too",
-                names.join(", "),
-                customer.map(|c| c.to_string()).unwrap_or_default(),
-            ),
+            Reason::InvalidSpec,
+            "ipsec.acceptedIkeIdTypes: the IPv4Addr IKE ID type needs customerEndpoint",
         ));
     }
     let psk = match &ipsec.psk_secret_ref {
@@ -362,24 +407,28 @@ mod tests {
     }
 
     #[test]
-    fn ipv4_id_only_while_the_endpoint_pair_is_unique() {
+    fn ipv4_id_with_a_customer_endpoint_and_a_shared_pair_is_ambiguous() {
         let a = ipsec_tunnel("a", 1, Some("198.51.100.9"));
-        let v = validate(&a, &ix(&[&a]), &settings()).expect("valid");
-        let ipsec = v.ipsec.expect("ipsec");
-        assert!(ipsec.accepted_id_types.contains(&IkeIdType::Ipv4Addr));
-        assert_eq!(
-            ipsec.identities.ipv4_addr,
-            Some(Ipv4Addr::new(198, 51, 100, 9))
-        );
-
         let b = ipsec_tunnel("b", 2, Some("198.51.100.9"));
-        for t in [&a, &b] {
-            let v = validate(t, &ix(&[&a, &b]), &settings()).expect("still valid");
+        // The older keeps its pair and ID_IPV4_ADDR, with or without the younger.
+        for all in [&[&a][..], &[&a, &b][..]] {
+            let v = validate(&a, &ix(all), &settings()).expect("valid");
             let ipsec = v.ipsec.expect("ipsec");
-            assert!(!ipsec.accepted_id_types.contains(&IkeIdType::Ipv4Addr));
-            assert_eq!(ipsec.identities.ipv4_addr, None);
-            assert_eq!(ipsec.accepted_id_types.len(), 3);
+            assert!(ipsec.accepted_id_types.contains(&IkeIdType::Ipv4Addr));
+            assert_eq!(
+                ipsec.identities.ipv4_addr,
+                Some(Ipv4Addr::new(198, 51, 100, 9))
+            );
         }
+        let err = validate(&b, &ix(&[&a, &b]), &settings()).expect_err("ambiguous");
+        assert_eq!(err.reason, Reason::AmbiguousPeer);
+        assert!(err.message.contains("IPsec tunnel default/a"), "{}", err.message);
+        assert!(err.message.contains("customer endpoint 198.51.100.9"), "{}", err.message);
+        assert!(
+            err.message.contains("distinct customerEndpoint or localEndpoint"),
+            "{}",
+            err.message
+        );
         // Without a customer endpoint there is no IPv4 identity at all.
         let c = ipsec_tunnel("c", 3, None);
         let v = validate(&c, &ix(&[&a, &b, &c]), &settings()).expect("valid");
@@ -387,16 +436,67 @@ mod tests {
     }
 
     #[test]
-    fn ipv4_only_tunnels_that_share_a_pair_are_reported() {
-        let mut a = ipsec_tunnel("a", 1, Some("198.51.100.9"));
-        let b = ipsec_tunnel("b", 2, Some("198.51.100.9"));
-        if let Some(i) = a.spec.ipsec.as_mut() {
-            i.accepted_ike_id_types = Some(vec![IkeIdType::Ipv4Addr]);
+    fn ipsec_peers_are_ambiguous_only_on_the_same_local_and_customer_endpoint() {
+        let ok = |t: &MagicTunnel, all: &[&MagicTunnel]| validate(t, &ix(all), &settings());
+        let a = ipsec_tunnel("a", 1, Some("198.51.100.9"));
+        let b = ipsec_tunnel("b", 2, Some("198.51.100.10"));
+        let c = ipsec_tunnel("c", 3, None);
+        let d = ipsec_tunnel("d", 4, None);
+        let all = [&a, &b, &c, &d];
+        // Distinct customers, and one default tunnel beside them: all deployable.
+        for t in [&a, &b, &c] {
+            assert!(ok(t, &all).is_ok(), "{}", t.name_any());
         }
-        let err = validate(&a, &ix(&[&a, &b]), &settings()).expect_err("ambiguous");
-        assert_eq!(err.reason, Reason::IkeIdAmbiguous);
-        assert!(err.message.contains("default/b"), "{}", err.message);
-        assert!(validate(&a, &ix(&[&a]), &settings()).is_ok());
+        // A second tunnel without customerEndpoint on the same local endpoint is not.
+        let err = ok(&d, &all).expect_err("two defaults");
+        assert_eq!(err.reason, Reason::AmbiguousPeer);
+        assert!(err.message.contains("default/c"), "{}", err.message);
+        assert!(err.message.contains("set customerEndpoint"), "{}", err.message);
+        // On another local endpoint it is.
+        let mut d2 = d.clone();
+        d2.spec.local_endpoint = "192.0.2.77".into();
+        assert!(ok(&d2, &[&a, &b, &c, &d2]).is_ok());
+        // A GRE tunnel on the same pair does not matter to IPsec (protocol 47, not UDP).
+        let mut g = gre_tunnel("g", 0);
+        g.spec.customer_endpoint = a.spec.customer_endpoint.clone();
+        assert!(ok(&a, &[&g, &a]).is_ok());
+        // A deleted older tunnel does not hold its peer.
+        let mut c_gone = c.clone();
+        c_gone.metadata.deletion_timestamp = c.metadata.creation_timestamp.clone();
+        assert!(ok(&d, &[&c_gone, &d]).is_ok());
+    }
+
+    #[test]
+    fn a_route_with_the_same_prefix_and_metric_as_an_older_tunnel_conflicts() {
+        use crate::crd::RouteSpec;
+        let route = |prefix: &str, metric: Option<u32>| RouteSpec {
+            prefix: prefix.into(),
+            metric,
+        };
+        let mut old = gre_tunnel("old", 1);
+        old.spec.routes = vec![route("10.50.0.0/16", None), route("10.60.0.0/16", Some(5))];
+        // An IPsec tunnel elsewhere: routes conflict across types and endpoints.
+        let mut new = ipsec_tunnel("new", 2, Some("198.51.100.77"));
+        new.spec.local_endpoint = "192.0.2.99".into();
+        // No metric is metric 0.
+        new.spec.routes = vec![route("10.70.0.0/16", None), route("10.50.0.0/16", Some(0))];
+        let err = validate(&new, &ix(&[&old, &new]), &settings()).expect_err("conflict");
+        assert_eq!(err.reason, Reason::RouteConflict);
+        assert!(
+            err.message
+                .contains("tunnel default/old already routes 10.50.0.0/16 with metric 0"),
+            "{}",
+            err.message
+        );
+        assert!(validate(&old, &ix(&[&old, &new]), &settings()).is_ok());
+        // Another metric is a backup route: fine.
+        new.spec.routes = vec![route("10.50.0.0/16", Some(10)), route("10.60.0.0/16", Some(6))];
+        assert!(validate(&new, &ix(&[&old, &new]), &settings()).is_ok());
+        new.spec.routes = vec![route("10.60.0.0/16", Some(5))];
+        let err = validate(&new, &ix(&[&old, &new]), &settings()).expect_err("conflict");
+        assert!(err.message.contains("10.60.0.0/16 with metric 5"), "{}", err.message);
+        // Without the older tunnel the route is free.
+        assert!(validate(&new, &ix(&[&new]), &settings()).is_ok());
     }
 
     #[test]

@@ -713,42 +713,111 @@ fn running_pod(owner: &MagicTunnel, name: &str) -> Value {
     serde_json::to_value(pod).expect("json")
 }
 
-#[tokio::test]
-async fn conflicting_tunnel_is_reported_and_its_pods_removed() {
-    let old = gre_tunnel("old", 1);
-    let mut new = gre_tunnel("new", 2);
-    new.spec.customer_endpoint = old.spec.customer_endpoint.clone();
-    let (mut api, task, _) = start(new.clone(), vec![old]);
-    // No config is applied; a pod with no last good config behind it is removed.
+/// One reconcile of `young`, which conflicts with an older tunnel of `others` and has a running
+/// pod `<name>-0`: the pod is deleted (without asking for the last good config: a conflict
+/// takes the younger down whatever it ran), Configured=False with `reason` and a message that
+/// holds every one of `says`, a Warning Event, no config applied, no pod created.
+async fn conflict_removes_the_younger(
+    young: MagicTunnel,
+    others: Vec<MagicTunnel>,
+    reason: &str,
+    says: &[&str],
+) {
+    let name = young.metadata.name.clone().unwrap_or_default();
+    let pod = format!("{name}-0");
+    let (mut api, task, metrics) = start(young.clone(), others);
     api.next("GET", PODS)
         .await
-        .reply(200, pod_list(&[running_pod(&new, "new-0")]));
-    api.next("GET", &format!("{SECRETS}/new-config"))
-        .await
-        .not_found();
-    let delete = api.next("DELETE", &format!("{PODS}/new-0")).await;
-    delete.reply(200, running_pod(&new, "new-0"));
-    let status = api.next("PATCH", &format!("{TUNNELS}/new/status")).await;
+        .reply(200, pod_list(&[running_pod(&young, &pod)]));
+    let delete = api.next("DELETE", &format!("{PODS}/{pod}")).await;
+    delete.reply(200, running_pod(&young, &pod));
+    let status = api.next("PATCH", &format!("{TUNNELS}/{name}/status")).await;
     let c = condition(&status.body, "Configured");
-    assert_eq!(c["reason"], "EndpointConflict");
-    assert!(
-        c["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("default/old")),
-        "{c}"
-    );
+    assert_eq!(c["status"], "False");
+    assert_eq!(c["reason"], reason);
+    let message = c["message"].as_str().unwrap_or_default();
+    for s in says {
+        assert!(message.contains(s), "{s:?} not in {message:?}");
+    }
     assert_eq!(
         status.body["status"]["endpoints"],
         Value::Null,
         "no endpoints left"
     );
     status.echo();
-    assert!(
-        api.events(5)
-            .await
-            .contains(&("Warning".into(), "EndpointConflict".into()))
-    );
-    finish(api, task).await;
+    finish_not_deployed(api, task, &metrics, reason).await;
+}
+
+#[tokio::test]
+async fn conflicting_tunnel_is_reported_and_its_pods_removed() {
+    let old = gre_tunnel("old", 1);
+    let mut new = gre_tunnel("new", 2);
+    new.spec.customer_endpoint = old.spec.customer_endpoint.clone();
+    conflict_removes_the_younger(new, vec![old], "EndpointConflict", &["default/old"]).await;
+}
+
+#[tokio::test]
+async fn ambiguous_ipsec_peer_is_reported_and_its_pods_removed() {
+    let old = ipsec_tunnel("old", 1, Some("198.51.100.9"));
+    let new = ipsec_tunnel("new", 2, Some("198.51.100.9"));
+    conflict_removes_the_younger(
+        new,
+        vec![old],
+        "AmbiguousPeer",
+        &[
+            "IPsec tunnel default/old",
+            "customer endpoint 198.51.100.9",
+            "distinct customerEndpoint or localEndpoint",
+        ],
+    )
+    .await;
+    // Two without customerEndpoint on one local endpoint.
+    let old = ipsec_tunnel("old", 1, None);
+    let new = ipsec_tunnel("new", 2, None);
+    conflict_removes_the_younger(
+        new,
+        vec![old],
+        "AmbiguousPeer",
+        &["default/old", "without customerEndpoint", "set customerEndpoint"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn route_conflict_is_reported_and_its_pods_removed() {
+    let old = gre_tunnel("old", 1);
+    let mut new = gre_tunnel("new", 2);
+    new.spec.routes = old.spec.routes.clone();
+    let prefix = old.spec.routes[0].prefix.clone();
+    conflict_removes_the_younger(
+        new,
+        vec![old],
+        "RouteConflict",
+        &[
+            &format!("tunnel default/old already routes {prefix} with metric 0"),
+            "another metric",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_younger_ipsec_peer_is_deployed_once_the_older_is_gone() {
+    let old = ipsec_tunnel("old", 1, Some("198.51.100.9"));
+    let young = ipsec_tunnel("vpn", 2, Some("198.51.100.9"));
+    // Beside the older: no PSK, no config, no pod; only the status says why.
+    let (mut api, task, metrics) = start(young.clone(), vec![old]);
+    api.next("GET", PODS).await.reply(200, pod_list(&[]));
+    let status = api.next("PATCH", &format!("{TUNNELS}/vpn/status")).await;
+    assert_eq!(condition(&status.body, "Configured")["reason"], "AmbiguousPeer");
+    assert!(status.body["status"].get("ikeIds").is_none(), "{}", status.body);
+    status.echo();
+    finish_not_deployed(api, task, &metrics, "AmbiguousPeer").await;
+    // The older one deleted (the index no longer holds it): the whole first deployment, with
+    // ID_IPV4_ADDR among the accepted identities.
+    let (_, _, pod, status) = first_ipsec_reconcile(&young).await;
+    assert_eq!(pod["metadata"]["name"], "vpn-0");
+    assert_eq!(condition(&status, "Configured")["status"], "True");
 }
 
 #[tokio::test]
