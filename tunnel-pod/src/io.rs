@@ -29,14 +29,18 @@ pub fn open_tun(name: &str, offload: bool) -> Result<tun::Device> {
 
 /// A raw IPv4 socket for protocol 47 bound to our endpoint and connected to the customer's, so
 /// the kernel delivers only that peer's GRE packets to this process (many tunnels may share the
-/// local anycast address on one node).
-pub fn open_gre_socket(local: Ipv4Addr, customer: Ipv4Addr) -> Result<Socket> {
+/// local anycast address on one node), and filtered by GRE key ([`crate::gre_filter`]), so that
+/// twins with the same endpoints and different keys each receive only their own frames.
+pub fn open_gre_socket(local: Ipv4Addr, customer: Ipv4Addr, key: Option<u32>) -> Result<Socket> {
     let s = Socket::new(
         Domain::IPV4,
         Type::RAW,
         Some(Protocol::from(i32::from(PROTO_GRE))),
     )
     .context("opening a raw GRE socket (needs NET_RAW)")?;
+    // First, so that few frames are queued unfiltered: only frames of our GRE key (or, without
+    // a key, keyless ones) reach us; twins that differ by key do not see each other's.
+    crate::gre_filter::attach(&s, key).context("attaching the GRE key filter")?;
     s.bind(&SocketAddrV4::new(local, 0).into())
         .with_context(|| {
             format!("binding to local endpoint {local}: is it an address of this host?")

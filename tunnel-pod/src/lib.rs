@@ -8,6 +8,7 @@ pub mod drops;
 pub mod encap;
 pub mod esp;
 pub mod gre;
+pub mod gre_filter;
 pub mod health;
 pub mod http;
 pub mod ikev2;

@@ -72,7 +72,9 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
     let server = tokio::spawn(async move { http::serve(listen, app).await });
 
     let socket = match (config.tunnel_type, customer) {
-        (TunnelType::Gre, Some(c)) => io::open_gre_socket(config.local_endpoint, c)?,
+        (TunnelType::Gre, Some(c)) => {
+            io::open_gre_socket(config.local_endpoint, c, config.gre.and_then(|g| g.key))?
+        }
         _ => io::open_udp_socket(config.local_endpoint, IKE_NATT_PORT)?,
     };
     let ike_socket = ike
