@@ -18,13 +18,16 @@ route in a test namespace), with Debian's interpreter, which has scapy:
 Output (one JSON object on stdout):
     {"sent": true, "key": 1001, "mtu": 1476, "results": [
         {"variant": "plain", "description": "...", "frames": 3, "src": "203.0.113.2",
-         "expect": "accept" | "drop" | "ignore" | "any", "reasons": ["key_mismatch"]}, ...]}
+         "expect": "accept" | "drop" | "ignore" | "filtered" | "any", "reasons": ["truncated"]}, ...]}
 
 expect:
     accept  every frame is decapsulated: ingress packets rise by `frames`, no drop counter moves
     drop    every frame is dropped under one of `reasons` (first = the reason the contract names)
     ignore  nothing is decapsulated; the frames may be counted under `reasons` or not at all
             (a connected raw socket never sees them)
+    filtered  nothing is decapsulated and nothing is counted: the socket's GRE key filter
+            drops the frames in the kernel (a key not ours, or a key where we have none, or
+            none where we have one)
     any     no expectation on counters (random garbage): the process must only survive
 """
 
@@ -47,7 +50,7 @@ PROTO_IPV4 = 0x0800
 PROTO_IPV6 = 0x86DD
 PROTO_UNKNOWN = 0x88BE  # ERSPAN: a valid EtherType a plain GRE endpoint does not carry
 
-ACCEPT, DROP, IGNORE, ANY = "accept", "drop", "ignore", "any"
+ACCEPT, DROP, IGNORE, ANY, FILTERED = "accept", "drop", "ignore", "any", "filtered"
 
 
 def inet_checksum(data):
@@ -125,7 +128,7 @@ class Ctx:
 
     def key_accept(self):
         """Expectation for a frame carrying `some_key()`."""
-        return (ACCEPT, []) if self.key is not None else (DROP, ["key_mismatch"])
+        return (ACCEPT, []) if self.key is not None else (FILTERED, [])
 
 
 # Inner packets. UDP to the discard port of the receiver's own tunnel address: the receiver's
@@ -158,10 +161,10 @@ def plain(ctx):
     frames = [gre(inner4(ctx, i)) for i in range(ctx.count)]
     if ctx.key is None:
         return Batch(frames, ACCEPT)
-    return Batch(frames, DROP, ["key_mismatch"])  # the receiver expects a key
+    return Batch(frames, FILTERED)  # the receiver expects a key
 
 
-@variant("K bit with the receiver's key (1001 when it has none: then a key mismatch)")
+@variant("K bit with the receiver's key (1001 when it has none: then filtered)")
 def key(ctx):
     expect, reasons = ctx.key_accept()
     return Batch([gre(inner4(ctx, i), key=ctx.some_key()) for i in range(ctx.count)],
@@ -206,6 +209,8 @@ def ipv6(ctx):
 def truncated_header(ctx):
     frames = [gre(inner4(ctx, i), key=ctx.some_key(), seq=i, checksum=True)[:6]
               for i in range(ctx.count)]
+    if ctx.key is None:
+        return Batch(frames, FILTERED)  # the K bit: a keyed frame, not for a keyless receiver
     return Batch(frames, DROP, ["truncated"])
 
 
@@ -252,7 +257,7 @@ def reserved_4_5(ctx):
 def wrong_key(ctx):
     other = (ctx.some_key() + 1) & 0xFFFFFFFF
     frames = [gre(inner4(ctx, i), key=other) for i in range(ctx.count)]
-    return Batch(frames, DROP, ["key_mismatch"])
+    return Batch(frames, FILTERED)
 
 
 @variant("protocol type 0x88BE (ERSPAN)")
