@@ -88,7 +88,9 @@ pub fn tunnel(i: usize, endpoints: Endpoints) -> serde_json::Value {
         "metadata": {"name": format!("scale-{i:05}")},
         "spec": {
             "type": "GRE", "localEndpoint": local.to_string(), "customerEndpoint": customer.to_string(),
-            "interfaceAddress": "10.200.0.0/31", "routes": [{"prefix": "10.20.0.0/16"}],
+            "interfaceAddress": "10.200.0.0/31",
+            // A prefix of its own: tunnels routing the same prefix and metric conflict.
+            "routes": [{"prefix": format!("10.{}.{}.0/24", 20 + n / 256, n % 256)}],
             // This measures the control-plane path: on a real node the pods stay Pending
             // rather than hundreds of tunnel pods starting on it.
             "placement": {"nodeSelector": {"magictunnel.dev/e2e": "no-such-node"}}
