@@ -802,16 +802,21 @@ async fn ipsec_tunnels_share_a_local_endpoint_unless_their_peers_are_ambiguous()
         }
         t
     };
-    ns.create(tunnel("first", Some(0), 100)).await.expect("first");
-    ns.create(tunnel("second", Some(1), 102)).await.expect("second");
+    ns.create(tunnel("first", Some(0), 100))
+        .await
+        .expect("first");
+    ns.create(tunnel("second", Some(1), 102))
+        .await
+        .expect("second");
     for name in ["first", "second"] {
         ns.wait_condition(name, "Configured", "True", "Applied", WAIT)
             .await;
     }
     // Both pods are scheduled onto the one node and started by the kubelet (a UDP 500 host
-    // port on the local endpoint would keep the second Pending). Whether the second pod then
-    // keeps running depends on the endpoint sharing UDP 500/4500 (SO_REUSEPORT, issue #10's
-    // demultiplexing), not on the operator.
+    // port on the local endpoint would keep the second Pending). Whether both then keep
+    // running depends on the endpoint sharing UDP 500/4500 (SO_REUSEPORT, issue #10's
+    // demultiplexing in tunnel-pod), not on the operator: without it, whichever binds second
+    // exits.
     let pods = [
         wait_pod(&ns, "first-0", Up::Started).await,
         wait_pod(&ns, "second-0", Up::Started).await,
@@ -827,30 +832,41 @@ async fn ipsec_tunnels_share_a_local_endpoint_unless_their_peers_are_ambiguous()
         assert_eq!(ports.len(), 1, "only the HTTP port: {ports:?}");
         assert_eq!(ports[0].0, "TCP", "{ports:?}");
     }
-    assert_serving(&ns, "first-0").await;
 
     // The same customer endpoint again: the node could not tell the two apart.
-    ns.create(tunnel("third", Some(0), 104)).await.expect("third");
+    ns.create(tunnel("third", Some(0), 104))
+        .await
+        .expect("third");
     let msg = ns
         .wait_condition("third", "Configured", "False", "AmbiguousPeer", WAIT)
         .await;
     assert!(msg.contains("/first"), "{msg}");
     assert!(msg.contains("customerEndpoint or localEndpoint"), "{msg}");
     // Two without customerEndpoint: only the older takes the peers nobody names.
-    ns.create(tunnel("default-a", None, 106)).await.expect("default-a");
+    ns.create(tunnel("default-a", None, 106))
+        .await
+        .expect("default-a");
     ns.wait_condition("default-a", "Configured", "True", "Applied", WAIT)
         .await;
-    ns.create(tunnel("default-b", None, 108)).await.expect("default-b");
+    ns.create(tunnel("default-b", None, 108))
+        .await
+        .expect("default-b");
     let msg = ns
         .wait_condition("default-b", "Configured", "False", "AmbiguousPeer", WAIT)
         .await;
     assert!(msg.contains("/default-a"), "{msg}");
     assert!(msg.contains("without customerEndpoint"), "{msg}");
     for name in ["third-0", "default-b-0"] {
-        assert!(ns.pods().get_opt(name).await.expect("get").is_none(), "{name}");
+        assert!(
+            ns.pods().get_opt(name).await.expect("get").is_none(),
+            "{name}"
+        );
     }
     let reasons = ns.event_reasons("third").await;
-    assert!(reasons.contains(&"AmbiguousPeer".to_string()), "{reasons:?}");
+    assert!(
+        reasons.contains(&"AmbiguousPeer".to_string()),
+        "{reasons:?}"
+    );
 
     // The older one goes: the younger is deployed, without being touched itself.
     ns.tunnels()
@@ -898,13 +914,20 @@ async fn routes_with_the_same_prefix_and_metric_are_reported() {
     ns.wait_condition("older", "Configured", "True", "Applied", WAIT)
         .await;
     wait_pod(&ns, "older-0", Up::Ready).await;
-    ns.create(tunnel("younger", 2, Some(0))).await.expect("younger");
+    ns.create(tunnel("younger", 2, Some(0)))
+        .await
+        .expect("younger");
     let msg = ns
         .wait_condition("younger", "Configured", "False", "RouteConflict", WAIT)
         .await;
-    assert!(msg.contains("/older already routes 10.242.9.0/24 with metric 0"), "{msg}");
+    assert!(
+        msg.contains("/older already routes 10.242.9.0/24 with metric 0"),
+        "{msg}"
+    );
     assert!(ns.pods().get_opt("younger-0").await.expect("get").is_none());
-    ns.create(tunnel("backup", 3, Some(50))).await.expect("backup");
+    ns.create(tunnel("backup", 3, Some(50)))
+        .await
+        .expect("backup");
     ns.wait_condition("backup", "Configured", "True", "Applied", WAIT)
         .await;
     wait_pod(&ns, "backup-0", Up::Ready).await;

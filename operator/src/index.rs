@@ -225,11 +225,7 @@ impl TunnelIndex {
     }
 
     /// The first of `routes` that a live tunnel older than `me` holds, with the oldest holder.
-    pub fn route_conflict(
-        &self,
-        me: &Age,
-        routes: &[RouteKey],
-    ) -> Option<(RouteKey, &ObjectKey)> {
+    pub fn route_conflict(&self, me: &Age, routes: &[RouteKey]) -> Option<(RouteKey, &ObjectKey)> {
         routes
             .iter()
             .find_map(|r| Some((*r, older_in(&self.routes, me, r)?)))

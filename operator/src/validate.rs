@@ -422,10 +422,19 @@ mod tests {
         }
         let err = validate(&b, &ix(&[&a, &b]), &settings()).expect_err("ambiguous");
         assert_eq!(err.reason, Reason::AmbiguousPeer);
-        assert!(err.message.contains("IPsec tunnel default/a"), "{}", err.message);
-        assert!(err.message.contains("customer endpoint 198.51.100.9"), "{}", err.message);
         assert!(
-            err.message.contains("distinct customerEndpoint or localEndpoint"),
+            err.message.contains("IPsec tunnel default/a"),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message.contains("customer endpoint 198.51.100.9"),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message
+                .contains("distinct customerEndpoint or localEndpoint"),
             "{}",
             err.message
         );
@@ -451,7 +460,11 @@ mod tests {
         let err = ok(&d, &all).expect_err("two defaults");
         assert_eq!(err.reason, Reason::AmbiguousPeer);
         assert!(err.message.contains("default/c"), "{}", err.message);
-        assert!(err.message.contains("set customerEndpoint"), "{}", err.message);
+        assert!(
+            err.message.contains("set customerEndpoint"),
+            "{}",
+            err.message
+        );
         // On another local endpoint it is.
         let mut d2 = d.clone();
         d2.spec.local_endpoint = "192.0.2.77".into();
@@ -490,11 +503,18 @@ mod tests {
         );
         assert!(validate(&old, &ix(&[&old, &new]), &settings()).is_ok());
         // Another metric is a backup route: fine.
-        new.spec.routes = vec![route("10.50.0.0/16", Some(10)), route("10.60.0.0/16", Some(6))];
+        new.spec.routes = vec![
+            route("10.50.0.0/16", Some(10)),
+            route("10.60.0.0/16", Some(6)),
+        ];
         assert!(validate(&new, &ix(&[&old, &new]), &settings()).is_ok());
         new.spec.routes = vec![route("10.60.0.0/16", Some(5))];
         let err = validate(&new, &ix(&[&old, &new]), &settings()).expect_err("conflict");
-        assert!(err.message.contains("10.60.0.0/16 with metric 5"), "{}", err.message);
+        assert!(
+            err.message.contains("10.60.0.0/16 with metric 5"),
+            "{}",
+            err.message
+        );
         // Without the older tunnel the route is free.
         assert!(validate(&new, &ix(&[&new]), &settings()).is_ok());
     }

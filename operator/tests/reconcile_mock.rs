@@ -778,7 +778,11 @@ async fn ambiguous_ipsec_peer_is_reported_and_its_pods_removed() {
         new,
         vec![old],
         "AmbiguousPeer",
-        &["default/old", "without customerEndpoint", "set customerEndpoint"],
+        &[
+            "default/old",
+            "without customerEndpoint",
+            "set customerEndpoint",
+        ],
     )
     .await;
 }
@@ -809,8 +813,15 @@ async fn the_younger_ipsec_peer_is_deployed_once_the_older_is_gone() {
     let (mut api, task, metrics) = start(young.clone(), vec![old]);
     api.next("GET", PODS).await.reply(200, pod_list(&[]));
     let status = api.next("PATCH", &format!("{TUNNELS}/vpn/status")).await;
-    assert_eq!(condition(&status.body, "Configured")["reason"], "AmbiguousPeer");
-    assert!(status.body["status"].get("ikeIds").is_none(), "{}", status.body);
+    assert_eq!(
+        condition(&status.body, "Configured")["reason"],
+        "AmbiguousPeer"
+    );
+    assert!(
+        status.body["status"].get("ikeIds").is_none(),
+        "{}",
+        status.body
+    );
     status.echo();
     finish_not_deployed(api, task, &metrics, "AmbiguousPeer").await;
     // The older one deleted (the index no longer holds it): the whole first deployment, with

@@ -81,15 +81,15 @@ pub fn program(key: Option<u32>) -> Vec<Insn> {
     // X = IHL × 4 (the GRE header's offset).
     let ihl = stmt(BPF_LDX | BPF_B | BPF_MSH, 0);
     let mut p = vec![
-        ihl,                                  // 0
-        stmt(BPF_MISC | BPF_TXA, 0),          // 1: A = X
-        stmt(BPF_ALU | BPF_ADD | BPF_K, 4),   // 2: A = end of the base GRE header
-        stmt(BPF_MISC | BPF_TAX, 0),          // 3
-        stmt(BPF_LD | BPF_W | BPF_LEN, 0),    // 4: A = packet length
+        ihl,                                      // 0
+        stmt(BPF_MISC | BPF_TXA, 0),              // 1: A = X
+        stmt(BPF_ALU | BPF_ADD | BPF_K, 4),       // 2: A = end of the base GRE header
+        stmt(BPF_MISC | BPF_TAX, 0),              // 3
+        stmt(BPF_LD | BPF_W | BPF_LEN, 0),        // 4: A = packet length
         jump(BPF_JMP | BPF_JGE | BPF_X, 0, 1, 0), // 5: long enough → 7
-        stmt(BPF_RET | BPF_K, ACCEPT),        // 6: truncated: userspace counts it
-        ihl,                                  // 7
-        stmt(BPF_LD | BPF_B | BPF_IND, 0),    // 8: A = flags byte
+        stmt(BPF_RET | BPF_K, ACCEPT),            // 6: truncated: userspace counts it
+        ihl,                                      // 7
+        stmt(BPF_LD | BPF_B | BPF_IND, 0),        // 8: A = flags byte
     ];
     match key {
         None => p.extend([
@@ -217,7 +217,10 @@ mod tests {
                     vec![usize::from(i.jt), usize::from(i.jf)]
                 };
                 for t in targets {
-                    assert!(pc + 1 + t < program.len(), "jump out of the program at {pc}");
+                    assert!(
+                        pc + 1 + t < program.len(),
+                        "jump out of the program at {pc}"
+                    );
                 }
             }
             if i.code == BPF_LDX | BPF_W | BPF_MEM {
@@ -264,7 +267,11 @@ mod tests {
                 assert_eq!(f(Some(1)), ACCEPT, "ihl {ihl} checksum {checksum}");
                 assert_eq!(f(Some(2)), DROP, "ihl {ihl} checksum {checksum}");
                 assert_eq!(f(Some(0x0100_0000)), DROP, "byte order");
-                assert_eq!(f(None), DROP, "keyless frame, ihl {ihl} checksum {checksum}");
+                assert_eq!(
+                    f(None),
+                    DROP,
+                    "keyless frame, ihl {ihl} checksum {checksum}"
+                );
             }
         }
         // Key 0 is a key like any other, not "no key".
@@ -315,7 +322,10 @@ mod tests {
     #[test]
     fn the_interpreter_can_fail() {
         // A program that loads beyond the packet drops it, as the kernel does.
-        let p = [stmt(BPF_LD | BPF_W | BPF_ABS, 100), stmt(BPF_RET | BPF_K, ACCEPT)];
+        let p = [
+            stmt(BPF_LD | BPF_W | BPF_ABS, 100),
+            stmt(BPF_RET | BPF_K, ACCEPT),
+        ];
         assert_eq!(run(&p, &[0; 10]), DROP);
         assert_eq!(run(&p, &[0; 104]), ACCEPT);
     }

@@ -926,7 +926,11 @@ impl Twin {
         let ready = wait_for(common::READY_TIMEOUT, Duration::from_millis(200), || {
             (twin.http(lab, "/readyz").0 == 200).then_some(())
         });
-        assert!(ready.is_some(), "the twin on {side:?} is not ready{}", lab.logs());
+        assert!(
+            ready.is_some(),
+            "the twin on {side:?} is not ready{}",
+            lab.logs()
+        );
         twin
     }
 
@@ -987,7 +991,10 @@ fn gre_twins_that_differ_by_key_each_receive_only_their_own_frames() {
         lab.start(side, &config, &[]);
     }
     lab.wait_ready(&Side::BOTH);
-    let twins = [Twin::start(&mut lab, Side::A, 2), Twin::start(&mut lab, Side::B, 2)];
+    let twins = [
+        Twin::start(&mut lab, Side::A, 2),
+        Twin::start(&mut lab, Side::B, 2),
+    ];
     let (a, b) = (lab.node(Side::A), lab.node(Side::B));
     let (a_tunnel, b_tunnel, b_twin) = (a.tunnel_addr, b.tunnel_addr, twins[1].tunnel_addr);
 
@@ -1022,7 +1029,11 @@ fn gre_twins_that_differ_by_key_each_receive_only_their_own_frames() {
         );
         assert!(m.packets("ingress") >= 5.0, "{label} received no traffic");
         assert_eq!(m.drops("key_mismatch"), 0.0, "{label}{}", lab.logs());
-        assert!(receive_drops(&m).is_empty(), "{label}: {:?}", receive_drops(&m));
+        assert!(
+            receive_drops(&m).is_empty(),
+            "{label}: {:?}",
+            receive_drops(&m)
+        );
     }
 
     // Crafted frames from B's address to A's: key 1, key 2, no key, a key nobody has.
@@ -1079,13 +1090,28 @@ fn gre_twins_that_differ_by_key_each_receive_only_their_own_frames() {
         for i in 0..2 {
             let got = after[i].packets("ingress") - before[i].packets("ingress");
             let drops = receive_drops(&after[i]);
-            eprintln!("frames {variant} key {key:?} → A key {}: ingress +{got}, drops {drops:?}", i + 1);
-            assert!(settled.is_some() || got == expected[i], "key {key:?}: pod {i}: {got}");
-            assert_eq!(got, expected[i], "frames with key {key:?} on A key {}", i + 1);
+            eprintln!(
+                "frames {variant} key {key:?} → A key {}: ingress +{got}, drops {drops:?}",
+                i + 1
+            );
+            assert!(
+                settled.is_some() || got == expected[i],
+                "key {key:?}: pod {i}: {got}"
+            );
+            assert_eq!(
+                got,
+                expected[i],
+                "frames with key {key:?} on A key {}",
+                i + 1
+            );
             assert!(drops.is_empty(), "A key {}: {drops:?}", i + 1);
         }
     }
     for side in Side::BOTH {
-        assert!(lab.exited(side).is_none(), "a tunnel-pod exited{}", lab.logs());
+        assert!(
+            lab.exited(side).is_none(),
+            "a tunnel-pod exited{}",
+            lab.logs()
+        );
     }
 }
