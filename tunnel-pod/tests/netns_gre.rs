@@ -1091,7 +1091,7 @@ fn gre_twins_that_differ_by_key_each_receive_only_their_own_frames() {
             let got = after[i].packets("ingress") - before[i].packets("ingress");
             let drops = receive_drops(&after[i]);
             eprintln!(
-                "frames {variant} key {key:?} → A key {}: ingress +{got}, drops {drops:?}",
+                "variant {variant}, key {key:?} → A key {}: ingress +{got}, drops {drops:?}",
                 i + 1
             );
             assert!(
