@@ -361,4 +361,24 @@ mod tests {
         t.observe(&Event::InitApply(guard(&young)));
         assert_eq!(names(t.observe(&Event::InitDone)), ["young"]);
     }
+
+    #[test]
+    fn a_relist_frees_ipsec_peers_and_routes_of_tunnels_gone_meanwhile() {
+        let old = ipsec_tunnel("old", 1, Some("198.51.100.9"));
+        let peer = ipsec_tunnel("peer", 2, Some("198.51.100.9"));
+        let mut route = gre_tunnel("route", 3);
+        route.spec.routes = old.spec.routes.clone();
+        let other = gre_tunnel("other", 4);
+        let t = tracker_with(&[&old, &peer, &route, &other]);
+        let verdict = |k: &MagicTunnel| t.read().verdict(&ObjectKey::of(k));
+        assert!(verdict(&peer).and_then(|v| v.older_peer).is_some());
+        assert!(verdict(&route).and_then(|v| v.route_conflict).is_some());
+        t.observe(&Event::Init);
+        for mt in [&peer, &route, &other] {
+            t.observe(&Event::InitApply(guard(mt)));
+        }
+        assert_eq!(names(t.observe(&Event::InitDone)), ["peer", "route"]);
+        assert!(verdict(&peer).and_then(|v| v.older_peer).is_none());
+        assert!(verdict(&route).and_then(|v| v.route_conflict).is_none());
+    }
 }
