@@ -5,7 +5,7 @@
 //! one device pair, and blocking syscalls on a dedicated core cost less than readiness polling.
 
 use std::io::ErrorKind;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,7 +13,7 @@ use socket2::Socket;
 use tokio::sync::mpsc;
 
 use crate::drops::DropReason;
-use crate::encap::{Encap, Received, TAILROOM};
+use crate::encap::{Encap, PeerCell, Received, TAILROOM};
 use crate::gre::HEADROOM;
 use crate::health::{self, ProbeSpec};
 use crate::io;
@@ -45,7 +45,13 @@ pub struct Path {
     pub encap: Encap,
     /// Opened with `IFF_VNET_HDR`: every packet is preceded by a virtio-net header.
     pub tun: tun::Device,
+    /// GRE: raw, connected to the customer. ESP: UDP 4500 with `SO_REUSEPORT`, connected to
+    /// the peer once known (`connected`), so the kernel hands this pod its peer's datagrams
+    /// among the other tunnel-pods on the same endpoint (see `lobby`).
     pub socket: Socket,
+    /// The peer the UDP data socket is connected to (unset: not connected, it then receives
+    /// strays for any pod of the endpoint).
+    pub connected: PeerCell,
     pub metrics: Arc<Metrics>,
     pub local_endpoint: Ipv4Addr,
     /// The customer's side of the tunnel subnet, where the peer's reply-style probes are headed.
@@ -57,11 +63,15 @@ pub struct Path {
     pub ike: Option<mpsc::Sender<IkeDatagram>>,
 }
 
-/// An IKE message received on the data path's socket, marker removed.
+/// A datagram for the IKE task from the data path's socket: an IKE message, or, while the
+/// socket is not connected, ESP of an SPI we do not know (perhaps another pod's).
 #[derive(Debug)]
 pub struct IkeDatagram {
     pub from: std::net::SocketAddrV4,
-    pub bytes: Vec<u8>,
+    /// The UDP payload exactly as received (the non-ESP marker included).
+    pub payload: Vec<u8>,
+    /// Received while the socket was not connected: subject to the ownership rule.
+    pub stray: bool,
 }
 
 impl Path {
@@ -111,7 +121,7 @@ impl Path {
                             Err(d) => self.metrics.dropped(d),
                         }
                     }
-                    let Ok(to) = self.encap.destination() else {
+                    let Ok(to) = self.destination() else {
                         self.metrics
                             .dropped_n(DropReason::NoSa, frames.len() as u64);
                         continue;
@@ -197,8 +207,13 @@ impl Path {
                 i.range = i.range.start + RX_OFFSET..i.range.end + RX_OFFSET;
                 i
             }
-            Ok(Received::Ike(range)) => {
-                self.pass_to_ike(datagram.get(range).unwrap_or_default(), src);
+            Ok(Received::Ike(_)) => {
+                self.pass_to_ike(datagram, src);
+                return;
+            }
+            Err(DropReason::UnknownSpi) if self.ike.is_some() && self.connected.get().is_none() => {
+                // Unconnected, this socket also gets other pods' strays: the IKE task decides.
+                self.pass_to_ike(datagram, src);
                 return;
             }
             Err(d) => {
@@ -234,14 +249,15 @@ impl Path {
         }
     }
 
-    fn pass_to_ike(&self, message: &[u8], src: Option<std::net::SocketAddrV4>) {
+    fn pass_to_ike(&self, payload: &[u8], src: Option<std::net::SocketAddrV4>) {
         let (Some(ike), Some(from)) = (&self.ike, src) else {
             self.metrics.dropped(DropReason::NoSa);
             return;
         };
         let datagram = IkeDatagram {
             from,
-            bytes: message.to_vec(),
+            payload: payload.to_vec(),
+            stray: self.connected.get().is_none(),
         };
         if ike.try_send(datagram).is_err() {
             self.metrics.dropped(DropReason::IkeBacklog);
@@ -317,9 +333,72 @@ impl Path {
         true
     }
 
+    /// Where `encap`'s output goes: `None` (a plain send) for GRE and for ESP to the peer the
+    /// socket is connected to, which spares the kernel a route lookup per packet.
+    pub fn destination(&self) -> Result<Option<SocketAddrV4>, DropReason> {
+        let to = self.encap.destination()?;
+        Ok(to.filter(|&to| self.connected.get() != Some(to)))
+    }
+
+    /// The ESP peer moved or became known (authenticated news from IKE, or the configuration):
+    /// ESP follows, and the data socket is (re-)connected to it, so that the kernel hands this
+    /// pod that 4-tuple. A failed connect leaves the socket as it was: sends then carry the
+    /// address.
+    pub fn set_peer(&self, peer: SocketAddrV4) {
+        if let Some(esp) = self.encap.as_esp() {
+            esp.set_peer(peer);
+        }
+        self.connect(peer);
+    }
+
+    /// Connects the data socket to `peer` (the configured customer at start, before ESP has a
+    /// peer), unless it already is.
+    pub fn connect(&self, peer: SocketAddrV4) {
+        if self.connected.get() == Some(peer) {
+            return;
+        }
+        match io::connect_udp(&self.socket, peer) {
+            Ok(()) => {
+                self.connected.set(peer);
+                tracing::info!(peer = %peer, "data socket connected");
+            }
+            Err(e) => tracing::warn!(peer = %peer, error = %format!("{e:#}"), "cannot connect the data socket"),
+        }
+    }
+
+    /// A datagram for port 4500 that reached us other than on the data socket (handed over by
+    /// another pod, or on our unconnected IKE socket): opened and written to the TUN device on
+    /// its own (no coalescing, no probe interception: such packets are rare).
+    pub fn receive_stray(&self, payload: &[u8]) {
+        let mut slot = vec![0u8; RX_OFFSET + payload.len()];
+        let Some(datagram) = slot.get_mut(RX_OFFSET..) else {
+            return;
+        };
+        datagram.copy_from_slice(payload);
+        let inner = match self.encap.decap(datagram) {
+            Ok(Received::Inner(i)) => i,
+            Ok(Received::Ike(_)) => return,
+            Err(d) => {
+                self.metrics.dropped(d);
+                return;
+            }
+        };
+        let (start, end) = (inner.range.start + RX_OFFSET, inner.range.end + RX_OFFSET);
+        let Some(hdr_at) = start.checked_sub(VNET_HDR_LEN) else {
+            return;
+        };
+        let Some(frame) = slot.get_mut(hdr_at..end) else {
+            return;
+        };
+        VnetHdr::default().emit(frame);
+        match self.tun.send(frame) {
+            Ok(_) => self.metrics.ingress.count(end - start),
+            Err(_) => self.metrics.dropped(DropReason::TunWriteError),
+        }
+    }
+
     fn send(&self, frame: &[u8], inner_len: usize) {
         let sent = self
-            .encap
             .destination()
             .and_then(|to| io::send(&self.socket, frame, to).map_err(|_| DropReason::SendError));
         match sent {
@@ -331,7 +410,7 @@ impl Path {
     /// Encapsulates and sends a packet the endpoint made itself (a probe) written at
     /// `buf[HEADROOM..HEADROOM + len]`.
     pub fn send_own(&self, buf: &mut [u8], len: usize) -> bool {
-        match (self.encap.encap(buf, len), self.encap.destination()) {
+        match (self.encap.encap(buf, len), self.destination()) {
             (Ok(range), Ok(to)) => {
                 io::send(&self.socket, buf.get(range).unwrap_or_default(), to).is_ok()
             }

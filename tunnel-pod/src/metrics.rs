@@ -57,6 +57,10 @@ pub struct IkeMetrics {
     exchanges: Family<ExchangeLabel, Counter>,
     failures: Family<NotifyLabel, Counter>,
     drops: Family<ReasonLabel, Counter>,
+    /// Strays handed to (sent) and taken from (received) other pods of the endpoint (`lobby`).
+    handovers: Family<DirectionLabel, Counter>,
+    /// 1 while this pod holds its handover name, 0 while another pod does (ambiguous tunnels).
+    pub demux_bound: Gauge,
 }
 
 impl IkeMetrics {
@@ -74,6 +78,7 @@ impl IkeMetrics {
         for reason in Self::SHELL_DROPS {
             let _ = self.drops.get_or_create(&ReasonLabel { reason });
         }
+        self.register_demux(registry);
         for kind in ["ike", "child"] {
             let _ = self.rekeys.get_or_create(&KindLabel { kind });
         }
@@ -117,6 +122,34 @@ impl IkeMetrics {
             "IKE messages dropped, by reason",
             self.drops.clone(),
         );
+    }
+
+    /// Drop reasons of the endpoint demultiplexing (`lobby`).
+    pub const DEMUX_DROPS: [&'static str; 2] = ["no_tunnel", "handover_malformed"];
+
+    fn register_demux(&self, registry: &mut Registry) {
+        for reason in Self::DEMUX_DROPS {
+            let _ = self.drops.get_or_create(&ReasonLabel { reason });
+        }
+        for direction in ["sent", "received"] {
+            let _ = self.handovers.get_or_create(&DirectionLabel { direction });
+        }
+        registry.register(
+            "ike_handovers",
+            "Datagrams for another tunnel-pod of the endpoint handed over (sent) or taken (received)",
+            self.handovers.clone(),
+        );
+        registry.register(
+            "ike_demux_bound",
+            "1 while this pod holds its handover name; 0: another pod serves the same peer",
+            self.demux_bound.clone(),
+        );
+    }
+
+    pub fn handover(&self, direction: &'static str) {
+        self.handovers
+            .get_or_create(&DirectionLabel { direction })
+            .inc();
     }
 
     pub fn rekeyed(&self, kind: &'static str) {
@@ -355,6 +388,14 @@ mod tests {
         assert!(text.contains(
             "magictunnel_ike_exchanges_total{exchange=\"IKE_AUTH\",result=\"failed\"} 0"
         ));
+        for r in IkeMetrics::DEMUX_DROPS {
+            assert!(text.contains(&format!("magictunnel_ike_drops_total{{reason=\"{r}\"}} 0")));
+        }
+        for d in ["sent", "received"] {
+            assert!(text.contains(&format!(
+                "magictunnel_ike_handovers_total{{direction=\"{d}\"}} 0"
+            )));
+        }
         m.ike.dropped("cookie_required");
         assert!(
             m.render()
