@@ -483,7 +483,10 @@ impl Shell {
         self.path.metrics.ike.child_sas.set(children as i64);
         let mut json = status_json(&sas);
         if let Some(o) = json.as_object_mut() {
-            o.insert("demux".into(), self.sockets.state.to_json());
+            let mut demux = self.sockets.state.to_json();
+            // Where the data socket is connected (the kernel hands us that 4-tuple).
+            demux["dataSocketPeer"] = self.path.connected.get().map(|p| p.to_string()).into();
+            o.insert("demux".into(), demux);
         }
         self.path
             .metrics
