@@ -43,6 +43,11 @@ struct NotifyLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabel {
+    decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: &'static str,
 }
@@ -59,6 +64,8 @@ pub struct IkeMetrics {
     drops: Family<ReasonLabel, Counter>,
     /// Strays handed to (sent) and taken from (received) other pods of the endpoint (`lobby`).
     handovers: Family<DirectionLabel, Counter>,
+    /// Strays (datagrams on an unconnected socket) by what the ownership rule decided.
+    strays: Family<DecisionLabel, Counter>,
     /// 1 while this pod holds its handover name, 0 while another pod does (ambiguous tunnels).
     pub demux_bound: Gauge,
 }
@@ -134,6 +141,15 @@ impl IkeMetrics {
         for direction in ["sent", "received"] {
             let _ = self.handovers.get_or_create(&DirectionLabel { direction });
         }
+        for decision in Self::STRAY_DECISIONS {
+            let _ = self.strays.get_or_create(&DecisionLabel { decision });
+        }
+        registry.register(
+            "ike_strays",
+            "Datagrams on an unconnected UDP socket of the shared endpoint, by what the \
+             ownership rule decided (mine, handed_over, dropped)",
+            self.strays.clone(),
+        );
         registry.register(
             "ike_handovers",
             "Datagrams for another tunnel-pod of the endpoint handed over (sent) or taken (received)",
@@ -144,6 +160,12 @@ impl IkeMetrics {
             "1 while this pod holds its handover name; 0: another pod serves the same peer",
             self.demux_bound.clone(),
         );
+    }
+
+    pub const STRAY_DECISIONS: [&'static str; 3] = ["mine", "handed_over", "dropped"];
+
+    pub fn stray(&self, decision: &'static str) {
+        self.strays.get_or_create(&DecisionLabel { decision }).inc();
     }
 
     pub fn handover(&self, direction: &'static str) {

@@ -208,10 +208,15 @@ impl Sockets {
     /// ours; otherwise it was handed over, or dropped (`no_tunnel`) when nobody owns it.
     pub fn dispatch(&self, port: u16, from: SocketAddrV4, payload: &[u8], metrics: &Metrics) -> bool {
         let mut tried = Vec::with_capacity(2);
+        tracing::trace!(port, from = %from, len = payload.len(), "stray");
         loop {
             match lobby::owner(*from.ip(), self.customer, self.bound(), &tried) {
-                Decision::Mine => return true,
+                Decision::Mine => {
+                    metrics.ike.stray("mine");
+                    return true;
+                }
                 Decision::Drop => {
+                    metrics.ike.stray("dropped");
                     metrics.ike.dropped("no_tunnel");
                     return false;
                 }
@@ -227,12 +232,14 @@ impl Sockets {
                     .datagram(payload);
                     match sender.offer(name, &datagram) {
                         Offered::Sent => {
+                            metrics.ike.stray("handed_over");
                             metrics.ike.handover("sent");
                             return false;
                         }
                         Offered::NobodyThere => tried.push(name),
                         Offered::Failed(kind) => {
                             tracing::debug!(error = ?kind, "handover failed");
+                            metrics.ike.stray("dropped");
                             metrics.ike.dropped("send_error");
                             return false;
                         }
