@@ -9,6 +9,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use socket2::Socket;
 use tokio::sync::mpsc;
 
@@ -47,8 +48,9 @@ pub struct Path {
     pub tun: tun::Device,
     /// GRE: raw, connected to the customer. ESP: UDP 4500 with `SO_REUSEPORT`, connected to
     /// the peer once known (`connected`), so the kernel hands this pod its peer's datagrams
-    /// among the other tunnel-pods on the same endpoint (see `lobby`).
-    pub socket: Socket,
+    /// among the other tunnel-pods on the same endpoint (see `lobby`). Replaced whole when the
+    /// peer changes (`Path::connect`).
+    pub socket: ArcSwap<Socket>,
     /// The peer the UDP data socket is connected to (unset: not connected, it then receives
     /// strays for any pod of the endpoint).
     pub connected: PeerCell,
@@ -126,7 +128,7 @@ impl Path {
                             .dropped_n(DropReason::NoSa, frames.len() as u64);
                         continue;
                     };
-                    let refused = io::send_batch(&self.socket, &mut headers, &frames, to);
+                    let refused = io::send_batch(&self.socket.load(), &mut headers, &frames, to);
                     for _ in 0..refused {
                         self.metrics.dropped(DropReason::SendError);
                     }
@@ -156,9 +158,12 @@ impl Path {
         let mut headers = nix::sys::socket::MultiHeaders::preallocate(RX_BATCH, None);
         let mut gro = Coalescer::default();
         loop {
+            // The socket is replaced when the peer changes: the old one is shut down, which
+            // ends this wait, and the next round reads the new one.
+            let socket = self.socket.load_full();
             // Block for the first datagram, then take what is already queued: one syscall.
             let count = match io::recv_batch(
-                &self.socket,
+                &socket,
                 &mut headers,
                 &mut slots,
                 RX_SLOT,
@@ -176,7 +181,12 @@ impl Path {
                 }
                 Err(e) => return e,
             };
+            let replaced = !Arc::ptr_eq(&socket, &self.socket.load());
             for (i, (&n, &src)) in lens.iter().zip(from.iter()).enumerate().take(count) {
+                if replaced && n == 0 {
+                    // The end-of-file of the shut-down socket, not a datagram.
+                    continue;
+                }
                 let slot = &mut slots[i * RX_SLOT..(i + 1) * RX_SLOT];
                 self.receive(slot, n, src, &mut gro, &returns);
             }
@@ -211,8 +221,9 @@ impl Path {
                 self.pass_to_ike(datagram, src);
                 return;
             }
-            Err(DropReason::UnknownSpi) if self.ike.is_some() && self.connected.get().is_none() => {
-                // Unconnected, this socket also gets other pods' strays: the IKE task decides.
+            Err(DropReason::UnknownSpi) if self.ike.is_some() && self.connected.get() != src => {
+                // Not from our peer (unconnected, this socket also gets other pods' strays):
+                // the IKE task decides.
                 self.pass_to_ike(datagram, src);
                 return;
             }
@@ -257,7 +268,7 @@ impl Path {
         let datagram = IkeDatagram {
             from,
             payload: payload.to_vec(),
-            stray: self.connected.get().is_none(),
+            stray: self.connected.get() != Some(from),
         };
         if ike.try_send(datagram).is_err() {
             self.metrics.dropped(DropReason::IkeBacklog);
@@ -327,7 +338,7 @@ impl Path {
         else {
             return false;
         };
-        if io::send(&self.socket, keepalive, None).is_ok() {
+        if io::send(&self.socket.load(), keepalive, None).is_ok() {
             self.metrics.keepalives_reflected.inc();
         }
         true
@@ -352,14 +363,22 @@ impl Path {
     }
 
     /// Connects the data socket to `peer` (the configured customer at start, before ESP has a
-    /// peer), unless it already is.
+    /// peer), unless it already is. A connected socket is replaced by a new one bound and
+    /// connected to `peer`, not re-connected: since Linux 6.13 connected UDP sockets are also
+    /// looked up by a 4-tuple hash ("hash4") that a second `connect()` does not always update
+    /// (the kernel's own note says so), and measured here on 6.18 the new peer's datagrams then
+    /// went to the reuseport group's unconnected sockets. The old socket is shut down, which
+    /// wakes the receive thread onto the new one. A failure leaves the old socket in place:
+    /// sends then carry the address.
     pub fn connect(&self, peer: SocketAddrV4) {
         if self.connected.get() == Some(peer) {
             return;
         }
-        match io::connect_udp(&self.socket, peer) {
-            Ok(()) => {
+        match io::open_udp_socket(self.local_endpoint, crate::run::IKE_NATT_PORT, Some(peer)) {
+            Ok(new) => {
+                let old = self.socket.swap(Arc::new(new));
                 self.connected.set(peer);
+                let _ = old.shutdown(std::net::Shutdown::Read);
                 tracing::info!(peer = %peer, "data socket connected");
             }
             Err(e) => tracing::warn!(peer = %peer, error = %format!("{e:#}"), "cannot connect the data socket"),
@@ -400,7 +419,9 @@ impl Path {
     fn send(&self, frame: &[u8], inner_len: usize) {
         let sent = self
             .destination()
-            .and_then(|to| io::send(&self.socket, frame, to).map_err(|_| DropReason::SendError));
+            .and_then(|to| {
+                io::send(&self.socket.load(), frame, to).map_err(|_| DropReason::SendError)
+            });
         match sent {
             Ok(_) => self.metrics.egress.count(inner_len),
             Err(d) => self.metrics.dropped(d),
@@ -412,7 +433,7 @@ impl Path {
     pub fn send_own(&self, buf: &mut [u8], len: usize) -> bool {
         match (self.encap.encap(buf, len), self.destination()) {
             (Ok(range), Ok(to)) => {
-                io::send(&self.socket, buf.get(range).unwrap_or_default(), to).is_ok()
+                io::send(&self.socket.load(), buf.get(range).unwrap_or_default(), to).is_ok()
             }
             _ => false,
         }

@@ -245,35 +245,13 @@ pub fn open_udp_socket(local: Ipv4Addr, port: u16, peer: Option<SocketAddrV4>) -
     Ok(s)
 }
 
-/// Connects (or re-connects) a UDP socket to `peer`: from now on it receives only that peer's
-/// datagrams, and a send without an address goes there.
-///
-/// A socket that is already connected is disconnected first (`connect(AF_UNSPEC)`): since
-/// Linux 6.13 connected UDP sockets are also found by a 4-tuple hash ("hash4"), which a second
-/// `connect()` does not update, so without it the kernel keeps looking the socket up under the
-/// old peer and the new peer's datagrams go to the reuseport group's unconnected sockets
-/// (measured here on 6.18: every ESP packet of a NAT-mapped router became a stray).
+/// Connects a UDP socket to `peer`: from now on it receives only that peer's datagrams, and a
+/// send without an address goes there. Only for a socket that is not connected yet: see
+/// `Path::connect` for why a connected one is replaced rather than re-connected.
 pub fn connect_udp(s: &Socket, peer: SocketAddrV4) -> Result<()> {
-    if s.peer_addr().is_ok() {
-        s.connect(&unspecified())
-            .context("disconnecting the UDP socket (AF_UNSPEC)")?;
-    }
     s.connect(&peer.into())
         .with_context(|| format!("connecting the UDP socket to {peer}"))
 }
-
-/// An `AF_UNSPEC` address: `connect()` to it dissolves a UDP socket's association.
-#[allow(unsafe_code)]
-fn unspecified() -> socket2::SockAddr {
-    let len = std::mem::size_of::<libc_sockaddr_in>() as socket2::socklen_t;
-    // SAFETY: a zeroed sockaddr_storage is a valid address of family 0 (AF_UNSPEC); `len` (16,
-    // a sockaddr_in) is within the storage, and the kernel reads only the family for AF_UNSPEC.
-    unsafe { socket2::SockAddr::new(socket2::SockAddrStorage::zeroed(), len) }
-}
-
-/// The size of `struct sockaddr_in` (family, port, address, 8 bytes of zero).
-#[allow(non_camel_case_types)]
-type libc_sockaddr_in = [u8; 16];
 
 #[cfg(test)]
 mod tests {

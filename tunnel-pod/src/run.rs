@@ -123,7 +123,7 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
     let path = Arc::new(Path {
         encap: encapsulation(&config, customer, mtu, static_sa.as_ref())?,
         tun,
-        socket,
+        socket: arc_swap::ArcSwap::from_pointee(socket),
         connected: Default::default(),
         metrics: metrics.clone(),
         local_endpoint: config.local_endpoint,
@@ -305,7 +305,7 @@ async fn nat_keepalives(path: Arc<Path>) {
         let Ok(to) = path.encap.destination() else {
             continue;
         };
-        if io::try_send(&path.socket, &KEEPALIVE, to).is_ok() {
+        if io::try_send(&path.socket.load(), &KEEPALIVE, to).is_ok() {
             path.metrics.nat_keepalives_sent.inc();
         }
     }

@@ -293,7 +293,7 @@ impl Shell {
             let mut d = Vec::with_capacity(NON_ESP_MARKER.len() + bytes.len());
             d.extend_from_slice(&NON_ESP_MARKER);
             d.extend_from_slice(bytes);
-            io::try_send(&self.path.socket, &d, Some(to)).map(|_| ())
+            io::try_send(&self.path.socket.load(), &d, Some(to)).map(|_| ())
         } else {
             // A datagram socket with room in its buffer: never blocks in practice.
             self.sockets
