@@ -40,6 +40,9 @@ const RX_SLOT: usize = 4096;
 /// Datagrams are received this far into their slot, so that even an ESP packet with no IV
 /// leaves room for the virtio header before its inner packet.
 const RX_OFFSET: usize = 16;
+/// The longest datagram the data socket takes on port 4500; the IKE task holds datagrams for
+/// 4500 that reach it by other ways (lobby, handover) to the same limit.
+pub const MAX_DATAGRAM: usize = RX_SLOT - RX_OFFSET - 1;
 
 /// Everything both directions share.
 pub struct Path {
@@ -381,7 +384,9 @@ impl Path {
                 let _ = old.shutdown(std::net::Shutdown::Read);
                 tracing::info!(peer = %peer, "data socket connected");
             }
-            Err(e) => tracing::warn!(peer = %peer, error = %format!("{e:#}"), "cannot connect the data socket"),
+            Err(e) => {
+                tracing::warn!(peer = %peer, error = %format!("{e:#}"), "cannot connect the data socket")
+            }
         }
     }
 
@@ -417,11 +422,9 @@ impl Path {
     }
 
     fn send(&self, frame: &[u8], inner_len: usize) {
-        let sent = self
-            .destination()
-            .and_then(|to| {
-                io::send(&self.socket.load(), frame, to).map_err(|_| DropReason::SendError)
-            });
+        let sent = self.destination().and_then(|to| {
+            io::send(&self.socket.load(), frame, to).map_err(|_| DropReason::SendError)
+        });
         match sent {
             Ok(_) => self.metrics.egress.count(inner_len),
             Err(d) => self.metrics.dropped(d),

@@ -370,7 +370,10 @@ mod tests {
             [HandOver(Name::Source(other)), HandOver(Name::Any), Drop]
         );
         // I am the default tunnel: unknown sources are mine, named ones still go to their pod.
-        assert_eq!(walk(other, None, true, &[]), [HandOver(Name::Source(other)), Mine]);
+        assert_eq!(
+            walk(other, None, true, &[]),
+            [HandOver(Name::Source(other)), Mine]
+        );
         assert_eq!(
             walk(C2, None, true, &[Name::Source(C2)]),
             [HandOver(Name::Source(C2))]
@@ -410,7 +413,10 @@ mod tests {
             Name::of(Some(C1)).path(LOCAL),
             "magictunnel/ike/203.0.113.10/198.51.100.1"
         );
-        assert_eq!(Name::of(None).path(LOCAL), "magictunnel/ike/203.0.113.10/any");
+        assert_eq!(
+            Name::of(None).path(LOCAL),
+            "magictunnel/ike/203.0.113.10/any"
+        );
     }
 
     #[test]

@@ -119,14 +119,38 @@ impl Net {
         ip(&[
             "link", "add", &vn, "netns", &node, "type", "veth", "peer", "name", &vw, "netns", &wan,
         ]);
-        ip(&["-n", &node, "addr", "add", &format!("{LOCAL}/24"), "dev", &vn]);
-        ip(&["-n", &wan, "addr", "add", &format!("{WAN_NODE_SIDE}/24"), "dev", &vw]);
+        ip(&[
+            "-n",
+            &node,
+            "addr",
+            "add",
+            &format!("{LOCAL}/24"),
+            "dev",
+            &vn,
+        ]);
+        ip(&[
+            "-n",
+            &wan,
+            "addr",
+            "add",
+            &format!("{WAN_NODE_SIDE}/24"),
+            "dev",
+            &vw,
+        ]);
         ip(&["-n", &node, "link", "set", &vn, "up"]);
         ip(&["-n", &wan, "link", "set", &vw, "up"]);
         ip(&["-n", &node, "route", "add", "default", "via", WAN_NODE_SIDE]);
         let br = net.ifname("br");
         ip(&["-n", &wan, "link", "add", &br, "type", "bridge"]);
-        ip(&["-n", &wan, "addr", "add", &format!("{WAN_BRIDGE}/24"), "dev", &br]);
+        ip(&[
+            "-n",
+            &wan,
+            "addr",
+            "add",
+            &format!("{WAN_BRIDGE}/24"),
+            "dev",
+            &br,
+        ]);
         ip(&["-n", &wan, "link", "set", &br, "up"]);
         net.exec_ok("w", "sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
         net
@@ -190,7 +214,15 @@ impl Net {
                     "link", "add", &inside_r, "netns", &router, "type", "veth", "peer", "name",
                     &inside_n, "netns", &nat,
                 ]);
-                ip(&["-n", &router, "addr", "add", "192.0.2.2/24", "dev", &inside_r]);
+                ip(&[
+                    "-n",
+                    &router,
+                    "addr",
+                    "add",
+                    "192.0.2.2/24",
+                    "dev",
+                    &inside_r,
+                ]);
                 ip(&["-n", &router, "link", "set", &inside_r, "up"]);
                 ip(&["-n", &router, "route", "add", "default", "via", "192.0.2.1"]);
                 ip(&["-n", &nat, "addr", "add", "192.0.2.1/24", "dev", &inside_n]);
@@ -204,14 +236,7 @@ impl Net {
                 ip(&["-n", &nat, "route", "add", "default", "via", WAN_BRIDGE]);
                 self.exec_ok(&nat_short, "sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
                 for rule in [
-                    &[
-                        "-p",
-                        "udp",
-                        "-j",
-                        "MASQUERADE",
-                        "--to-ports",
-                        "20000-29999",
-                    ][..],
+                    &["-p", "udp", "-j", "MASQUERADE", "--to-ports", "20000-29999"][..],
                     &["-j", "MASQUERADE"][..],
                 ] {
                     let mut args = vec!["-t", "nat", "-A", "POSTROUTING", "-o", &down];
@@ -281,8 +306,10 @@ impl Net {
     }
 
     fn handovers(&self, pod: usize, direction: &str) -> f64 {
-        self.metrics(pod)
-            .get("magictunnel_ike_handovers_total", &[("direction", direction)])
+        self.metrics(pod).get(
+            "magictunnel_ike_handovers_total",
+            &[("direction", direction)],
+        )
     }
 
     fn strays(&self, pod: usize, decision: &str) -> f64 {
@@ -408,12 +435,8 @@ impl Router {
         let short = net.add_router(i, reach);
         match kind {
             RouterKind::StrongSwan => {
-                let mut charon = Charon::start_in(
-                    &net.ns(&short),
-                    &net.dir,
-                    &short,
-                    CharonOptions::default(),
-                );
+                let mut charon =
+                    Charon::start_in(&net.ns(&short), &net.dir, &short, CharonOptions::default());
                 let local = match reach {
                     Reach::Direct => router_public(i).to_string(),
                     Reach::Nat => "192.0.2.2".to_string(),
@@ -523,9 +546,7 @@ fn assert_sa_on(net: &Net, r: &Router, pod: usize, pods: &[usize]) {
         .unwrap_or_else(|| panic!("router {}: no installed child{}", r.i, net.logs()));
     let want = (spi_out, spi_in);
     let found = wait_for(Duration::from_secs(5), Duration::from_millis(100), || {
-        pod_children(&net.status(pod))
-            .contains(&want)
-            .then_some(())
+        pod_children(&net.status(pod)).contains(&want).then_some(())
     });
     assert!(
         found.is_some(),
@@ -663,7 +684,11 @@ fn three_tunnels(shape: Shape, kind: RouterKind) {
     }
     let routers: Vec<Router> = (1..=3u8)
         .map(|i| {
-            let reach = if i == 3 { shape.third_reach } else { Reach::Direct };
+            let reach = if i == 3 {
+                shape.third_reach
+            } else {
+                Reach::Direct
+            };
             Router::new(&mut net, i, reach, kind)
         })
         .collect();
@@ -691,7 +716,12 @@ fn three_tunnels(shape: Shape, kind: RouterKind) {
     assert_eq!((mine[0], mine[1]), (0.0, 0.0), "{}", net.logs());
     let direct = shape.third_reach == Reach::Direct && !shape.third_is_default;
     if direct {
-        assert_eq!(sent + mine[2], 0.0, "a direct router's datagram was a stray{}", net.logs());
+        assert_eq!(
+            sent + mine[2],
+            0.0,
+            "a direct router's datagram was a stray{}",
+            net.logs()
+        );
     } else {
         // Router 3's IKE_SA_INIT (500) and first IKE_AUTH (4500) match no connected socket:
         // each reached pod 3 through a lobby, its own or another pod's by handover.
@@ -722,7 +752,11 @@ fn three_tunnels(shape: Shape, kind: RouterKind) {
             "pod {i}: connected to {last}"
         );
         if shape.third_reach == Reach::Nat && i == 3 {
-            let port: u16 = last.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            let port: u16 = last
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
             assert!(
                 (20000..30000).contains(&port),
                 "pod 3: connected to {last}, not the NAT's mapping{}",
@@ -821,11 +855,23 @@ fn default_tunnel_beside_two_with_customers() {
 #[ignore = "needs root, network namespaces and strongSwan"]
 fn ambiguous_twin_is_reported_and_harmless() {
     let mut net = Net::new();
-    let first = pod_config(&net, 1, Some(router_public(1)), "10.10.1.0/24", HTTP_BASE + 1);
+    let first = pod_config(
+        &net,
+        1,
+        Some(router_public(1)),
+        "10.10.1.0/24",
+        HTTP_BASE + 1,
+    );
     let p1 = net.start_pod("p1", &first);
     net.wait_pod(p1);
     // The twin: same endpoint and customer, its own address, route and port.
-    let mut twin = pod_config(&net, 1, Some(router_public(1)), "10.10.9.0/24", HTTP_BASE + 2);
+    let mut twin = pod_config(
+        &net,
+        1,
+        Some(router_public(1)),
+        "10.10.9.0/24",
+        HTTP_BASE + 2,
+    );
     twin.interface_address = "10.99.9.1/31".to_string();
     let p2 = net.start_pod("p1twin", &twin);
     net.wait_pod(p2);
@@ -842,10 +888,7 @@ fn ambiguous_twin_is_reported_and_harmless() {
         "no error logged{}",
         net.logs()
     );
-    assert_eq!(
-        net.metrics(p2).get("magictunnel_ike_demux_bound", &[]),
-        0.0
-    );
+    assert_eq!(net.metrics(p2).get("magictunnel_ike_demux_bound", &[]), 0.0);
     assert_eq!(net.status(p1)["demux"]["bound"], true);
     let router = Router::new(&mut net, 1, Reach::Direct, RouterKind::StrongSwan);
     initiate_all(&net, &[&router]);

@@ -178,7 +178,7 @@ impl Shell {
 
     /// A datagram from the data socket's receive thread (IKE, or while unconnected ESP of an
     /// unknown SPI).
-    fn from_data_socket(&mut self, d: IkeDatagram, out: &mut Vec<Output>) {
+    fn on_data_socket(&mut self, d: IkeDatagram, out: &mut Vec<Output>) {
         if d.stray
             && !self
                 .sockets
@@ -231,6 +231,13 @@ impl Shell {
             self.receive(port, from, payload, out);
             return;
         }
+        if payload.len() > crate::dataplane::MAX_DATAGRAM {
+            // As the data socket would have (its receive slots are this long).
+            self.path
+                .metrics
+                .dropped(crate::drops::DropReason::Oversized);
+            return;
+        }
         match classify(payload) {
             Datagram::Ike(message) => self.receive(port, from, message, out),
             Datagram::Esp(_) => self.path.receive_stray(payload),
@@ -271,9 +278,11 @@ impl Shell {
                 }
                 Output::PeerMoved { path } => {
                     // ESP travels on 4500 beside IKE: it follows the NAT's new mapping.
-                    if let (SocketAddr::V4(peer), true, IKE_NATT_PORT) =
-                        (path.remote, self.path.encap.as_esp().is_some(), path.local.port())
-                    {
+                    if let (SocketAddr::V4(peer), true, IKE_NATT_PORT) = (
+                        path.remote,
+                        self.path.encap.as_esp().is_some(),
+                        path.local.port(),
+                    ) {
                         tracing::info!(peer = %peer, "the peer moved (NAT mapping): ESP follows");
                         self.path.set_peer(peer);
                     }
@@ -573,7 +582,7 @@ pub async fn run(mut shell: Shell, mut rx: mpsc::Receiver<IkeDatagram>, shutdown
             .map(tokio::time::Instant::from_std)
             .map_or(next_check, |t| t.min(next_check));
         tokio::select! {
-            Some(d) = rx.recv() => shell.from_data_socket(d, &mut out),
+            Some(d) = rx.recv() => shell.on_data_socket(d, &mut out),
             incoming = shell.sockets.recv(&mut buf) => shell.incoming(incoming, &buf, &mut out),
             _ = tokio::time::sleep_until(timer) => {
                 shell.endpoint.poll(Instant::now(), &shell.rng, &mut out);

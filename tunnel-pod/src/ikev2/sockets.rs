@@ -81,7 +81,8 @@ pub fn claim(local: Ipv4Addr, customer: Option<Ipv4Addr>) -> (ClaimState, Option
 }
 
 fn register(s: socket2::Socket) -> Result<UdpSocket> {
-    s.set_nonblocking(true).context("UDP socket: non-blocking")?;
+    s.set_nonblocking(true)
+        .context("UDP socket: non-blocking")?;
     UdpSocket::from_std(s.into()).context("UDP socket: registering with the runtime")
 }
 
@@ -137,11 +138,14 @@ impl Sockets {
     }
 
     fn take_name(&mut self, inbox: StdUnixDatagram) -> Result<()> {
-        self.inbox =
-            Some(UnixDatagram::from_std(inbox).context("handover socket: registering")?);
+        self.inbox = Some(UnixDatagram::from_std(inbox).context("handover socket: registering")?);
         if let Some(c) = self.customer {
             let peer = SocketAddrV4::new(c, IKE_PORT);
-            self.conn500 = Some(register(open_udp_socket(self.local, IKE_PORT, Some(peer))?)?);
+            self.conn500 = Some(register(open_udp_socket(
+                self.local,
+                IKE_PORT,
+                Some(peer),
+            )?)?);
         }
         Ok(())
     }
@@ -206,7 +210,13 @@ impl Sockets {
 
     /// Runs the ownership rule on a stray that arrived on `port` from `from`: true when it is
     /// ours; otherwise it was handed over, or dropped (`no_tunnel`) when nobody owns it.
-    pub fn dispatch(&self, port: u16, from: SocketAddrV4, payload: &[u8], metrics: &Metrics) -> bool {
+    pub fn dispatch(
+        &self,
+        port: u16,
+        from: SocketAddrV4,
+        payload: &[u8],
+        metrics: &Metrics,
+    ) -> bool {
         let mut tried = Vec::with_capacity(2);
         tracing::trace!(port, from = %from, len = payload.len(), "stray");
         loop {
