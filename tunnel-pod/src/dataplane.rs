@@ -68,14 +68,15 @@ pub struct Path {
     pub ike: Option<mpsc::Sender<IkeDatagram>>,
 }
 
-/// A datagram for the IKE task from the data path's socket: an IKE message, or, while the
-/// socket is not connected, ESP of an SPI we do not know (perhaps another pod's).
+/// A datagram for the IKE task from the data path's socket: an IKE message, or ESP of an SPI
+/// we do not know from a source other than the connected peer (while the socket is not
+/// connected it gets other pods' strays too).
 #[derive(Debug)]
 pub struct IkeDatagram {
     pub from: std::net::SocketAddrV4,
     /// The UDP payload exactly as received (the non-ESP marker included).
     pub payload: Vec<u8>,
-    /// Received while the socket was not connected: subject to the ownership rule.
+    /// Not from the peer the socket is connected to: subject to the ownership rule.
     pub stray: bool,
 }
 

@@ -413,6 +413,12 @@ mod tests {
         for r in IkeMetrics::DEMUX_DROPS {
             assert!(text.contains(&format!("magictunnel_ike_drops_total{{reason=\"{r}\"}} 0")));
         }
+        for d in IkeMetrics::STRAY_DECISIONS {
+            assert!(text.contains(&format!(
+                "magictunnel_ike_strays_total{{decision=\"{d}\"}} 0"
+            )));
+        }
+        assert!(text.contains("magictunnel_ike_demux_bound 0"));
         for d in ["sent", "received"] {
             assert!(text.contains(&format!(
                 "magictunnel_ike_handovers_total{{direction=\"{d}\"}} 0"

@@ -176,8 +176,8 @@ impl Shell {
             .handle(Instant::now(), path, bytes, &self.rng, out);
     }
 
-    /// A datagram from the data socket's receive thread (IKE, or while unconnected ESP of an
-    /// unknown SPI).
+    /// A datagram from the data socket's receive thread: IKE, or ESP of an unknown SPI; one not
+    /// from the connected peer is a stray.
     fn on_data_socket(&mut self, d: IkeDatagram, out: &mut Vec<Output>) {
         if d.stray
             && !self
