@@ -17,7 +17,9 @@
 //! a TCP transfer, and the handover counters must show the path the datagrams took.
 //!
 //! Root only: `cargo test -p magictunnel-tunnel-pod --test netns_shared_endpoint -- --ignored
-//! --test-threads=1`. `MT_KEEP_LAB=1` keeps the directory (configs, logs).
+//! --test-threads=1`. `MT_KEEP_LAB=1` keeps the directory (configs, logs); `MT_SHOW_SOCKETS=1`
+//! prints the node's UDP sockets (`ss -uanpe`) once the tunnels are up. With `--nocapture` each
+//! run prints its handshake times (together, then one router at a time) and handover counts.
 
 mod common;
 
