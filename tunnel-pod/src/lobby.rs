@@ -212,14 +212,43 @@ impl ClaimState {
     }
 }
 
-/// Binds the abstract unix datagram socket `name` (non-blocking). `AddrInUse` means another
-/// pod holds it: two tunnels that cannot be told apart (same local endpoint and customer, or
-/// both without a customer).
+/// Binds the abstract unix datagram socket `name` (non-blocking, with `SO_PASSCRED`: each
+/// datagram carries its sender's uid, see [`recv_handover`]). `AddrInUse` means another pod
+/// holds it: two tunnels that cannot be told apart (same local endpoint and customer, or both
+/// without a customer).
 pub fn claim(local: Ipv4Addr, name: Name) -> io::Result<UnixDatagram> {
     let addr = UnixAddr::from_abstract_name(name.path(local).as_bytes())?;
     let s = UnixDatagram::bind_addr(&addr)?;
     s.set_nonblocking(true)?;
+    nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::PassCred, &true)?;
     Ok(s)
+}
+
+/// Receives one datagram from a socket made by [`claim`] without waiting: its length and the
+/// sender's uid (tunnel-pods run as uid 0; abstract names have no permissions, so any process
+/// of the network namespace can send to one, and the uid is how a stranger is told apart).
+pub fn recv_handover(
+    fd: std::os::fd::BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<(usize, Option<u32>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixCredentials, recvmsg};
+    use std::os::fd::AsRawFd;
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!(UnixCredentials);
+    let msg = recvmsg::<()>(
+        fd.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io::Error::from)?;
+    let uid = msg.cmsgs().ok().and_then(|mut c| {
+        c.find_map(|m| match m {
+            ControlMessageOwned::ScmCredentials(cred) => Some(cred.uid()),
+            _ => None,
+        })
+    });
+    Ok((msg.bytes, uid))
 }
 
 /// What came of offering a handover.
@@ -436,8 +465,12 @@ mod tests {
         .datagram(b"hello");
         assert_eq!(sender.offer(name, &d), Offered::Sent);
         let mut buf = [0u8; 64];
-        let n = first.recv(&mut buf).unwrap();
+        use std::os::fd::AsFd;
+        let (n, uid) = recv_handover(first.as_fd(), &mut buf).unwrap();
         assert_eq!(&buf[..n], &d[..]);
+        use std::os::unix::fs::MetadataExt;
+        let me = std::fs::metadata("/proc/self").unwrap().uid();
+        assert_eq!(uid, Some(me), "the sender's uid");
         assert_eq!(sender.offer(Name::Any, &d), Offered::NobodyThere);
         drop(first);
         // Released with the socket: the next pod can take it.

@@ -132,7 +132,8 @@ impl IkeMetrics {
     }
 
     /// Drop reasons of the endpoint demultiplexing (`lobby`).
-    pub const DEMUX_DROPS: [&'static str; 2] = ["no_tunnel", "handover_malformed"];
+    pub const DEMUX_DROPS: [&'static str; 3] =
+        ["no_tunnel", "handover_malformed", "handover_refused"];
 
     fn register_demux(&self, registry: &mut Registry) {
         for reason in Self::DEMUX_DROPS {

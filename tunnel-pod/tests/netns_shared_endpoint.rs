@@ -645,13 +645,25 @@ fn send_udp(net: &Net, short: &str, port: u16, payload_hex: &str) {
     net.exec_ok(short, common::PYTHON, &["-c", &script]);
 }
 
-/// Sends `bytes` to the abstract socket `name` from the node namespace.
-fn send_unix(net: &Net, name: &str, payload_hex: &str) {
+/// Sends `bytes` to the abstract socket `name` from the node namespace, as root or as `nobody`.
+fn send_unix(net: &Net, name: &str, payload_hex: &str, root: bool) {
     let script = format!(
         "import socket; s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); \
          s.sendto(bytes.fromhex('{payload_hex}'), '\\0{name}')"
     );
-    net.exec_ok("n", common::PYTHON, &["-c", &script]);
+    if root {
+        net.exec_ok("n", common::PYTHON, &["-c", &script]);
+    } else {
+        let args = [
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            common::PYTHON,
+            "-c",
+            &script,
+        ];
+        net.exec_ok("n", "setpriv", &args);
+    }
 }
 
 /// Which shape a run takes: which router is behind a NAT, which pod has no customerEndpoint.
@@ -777,11 +789,24 @@ fn three_tunnels(shape: Shape, kind: RouterKind) {
     assert_eq!(after - before, want, "no_tunnel{}", net.logs());
     // A malformed handover is counted and dropped; the tunnel stays up.
     let name = format!("magictunnel/ike/{LOCAL}/{}", router_public(1));
-    send_unix(&net, &name, "4d544831");
+    send_unix(&net, &name, "4d544831", true);
     let malformed = wait_for(Duration::from_secs(3), Duration::from_millis(100), || {
         (net.ike_drops(pods[0], "handover_malformed") == 1.0).then_some(())
     });
     assert!(malformed.is_some(), "handover_malformed not counted");
+    // A well-formed handover from a process that is not root is refused.
+    // MTH1, port 500, from 198.51.100.1:500, 16 bytes of payload.
+    let forged = format!("4d544831 01f4 c6336401 01f4 {}", "00".repeat(16)).replace(' ', "");
+    send_unix(&net, &name, &forged, false);
+    let refused = wait_for(Duration::from_secs(3), Duration::from_millis(100), || {
+        (net.ike_drops(pods[0], "handover_refused") == 1.0).then_some(())
+    });
+    assert!(
+        refused.is_some(),
+        "handover_refused not counted{}",
+        net.logs()
+    );
+    assert_eq!(net.handovers(pods[0], "received"), received[0]);
     traffic(&mut net, &routers[0]);
     // One at a time: handshake time on the direct path vs router 3's (NAT or default).
     for r in [&routers[0], &routers[2]] {

@@ -205,7 +205,12 @@ impl Shell {
                     self.take(port, from, payload, out);
                 }
             }
-            Incoming::Handover { len } => {
+            Incoming::Handover { uid, .. } if uid != Some(0) => {
+                // Not a tunnel-pod: abstract names have no permissions, anyone may write.
+                self.path.metrics.ike.dropped("handover_refused");
+                tracing::debug!(uid = ?uid, "handover from a process not running as root dropped");
+            }
+            Incoming::Handover { len, .. } => {
                 match crate::lobby::Handover::new_checked(buf.get(..len).unwrap_or_default()) {
                     Ok(h) => {
                         self.path.metrics.ike.handover("received");

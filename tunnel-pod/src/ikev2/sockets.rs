@@ -35,8 +35,9 @@ pub enum Incoming {
         from: SocketAddrV4,
         len: usize,
     },
-    /// A handover datagram (header and payload) sent to our name: ours once it parses.
-    Handover { len: usize },
+    /// A handover datagram (header and payload) sent to our name: ours once it parses, if its
+    /// sender runs as uid 0 (`uid`) as tunnel-pods do.
+    Handover { len: usize, uid: Option<u32> },
     /// We hold our name now (the pod that held it went): the data socket may connect.
     Claimed,
 }
@@ -196,8 +197,11 @@ impl Sockets {
                 },
                 r = readable_unix(self.inbox.as_ref()) => if r.is_ok()
                     && let Some(s) = &self.inbox
-                    && let Ok(len) = s.try_recv(buf) {
-                    return Incoming::Handover { len };
+                    && let Ok((len, uid)) = s.try_io(tokio::io::Interest::READABLE, || {
+                        use std::os::fd::AsFd;
+                        lobby::recv_handover(s.as_fd(), buf)
+                    }) {
+                    return Incoming::Handover { len, uid };
                 },
                 _ = tokio::time::sleep_until(retry), if unbound => {
                     if self.retry_claim() {
