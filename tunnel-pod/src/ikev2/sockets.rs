@@ -181,33 +181,53 @@ impl Sockets {
         loop {
             let retry = self.retry_at;
             let unbound = self.inbox.is_none();
+            // Readiness fails only when the runtime's driver does: wait a little rather than spin.
+            let mut failed = false;
             tokio::select! {
-                r = self.lobby500.readable() => if r.is_ok()
-                    && let Ok((len, SocketAddr::V4(from))) = self.lobby500.try_recv_from(buf) {
-                    return Incoming::Stray { port: IKE_PORT, from, len };
+                r = self.lobby500.readable() => match r {
+                    Err(_) => failed = true,
+                    Ok(()) => if let Ok((len, SocketAddr::V4(from))) =
+                        self.lobby500.try_recv_from(buf)
+                    {
+                        return Incoming::Stray { port: IKE_PORT, from, len };
+                    },
                 },
-                r = self.lobby4500.readable() => if r.is_ok()
-                    && let Ok((len, SocketAddr::V4(from))) = self.lobby4500.try_recv_from(buf) {
-                    return Incoming::Stray { port: IKE_NATT_PORT, from, len };
+                r = self.lobby4500.readable() => match r {
+                    Err(_) => failed = true,
+                    Ok(()) => if let Ok((len, SocketAddr::V4(from))) =
+                        self.lobby4500.try_recv_from(buf)
+                    {
+                        return Incoming::Stray { port: IKE_NATT_PORT, from, len };
+                    },
                 },
-                r = readable_udp(self.conn500.as_ref()) => if r.is_ok()
-                    && let Some(s) = &self.conn500
-                    && let Ok((len, SocketAddr::V4(from))) = s.try_recv_from(buf) {
-                    return Incoming::Direct { port: IKE_PORT, from, len };
+                r = readable_udp(self.conn500.as_ref()) => match r {
+                    Err(_) => failed = true,
+                    Ok(()) => if let Some(s) = &self.conn500
+                        && let Ok((len, SocketAddr::V4(from))) = s.try_recv_from(buf)
+                    {
+                        return Incoming::Direct { port: IKE_PORT, from, len };
+                    },
                 },
-                r = readable_unix(self.inbox.as_ref()) => if r.is_ok()
-                    && let Some(s) = &self.inbox
-                    && let Ok((len, uid)) = s.try_io(tokio::io::Interest::READABLE, || {
-                        use std::os::fd::AsFd;
-                        lobby::recv_handover(s.as_fd(), buf)
-                    }) {
-                    return Incoming::Handover { len, uid };
+                r = readable_unix(self.inbox.as_ref()) => match r {
+                    Err(_) => failed = true,
+                    Ok(()) => if let Some(s) = &self.inbox
+                        && let Ok((len, uid)) = s.try_io(tokio::io::Interest::READABLE, || {
+                            use std::os::fd::AsFd;
+                            lobby::recv_handover(s.as_fd(), buf)
+                        })
+                    {
+                        return Incoming::Handover { len, uid };
+                    },
                 },
                 _ = tokio::time::sleep_until(retry), if unbound => {
                     if self.retry_claim() {
                         return Incoming::Claimed;
                     }
                 }
+            }
+            if failed {
+                tracing::warn!("IKE socket readiness failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
