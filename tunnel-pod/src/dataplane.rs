@@ -5,15 +5,16 @@
 //! one device pair, and blocking syscalls on a dedicated core cost less than readiness polling.
 
 use std::io::ErrorKind;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use socket2::Socket;
 use tokio::sync::mpsc;
 
 use crate::drops::DropReason;
-use crate::encap::{Encap, Received, TAILROOM};
+use crate::encap::{Encap, PeerCell, Received, TAILROOM};
 use crate::gre::HEADROOM;
 use crate::health::{self, ProbeSpec};
 use crate::io;
@@ -39,13 +40,23 @@ const RX_SLOT: usize = 4096;
 /// Datagrams are received this far into their slot, so that even an ESP packet with no IV
 /// leaves room for the virtio header before its inner packet.
 const RX_OFFSET: usize = 16;
+/// The longest datagram the data socket takes on port 4500; the IKE task holds datagrams for
+/// 4500 that reach it by other ways (lobby, handover) to the same limit.
+pub const MAX_DATAGRAM: usize = RX_SLOT - RX_OFFSET - 1;
 
 /// Everything both directions share.
 pub struct Path {
     pub encap: Encap,
     /// Opened with `IFF_VNET_HDR`: every packet is preceded by a virtio-net header.
     pub tun: tun::Device,
-    pub socket: Socket,
+    /// GRE: raw, connected to the customer. ESP: UDP 4500 with `SO_REUSEPORT`, connected to
+    /// the peer once known (`connected`), so the kernel hands this pod its peer's datagrams
+    /// among the other tunnel-pods on the same endpoint (see `lobby`). Replaced whole when the
+    /// peer changes (`Path::connect`).
+    pub socket: ArcSwap<Socket>,
+    /// The peer the UDP data socket is connected to (unset: not connected, it then receives
+    /// strays for any pod of the endpoint).
+    pub connected: PeerCell,
     pub metrics: Arc<Metrics>,
     pub local_endpoint: Ipv4Addr,
     /// The customer's side of the tunnel subnet, where the peer's reply-style probes are headed.
@@ -57,11 +68,16 @@ pub struct Path {
     pub ike: Option<mpsc::Sender<IkeDatagram>>,
 }
 
-/// An IKE message received on the data path's socket, marker removed.
+/// A datagram for the IKE task from the data path's socket: an IKE message, or ESP of an SPI
+/// we do not know from a source other than the connected peer (while the socket is not
+/// connected it gets other pods' strays too).
 #[derive(Debug)]
 pub struct IkeDatagram {
     pub from: std::net::SocketAddrV4,
-    pub bytes: Vec<u8>,
+    /// The UDP payload exactly as received (the non-ESP marker included).
+    pub payload: Vec<u8>,
+    /// Not from the peer the socket is connected to: subject to the ownership rule.
+    pub stray: bool,
 }
 
 impl Path {
@@ -111,12 +127,12 @@ impl Path {
                             Err(d) => self.metrics.dropped(d),
                         }
                     }
-                    let Ok(to) = self.encap.destination() else {
+                    let Ok(to) = self.destination() else {
                         self.metrics
                             .dropped_n(DropReason::NoSa, frames.len() as u64);
                         continue;
                     };
-                    let refused = io::send_batch(&self.socket, &mut headers, &frames, to);
+                    let refused = io::send_batch(&self.socket.load(), &mut headers, &frames, to);
                     for _ in 0..refused {
                         self.metrics.dropped(DropReason::SendError);
                     }
@@ -146,9 +162,12 @@ impl Path {
         let mut headers = nix::sys::socket::MultiHeaders::preallocate(RX_BATCH, None);
         let mut gro = Coalescer::default();
         loop {
+            // The socket is replaced when the peer changes: the old one is shut down, which
+            // ends this wait, and the next round reads the new one.
+            let socket = self.socket.load_full();
             // Block for the first datagram, then take what is already queued: one syscall.
             let count = match io::recv_batch(
-                &self.socket,
+                &socket,
                 &mut headers,
                 &mut slots,
                 RX_SLOT,
@@ -166,7 +185,12 @@ impl Path {
                 }
                 Err(e) => return e,
             };
+            let replaced = !Arc::ptr_eq(&socket, &self.socket.load());
             for (i, (&n, &src)) in lens.iter().zip(from.iter()).enumerate().take(count) {
+                if replaced && n == 0 {
+                    // The end-of-file of the shut-down socket, not a datagram.
+                    continue;
+                }
                 let slot = &mut slots[i * RX_SLOT..(i + 1) * RX_SLOT];
                 self.receive(slot, n, src, &mut gro, &returns);
             }
@@ -197,8 +221,14 @@ impl Path {
                 i.range = i.range.start + RX_OFFSET..i.range.end + RX_OFFSET;
                 i
             }
-            Ok(Received::Ike(range)) => {
-                self.pass_to_ike(datagram.get(range).unwrap_or_default(), src);
+            Ok(Received::Ike(_)) => {
+                self.pass_to_ike(datagram, src);
+                return;
+            }
+            Err(DropReason::UnknownSpi) if self.ike.is_some() && self.connected.get() != src => {
+                // Not from our peer (unconnected, this socket also gets other pods' strays):
+                // the IKE task decides.
+                self.pass_to_ike(datagram, src);
                 return;
             }
             Err(d) => {
@@ -234,14 +264,15 @@ impl Path {
         }
     }
 
-    fn pass_to_ike(&self, message: &[u8], src: Option<std::net::SocketAddrV4>) {
+    fn pass_to_ike(&self, payload: &[u8], src: Option<std::net::SocketAddrV4>) {
         let (Some(ike), Some(from)) = (&self.ike, src) else {
             self.metrics.dropped(DropReason::NoSa);
             return;
         };
         let datagram = IkeDatagram {
             from,
-            bytes: message.to_vec(),
+            payload: payload.to_vec(),
+            stray: self.connected.get() != Some(from),
         };
         if ike.try_send(datagram).is_err() {
             self.metrics.dropped(DropReason::IkeBacklog);
@@ -311,17 +342,90 @@ impl Path {
         else {
             return false;
         };
-        if io::send(&self.socket, keepalive, None).is_ok() {
+        if io::send(&self.socket.load(), keepalive, None).is_ok() {
             self.metrics.keepalives_reflected.inc();
         }
         true
     }
 
+    /// Where `encap`'s output goes: `None` (a plain send) for GRE and for ESP to the peer the
+    /// socket is connected to, which spares the kernel a route lookup per packet.
+    pub fn destination(&self) -> Result<Option<SocketAddrV4>, DropReason> {
+        let to = self.encap.destination()?;
+        Ok(to.filter(|&to| self.connected.get() != Some(to)))
+    }
+
+    /// The ESP peer moved or became known (authenticated news from IKE, or the configuration):
+    /// ESP follows, and the data socket is (re-)connected to it, so that the kernel hands this
+    /// pod that 4-tuple. A failed connect leaves the socket as it was: sends then carry the
+    /// address.
+    pub fn set_peer(&self, peer: SocketAddrV4) {
+        if let Some(esp) = self.encap.as_esp() {
+            esp.set_peer(peer);
+        }
+        self.connect(peer);
+    }
+
+    /// Connects the data socket to `peer` (the configured customer at start, before ESP has a
+    /// peer), unless it already is. A connected socket is replaced by a new one bound and
+    /// connected to `peer`, not re-connected: since Linux 6.13 connected UDP sockets are also
+    /// looked up by a 4-tuple hash ("hash4") that a second `connect()` does not always update
+    /// (the kernel's own note says so), and measured here on 6.18 the new peer's datagrams then
+    /// went to the reuseport group's unconnected sockets. The old socket is shut down, which
+    /// wakes the receive thread onto the new one. A failure leaves the old socket in place:
+    /// sends then carry the address.
+    pub fn connect(&self, peer: SocketAddrV4) {
+        if self.connected.get() == Some(peer) {
+            return;
+        }
+        match io::open_udp_socket(self.local_endpoint, crate::run::IKE_NATT_PORT, Some(peer)) {
+            Ok(new) => {
+                let old = self.socket.swap(Arc::new(new));
+                self.connected.set(peer);
+                let _ = old.shutdown(std::net::Shutdown::Read);
+                tracing::info!(peer = %peer, "data socket connected");
+            }
+            Err(e) => {
+                tracing::warn!(peer = %peer, error = %format!("{e:#}"), "cannot connect the data socket")
+            }
+        }
+    }
+
+    /// A datagram for port 4500 that reached us other than on the data socket (handed over by
+    /// another pod, or on our unconnected IKE socket): opened and written to the TUN device on
+    /// its own (no coalescing, no probe interception: such packets are rare).
+    pub fn receive_stray(&self, payload: &[u8]) {
+        let mut slot = vec![0u8; RX_OFFSET + payload.len()];
+        let Some(datagram) = slot.get_mut(RX_OFFSET..) else {
+            return;
+        };
+        datagram.copy_from_slice(payload);
+        let inner = match self.encap.decap(datagram) {
+            Ok(Received::Inner(i)) => i,
+            Ok(Received::Ike(_)) => return,
+            Err(d) => {
+                self.metrics.dropped(d);
+                return;
+            }
+        };
+        let (start, end) = (inner.range.start + RX_OFFSET, inner.range.end + RX_OFFSET);
+        let Some(hdr_at) = start.checked_sub(VNET_HDR_LEN) else {
+            return;
+        };
+        let Some(frame) = slot.get_mut(hdr_at..end) else {
+            return;
+        };
+        VnetHdr::default().emit(frame);
+        match self.tun.send(frame) {
+            Ok(_) => self.metrics.ingress.count(end - start),
+            Err(_) => self.metrics.dropped(DropReason::TunWriteError),
+        }
+    }
+
     fn send(&self, frame: &[u8], inner_len: usize) {
-        let sent = self
-            .encap
-            .destination()
-            .and_then(|to| io::send(&self.socket, frame, to).map_err(|_| DropReason::SendError));
+        let sent = self.destination().and_then(|to| {
+            io::send(&self.socket.load(), frame, to).map_err(|_| DropReason::SendError)
+        });
         match sent {
             Ok(_) => self.metrics.egress.count(inner_len),
             Err(d) => self.metrics.dropped(d),
@@ -331,9 +435,9 @@ impl Path {
     /// Encapsulates and sends a packet the endpoint made itself (a probe) written at
     /// `buf[HEADROOM..HEADROOM + len]`.
     pub fn send_own(&self, buf: &mut [u8], len: usize) -> bool {
-        match (self.encap.encap(buf, len), self.encap.destination()) {
+        match (self.encap.encap(buf, len), self.destination()) {
             (Ok(range), Ok(to)) => {
-                io::send(&self.socket, buf.get(range).unwrap_or_default(), to).is_ok()
+                io::send(&self.socket.load(), buf.get(range).unwrap_or_default(), to).is_ok()
             }
             _ => false,
         }

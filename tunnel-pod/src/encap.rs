@@ -33,8 +33,9 @@ pub struct Esp {
     /// flight is lost. Only the receive thread opens packets: the locks are uncontended.
     inbound: ArcSwap<Vec<Arc<InboundSlot>>>,
     /// Where ESP goes: the peer's address and port as IKE learned them (behind a NAT, not the
-    /// configured customer endpoint), packed by `pack_peer`; 0 while unknown.
-    peer: AtomicU64,
+    /// configured customer endpoint); unset while unknown. `Path::set_peer` keeps the data
+    /// socket connected to the same address.
+    peer: PeerCell,
     pub mtu: u16,
     pub mss: Option<u16>,
 }
@@ -43,6 +44,21 @@ pub struct Esp {
 struct InboundSlot {
     spi: u32,
     sa: Mutex<Inbound>,
+}
+
+/// An IPv4 socket address that threads read and replace without a lock (the ESP peer, the
+/// data socket's connected peer).
+#[derive(Debug, Default)]
+pub struct PeerCell(AtomicU64);
+
+impl PeerCell {
+    pub fn get(&self) -> Option<SocketAddrV4> {
+        unpack_peer(self.0.load(Ordering::Relaxed))
+    }
+
+    pub fn set(&self, peer: SocketAddrV4) {
+        self.0.store(pack_peer(peer), Ordering::Relaxed);
+    }
 }
 
 /// Packs an IPv4 socket address into a u64 (bit 48 marks "set") so it can be swapped atomically.
@@ -131,18 +147,20 @@ impl Esp {
         Esp {
             outbound: ArcSwap::from_pointee(Vec::new()),
             inbound: ArcSwap::from_pointee(Vec::new()),
-            peer: AtomicU64::new(0),
+            peer: PeerCell::default(),
             mtu,
             mss,
         }
     }
 
     pub fn peer(&self) -> Option<SocketAddrV4> {
-        unpack_peer(self.peer.load(Ordering::Relaxed))
+        self.peer.get()
     }
 
+    /// Only the data path's `Path::set_peer` (and static SAs at start) call this, so that the
+    /// data socket's connection follows.
     pub fn set_peer(&self, peer: SocketAddrV4) {
-        self.peer.store(pack_peer(peer), Ordering::Relaxed);
+        self.peer.set(peer);
     }
 
     /// Adds an inbound SA (replacing one with the same SPI).

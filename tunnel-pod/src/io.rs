@@ -225,18 +225,36 @@ pub fn recv_batch(
 }
 
 /// A UDP socket on our endpoint's `port` (4500: ESP in UDP and IKE behind the non-ESP marker,
-/// RFC 3948, from the start as Magic WAN does; 500: IKE). Not connected: the peer's address and
-/// port are learned from IKE (a router behind a NAT sends from wherever its NAT maps it).
-pub fn open_udp_socket(local: Ipv4Addr, port: u16) -> Result<Socket> {
+/// RFC 3948, from the start as Magic WAN does; 500: IKE), with `SO_REUSEPORT`: every IPsec
+/// tunnel-pod of the node binds the same address and port (see `lobby`). With `peer` it is
+/// connected, and the kernel gives it every datagram from exactly that address and port;
+/// without, it is one of the group's unconnected sockets, which share the rest by a hash.
+pub fn open_udp_socket(local: Ipv4Addr, port: u16, peer: Option<SocketAddrV4>) -> Result<Socket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
         .context("opening a UDP socket")?;
+    nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::ReusePort, &true)
+        .context("setting SO_REUSEPORT")?;
     s.bind(&SocketAddrV4::new(local, port).into())
         .with_context(|| {
-            format!("binding to {local}:{port}: is it an address of this host, and the port free?")
+            format!(
+                "binding to {local}:{port}: is it an address of this host, and the port free \
+                 (or held with SO_REUSEPORT by the same user)?"
+            )
         })?;
+    if let Some(peer) = peer {
+        connect_udp(&s, peer)?;
+    }
     let _ = s.set_recv_buffer_size(4 << 20);
     let _ = s.set_send_buffer_size(4 << 20);
     Ok(s)
+}
+
+/// Connects a UDP socket to `peer`: from now on it receives only that peer's datagrams, and a
+/// send without an address goes there. Only for a socket that is not connected yet: see
+/// `Path::connect` for why a connected one is replaced rather than re-connected.
+pub fn connect_udp(s: &Socket, peer: SocketAddrV4) -> Result<()> {
+    s.connect(&peer.into())
+        .with_context(|| format!("connecting the UDP socket to {peer}"))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod health;
 pub mod http;
 pub mod ikev2;
 pub mod io;
+pub mod lobby;
 pub mod metrics;
 pub mod mss;
 pub mod netlink;

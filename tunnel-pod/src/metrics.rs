@@ -43,6 +43,11 @@ struct NotifyLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabel {
+    decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: &'static str,
 }
@@ -57,6 +62,12 @@ pub struct IkeMetrics {
     exchanges: Family<ExchangeLabel, Counter>,
     failures: Family<NotifyLabel, Counter>,
     drops: Family<ReasonLabel, Counter>,
+    /// Strays handed to (sent) and taken from (received) other pods of the endpoint (`lobby`).
+    handovers: Family<DirectionLabel, Counter>,
+    /// Strays (datagrams on an unconnected socket) by what the ownership rule decided.
+    strays: Family<DecisionLabel, Counter>,
+    /// 1 while this pod holds its handover name, 0 while another pod does (ambiguous tunnels).
+    pub demux_bound: Gauge,
 }
 
 impl IkeMetrics {
@@ -74,6 +85,7 @@ impl IkeMetrics {
         for reason in Self::SHELL_DROPS {
             let _ = self.drops.get_or_create(&ReasonLabel { reason });
         }
+        self.register_demux(registry);
         for kind in ["ike", "child"] {
             let _ = self.rekeys.get_or_create(&KindLabel { kind });
         }
@@ -117,6 +129,50 @@ impl IkeMetrics {
             "IKE messages dropped, by reason",
             self.drops.clone(),
         );
+    }
+
+    /// Drop reasons of the endpoint demultiplexing (`lobby`).
+    pub const DEMUX_DROPS: [&'static str; 3] =
+        ["no_tunnel", "handover_malformed", "handover_refused"];
+
+    fn register_demux(&self, registry: &mut Registry) {
+        for reason in Self::DEMUX_DROPS {
+            let _ = self.drops.get_or_create(&ReasonLabel { reason });
+        }
+        for direction in ["sent", "received"] {
+            let _ = self.handovers.get_or_create(&DirectionLabel { direction });
+        }
+        for decision in Self::STRAY_DECISIONS {
+            let _ = self.strays.get_or_create(&DecisionLabel { decision });
+        }
+        registry.register(
+            "ike_strays",
+            "Datagrams on an unconnected UDP socket of the shared endpoint, by what the \
+             ownership rule decided (mine, handed_over, dropped)",
+            self.strays.clone(),
+        );
+        registry.register(
+            "ike_handovers",
+            "Datagrams for another tunnel-pod of the endpoint handed over (sent) or taken (received)",
+            self.handovers.clone(),
+        );
+        registry.register(
+            "ike_demux_bound",
+            "1 while this pod holds its handover name; 0: another pod serves the same peer",
+            self.demux_bound.clone(),
+        );
+    }
+
+    pub const STRAY_DECISIONS: [&'static str; 3] = ["mine", "handed_over", "dropped"];
+
+    pub fn stray(&self, decision: &'static str) {
+        self.strays.get_or_create(&DecisionLabel { decision }).inc();
+    }
+
+    pub fn handover(&self, direction: &'static str) {
+        self.handovers
+            .get_or_create(&DirectionLabel { direction })
+            .inc();
     }
 
     pub fn rekeyed(&self, kind: &'static str) {
@@ -355,6 +411,20 @@ mod tests {
         assert!(text.contains(
             "magictunnel_ike_exchanges_total{exchange=\"IKE_AUTH\",result=\"failed\"} 0"
         ));
+        for r in IkeMetrics::DEMUX_DROPS {
+            assert!(text.contains(&format!("magictunnel_ike_drops_total{{reason=\"{r}\"}} 0")));
+        }
+        for d in IkeMetrics::STRAY_DECISIONS {
+            assert!(text.contains(&format!(
+                "magictunnel_ike_strays_total{{decision=\"{d}\"}} 0"
+            )));
+        }
+        assert!(text.contains("magictunnel_ike_demux_bound 0"));
+        for d in ["sent", "received"] {
+            assert!(text.contains(&format!(
+                "magictunnel_ike_handovers_total{{direction=\"{d}\"}} 0"
+            )));
+        }
         m.ike.dropped("cookie_required");
         assert!(
             m.render()

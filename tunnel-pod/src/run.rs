@@ -71,15 +71,29 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
     let app = http::router(status.clone(), metrics.clone());
     let server = tokio::spawn(async move { http::serve(listen, app).await });
 
+    // IPsec tunnel-pods of a node share UDP 500/4500 on the endpoint (see `lobby`): the name
+    // first, since a pod that does not hold it must not connect (its connected sockets would
+    // take the traffic of the pod that does).
+    let claim = ike.then(|| crate::ikev2::sockets::claim(config.local_endpoint, customer));
+    let bound = claim.as_ref().is_none_or(|(state, _)| state.bound);
+    let data_peer = customer
+        .filter(|_| bound)
+        .map(|c| SocketAddrV4::new(c, IKE_NATT_PORT));
     let socket = match (config.tunnel_type, customer) {
         (TunnelType::Gre, Some(c)) => {
             io::open_gre_socket(config.local_endpoint, c, config.gre.and_then(|g| g.key))?
         }
-        _ => io::open_udp_socket(config.local_endpoint, IKE_NATT_PORT)?,
+        _ => io::open_udp_socket(config.local_endpoint, IKE_NATT_PORT, data_peer)?,
     };
-    let ike_socket = ike
-        .then(|| io::open_udp_socket(config.local_endpoint, IKE_PORT))
-        .transpose()?;
+    let ike_sockets = match claim {
+        Some((state, inbox)) => Some(crate::ikev2::sockets::Sockets::open(
+            config.local_endpoint,
+            customer,
+            state,
+            inbox,
+        )?),
+        None => None,
+    };
     let tun = io::open_tun(&name, options.offload)?;
     let netlink = Netlink::connect()?;
     let index = netlink.link_index(&name).await?;
@@ -111,7 +125,8 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
     let path = Arc::new(Path {
         encap: encapsulation(&config, customer, mtu, static_sa.as_ref())?,
         tun,
-        socket,
+        socket: arc_swap::ArcSwap::from_pointee(socket),
+        connected: Default::default(),
         metrics: metrics.clone(),
         local_endpoint: config.local_endpoint,
         peer_address: peer,
@@ -119,6 +134,9 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
         coalesce: options.offload,
         ike: ike.then_some(ike_tx),
     });
+    if let (Some(peer), TunnelType::Ipsec) = (data_peer, config.tunnel_type) {
+        path.connected.set(peer);
+    }
     let (returns_tx, returns_rx) = mpsc::channel(1024);
     let (failed_tx, mut failed_rx) = mpsc::unbounded_channel();
     if let Some(spec) =
@@ -145,9 +163,9 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
         .is_some()
         .then(|| tokio::spawn(sa_clock(path.clone(), status.clone())));
     let shutdown = Arc::new(tokio::sync::Notify::new());
-    let ike_task = match (ike_socket, config.ipsec.as_ref()) {
-        (Some(sock500), Some(ipsec)) => Some(tokio::spawn(crate::ikev2::run(
-            crate::ikev2::Shell::new(&config, ipsec, path.clone(), sock500, status.clone())?,
+    let ike_task = match (ike_sockets, config.ipsec.as_ref()) {
+        (Some(sockets), Some(ipsec)) => Some(tokio::spawn(crate::ikev2::run(
+            crate::ikev2::Shell::new(&config, ipsec, path.clone(), sockets, status.clone())?,
             ike_rx,
             shutdown.clone(),
         ))),
@@ -289,7 +307,7 @@ async fn nat_keepalives(path: Arc<Path>) {
         let Ok(to) = path.encap.destination() else {
             continue;
         };
-        if io::try_send(&path.socket, &KEEPALIVE, to).is_ok() {
+        if io::try_send(&path.socket.load(), &KEEPALIVE, to).is_ok() {
             path.metrics.nat_keepalives_sent.inc();
         }
     }

@@ -1,12 +1,14 @@
 //! The IKE task: the thin I/O shell around the sans-IO core in the `ike` crate.
 //!
-//! It feeds the core what arrives on UDP 500 (its own socket) and on UDP 4500 (handed over by the
-//! data path's receive thread, which separates IKE from ESP by the non-ESP marker), drives its
+//! It feeds the core what arrives on UDP 500 and on UDP 4500 (the data path's receive thread
+//! separates IKE from ESP by the non-ESP marker and passes IKE on; strays from the shared
+//! endpoint's lobbies and other pods' handovers come through `sockets`), drives its
 //! timers, and carries out what the core asks: datagrams to send, Child SAs to install into the
 //! ESP engine, activate and retire. It also turns the core's events into log lines, metrics and
 //! `/status`, and asks for a Child SA rekey when the data path says an SA is running out.
 
 pub mod policy;
+pub mod sockets;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -14,12 +16,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use ike::core::{ChildSa, Endpoint, Event, IkeSaStatus, Output, PskSource};
 use ike::crypto::Secret;
 use ring::rand::SystemRandom;
 use serde_json::json;
-use socket2::Socket;
 use tokio::sync::{Notify, mpsc};
 
 use crate::config::{IpsecConfig, Psk, TunnelConfig};
@@ -27,8 +28,8 @@ use crate::dataplane::{IkeDatagram, Path};
 use crate::esp::sa::{Inbound, Outbound};
 use crate::http::Status;
 use crate::io;
-use crate::run::{IKE_NATT_PORT, IKE_PORT};
-use crate::wire::udp_encap::NON_ESP_MARKER;
+use crate::run::IKE_NATT_PORT;
+use crate::wire::udp_encap::{Datagram, NON_ESP_MARKER, classify};
 
 /// The largest IKE message we read on port 500 (RFC 7296 §2: at least 1280 must be accepted;
 /// unfragmented IKE_AUTH messages with many payloads can be larger).
@@ -106,7 +107,7 @@ impl LogBudget {
 pub struct Shell {
     endpoint: Endpoint,
     path: Arc<Path>,
-    sock500: tokio::net::UdpSocket,
+    sockets: sockets::Sockets,
     local: Ipv4Addr,
     /// When set, IKE is accepted only from this address (the router, or the NAT in front of it).
     customer: Option<Ipv4Addr>,
@@ -127,7 +128,7 @@ impl Shell {
         config: &TunnelConfig,
         ipsec: &IpsecConfig,
         path: Arc<Path>,
-        sock500: Socket,
+        sockets: sockets::Sockets,
         status: Arc<Status>,
     ) -> Result<Self> {
         let core = policy::core_config(config, ipsec)?;
@@ -135,15 +136,10 @@ impl Shell {
             inline: ipsec.psk.clone(),
             file: ipsec.psk_file.clone(),
         };
-        sock500
-            .set_nonblocking(true)
-            .context("UDP 500 socket: non-blocking")?;
-        let sock500 = tokio::net::UdpSocket::from_std(sock500.into())
-            .context("UDP 500 socket: registering with the runtime")?;
         Ok(Shell {
             endpoint: Endpoint::new(core, Box::new(psk)),
             path,
-            sock500,
+            sockets,
             local: config.local_endpoint,
             customer: config.customer_endpoint,
             status,
@@ -180,6 +176,87 @@ impl Shell {
             .handle(Instant::now(), path, bytes, &self.rng, out);
     }
 
+    /// A datagram from the data socket's receive thread: IKE, or ESP of an unknown SPI; one not
+    /// from the connected peer is a stray.
+    fn on_data_socket(&mut self, d: IkeDatagram, out: &mut Vec<Output>) {
+        if d.stray
+            && !self
+                .sockets
+                .dispatch(IKE_NATT_PORT, d.from, &d.payload, &self.path.metrics)
+        {
+            return;
+        }
+        self.take(IKE_NATT_PORT, d.from, &d.payload, out);
+    }
+
+    /// What `sockets` received into `buf`.
+    fn incoming(&mut self, incoming: sockets::Incoming, buf: &[u8], out: &mut Vec<Output>) {
+        use sockets::Incoming;
+        match incoming {
+            Incoming::Direct { port, from, len } => {
+                self.take(port, from, buf.get(..len).unwrap_or_default(), out);
+            }
+            Incoming::Stray { port, from, len } => {
+                let payload = buf.get(..len).unwrap_or_default();
+                if self
+                    .sockets
+                    .dispatch(port, from, payload, &self.path.metrics)
+                {
+                    self.take(port, from, payload, out);
+                }
+            }
+            Incoming::Handover { uid, .. } if uid != Some(0) => {
+                // Not a tunnel-pod: abstract names have no permissions, anyone may write.
+                self.path.metrics.ike.dropped("handover_refused");
+                tracing::debug!(uid = ?uid, "handover from a process not running as root dropped");
+            }
+            Incoming::Handover { len, .. } => {
+                match crate::lobby::Handover::new_checked(buf.get(..len).unwrap_or_default()) {
+                    Ok(h) => {
+                        self.path.metrics.ike.handover("received");
+                        self.take(h.local_port(), h.source(), h.payload(), out);
+                    }
+                    Err(e) => {
+                        self.path.metrics.ike.dropped("handover_malformed");
+                        tracing::debug!(error = %e, "handover dropped");
+                    }
+                }
+            }
+            Incoming::Claimed => {
+                if let Some(c) = self.customer {
+                    self.path.connect(SocketAddrV4::new(c, IKE_NATT_PORT));
+                }
+            }
+        }
+    }
+
+    /// A datagram that is ours, as if it had arrived on our connected socket for `port`.
+    fn take(&mut self, port: u16, from: SocketAddrV4, payload: &[u8], out: &mut Vec<Output>) {
+        if port != IKE_NATT_PORT {
+            self.receive(port, from, payload, out);
+            return;
+        }
+        if payload.len() > crate::dataplane::MAX_DATAGRAM {
+            // As the data socket would have (its receive slots are this long).
+            self.path
+                .metrics
+                .dropped(crate::drops::DropReason::Oversized);
+            return;
+        }
+        match classify(payload) {
+            Datagram::Ike(message) => self.receive(port, from, message, out),
+            Datagram::Esp(_) => self.path.receive_stray(payload),
+            Datagram::Keepalive => self
+                .path
+                .metrics
+                .dropped(crate::drops::DropReason::NatKeepalive),
+            Datagram::Malformed => self
+                .path
+                .metrics
+                .dropped(crate::drops::DropReason::Truncated),
+        }
+    }
+
     /// Carries out what the core asked.
     fn apply(&mut self, out: &mut Vec<Output>) {
         for o in out.drain(..) {
@@ -206,11 +283,13 @@ impl Shell {
                 }
                 Output::PeerMoved { path } => {
                     // ESP travels on 4500 beside IKE: it follows the NAT's new mapping.
-                    if let (SocketAddr::V4(peer), Some(esp), IKE_NATT_PORT) =
-                        (path.remote, self.path.encap.as_esp(), path.local.port())
-                    {
+                    if let (SocketAddr::V4(peer), true, IKE_NATT_PORT) = (
+                        path.remote,
+                        self.path.encap.as_esp().is_some(),
+                        path.local.port(),
+                    ) {
                         tracing::info!(peer = %peer, "the peer moved (NAT mapping): ESP follows");
-                        esp.set_peer(peer);
+                        self.path.set_peer(peer);
                     }
                 }
                 Output::Event(e) => self.event(e),
@@ -228,10 +307,11 @@ impl Shell {
             let mut d = Vec::with_capacity(NON_ESP_MARKER.len() + bytes.len());
             d.extend_from_slice(&NON_ESP_MARKER);
             d.extend_from_slice(bytes);
-            io::try_send(&self.path.socket, &d, Some(to)).map(|_| ())
+            io::try_send(&self.path.socket.load(), &d, Some(to)).map(|_| ())
         } else {
             // A datagram socket with room in its buffer: never blocks in practice.
-            self.sock500
+            self.sockets
+                .lobby500
                 .try_send_to(bytes, SocketAddr::V4(to))
                 .map(|_| ())
         };
@@ -266,7 +346,12 @@ impl Shell {
         esp.install_inbound(inbound);
         if let SocketAddr::V4(peer) = sa.path.remote {
             // ESP follows IKE: behind a NAT that is the NAT's mapping of the router's port 4500.
-            esp.set_peer(peer);
+            // Authenticated news: the data socket connects to it (on 4500, where ESP travels).
+            if sa.path.local.port() == IKE_NATT_PORT {
+                self.path.set_peer(peer);
+            } else {
+                esp.set_peer(peer);
+            }
         }
         if sa.activate_outbound {
             esp.activate_outbound(outbound);
@@ -410,7 +495,19 @@ impl Shell {
         self.status.set_child_sa_up(up && children > 0);
         self.path.metrics.ike.ike_sas.set(established as i64);
         self.path.metrics.ike.child_sas.set(children as i64);
-        self.status.set_sas(status_json(&sas));
+        let mut json = status_json(&sas);
+        if let Some(o) = json.as_object_mut() {
+            let mut demux = self.sockets.state.to_json();
+            // Where the data socket is connected (the kernel hands us that 4-tuple).
+            demux["dataSocketPeer"] = self.path.connected.get().map(|p| p.to_string()).into();
+            o.insert("demux".into(), demux);
+        }
+        self.path
+            .metrics
+            .ike
+            .demux_bound
+            .set(i64::from(self.sockets.state.bound));
+        self.status.set_sas(json);
     }
 
     /// Asks for a rekey of every Child SA whose outbound half nears its sequence or byte limit,
@@ -490,15 +587,8 @@ pub async fn run(mut shell: Shell, mut rx: mpsc::Receiver<IkeDatagram>, shutdown
             .map(tokio::time::Instant::from_std)
             .map_or(next_check, |t| t.min(next_check));
         tokio::select! {
-            Some(d) = rx.recv() => shell.receive(IKE_NATT_PORT, d.from, &d.bytes, &mut out),
-            r = shell.sock500.recv_from(&mut buf) => match r {
-                Ok((n, SocketAddr::V4(from))) => {
-                    let message = buf.get(..n).unwrap_or_default().to_vec();
-                    shell.receive(IKE_PORT, from, &message, &mut out);
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "UDP 500 receive failed"),
-            },
+            Some(d) = rx.recv() => shell.on_data_socket(d, &mut out),
+            incoming = shell.sockets.recv(&mut buf) => shell.incoming(incoming, &buf, &mut out),
             _ = tokio::time::sleep_until(timer) => {
                 shell.endpoint.poll(Instant::now(), &shell.rng, &mut out);
                 if tokio::time::Instant::now() >= next_check {

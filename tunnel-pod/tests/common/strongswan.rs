@@ -259,11 +259,16 @@ impl Charon {
     /// Starts charon in `side`'s namespace with its files in `<lab dir>/charon-<label>/`, and
     /// waits for its vici socket.
     pub fn start(lab: &Lab, side: Side, label: &str, options: CharonOptions) -> Charon {
-        let dir = lab.dir.join(format!("charon-{label}"));
+        Charon::start_in(&lab.node(side).ns, &lab.dir, label, options)
+    }
+
+    /// [`Charon::start`] in any namespace, with its files in `<parent>/charon-<label>/`.
+    pub fn start_in(ns: &str, parent: &Path, label: &str, options: CharonOptions) -> Charon {
+        let dir = parent.join(format!("charon-{label}"));
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         let mut charon = Charon {
             label: label.to_string(),
-            ns: lab.node(side).ns.clone(),
+            ns: ns.to_string(),
             dir,
             options,
             child: None,
