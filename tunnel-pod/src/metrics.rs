@@ -43,6 +43,11 @@ struct NotifyLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DialLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: &'static str,
 }
@@ -57,6 +62,8 @@ pub struct IkeMetrics {
     exchanges: Family<ExchangeLabel, Counter>,
     failures: Family<NotifyLabel, Counter>,
     drops: Family<ReasonLabel, Counter>,
+    /// Initiator mode: dials of the router by how they ended.
+    dials: Family<DialLabel, Counter>,
 }
 
 impl IkeMetrics {
@@ -91,6 +98,14 @@ impl IkeMetrics {
         for notify in errors.chain(["other"]) {
             let _ = self.failures.get_or_create(&NotifyLabel { notify });
         }
+        for d in crate::ikev2::dial::Outcome::ALL {
+            let _ = self.dials.get_or_create(&DialLabel { result: d.as_str() });
+        }
+        registry.register(
+            "ike_dials",
+            "Initiator mode: IKE SAs dialed, by result",
+            self.dials.clone(),
+        );
         registry.register("ike_sas", "IKE SAs established", self.ike_sas.clone());
         registry.register(
             "child_sas",
@@ -136,6 +151,10 @@ impl IkeMetrics {
 
     pub fn dropped(&self, reason: &'static str) {
         self.drops.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn dialed(&self, result: &'static str) {
+        self.dials.get_or_create(&DialLabel { result }).inc();
     }
 }
 
@@ -355,6 +374,18 @@ mod tests {
         assert!(text.contains(
             "magictunnel_ike_exchanges_total{exchange=\"IKE_AUTH\",result=\"failed\"} 0"
         ));
+        for r in [
+            "established",
+            "timeout",
+            "auth_failed",
+            "no_proposal",
+            "error",
+        ] {
+            assert!(
+                text.contains(&format!("magictunnel_ike_dials_total{{result=\"{r}\"}} 0")),
+                "dials result {r} missing"
+            );
+        }
         m.ike.dropped("cookie_required");
         assert!(
             m.render()

@@ -976,7 +976,10 @@ ipsec:
         assert!(c.to_yaml().contains("initiate: true"), "{}", c.to_yaml());
         let responder = TunnelConfig::from_yaml(&ipsec_yaml("")).expect("valid");
         assert!(!responder.ipsec.as_ref().is_some_and(|i| i.initiate));
-        assert!(!responder.to_yaml().contains("initiate"), "false is the default");
+        assert!(
+            !responder.to_yaml().contains("initiate"),
+            "false is the default"
+        );
         let err = TunnelConfig::from_yaml(&initiator)
             .expect_err("refused")
             .to_string();

@@ -2131,3 +2131,64 @@ fn crossing_child_deletes_are_answered_without_delete_payloads() {
     let payloads = open_at_i(&p, &answer[0].1);
     assert!(payloads.iter().any(|x| matches!(x, Payload::Delete(_))));
 }
+
+/// Both ends dial at once (initiator mode on both, or a router that initiates too): whatever
+/// INITIAL_CONTACT leaves, each shell deletes the duplicate with the lower highest SPI
+/// (`delete_ike_sa`), and one IKE SA with one Child SA remains, the same on both ends.
+#[test]
+fn simultaneous_initiation_leaves_one_ike_sa() {
+    let mut p = Pair::default();
+    let mut out = Vec::new();
+    p.i.ep.initiate(p.now, p.path, &p.rng, &mut out);
+    p.i.absorb(out);
+    let mut out = Vec::new();
+    p.r.ep.initiate(p.now, p.path.reversed(), &p.rng, &mut out);
+    p.r.absorb(out);
+    p.run();
+    let spis = |s: &Side| -> Vec<(u64, u64)> {
+        s.established().iter().map(|x| (x.spi_i, x.spi_r)).collect()
+    };
+    let mut all: Vec<(u64, u64)> = spis(&p.i).into_iter().chain(spis(&p.r)).collect();
+    all.sort_unstable();
+    all.dedup();
+    // Each end answered the other's IKE_AUTH before its own completed: two IKE SAs on both.
+    assert_eq!(all.len(), 2, "i: {:x?}, r: {:x?}", spis(&p.i), spis(&p.r));
+    let loser = *all.iter().min_by_key(|(a, b)| (*a).max(*b)).unwrap();
+    for side in [&mut p.i, &mut p.r] {
+        let mut out = Vec::new();
+        assert!(side.ep.delete_ike_sa(p.now, loser, &p.rng, &mut out));
+        side.absorb(out);
+    }
+    p.run();
+    p.advance_running(Duration::from_secs(20), Duration::from_secs(1));
+    let (si, sr) = (spis(&p.i), spis(&p.r));
+    assert_eq!(si.len(), 1, "initiator side: {si:?}");
+    assert_eq!(si, sr, "both ends keep the same IKE SA");
+    assert_eq!(p.i.children.len(), 1);
+    assert_children_mirror(&p);
+    // DPD keeps working on the one left.
+    p.advance_running(Duration::from_secs(120), Duration::from_secs(5));
+    assert_eq!(spis(&p.i), si);
+    assert!(!p.i.has_event(|e| matches!(e, Event::PeerDead { .. })));
+}
+
+#[test]
+fn delete_ike_sa_names_one_sa() {
+    let mut p = Pair::default();
+    p.handshake();
+    let sa = p.i.established()[0].clone();
+    let mut out = Vec::new();
+    assert!(
+        !p.i.ep
+            .delete_ike_sa(p.now, (sa.spi_i, sa.spi_r ^ 1), &p.rng, &mut out)
+    );
+    assert!(out.is_empty());
+    assert!(
+        p.i.ep
+            .delete_ike_sa(p.now, (sa.spi_i, sa.spi_r), &p.rng, &mut out)
+    );
+    p.i.absorb(out);
+    p.run();
+    assert!(p.i.established().is_empty() && p.r.established().is_empty());
+    assert!(p.i.children.is_empty() && p.r.children.is_empty());
+}
