@@ -593,3 +593,38 @@ fn pod_sas_of(lab: &Lab, side: Side) -> usize {
         .and_then(|v| v["ikeSas"].as_array().map(Vec::len))
         .unwrap_or(0)
 }
+
+/// The router dials too, at the same moment (charon starts with `start_action = start` while
+/// tunnel-pod retransmits its IKE_SA_INIT): whatever came up, one IKE SA remains on both ends,
+/// the same one, and carries the pings.
+#[test]
+#[ignore = "needs root, network namespaces and strongSwan"]
+fn both_dial_one_ike_sa_remains() {
+    let mut rig = Rig::new(BASE, None);
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut conn = router_conn(&BASE);
+    conn.start_action = "start";
+    rig.start_router(conn);
+    let settled = wait_for(Duration::from_secs(30), Duration::from_millis(500), || {
+        let swan = rig.router().list_sas();
+        let pod = pod_sas(&rig.lab);
+        (swan.len() == 1 && pod.len() == 1 && swan[0].installed().is_some()).then_some(())
+    });
+    let log = rig.router().full_log();
+    eprintln!(
+        "both dialed: the router initiated {} and answered {} IKE_SA_INIT; settled: {}",
+        log.matches("generating IKE_SA_INIT request").count(),
+        log.matches("parsed IKE_SA_INIT request").count(),
+        settled.is_some()
+    );
+    assert!(
+        settled.is_some(),
+        "not one IKE SA on each end: router {:?}, tunnel-pod {:?}{}",
+        rig.router().list_sas(),
+        pod_sas(&rig.lab),
+        rig.logs()
+    );
+    let sa = rig.wait_up(Duration::from_secs(5));
+    rig.assert_mirrored(&sa);
+    rig.pings();
+}
