@@ -19,10 +19,18 @@
 //! States are types: [`State`] holds only what each state needs, transitions consume it.
 //!
 //! Collisions: when the router initiates too, two IKE SAs can come up at about the same time.
-//! [`Lineages`] follows the IKE SAs born from IKE_AUTH through their rekeys; when a second one
-//! is established, the one whose highest SPI is the lower of the two is deleted — both ends
-//! know all four SPIs, so two tunnel-pods in initiator mode pick the same one (in the manner of
-//! RFC 7296 §2.8.1, with SPIs in the place of nonces).
+//! Our core sends INITIAL_CONTACT in every IKE_AUTH it initiates, and a peer that honours it
+//! (strongSwan does, so does our core as responder) silently drops its older IKE SAs with us
+//! when it gets one (RFC 7296 §2.4). So:
+//! - the router's IKE SA comes up while our IKE_SA_INIT is still unanswered: the shell
+//!   abandons that dial (no IKE_AUTH, so no INITIAL_CONTACT that would make the router drop
+//!   the SA it just made);
+//! - both IKE_AUTH crossed (each end had sent its own before the other's arrived):
+//!   INITIAL_CONTACT came too early to drop anything on either end, both SAs exist on both.
+//!   [`Lineages`] follows the IKE SAs born from IKE_AUTH through their rekeys; when a second one
+//!   is established, the one whose highest SPI is the lower of the two is deleted — both ends
+//!   know all four SPIs, so two tunnel-pods in initiator mode delete the same one (RFC 7296
+//!   §2.8.1's lowest-nonce rule, with SPIs).
 
 use std::time::{Duration, Instant};
 
@@ -330,9 +338,10 @@ impl Lineages {
     /// An IKE SA established by IKE_AUTH. Returns the SPIs of the SA to delete when this makes
     /// two: the one whose highest SPI is lower (the same choice on both ends).
     pub fn established(&mut self, spis: (u64, u64)) -> Option<(u64, u64)> {
-        if !self.live.contains(&spis) {
-            self.live.push(spis);
+        if self.live.contains(&spis) {
+            return None;
         }
+        self.live.push(spis);
         if self.live.len() < 2 {
             return None;
         }
@@ -567,6 +576,7 @@ mod tests {
         // below a's 0x9000).
         let mut x = Lineages::default();
         assert_eq!(x.established(a), None);
+        assert_eq!(x.established(a), None, "the same SA twice is no duplicate");
         assert_eq!(x.established(b), Some(b));
         let mut y = Lineages::default();
         assert_eq!(y.established(b), None);
@@ -575,7 +585,6 @@ mod tests {
         // A rekey continues the lineage: its new SPIs are no duplicate.
         let a2 = (0x11, 0x1);
         x.rekeyed(a, a2);
-        assert_eq!(x.len(), 1);
         x.retain(|s| s == a2);
         assert_eq!(x.len(), 1);
         assert_eq!(x.established((0x5, 0x6)), Some((0x5, 0x6)));

@@ -129,6 +129,8 @@ pub struct Shell {
     lineages: dial::Lineages,
     /// Duplicates to delete (a dial collision).
     duplicates: Vec<(u64, u64)>,
+    /// The router's own IKE SA came up: an unanswered dial of ours is abandoned.
+    abandon_dial: bool,
 }
 
 impl Shell {
@@ -169,6 +171,7 @@ impl Shell {
             dial_hint: None,
             lineages: dial::Lineages::default(),
             duplicates: Vec::new(),
+            abandon_dial: false,
         })
     }
 
@@ -266,6 +269,9 @@ impl Shell {
             return;
         };
         let now = Instant::now();
+        if std::mem::take(&mut self.abandon_dial) && self.endpoint.abandon_initiations() > 0 {
+            tracing::info!("the router's own IKE SA came up: our unanswered dial is abandoned");
+        }
         let sas = self.endpoint.status();
         self.lineages
             .retain(|spis| sas.iter().any(|s| (s.spi_i, s.spi_r) == spis));
@@ -499,7 +505,14 @@ impl Shell {
             }
             Event::PeerError { .. } => Some(dial::Outcome::Error),
             Event::PeerDead { .. } => Some(dial::Outcome::Timeout),
-            Event::IkeEstablished { spi_i, spi_r, .. } => {
+            Event::IkeEstablished {
+                spi_i,
+                spi_r,
+                initiator,
+                ..
+            } => {
+                // Before our IKE_AUTH (and its INITIAL_CONTACT) went out: ours is abandoned.
+                self.abandon_dial |= !initiator;
                 self.duplicates
                     .extend(self.lineages.established((*spi_i, *spi_r)));
                 None
