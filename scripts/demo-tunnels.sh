@@ -18,9 +18,10 @@ need_strongswan || exit 1
 cargo build -q --release -p magictunnel-tunnel-pod
 BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/tunnel-pod"
 A=mtdemo-edge B=mtdemo-branch DIR="$(mktemp -d /tmp/mtdemo.XXXXXX)"
+C=mtdemo-pair-edge D=mtdemo-pair-branch # the IKE pair (4.)
 # For reap_lab: every process started below, the namespaces (and what still runs in them, e.g.
 # from an earlier run that was killed), the work directory.
-PIDS=() NAMESPACES=("$A" "$B") WORK=$DIR
+PIDS=() NAMESPACES=("$A" "$B" "$C" "$D") WORK=$DIR
 trap reap_lab EXIT
 trap 'exit 130' INT TERM
 reap_lab; mkdir -p "$DIR"
@@ -202,8 +203,9 @@ ip netns exec "$A" curl -s 127.0.0.1:9182/metrics \
 echo "== edge IKE log"; cat "$DIR/edge-ike.log"
 
 echo; echo "== IKEv2 pair: a tunnel-pod in the branch dials (ipsec.initiate: true) a tunnel-pod responder"
-# Endpoints of their own again: 192.0.2.12 in the edge, 192.0.2.22 in the branch.
-ip -n "$A" addr add 192.0.2.12/24 dev mtdemo0; ip -n "$B" addr add 192.0.2.22/24 dev mtdemo1
+# A namespace pair of its own (charon in the branch holds UDP 500 on every address there):
+# 203.0.113.1 in the edge, 203.0.113.2 in the branch.
+NS_A=$C NS_B=$D VETH_A=mtdemo2 VETH_B=mtdemo3 make_link
 ike_pair() { # name local customer interface-address accepted-peer-id initiate
   cat <<YAML
 apiVersion: magictunnel.dev/v1alpha1
@@ -221,27 +223,27 @@ ipsec:
 http: {listen: 127.0.0.1:9183}
 YAML
 }
-ike_pair edge-pair 192.0.2.12 192.0.2.22 10.203.0.0/31 192.0.2.22 false >"$DIR/edge-pair.yaml"
-ike_pair branch-pair 192.0.2.22 192.0.2.12 10.203.0.1/31 192.0.2.12 true >"$DIR/branch-pair.yaml"
+ike_pair edge-pair 203.0.113.1 203.0.113.2 10.203.0.0/31 203.0.113.2 false >"$DIR/edge-pair.yaml"
+ike_pair branch-pair 203.0.113.2 203.0.113.1 10.203.0.1/31 203.0.113.1 true >"$DIR/branch-pair.yaml"
 "$BIN" check --config "$DIR/branch-pair.yaml"
-ip netns exec "$A" "$BIN" run --config "$DIR/edge-pair.yaml" --interface mt-edge-pair 2>"$DIR/edge-pair.log" &
+ip netns exec "$C" "$BIN" run --config "$DIR/edge-pair.yaml" --interface mt-edge-pair 2>"$DIR/edge-pair.log" &
 PIDS+=($!)
-ip netns exec "$B" "$BIN" run --config "$DIR/branch-pair.yaml" --interface mt-branch-pair 2>"$DIR/branch-pair.log" &
+ip netns exec "$D" "$BIN" run --config "$DIR/branch-pair.yaml" --interface mt-branch-pair 2>"$DIR/branch-pair.log" &
 PIDS+=($!)
 for _ in $(seq 100); do
-  ip netns exec "$A" curl -sf 127.0.0.1:9183/readyz >/dev/null \
-    && ip netns exec "$B" curl -sf 127.0.0.1:9183/readyz >/dev/null && break
+  ip netns exec "$C" curl -sf 127.0.0.1:9183/readyz >/dev/null \
+    && ip netns exec "$D" curl -sf 127.0.0.1:9183/readyz >/dev/null && break
   sleep 0.2
 done
-echo "== edge pair /readyz: $(ip netns exec "$A" curl -s 127.0.0.1:9183/readyz)"
-echo "== branch pair /readyz: $(ip netns exec "$B" curl -s 127.0.0.1:9183/readyz)"
-ip netns exec "$B" ping -c 3 -i 0.2 10.203.0.0
-for side in "edge:$A" "branch:$B"; do
+echo "== edge pair /readyz: $(ip netns exec "$C" curl -s 127.0.0.1:9183/readyz)"
+echo "== branch pair /readyz: $(ip netns exec "$D" curl -s 127.0.0.1:9183/readyz)"
+ip netns exec "$D" ping -c 3 -i 0.2 10.203.0.0
+for side in "edge:$C" "branch:$D"; do
   echo "== ${side%%:*} pair /status"
   STATUS=$(ip netns exec "${side#*:}" curl -s 127.0.0.1:9183/status)
   if command -v jq >/dev/null; then jq . <<<"$STATUS"; else echo "$STATUS"; fi
 done
 echo "== branch pair dial metrics"
-ip netns exec "$B" curl -s 127.0.0.1:9183/metrics | grep -E '^magictunnel_ike_dials_total'
+ip netns exec "$D" curl -s 127.0.0.1:9183/metrics | grep -E '^magictunnel_ike_dials_total'
 echo "== branch pair log"; cat "$DIR/branch-pair.log"
 if [ -t 0 ]; then read -r -p "Press Enter to tear the demo down. "; fi
