@@ -4,6 +4,8 @@
 # 2. IPsec: a second pair of tunnel-pods with static SAs (ESP AES-256-GCM in UDP 4500).
 # 3. IKEv2: strongSwan's charon in "branch" plays the customer's router and initiates IKEv2
 #    (PSK) to a tunnel-pod responder in "edge"; the negotiated Child SA carries the pings.
+# 4. IKEv2 between two tunnel-pods: the one in "branch" dials (`ipsec.initiate: true`), the one
+#    in "edge" answers; health checks and pings run through the negotiated Child SA.
 # Prints the health states, pings through all three, shows the metrics, strongSwan's SAs and
 # the responder's /status, then tears everything down (on Enter when run from a terminal; also
 # on failure and Ctrl-C). Root only. Needs strongSwan (strongswan-charon, strongswan-swanctl,
@@ -16,9 +18,10 @@ need_strongswan || exit 1
 cargo build -q --release -p magictunnel-tunnel-pod
 BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/tunnel-pod"
 A=mtdemo-edge B=mtdemo-branch DIR="$(mktemp -d /tmp/mtdemo.XXXXXX)"
+C=mtdemo-pair-edge D=mtdemo-pair-branch # the IKE pair (4.)
 # For reap_lab: every process started below, the namespaces (and what still runs in them, e.g.
 # from an earlier run that was killed), the work directory.
-PIDS=() NAMESPACES=("$A" "$B") WORK=$DIR
+PIDS=() NAMESPACES=("$A" "$B" "$C" "$D") WORK=$DIR
 trap reap_lab EXIT
 trap 'exit 130' INT TERM
 reap_lab; mkdir -p "$DIR"
@@ -198,4 +201,49 @@ echo "== edge IKE metrics"
 ip netns exec "$A" curl -s 127.0.0.1:9182/metrics \
   | grep -E '^magictunnel_(ike_sas|child_sas|ike_[a-z_]*total|tunnel_packets_total)'
 echo "== edge IKE log"; cat "$DIR/edge-ike.log"
+
+echo; echo "== IKEv2 pair: a tunnel-pod in the branch dials (ipsec.initiate: true) a tunnel-pod responder"
+# A namespace pair of its own (charon in the branch holds UDP 500 on every address there):
+# 203.0.113.1 in the edge, 203.0.113.2 in the branch.
+NS_A=$C NS_B=$D VETH_A=mtdemo2 VETH_B=mtdemo3 make_link
+ike_pair() { # name local customer interface-address accepted-peer-id initiate
+  cat <<YAML
+apiVersion: magictunnel.dev/v1alpha1
+kind: TunnelConfig
+name: demo/$1
+type: IPsec
+localEndpoint: $2
+customerEndpoint: $3
+interfaceAddress: $4
+healthCheck: {enabled: true, type: Reply, rate: Mid}
+ipsec:
+  pskFile: $DIR/ike.psk
+  acceptedIds: [{type: IPv4Addr, value: "$5"}]
+  initiate: $6
+http: {listen: 127.0.0.1:9183}
+YAML
+}
+ike_pair edge-pair 203.0.113.1 203.0.113.2 10.203.0.0/31 203.0.113.2 false >"$DIR/edge-pair.yaml"
+ike_pair branch-pair 203.0.113.2 203.0.113.1 10.203.0.1/31 203.0.113.1 true >"$DIR/branch-pair.yaml"
+"$BIN" check --config "$DIR/branch-pair.yaml"
+ip netns exec "$C" "$BIN" run --config "$DIR/edge-pair.yaml" --interface mt-edge-pair 2>"$DIR/edge-pair.log" &
+PIDS+=($!)
+ip netns exec "$D" "$BIN" run --config "$DIR/branch-pair.yaml" --interface mt-branch-pair 2>"$DIR/branch-pair.log" &
+PIDS+=($!)
+for _ in $(seq 100); do
+  ip netns exec "$C" curl -sf 127.0.0.1:9183/readyz >/dev/null \
+    && ip netns exec "$D" curl -sf 127.0.0.1:9183/readyz >/dev/null && break
+  sleep 0.2
+done
+echo "== edge pair /readyz: $(ip netns exec "$C" curl -s 127.0.0.1:9183/readyz)"
+echo "== branch pair /readyz: $(ip netns exec "$D" curl -s 127.0.0.1:9183/readyz)"
+ip netns exec "$D" ping -c 3 -i 0.2 10.203.0.0
+for side in "edge:$C" "branch:$D"; do
+  echo "== ${side%%:*} pair /status"
+  STATUS=$(ip netns exec "${side#*:}" curl -s 127.0.0.1:9183/status)
+  if command -v jq >/dev/null; then jq . <<<"$STATUS"; else echo "$STATUS"; fi
+done
+echo "== branch pair dial metrics"
+ip netns exec "$D" curl -s 127.0.0.1:9183/metrics | grep -E '^magictunnel_ike_dials_total'
+echo "== branch pair log"; cat "$DIR/branch-pair.log"
 if [ -t 0 ]; then read -r -p "Press Enter to tear the demo down. "; fi

@@ -99,6 +99,7 @@ pub fn tunnel_config(v: &ValidatedTunnel) -> Result<TunnelConfig, Invalid> {
             proposals: i.proposals.clone(),
             lifetimes: i.lifetimes,
             static_sa: None,
+            initiate: i.initiate,
         }),
         _ => None,
     };
@@ -727,6 +728,33 @@ mod tests {
         assert_eq!(ipsec.accepted_ids.len(), 4);
         assert_eq!(config.tunnel_id.as_deref().map(str::len), Some(32));
         assert_eq!(config.http.listen.port(), 9180);
+    }
+
+    #[test]
+    fn initiate_reaches_the_pods_config_and_needs_the_customer_endpoint() {
+        let initiator = |customer: Option<&str>| {
+            let mut t = ipsec_tunnel("v", 1, customer);
+            if let Some(i) = t.spec.ipsec.as_mut() {
+                i.initiate = Some(true);
+            }
+            t
+        };
+        let d = built(&initiator(Some("198.51.100.9")), Some(&psk()));
+        assert!(config_of(&d).ipsec.expect("ipsec").initiate);
+        let responder = built(&ipsec_tunnel("v", 1, Some("198.51.100.9")), Some(&psk()));
+        assert!(!config_of(&responder).ipsec.expect("ipsec").initiate);
+        assert_ne!(
+            d.config_hash, responder.config_hash,
+            "a change rolls the pods"
+        );
+        // The CEL rule refuses this at the API server; the pure path refuses it too.
+        let t = initiator(None);
+        let s = Settings::example();
+        let v = validate(&t, &TunnelIndex::of([&t], &s), &s).expect("valid");
+        assert!(v.ipsec.as_ref().is_some_and(|i| i.initiate));
+        let err = desired(&v, &owner(&t), Some(&psk()), &s).expect_err("no customer endpoint");
+        assert_eq!(err.reason, Reason::InvalidSpec);
+        assert!(err.message.contains("customerEndpoint"), "{}", err.message);
     }
 
     #[test]

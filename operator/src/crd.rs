@@ -67,6 +67,9 @@ pub const ROTATE_PSK_ANNOTATION: &str = "magictunnel.dev/rotate-psk";
         .message("the gre block is only allowed when type is GRE"),
     validation = Rule::new("!has(self.customerEndpoint) || self.customerEndpoint != self.localEndpoint")
         .message("customerEndpoint must differ from localEndpoint"),
+    validation = Rule::new("!has(self.ipsec) || !has(self.ipsec.initiate) || !self.ipsec.initiate || has(self.customerEndpoint)")
+        .message("ipsec.initiate: true needs customerEndpoint: the endpoint dials the router at that address")
+        .reason(Reason::FieldValueRequired),
     validation = Rule::new("!has(self.ipsec) || !has(self.ipsec.acceptedIkeIdTypes) || !self.ipsec.acceptedIkeIdTypes.exists(t, t == 'IPv4Addr') || has(self.customerEndpoint)")
         .message("the IPv4Addr IKE ID type needs customerEndpoint: it is the customer endpoint address"),
     validation = Rule::new("!has(self.mssClamp) || (has(self.mssClamp.mode) && self.mssClamp.mode == 'Fixed') == has(self.mssClamp.value)")
@@ -219,10 +222,19 @@ pub struct IpsecSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifetimes: Option<Lifetimes>,
 
-    /// The identity the endpoint presents (IDr). Default: `localEndpoint` as IPv4Addr, which is
-    /// what router configurations usually match as the tunnel's remote identity.
+    /// The identity the endpoint presents (IDr, or IDi when it initiates). Default:
+    /// `localEndpoint` as IPv4Addr, which is what router configurations usually match as the
+    /// tunnel's remote identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_id: Option<LocalIkeId>,
+
+    /// Initiator mode: the endpoint dials the router (IKE_SA_INIT to customerEndpoint, UDP
+    /// 500), retries with back-off (1 s doubling to 30 s without an answer, 10 s doubling to
+    /// 5 min after AUTHENTICATION_FAILED or NO_PROPOSAL_CHOSEN) and dials again when the IKE SA
+    /// is lost (DPD, a Delete from the router). It still answers the router's own initiation.
+    /// Requires customerEndpoint. Default false: respond only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initiate: Option<bool>,
 }
 
 /// Our own IKE identity.
@@ -472,6 +484,10 @@ mod tests {
                 "requires allowNullCipher",
             ),
             (
+                with(ipsec(), &["ipsec", "initiate"], json!(true)),
+                "ipsec.initiate: true needs customerEndpoint",
+            ),
+            (
                 with(
                     ipsec(),
                     &["ipsec", "proposals"],
@@ -520,6 +536,14 @@ mod tests {
             json!(true),
         );
         assert_eq!(cel_errors(&tunnel(null_ok)), "");
+        let initiator = with(
+            with(ipsec(), &["ipsec", "initiate"], json!(true)),
+            &["customerEndpoint"],
+            json!("198.51.100.7"),
+        );
+        assert_eq!(cel_errors(&tunnel(initiator)), "");
+        let responder = with(ipsec(), &["ipsec", "initiate"], json!(false));
+        assert_eq!(cel_errors(&tunnel(responder)), "");
     }
 
     #[test]

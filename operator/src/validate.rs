@@ -63,6 +63,8 @@ pub struct ValidatedIpsec {
     pub lifetimes: Lifetimes,
     /// Our IDr; `None`: the local endpoint as ID_IPV4_ADDR.
     pub local_id: Option<IkeId>,
+    /// `spec.ipsec.initiate`: dial the router.
+    pub initiate: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -352,6 +354,7 @@ fn validate_ipsec(
             id_type: l.id_type,
             value: l.value,
         }),
+        initiate: ipsec.initiate.unwrap_or(false),
     })
 }
 

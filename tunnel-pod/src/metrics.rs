@@ -48,6 +48,11 @@ struct DecisionLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DialLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
     kind: &'static str,
 }
@@ -68,6 +73,8 @@ pub struct IkeMetrics {
     strays: Family<DecisionLabel, Counter>,
     /// 1 while this pod holds its handover name, 0 while another pod does (ambiguous tunnels).
     pub demux_bound: Gauge,
+    /// Initiator mode: dials of the router by how they ended.
+    dials: Family<DialLabel, Counter>,
 }
 
 impl IkeMetrics {
@@ -103,6 +110,14 @@ impl IkeMetrics {
         for notify in errors.chain(["other"]) {
             let _ = self.failures.get_or_create(&NotifyLabel { notify });
         }
+        for d in crate::ikev2::dial::Outcome::ALL {
+            let _ = self.dials.get_or_create(&DialLabel { result: d.as_str() });
+        }
+        registry.register(
+            "ike_dials",
+            "Initiator mode: IKE SAs dialed, by result",
+            self.dials.clone(),
+        );
         registry.register("ike_sas", "IKE SAs established", self.ike_sas.clone());
         registry.register(
             "child_sas",
@@ -192,6 +207,10 @@ impl IkeMetrics {
 
     pub fn dropped(&self, reason: &'static str) {
         self.drops.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn dialed(&self, result: &'static str) {
+        self.dials.get_or_create(&DialLabel { result }).inc();
     }
 }
 
@@ -424,6 +443,18 @@ mod tests {
             assert!(text.contains(&format!(
                 "magictunnel_ike_handovers_total{{direction=\"{d}\"}} 0"
             )));
+        }
+        for r in [
+            "established",
+            "timeout",
+            "auth_failed",
+            "no_proposal",
+            "error",
+        ] {
+            assert!(
+                text.contains(&format!("magictunnel_ike_dials_total{{result=\"{r}\"}} 0")),
+                "dials result {r} missing"
+            );
         }
         m.ike.dropped("cookie_required");
         assert!(

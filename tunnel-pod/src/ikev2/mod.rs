@@ -7,6 +7,7 @@
 //! ESP engine, activate and retire. It also turns the core's events into log lines, metrics and
 //! `/status`, and asks for a Child SA rekey when the data path says an SA is running out.
 
+pub mod dial;
 pub mod policy;
 pub mod sockets;
 
@@ -28,7 +29,7 @@ use crate::dataplane::{IkeDatagram, Path};
 use crate::esp::sa::{Inbound, Outbound};
 use crate::http::Status;
 use crate::io;
-use crate::run::IKE_NATT_PORT;
+use crate::run::{IKE_NATT_PORT, IKE_PORT};
 use crate::wire::udp_encap::{Datagram, NON_ESP_MARKER, classify};
 
 /// The largest IKE message we read on port 500 (RFC 7296 §2: at least 1280 must be accepted;
@@ -121,6 +122,16 @@ pub struct Shell {
     rekey_asked: HashSet<u32>,
     rng: SystemRandom,
     log_budget: LogBudget,
+    /// Initiator mode: when to dial the router (see [`dial`]).
+    dial: Option<dial::Dialer>,
+    /// Why the dial in flight failed, when an event of this step said so.
+    dial_hint: Option<dial::Outcome>,
+    /// IKE SAs from IKE_AUTH through their rekeys, to spot a dial collision (initiator mode).
+    lineages: dial::Lineages,
+    /// Duplicates to delete (a dial collision).
+    duplicates: Vec<(u64, u64)>,
+    /// The router's own IKE SA came up: an unanswered dial of ours is abandoned.
+    abandon_dial: bool,
 }
 
 impl Shell {
@@ -149,6 +160,14 @@ impl Shell {
             rekey_asked: HashSet::new(),
             rng: SystemRandom::new(),
             log_budget: LogBudget::new(Instant::now()),
+            dial: config
+                .customer_endpoint
+                .filter(|_| ipsec.initiate)
+                .map(|_| dial::Dialer::new(Instant::now())),
+            dial_hint: None,
+            lineages: dial::Lineages::default(),
+            duplicates: Vec::new(),
+            abandon_dial: false,
         })
     }
 
@@ -295,7 +314,74 @@ impl Shell {
                 Output::Event(e) => self.event(e),
             }
         }
+        let mut more = Vec::new();
+        self.follow_dial(&mut more);
+        if !more.is_empty() {
+            self.apply(&mut more);
+            return;
+        }
         self.publish();
+    }
+
+    /// Initiator mode: IKE_SA_INIT to the router when the dialer says so.
+    fn dial_if_due(&mut self, out: &mut Vec<Output>) {
+        let (Some(d), Some(customer)) = (self.dial.as_mut(), self.customer) else {
+            return;
+        };
+        let now = Instant::now();
+        if d.due().is_none_or(|t| t > now) {
+            return;
+        }
+        if d.poll(now, dial::View::of(&self.endpoint.status())) {
+            tracing::info!(peer = %customer, attempt = d.failures() + 1, "dialing the router");
+            let path = ike::core::Path {
+                local: SocketAddr::V4(SocketAddrV4::new(self.local, IKE_PORT)),
+                remote: SocketAddr::V4(SocketAddrV4::new(customer, IKE_PORT)),
+            };
+            self.endpoint.initiate(now, path, &self.rng, out);
+        }
+    }
+
+    /// After the core ran: what became of the dial, and duplicates to delete.
+    fn follow_dial(&mut self, out: &mut Vec<Output>) {
+        let Some(d) = self.dial.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        if std::mem::take(&mut self.abandon_dial) && self.endpoint.abandon_initiations() > 0 {
+            tracing::info!("the router's own IKE SA came up: our unanswered dial is abandoned");
+        }
+        let sas = self.endpoint.status();
+        self.lineages
+            .retain(|spis| sas.iter().any(|s| (s.spi_i, s.spi_r) == spis));
+        let mut jitter = [0u8; 8];
+        let _ = ring::rand::SecureRandom::fill(&self.rng, &mut jitter);
+        let hint = self.dial_hint.take();
+        if let Some(outcome) = d.update(now, dial::View::of(&sas), hint, u64::from_le_bytes(jitter))
+        {
+            self.path.metrics.ike.dialed(outcome.as_str());
+            let next = d
+                .due()
+                .map(|t| t.saturating_duration_since(now).as_secs_f32());
+            let failures = d.failures();
+            match outcome {
+                dial::Outcome::Established => tracing::info!("dial: IKE SA established"),
+                o if o.refused() && !self.may_warn() => {}
+                o => tracing::warn!(
+                    result = o.as_str(),
+                    failures,
+                    next_in_seconds = next.unwrap_or(0.0),
+                    "dial failed: backing off"
+                ),
+            }
+        }
+        for spis in std::mem::take(&mut self.duplicates) {
+            tracing::info!(
+                spi_i = %format!("{:016x}", spis.0), spi_r = %format!("{:016x}", spis.1),
+                "two IKE SAs with the router (both ends dialed): deleting this one"
+            );
+            self.endpoint.delete_ike_sa(now, spis, &self.rng, out);
+        }
     }
 
     fn send(&self, path: ike::core::Path, bytes: &[u8]) {
@@ -383,6 +469,7 @@ impl Shell {
                 | Event::PeerError { .. }
         );
         let quiet = noisy && !self.may_warn();
+        self.note_for_dial(&e);
         let m = &self.path.metrics.ike;
         match e {
             Event::IkeEstablished {
@@ -486,6 +573,53 @@ impl Shell {
         }
     }
 
+    /// What an event tells the dialer: why a dial failed, and the IKE SAs born from IKE_AUTH.
+    fn note_for_dial(&mut self, e: &Event) {
+        if self.dial.is_none() {
+            return;
+        }
+        use ike::wire::NotifyType;
+        let hint = match e {
+            Event::AuthFailed { .. } => Some(dial::Outcome::AuthFailed),
+            Event::NoProposalChosen { .. } => Some(dial::Outcome::NoProposal),
+            Event::PeerError { notify, .. } if *notify == NotifyType::AUTHENTICATION_FAILED => {
+                Some(dial::Outcome::AuthFailed)
+            }
+            Event::PeerError { notify, .. } if *notify == NotifyType::NO_PROPOSAL_CHOSEN => {
+                Some(dial::Outcome::NoProposal)
+            }
+            Event::PeerError { .. } => Some(dial::Outcome::Error),
+            Event::PeerDead { .. } => Some(dial::Outcome::Timeout),
+            Event::IkeEstablished {
+                spi_i,
+                spi_r,
+                initiator,
+                ..
+            } => {
+                // Before our IKE_AUTH (and its INITIAL_CONTACT) went out: ours is abandoned.
+                self.abandon_dial |= !initiator;
+                self.duplicates
+                    .extend(self.lineages.established((*spi_i, *spi_r)));
+                None
+            }
+            Event::IkeRekeyed {
+                old_spi_i,
+                old_spi_r,
+                new_spi_i,
+                new_spi_r,
+            } => {
+                self.lineages
+                    .rekeyed((*old_spi_i, *old_spi_r), (*new_spi_i, *new_spi_r));
+                None
+            }
+            _ => None,
+        };
+        // The first reason of a step is the one that ended the dial.
+        if self.dial_hint.is_none() {
+            self.dial_hint = hint;
+        }
+    }
+
     /// Readiness, gauges and `/status` from the core's view of its SAs.
     fn publish(&self) {
         let sas = self.endpoint.status();
@@ -507,6 +641,9 @@ impl Shell {
             .ike
             .demux_bound
             .set(i64::from(self.sockets.state.bound));
+        if let (Some(d), Some(m)) = (&self.dial, json.as_object_mut()) {
+            m.insert("dial".into(), d.status(Instant::now()));
+        }
         self.status.set_sas(json);
     }
 
@@ -586,11 +723,18 @@ pub async fn run(mut shell: Shell, mut rx: mpsc::Receiver<IkeDatagram>, shutdown
             .next_timer()
             .map(tokio::time::Instant::from_std)
             .map_or(next_check, |t| t.min(next_check));
+        let timer = shell
+            .dial
+            .as_ref()
+            .and_then(dial::Dialer::due)
+            .map(tokio::time::Instant::from_std)
+            .map_or(timer, |t| t.min(timer));
         tokio::select! {
             Some(d) = rx.recv() => shell.on_data_socket(d, &mut out),
             incoming = shell.sockets.recv(&mut buf) => shell.incoming(incoming, &buf, &mut out),
             _ = tokio::time::sleep_until(timer) => {
                 shell.endpoint.poll(Instant::now(), &shell.rng, &mut out);
+                shell.dial_if_due(&mut out);
                 if tokio::time::Instant::now() >= next_check {
                     next_check = tokio::time::Instant::now() + SA_CHECK;
                     shell.check_sas(&mut out);

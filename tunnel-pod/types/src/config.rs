@@ -350,6 +350,12 @@ pub struct IpsecConfig {
     /// benchmarks. The PSK and accepted IDs are then not needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub static_sa: Option<StaticSa>,
+    /// Initiator mode: the endpoint dials the router (IKE_SA_INIT to `customerEndpoint`, UDP
+    /// 500), retries with back-off and dials again when the IKE SA is lost (DPD, a Delete from
+    /// the peer). It still answers the router's own IKE_SA_INIT. Needs `customerEndpoint` and
+    /// IKE (no `staticSa`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub initiate: bool,
 }
 
 impl IpsecConfig {
@@ -579,6 +585,18 @@ impl TunnelConfig {
                 Err(invalid("ipsec", "is required when type is IPsec"))
             }
             (TunnelType::Ipsec, None, Some(ipsec)) => {
+                if ipsec.initiate && ipsec.static_sa.is_some() {
+                    return Err(invalid(
+                        "ipsec.initiate",
+                        "static SAs (ipsec.staticSa) have no IKE to initiate: remove one of them",
+                    ));
+                }
+                if ipsec.initiate && self.customer_endpoint.is_none() {
+                    return Err(invalid(
+                        "customerEndpoint",
+                        "ipsec.initiate: true needs the router's address to dial",
+                    ));
+                }
                 if ipsec.static_sa.is_some() && self.customer_endpoint.is_none() {
                     return Err(invalid(
                         "customerEndpoint",
@@ -946,6 +964,30 @@ ipsec:
             )),
             "ipsec.lifetimes.childSeconds"
         );
+        // Initiator mode: the router's address to dial, and IKE (not static SAs).
+        let initiator = ipsec_yaml("  initiate: true\n");
+        assert_eq!(err_field(&initiator), "customerEndpoint");
+        let with_customer = initiator.replace(
+            "localEndpoint: 192.0.2.1\n",
+            "localEndpoint: 192.0.2.1\ncustomerEndpoint: 198.51.100.7\n",
+        );
+        let c = TunnelConfig::from_yaml(&with_customer).expect("initiator with customerEndpoint");
+        assert!(c.ipsec.as_ref().is_some_and(|i| i.initiate));
+        assert!(c.to_yaml().contains("initiate: true"), "{}", c.to_yaml());
+        let responder = TunnelConfig::from_yaml(&ipsec_yaml("")).expect("valid");
+        assert!(!responder.ipsec.as_ref().is_some_and(|i| i.initiate));
+        assert!(
+            !responder.to_yaml().contains("initiate"),
+            "false is the default"
+        );
+        let err = TunnelConfig::from_yaml(&initiator)
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("router's address"), "{err}");
+        let static_sa = include_str!("../../../examples/tunnel-config-ipsec-static.yaml");
+        assert!(TunnelConfig::from_yaml(static_sa).is_ok());
+        let static_initiator = static_sa.replace("  staticSa:", "  initiate: true\n  staticSa:");
+        assert_eq!(err_field(&static_initiator), "ipsec.initiate");
         let without_ipsec = ipsec_yaml("")
             .split("ipsec:")
             .next()

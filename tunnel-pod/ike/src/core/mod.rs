@@ -21,6 +21,7 @@ use crate::wire::{ExchangeType, IdType, NotifyType, TransformId};
 pub use crate::wire::{Identification, TrafficSelector};
 
 mod child;
+mod delete_one;
 mod endpoint;
 mod frag;
 #[doc(hidden)]

@@ -2131,3 +2131,83 @@ fn crossing_child_deletes_are_answered_without_delete_payloads() {
     let payloads = open_at_i(&p, &answer[0].1);
     assert!(payloads.iter().any(|x| matches!(x, Payload::Delete(_))));
 }
+
+/// Both ends dial at once and their IKE_AUTH requests cross (initiator mode on both, or a
+/// router that initiates too): INITIAL_CONTACT comes too early to drop anything, both IKE SAs
+/// exist on both ends; each shell deletes the one whose highest SPI is lower
+/// (`delete_ike_sa`), and one IKE SA with one Child SA remains, the same on both ends.
+#[test]
+fn simultaneous_initiation_leaves_one_ike_sa() {
+    let mut p = Pair::default();
+    let mut out = Vec::new();
+    p.i.ep.initiate(p.now, p.path, &p.rng, &mut out);
+    p.i.absorb(out);
+    let mut out = Vec::new();
+    p.r.ep.initiate(p.now, p.path.reversed(), &p.rng, &mut out);
+    p.r.absorb(out);
+    p.run();
+    let spis = |s: &Side| -> Vec<(u64, u64)> {
+        s.established().iter().map(|x| (x.spi_i, x.spi_r)).collect()
+    };
+    let mut all: Vec<(u64, u64)> = spis(&p.i).into_iter().chain(spis(&p.r)).collect();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 2, "i: {:x?}, r: {:x?}", spis(&p.i), spis(&p.r));
+    assert_eq!((spis(&p.i).len(), spis(&p.r).len()), (2, 2));
+    let loser = *all.iter().min_by_key(|(a, b)| (*a).max(*b)).unwrap();
+    for side in [&mut p.i, &mut p.r] {
+        let mut out = Vec::new();
+        assert!(side.ep.delete_ike_sa(p.now, loser, &p.rng, &mut out));
+        side.absorb(out);
+    }
+    p.run();
+    p.advance_running(Duration::from_secs(20), Duration::from_secs(1));
+    let (si, sr) = (spis(&p.i), spis(&p.r));
+    assert_eq!(
+        si.len(),
+        1,
+        "initiator side: {si:x?}, responder side {sr:x?}"
+    );
+    assert_eq!(si, sr, "both ends keep the same IKE SA");
+    assert_eq!(p.i.children.len(), 1);
+    assert_children_mirror(&p);
+    // DPD keeps working on the one left.
+    p.advance_running(Duration::from_secs(120), Duration::from_secs(5));
+    assert_eq!(spis(&p.i), si);
+    assert!(!p.i.has_event(|e| matches!(e, Event::PeerDead { .. })));
+}
+
+/// The peer's IKE SA came up while our IKE_SA_INIT is unanswered: abandoning ours sends nothing
+/// and leaves the peer's SA alone.
+#[test]
+fn an_unanswered_initiation_can_be_abandoned() {
+    let mut p = Pair::default();
+    p.handshake();
+    let mut out = Vec::new();
+    p.r.ep.initiate(p.now, p.path.reversed(), &p.rng, &mut out);
+    assert_eq!(p.r.ep.abandon_initiations(), 1);
+    assert_eq!(p.r.ep.abandon_initiations(), 0);
+    assert_eq!(p.r.ep.status().len(), 1, "the established SA stays");
+    assert_eq!(p.r.established().len(), 1);
+}
+
+#[test]
+fn delete_ike_sa_names_one_sa() {
+    let mut p = Pair::default();
+    p.handshake();
+    let sa = p.i.established()[0].clone();
+    let mut out = Vec::new();
+    assert!(
+        !p.i.ep
+            .delete_ike_sa(p.now, (sa.spi_i, sa.spi_r ^ 1), &p.rng, &mut out)
+    );
+    assert!(out.is_empty());
+    assert!(
+        p.i.ep
+            .delete_ike_sa(p.now, (sa.spi_i, sa.spi_r), &p.rng, &mut out)
+    );
+    p.i.absorb(out);
+    p.run();
+    assert!(p.i.established().is_empty() && p.r.established().is_empty());
+    assert!(p.i.children.is_empty() && p.r.children.is_empty());
+}
