@@ -11,8 +11,8 @@
 //!
 //! Router i has the inner network 10.10.i.0/24 (10.10.i.1 on its loopback); tunnel-pod i has
 //! interfaceAddress 10.99.i.1/31, a route to 10.10.i.0/24, HTTP on 127.0.0.1:9190+i, its own
-//! PSK and IKE ID. The routers are strongSwan ([`RouterKind`]; a tunnel-pod initiator is the
-//! other kind the issue asks for). All initiate at once; each must get its own IKE SA on the
+//! PSK and IKE ID. Routers 1 and 2 are strongSwan; router 3 is strongSwan or a tunnel-pod with
+//! `ipsec.initiate: true` ([`RouterKind`]). All initiate at once; each must get its own IKE SA on the
 //! right pod (the SPIs strongSwan lists are the ones that pod's `/status` shows), carry ping and
 //! a TCP transfer, and the handover counters must show the path the datagrams took.
 //!
@@ -48,6 +48,8 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RouterKind {
     StrongSwan,
+    /// A tunnel-pod in the router's namespace with `ipsec.initiate: true`: it dials the node.
+    TunnelPod,
 }
 
 /// Where router i sits.
@@ -91,6 +93,8 @@ struct Net {
 
 struct PodProc {
     label: String,
+    /// The namespace it runs in (`n`, the node, or a router's).
+    ns: String,
     child: Child,
     log: PathBuf,
     http_port: u16,
@@ -254,6 +258,11 @@ impl Net {
 
     /// Starts `tunnel-pod run` in the node namespace.
     fn start_pod(&mut self, label: &str, config: &GreConfig) -> usize {
+        self.start_pod_in("n", label, config)
+    }
+
+    /// Starts `tunnel-pod run` in namespace `short`.
+    fn start_pod_in(&mut self, short: &str, label: &str, config: &GreConfig) -> usize {
         let yaml = config.to_yaml();
         if let Err(e) = tunnel_pod::config::TunnelConfig::from_yaml(&yaml) {
             panic!("the test wrote an invalid config: {e}\n{yaml}");
@@ -266,7 +275,7 @@ impl Net {
         let iface = self.ifname(&format!("t{label}"));
         let path_arg = path.to_string_lossy().into_owned();
         let mut c = self.in_ns(
-            "n",
+            short,
             TUNNEL_POD,
             &["run", "--config", &path_arg, "--interface", &iface],
         );
@@ -274,6 +283,7 @@ impl Net {
         let child = c.spawn().unwrap_or_else(|e| panic!("tunnel-pod: {e}"));
         self.pods.push(PodProc {
             label: label.to_string(),
+            ns: short.to_string(),
             child,
             log,
             http_port: config.http_port,
@@ -287,7 +297,8 @@ impl Net {
 
     fn http(&self, pod: usize, path: &str) -> Option<String> {
         let url = format!("http://127.0.0.1:{}{path}", self.pods[pod].http_port);
-        let out = output(&mut self.in_ns("n", "curl", &["-sf", "--max-time", "2", &url]));
+        let ns = &self.pods[pod].ns;
+        let out = output(&mut self.in_ns(ns, "curl", &["-sf", "--max-time", "2", &url]));
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
@@ -428,21 +439,73 @@ fn pod_config(net: &Net, i: u8, customer: Option<Ipv4Addr>, route: &str, http: u
 struct Router {
     i: u8,
     short: String,
-    kind: RouterKind,
-    charon: Charon,
+    speaker: Speaker,
 }
+
+/// The router's IKE speaker.
+enum Speaker {
+    Charon(Charon),
+    /// Index of its tunnel-pod in [`Net::pods`] and that pod's HTTP port.
+    Pod {
+        pod: usize,
+        http_port: u16,
+    },
+}
+
+/// The router-side tunnel-pod's HTTP port (in the router's own namespace).
+const ROUTER_HTTP: u16 = 9300;
 
 impl Router {
     fn new(net: &mut Net, i: u8, reach: Reach, kind: RouterKind) -> Router {
         let short = net.add_router(i, reach);
+        let local = match reach {
+            Reach::Direct => router_public(i),
+            Reach::Nat => Ipv4Addr::new(192, 0, 2, 2),
+        };
         match kind {
+            RouterKind::TunnelPod => {
+                // The mirror of the node's pod i: the /31's other address, the node's default
+                // ID (its endpoint as ID_IPV4_ADDR) accepted, pod i's FQDN ID presented.
+                let psk_file = net.dir.join(format!("router-psk-{i}"));
+                fs::write(&psk_file, psk(i)).unwrap_or_else(|e| panic!("{e}"));
+                let config = GreConfig {
+                    name: format!("test/{}-router-{i}", net.prefix),
+                    local,
+                    customer: Some(LOCAL),
+                    interface_address: format!("10.99.{i}.0/31"),
+                    mtu: None,
+                    ttl: 64,
+                    mss: Mss::Auto,
+                    routes: Vec::new(),
+                    health_rate: None,
+                    health_type: "Reply",
+                    health_direction: "Bidirectional",
+                    health_target: None,
+                    key: None,
+                    ipsec: Some(format!(
+                        "  pskFile: {}\n  acceptedIds: [{{type: IPv4Addr, value: \"{LOCAL}\"}}]\n  \
+                         localId: {{type: FQDN, value: \"{}.acct1.ipsec.example\"}}\n  \
+                         initiate: true",
+                        psk_file.display(),
+                        tunnel_id(i)
+                    )),
+                    http_port: ROUTER_HTTP,
+                };
+                // `q<i>`: the label names its TUN device, which must fit IFNAMSIZ.
+                let pod = net.start_pod_in(&short, &format!("q{i}"), &config);
+                Router {
+                    i,
+                    short,
+                    speaker: Speaker::Pod {
+                        pod,
+                        http_port: ROUTER_HTTP,
+                    },
+                }
+            }
             RouterKind::StrongSwan => {
                 let mut charon =
                     Charon::start_in(&net.ns(&short), &net.dir, &short, CharonOptions::default());
-                let local = match reach {
-                    Reach::Direct => router_public(i).to_string(),
-                    Reach::Nat => "192.0.2.2".to_string(),
-                };
+                let local = local.to_string();
                 let id = format!("@{}.acct1.ipsec.example", tunnel_id(i));
                 let mut c = SwanConn::new(CONN, &local, &LOCAL.to_string(), &id, &psk(i));
                 c.local_ts = vec![format!("10.10.{i}.0/24")];
@@ -451,18 +514,25 @@ impl Router {
                 Router {
                     i,
                     short,
-                    kind,
-                    charon,
+                    speaker: Speaker::Charon(charon),
                 }
             }
         }
     }
 
-    /// The command that brings the tunnel up (blocks until it is up or failed).
-    fn initiate(&self) -> Command {
-        match self.kind {
-            RouterKind::StrongSwan => {
-                let uri = self.charon.uri();
+    /// The command that brings the tunnel up (blocks until it is up or failed). A tunnel-pod
+    /// router dials on its own from its start: the command waits for its `/readyz` (a Child SA).
+    fn initiate(&self, net: &Net) -> Command {
+        match &self.speaker {
+            Speaker::Pod { http_port, .. } => {
+                let script = format!(
+                    "for i in $(seq 300); do curl -sf --max-time 1 \
+                     http://127.0.0.1:{http_port}/readyz >/dev/null && exit 0; sleep 0.1; done; exit 1"
+                );
+                net.in_ns(&self.short, "sh", &["-c", &script])
+            }
+            Speaker::Charon(charon) => {
+                let uri = charon.uri();
                 cmd(
                     "swanctl",
                     &[
@@ -480,10 +550,22 @@ impl Router {
     }
 
     /// (spi-in, spi-out) of the router's installed child, with its IKE SA's remote port.
-    fn child_spis(&self) -> Option<(u32, u32)> {
-        let sa = self.charon.established(CONN)?;
-        let c = sa.installed()?;
-        Some((spi(&c.spi_in)?, spi(&c.spi_out)?))
+    fn child_spis(&self, net: &Net) -> Option<(u32, u32)> {
+        match &self.speaker {
+            Speaker::Charon(charon) => {
+                let sa = charon.established(CONN)?;
+                let c = sa.installed()?;
+                Some((spi(&c.spi_in)?, spi(&c.spi_out)?))
+            }
+            Speaker::Pod { pod, .. } => pod_children(&net.status(*pod)).first().copied(),
+        }
+    }
+
+    fn charon(&self) -> Option<&Charon> {
+        match &self.speaker {
+            Speaker::Charon(c) => Some(c),
+            Speaker::Pod { .. } => None,
+        }
     }
 }
 
@@ -515,7 +597,7 @@ fn initiate_all(net: &Net, routers: &[&Router]) -> BTreeMap<u8, Duration> {
     let children: Vec<(u8, Child)> = routers
         .iter()
         .map(|r| {
-            let mut c = r.initiate();
+            let mut c = r.initiate(net);
             c.stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
@@ -544,7 +626,7 @@ fn initiate_all(net: &Net, routers: &[&Router]) -> BTreeMap<u8, Duration> {
 /// that pod's `/status`, and in no other pod's.
 fn assert_sa_on(net: &Net, r: &Router, pod: usize, pods: &[usize]) {
     let (spi_in, spi_out) = r
-        .child_spis()
+        .child_spis(net)
         .unwrap_or_else(|| panic!("router {}: no installed child{}", r.i, net.logs()));
     let want = (spi_out, spi_in);
     let found = wait_for(Duration::from_secs(5), Duration::from_millis(100), || {
@@ -703,7 +785,9 @@ fn three_tunnels(shape: Shape, kind: RouterKind) {
             } else {
                 Reach::Direct
             };
-            Router::new(&mut net, i, reach, kind)
+            // Routers 1 and 2 are strongSwan; `kind` says what the third is.
+            let k = if i == 3 { kind } else { RouterKind::StrongSwan };
+            Router::new(&mut net, i, reach, k)
         })
         .collect();
     let refs: Vec<&Router> = routers.iter().collect();
@@ -809,7 +893,10 @@ fn three_tunnels(shape: Shape, kind: RouterKind) {
     assert_eq!(net.handovers(pods[0], "received"), received[0]);
     traffic(&mut net, &routers[0]);
     // One at a time: handshake time on the direct path vs router 3's (NAT or default).
-    for r in [&routers[0], &routers[2]] {
+    for r in [&routers[0], &routers[2]]
+        .into_iter()
+        .filter(|r| r.charon().is_some())
+    {
         let before = net.strays(pods[2], "mine") + net.handovers(pods[2], "received");
         let median = sequential_handshakes(&net, r, 7);
         let after = net.strays(pods[2], "mine") + net.handovers(pods[2], "received");
@@ -828,9 +915,12 @@ fn three_tunnels(shape: Shape, kind: RouterKind) {
 fn sequential_handshakes(net: &Net, r: &Router, n: usize) -> Duration {
     let mut times = Vec::new();
     for _ in 0..n {
-        r.charon.terminate_ike(CONN);
+        let Some(charon) = r.charon() else {
+            panic!("router {}: sequential handshakes need strongSwan", r.i);
+        };
+        charon.terminate_ike(CONN);
         let gone = wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
-            r.charon.list_sas().is_empty().then_some(())
+            charon.list_sas().is_empty().then_some(())
         });
         assert!(gone.is_some(), "router {}: SA not terminated", r.i);
         let t = initiate_all(net, &[r]);
@@ -843,12 +933,37 @@ fn sequential_handshakes(net: &Net, r: &Router, n: usize) -> Duration {
 #[test]
 #[ignore = "needs root, network namespaces and strongSwan"]
 fn three_routers_one_endpoint() {
+    // The issue's shape: two strongSwan routers and a tunnel-pod initiator.
+    three_tunnels(
+        Shape {
+            third_reach: Reach::Direct,
+            third_is_default: false,
+        },
+        RouterKind::TunnelPod,
+    );
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and strongSwan"]
+fn three_strongswan_routers_one_endpoint() {
     three_tunnels(
         Shape {
             third_reach: Reach::Direct,
             third_is_default: false,
         },
         RouterKind::StrongSwan,
+    );
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and strongSwan"]
+fn tunnel_pod_router_behind_nat_dials_through_the_lobby() {
+    three_tunnels(
+        Shape {
+            third_reach: Reach::Nat,
+            third_is_default: false,
+        },
+        RouterKind::TunnelPod,
     );
 }
 
