@@ -813,10 +813,9 @@ async fn ipsec_tunnels_share_a_local_endpoint_unless_their_peers_are_ambiguous()
             .await;
     }
     // Both pods are scheduled onto the one node and started by the kubelet (a UDP 500 host
-    // port on the local endpoint would keep the second Pending). Whether both then keep
-    // running depends on the endpoint sharing UDP 500/4500 (SO_REUSEPORT, issue #10's
-    // demultiplexing in tunnel-pod), not on the operator: without it, whichever binds second
-    // exits.
+    // port on the local endpoint would keep the second Pending), and both keep running: they
+    // share UDP 500/4500 on the endpoint (SO_REUSEPORT sockets, tunnel-pod's `lobby`); without
+    // that, whichever binds second exits and restarts.
     let pods = [
         wait_pod(&ns, "first-0", Up::Started).await,
         wait_pod(&ns, "second-0", Up::Started).await,
@@ -831,6 +830,11 @@ async fn ipsec_tunnels_share_a_local_endpoint_unless_their_peers_are_ambiguous()
         let ports = declared_ports(p);
         assert_eq!(ports.len(), 1, "only the HTTP port: {ports:?}");
         assert_eq!(ports[0].0, "TCP", "{ports:?}");
+    }
+    // Long enough for a failed bind to have shown as a restart (the kubelet restarts at once).
+    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+    for name in ["first-0", "second-0"] {
+        assert_serving(&ns, name).await;
     }
 
     // The same customer endpoint again: the node could not tell the two apart.
