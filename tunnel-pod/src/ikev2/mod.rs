@@ -156,6 +156,12 @@ impl Shell {
         })
     }
 
+    /// The IKE_SA_INIT flood limits (`tunnel-pod run --ike-*`).
+    pub fn with_limits(mut self, limits: ike::core::Limits) -> Self {
+        self.endpoint = self.endpoint.with_limits(limits);
+        self
+    }
+
     fn esp(&self) -> Option<&crate::encap::Esp> {
         self.path.encap.as_esp()
     }
@@ -410,6 +416,8 @@ impl Shell {
         self.status.set_child_sa_up(up && children > 0);
         self.path.metrics.ike.ike_sas.set(established as i64);
         self.path.metrics.ike.child_sas.set(children as i64);
+        let flood = self.endpoint.stats();
+        (self.path.metrics.ike).flood(flood.half_open, flood.cookies_sent);
         self.status.set_sas(status_json(&sas));
     }
 
