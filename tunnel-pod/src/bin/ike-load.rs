@@ -168,7 +168,10 @@ impl Tally {
             *self.failed.entry(k).or_default() += v;
         }
         self.latencies.extend(o.latencies);
-        self.first_start = [self.first_start, o.first_start].into_iter().flatten().min();
+        self.first_start = [self.first_start, o.first_start]
+            .into_iter()
+            .flatten()
+            .min();
         self.last_done = [self.last_done, o.last_done].into_iter().flatten().max();
         for (k, v) in o.answers {
             *self.answers.entry(k).or_default() += v;
@@ -192,8 +195,9 @@ struct Socks {
 }
 
 fn bind(addr: Ipv4Addr, port: u16) -> Result<tokio::net::UdpSocket> {
-    let s = std::net::UdpSocket::bind(SocketAddrV4::new(addr, port))
-        .with_context(|| format!("binding {addr}:{port} (is the address on an interface? ulimit -n?)"))?;
+    let s = std::net::UdpSocket::bind(SocketAddrV4::new(addr, port)).with_context(|| {
+        format!("binding {addr}:{port} (is the address on an interface? ulimit -n?)")
+    })?;
     s.set_nonblocking(true)?;
     Ok(tokio::net::UdpSocket::from_std(s)?)
 }
@@ -265,11 +269,36 @@ impl Socks {
             }
         }
     }
+}
 
+/// When every source is done with its handshakes (the hold counts from then).
+struct Finish {
+    remaining: std::sync::atomic::AtomicUsize,
+    at: Mutex<Option<Instant>>,
+}
+
+impl Finish {
+    fn done(&self) {
+        use std::sync::atomic::Ordering;
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1
+            && let Ok(mut at) = self.at.lock()
+        {
+            *at = Some(Instant::now());
+        }
+    }
+
+    fn at(&self) -> Option<Instant> {
+        self.at.lock().ok().and_then(|a| *a)
+    }
 }
 
 /// One source's handshakes, one after the other, each started no earlier than its slot.
-async fn handshakes(mut src: Source, a: Arc<Args>, starts: Vec<Instant>) -> Tally {
+async fn handshakes(
+    mut src: Source,
+    a: Arc<Args>,
+    starts: Vec<Instant>,
+    finish: Arc<Finish>,
+) -> Tally {
     let mut t = Tally::default();
     let (mut buf, mut buf2) = (vec![0u8; 65_535], vec![0u8; 65_535]);
     let mut out = Vec::new();
@@ -317,7 +346,9 @@ async fn handshakes(mut src: Source, a: Arc<Args>, starts: Vec<Instant>) -> Tall
                     Output::Event(Event::NoProposalChosen { .. }) => {
                         failure.get_or_insert("no_proposal_chosen".into());
                     }
-                    Output::Event(Event::IkeDeleted { spi_i: s, reason, .. }) if s == spi_i => {
+                    Output::Event(Event::IkeDeleted {
+                        spi_i: s, reason, ..
+                    }) if s == spi_i => {
                         failure.get_or_insert(reason.as_str().into());
                     }
                     _ => {}
@@ -348,7 +379,10 @@ async fn handshakes(mut src: Source, a: Arc<Args>, starts: Vec<Instant>) -> Tall
                 *t.failed.entry("timeout".into()).or_default() += 1;
                 break;
             }
-            let wake = src.endpoint.next_timer().map_or(deadline, |x| x.min(deadline));
+            let wake = src
+                .endpoint
+                .next_timer()
+                .map_or(deadline, |x| x.min(deadline));
             tokio::select! {
                 r = src.socks.recv(&mut buf, &mut buf2) => {
                     if let Some((port, from, msg)) = r {
@@ -361,13 +395,17 @@ async fn handshakes(mut src: Source, a: Arc<Args>, starts: Vec<Instant>) -> Tall
             }
         }
     }
-    // Keep the SAs (answer DPD etc.) until the hold ends, then delete them.
-    let hold_until = Instant::now() + Duration::from_secs_f64(a.hold);
-    while Instant::now() < hold_until {
-        let wake = src
-            .endpoint
-            .next_timer()
-            .map_or(hold_until, |x| x.min(hold_until));
+    // Keep the SAs (answer DPD etc.) until `hold` after the last source is done, then delete
+    // them: meanwhile the responder holds every SA.
+    finish.done();
+    let hold = Duration::from_secs_f64(a.hold);
+    loop {
+        let now = Instant::now();
+        if finish.at().is_some_and(|at| now >= at + hold) {
+            break;
+        }
+        let check = now + Duration::from_millis(100);
+        let wake = src.endpoint.next_timer().map_or(check, |x| x.min(check));
         tokio::select! {
             r = src.socks.recv(&mut buf, &mut buf2) => {
                 if let Some((port, from, msg)) = r {
@@ -469,14 +507,12 @@ fn main() -> Result<()> {
             } else {
                 Some(bind(addr, 4500)?)
             };
-            let endpoint = Endpoint::new(
-                config.clone(),
-                Box::new(ike::core::StaticPsk(psk.clone())),
-            )
-            .with_limits(Limits {
-                max_sas: usize::MAX,
-                ..Limits::default()
-            });
+            let endpoint =
+                Endpoint::new(config.clone(), Box::new(ike::core::StaticPsk(psk.clone())))
+                    .with_limits(Limits {
+                        max_sas: usize::MAX,
+                        ..Limits::default()
+                    });
             sources.push(Source {
                 addr,
                 socks: Socks { addr, s500, s4500 },
@@ -503,14 +539,18 @@ fn main() -> Result<()> {
         }
         let end = slot(a.count) + Duration::from_secs_f64(a.linger);
         let tally = Arc::new(Mutex::new(Tally::default()));
+        let finish = Arc::new(Finish {
+            remaining: std::sync::atomic::AtomicUsize::new(sources.len()),
+            at: Mutex::new(None),
+        });
         let mut tasks = Vec::new();
         for (src, starts) in sources.into_iter().zip(plan) {
-            let (a, tally) = (a.clone(), tally.clone());
+            let (a, tally, finish) = (a.clone(), tally.clone(), finish.clone());
             tasks.push(tokio::spawn(async move {
                 let t = if a.flood {
                     flood(src, a, starts, end).await
                 } else {
-                    handshakes(src, a, starts).await
+                    handshakes(src, a, starts, finish).await
                 };
                 if let Ok(mut all) = tally.lock() {
                     all.merge(t);

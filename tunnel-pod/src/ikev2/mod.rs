@@ -35,6 +35,10 @@ use crate::wire::udp_encap::NON_ESP_MARKER;
 const MAX_IKE_MESSAGE: usize = 65_535;
 /// How often the shell looks at the data path's SAs (sequence numbers and byte lifetimes).
 const SA_CHECK: Duration = Duration::from_secs(1);
+/// Up to this many IKE SAs `/status` is rebuilt after every step; beyond, every
+/// `PUBLISH_INTERVAL`.
+const PUBLISH_EVERY_SA: usize = 32;
+const PUBLISH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Reads the PSK for every new IKE SA: from the mounted file when there is one (so that a
 /// rotated Secret applies without a restart, once the kubelet has refreshed the file), else
@@ -120,6 +124,8 @@ pub struct Shell {
     rekey_asked: HashSet<u32>,
     rng: SystemRandom,
     log_budget: LogBudget,
+    /// When `/status`, the SA gauges and readiness were last rebuilt (see `publish`).
+    published: Option<Instant>,
 }
 
 impl Shell {
@@ -153,6 +159,7 @@ impl Shell {
             rekey_asked: HashSet::new(),
             rng: SystemRandom::new(),
             log_budget: LogBudget::new(Instant::now()),
+            published: None,
         })
     }
 
@@ -407,8 +414,22 @@ impl Shell {
         }
     }
 
-    /// Readiness, gauges and `/status` from the core's view of its SAs.
-    fn publish(&self) {
+    /// Readiness, gauges and `/status` from the core's view of its SAs. Rebuilding them costs
+    /// O(SAs) allocations (the JSON above all): with more than [`PUBLISH_EVERY_SA`] SAs they are
+    /// rebuilt at most every [`PUBLISH_INTERVAL`] (the loop wakes at least every second, so they
+    /// lag by at most about a second), else after every step. At 1,000 SAs rebuilding after every
+    /// message made the IKE task spend most of its time here (BENCHMARKS.md, issue #10).
+    fn publish(&mut self) {
+        let flood = self.endpoint.stats();
+        (self.path.metrics.ike).flood(flood.half_open, flood.cookies_sent);
+        let now = Instant::now();
+        let fresh = self
+            .published
+            .is_some_and(|t| now.saturating_duration_since(t) < PUBLISH_INTERVAL);
+        if fresh && self.endpoint.sa_count() > PUBLISH_EVERY_SA {
+            return;
+        }
+        self.published = Some(now);
         let sas = self.endpoint.status();
         let established = sas.iter().filter(|s| s.state == "established").count();
         let children: usize = sas.iter().map(|s| s.children.len()).sum();
@@ -416,8 +437,6 @@ impl Shell {
         self.status.set_child_sa_up(up && children > 0);
         self.path.metrics.ike.ike_sas.set(established as i64);
         self.path.metrics.ike.child_sas.set(children as i64);
-        let flood = self.endpoint.stats();
-        (self.path.metrics.ike).flood(flood.half_open, flood.cookies_sent);
         self.status.set_sas(status_json(&sas));
     }
 

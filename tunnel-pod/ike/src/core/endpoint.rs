@@ -165,6 +165,11 @@ impl Endpoint {
         (self.flood.verified.len(), self.closed.len())
     }
 
+    /// IKE SAs held, in any state.
+    pub fn sa_count(&self) -> usize {
+        self.sas.len()
+    }
+
     pub fn stats(&self) -> Stats {
         Stats {
             half_open: self.sas.values().filter(|s| s.is_half_open()).count(),
