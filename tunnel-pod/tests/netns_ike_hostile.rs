@@ -975,11 +975,22 @@ fn hostile_flood_from_many_sources() {
     }
     assert!(after.get(COOKIES_SENT, &[]) > mid.get(COOKIES_SENT, &[]));
     let mut by_source: std::collections::BTreeMap<String, u64> = Default::default();
-    for sa in pod_sas(&lab) {
-        if let Some(ip) = sa.peer.rsplit_once(':').map(|(ip, _)| ip.to_string()) {
-            *by_source.entry(ip).or_default() += 1;
+    // /status may lag by up to a second beyond 32 SAs (the IKE shell's `publish`).
+    std::thread::sleep(Duration::from_millis(1500));
+    let body = match lab.http(Side::B, "/status") {
+        Some((200, body)) => body,
+        other => panic!("GET /status: {other:?}"),
+    };
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    for sa in status["ikeSas"].as_array().into_iter().flatten() {
+        if sa["state"] == "await_auth"
+            && let Some((ip, _)) = sa["peer"].as_str().and_then(|p| p.rsplit_once(':'))
+        {
+            *by_source.entry(ip.to_string()).or_default() += 1;
         }
     }
+    let held: u64 = by_source.values().sum();
+    assert_eq!(held, MAX_HALF_OPEN, "/status: {held} half-open SAs");
     let worst = by_source
         .iter()
         .filter(|(ip, _)| ip.starts_with("10.77."))

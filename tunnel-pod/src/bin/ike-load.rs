@@ -423,12 +423,16 @@ async fn handshakes(
     t
 }
 
-/// One source's share of a flood.
+/// One source's share of a flood: its requests at their times (or as soon as it can when it
+/// falls behind), then answers for `linger` seconds after the schedule's end or its own last
+/// request, whichever is later.
 async fn flood(mut src: Source, a: Arc<Args>, sends: Vec<Instant>, end: Instant) -> Tally {
     let mut t = Tally::default();
     let (mut buf, mut buf2) = (vec![0u8; 65_535], vec![0u8; 65_535]);
     let mut out = Vec::new();
     let mut next = sends.into_iter().peekable();
+    let linger = Duration::from_secs_f64(a.linger);
+    let mut end = end;
     loop {
         let wake = next.peek().copied().unwrap_or(end);
         if next.peek().is_none() && Instant::now() >= end {
@@ -460,6 +464,7 @@ async fn flood(mut src: Source, a: Arc<Args>, sends: Vec<Instant>, end: Instant)
                     let n = Instant::now();
                     t.first_start = Some(t.first_start.map_or(n, |f| f.min(n)));
                     t.last_done = Some(n);
+                    end = end.max(n + linger);
                     src.send(&mut out);
                 }
             }
