@@ -16,6 +16,8 @@
 # (b) Handshakes/s, closed loop: CONC initiators, each opening PER SAs one after the other, as
 #     fast as the responder answers, against R and then S (ROUNDS times, alternating).
 #
+# Each run also reports the responder's CPU time (user + system, all threads, from
+# /proc/PID/stat): on a VM shared with other work, CPU per handshake is the steadier figure.
 # Prints JSON lines (one per run) on stdout and a summary on stderr. Environment: SAS (1000),
 # RATE (200), CONC (32), PER (20), ROUNDS (2), GROUP (ecp384), LOAD_THREADS (1), NO_BUILD=1
 # to use the binaries in CARGO_TARGET_DIR/release as they are, KEEP_LOGS=1 to keep the work
@@ -194,6 +196,9 @@ load() {
         --peer-id "$1" --threads "$LOAD_THREADS" --timeout 20 --local-ts 172.16.0.0/12
 }
 hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+# CPU time (user + system) of a process and its threads, in clock ticks.
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICKS=$(getconf CLK_TCK)
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 tp_sas() {
     ip netns exec "$NS_R" curl -sf "http://127.0.0.1:$HTTP/metrics" | awk '$1 == "magictunnel_ike_sas" {print $2}'
@@ -209,7 +214,7 @@ summary=()
 # (a) SAS IKE SAs at RATE/s, held 5 s (counted at the responder meanwhile), then deleted.
 for who in tunnel-pod strongswan; do
     if [[ $who == tunnel-pod ]]; then target=10.201.0.1 base=10.210.0.1 pid=$TP; else target=10.202.0.1 base=10.220.0.1 pid=$CH; fi
-    rss0=$(rss "$pid")
+    rss0=$(rss "$pid") cpu0=$(cpu "$pid")
     load "$target" "$base" "$SAS" "$SAS" "$RATE" 6 >"$WORK/a-$who.json" &
     lp=$!
     sleep 0.5
@@ -220,9 +225,9 @@ for who in tunnel-pod strongswan; do
         sleep 1
     done
     wait "$lp"
-    peak=$(hwm "$pid")
-    line=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); d.update(bench="a", responder=sys.argv[2], held_at_responder=int(sys.argv[3]), rss_before_kib=int(sys.argv[4]), vmhwm_kib=int(sys.argv[5])); print(json.dumps(d))' \
-        "$WORK/a-$who.json" "$who" "$held" "$rss0" "$peak")
+    peak=$(hwm "$pid") cpu1=$(cpu "$pid")
+    line=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); d.update(bench="a", responder=sys.argv[2], held_at_responder=int(sys.argv[3]), rss_before_kib=int(sys.argv[4]), vmhwm_kib=int(sys.argv[5]), responder_cpu_s=float(sys.argv[6])); print(json.dumps(d))' \
+        "$WORK/a-$who.json" "$who" "$held" "$rss0" "$peak" "$(echo "scale=2; ($cpu1 - $cpu0) / $TICKS" | bc)")
     echo "$line"
     summary+=("$line")
     sleep 3
@@ -232,8 +237,12 @@ done
 for r in $(seq "$ROUNDS"); do
     for who in tunnel-pod strongswan; do
         if [[ $who == tunnel-pod ]]; then target=10.201.0.1 base=10.210.128.1; else target=10.202.0.1 base=10.220.128.1; fi
-        line=$(load "$target" "$base" "$CONC" $((CONC * PER)) 0 0 |
-            python3 -c 'import json,sys; d=json.load(sys.stdin); d.update(bench="b", responder=sys.argv[1], round=int(sys.argv[2])); print(json.dumps(d))' "$who" "$r")
+        if [[ $who == tunnel-pod ]]; then pid=$TP; else pid=$CH; fi
+        cpu0=$(cpu "$pid")
+        load "$target" "$base" "$CONC" $((CONC * PER)) 0 0 >"$WORK/b.json"
+        cpu1=$(cpu "$pid")
+        line=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); c=(int(sys.argv[4])-int(sys.argv[3]))/int(sys.argv[5]); d.update(bench="b", responder=sys.argv[2], round=int(sys.argv[6]), responder_cpu_s=round(c, 2), responder_cpu_ms_per_handshake=round(c*1000/max(d["established"],1), 3)); print(json.dumps(d))' \
+            "$WORK/b.json" "$who" "$cpu0" "$cpu1" "$TICKS" "$r")
         echo "$line"
         summary+=("$line")
         sleep 2
@@ -247,14 +256,14 @@ b = {}
 for d in rows:
     lat = d["latency_ms"]
     if d["bench"] == "a":
-        print("(a) %-10s %d/%d SAs in %s s (held %d at the responder), failed %s, p50 %s ms, p99 %s ms, VmHWM %.1f MiB"
+        print("(a) %-10s %d/%d SAs in %s s (held %d at the responder), failed %s, p50 %s ms, p99 %s ms, VmHWM %.1f MiB, responder CPU %s s"
               % (d["responder"], d["established"], d["requested"], d["elapsed_s"], d["held_at_responder"],
-                 d["failed"], lat["p50"], lat["p99"], d["vmhwm_kib"] / 1024))
+                 d["failed"], lat["p50"], lat["p99"], d["vmhwm_kib"] / 1024, d["responder_cpu_s"]))
     else:
         b.setdefault(d["responder"], []).append(d["handshakes_per_s"])
-        print("(b) %-10s round %d: %s handshakes/s (%d/%d, failed %s, p50 %s ms, p99 %s ms)"
+        print("(b) %-10s round %d: %s handshakes/s (%d/%d, failed %s, p50 %s ms, p99 %s ms), responder CPU %s ms per handshake"
               % (d["responder"], d["round"], d["handshakes_per_s"], d["established"], d["requested"],
-                 d["failed"], lat["p50"], lat["p99"]))
+                 d["failed"], lat["p50"], lat["p99"], d["responder_cpu_ms_per_handshake"]))
 if b.get("tunnel-pod") and b.get("strongswan"):
     t, s = max(b["tunnel-pod"]), max(b["strongswan"])
     print("(b) best of each: tunnel-pod %s/s, strongSwan %s/s, ratio %.2fx" % (t, s, t / s if s else float("inf")))
