@@ -52,8 +52,10 @@ pub const COOKIE_THRESHOLD: usize = 16;
 /// 2. `max_half_open` half-open SAs: dropped, [`DropReason::HalfOpenCap`].
 /// 3. From `cookie_threshold` half-open SAs on, or when the request's source address already
 ///    holds `half_open_per_source` of them, the request must carry a valid COOKIE (RFC 7296
-///    §2.6, "the responder MAY reject the message by sending back a response containing a
-///    COOKIE notification"); without one it is answered with a COOKIE and keeps no state
+///    §2.6: "When a responder detects a large number of half-open IKE SAs, it SHOULD reply to
+///    IKE_SA_INIT requests with a response containing the COOKIE notification"; the retried
+///    request carries it "as the first payload"); without one it is answered with a COOKIE
+///    and keeps no state
 ///    ([`DropReason::CookieRequired`], or [`DropReason::CookieInvalid`] for a wrong or stale
 ///    one).
 /// 4. A source at `half_open_per_source` that returned a valid cookie has proved it receives
@@ -61,9 +63,11 @@ pub const COOKIE_THRESHOLD: usize = 16;
 ///    flood with its address as the source): the oldest of those is given up for the new one.
 ///    When all of them carry cookies, the request is dropped, [`DropReason::HalfOpenPerSource`].
 ///
-/// So a spoofing flood holds at most `cookie_threshold` SAs (plus `half_open_per_source` per
-/// source it names), and cannot keep a real peer out; a flood that answers cookies holds at
-/// most `half_open_per_source` SAs per address it really has, and `max_half_open` in all.
+/// So a spoofing flood holds at most `cookie_threshold` SAs (every SA made without a cookie was
+/// made below the threshold) and cannot keep a real peer out, not even by using its address; a
+/// flood that answers cookies holds at most `half_open_per_source` SAs per address it really
+/// has, and `max_half_open` in all. A retransmission (same SPIi, same source address and port,
+/// same bytes) is answered before any of this from the response kept with its SA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_sas: usize,

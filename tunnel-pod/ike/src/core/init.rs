@@ -110,8 +110,9 @@ fn init_error(ctx: &mut Ctx<'_>, path: Path, req: &Header, kind: NotifyType, dat
 pub struct Made {
     /// The half-open SA, if any.
     pub sa: Option<IkeSa>,
-    /// A DH key pair was generated (the expensive part, which a retransmission must not
-    /// repeat: §2.1 "the responder MUST ... retransmit the response" it already made).
+    /// A DH key pair was generated: the expensive part, which a retransmission must not
+    /// repeat (§2.1: "A retransmission from the initiator MUST be bitwise identical to the
+    /// original request"; the endpoint answers one with the response it kept).
     pub dh: bool,
 }
 
