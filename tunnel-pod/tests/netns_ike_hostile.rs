@@ -12,9 +12,10 @@
 //!   once, none answered, the SA and its child survive.
 //! - `hostile_init_flood`: 2,000 IKE_SA_INIT requests with distinct SPIi within 10 s from
 //!   strongSwan's own address: the process lives, its RSS stays below [`RSS_LIMIT_KIB`], at most
-//!   [`COOKIE_THRESHOLD`] of them get a full answer (in fact the per-source cap, 4; the rest
-//!   COOKIE), strongSwan establishes within 5 s during the flood and after it (its cookie frees
-//!   one of the flood's cookie-less SAs from its address), and the half-open SAs expire.
+//!   [`COOKIE_THRESHOLD`] of them get a full answer (in practice the per-source cap, 4, plus one
+//!   for each slot strongSwan takes back; the rest COOKIE), strongSwan establishes within 5 s
+//!   during the flood and after it (its cookie frees one of the flood's cookie-less SAs from its
+//!   address), and the half-open SAs expire.
 //! - `hostile_flood_from_many_sources`: tunnel-pod without customerEndpoint, `ike-load --flood`
 //!   from [`FLOOD_SOURCES`] addresses: first requests that never answer their COOKIE (as a
 //!   spoofed flood): half-open state stays at the cookie threshold and strongSwan connects
