@@ -88,3 +88,8 @@ bench: bench-dataplane
 bench-dataplane:
 	scripts/bench-dataplane.sh
 	scripts/bench-strongswan.sh
+
+# 1,000 IKE SAs against one tunnel-pod, and handshakes/s beside strongSwan (issue #10).
+.PHONY: bench-ike
+bench-ike:
+	scripts/bench-ike.sh

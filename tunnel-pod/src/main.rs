@@ -43,6 +43,20 @@ enum Command {
         /// for comparison in benchmarks.
         #[arg(long)]
         no_offload: bool,
+        /// At most this many IKE SAs in any state.
+        #[arg(long, default_value_t = ike::core::Limits::default().max_sas)]
+        ike_max_sas: usize,
+        /// At most this many half-open IKE SAs (IKE_SA_INIT answered, no IKE_AUTH yet).
+        #[arg(long, default_value_t = ike::core::Limits::default().max_half_open)]
+        ike_max_half_open: usize,
+        /// At most this many half-open IKE SAs per source address (at least 1); beyond, a
+        /// source must return a cookie, which frees one of its cookie-less SAs.
+        #[arg(long, default_value_t = ike::core::Limits::default().half_open_per_source,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+        ike_half_open_per_source: usize,
+        /// From this many half-open IKE SAs on, new initiators must return a COOKIE first.
+        #[arg(long, default_value_t = ike::core::Limits::default().cookie_threshold)]
+        ike_cookie_threshold: usize,
     },
 }
 
@@ -71,6 +85,10 @@ fn main() -> ExitCode {
             interface,
             loss_window,
             no_offload,
+            ike_max_sas,
+            ike_max_half_open,
+            ike_half_open_per_source,
+            ike_cookie_threshold,
         } => {
             let config = match TunnelConfig::load(&path) {
                 Ok(c) => c,
@@ -90,6 +108,12 @@ fn main() -> ExitCode {
                 interface,
                 loss_window: Duration::from_secs(loss_window.max(1)),
                 offload: !no_offload,
+                ike_limits: ike::core::Limits {
+                    max_sas: ike_max_sas,
+                    max_half_open: ike_max_half_open,
+                    half_open_per_source: ike_half_open_per_source,
+                    cookie_threshold: ike_cookie_threshold,
+                },
             };
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)

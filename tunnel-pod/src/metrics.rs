@@ -75,6 +75,8 @@ pub struct IkeMetrics {
     pub demux_bound: Gauge,
     /// Initiator mode: dials of the router by how they ended.
     dials: Family<DialLabel, Counter>,
+    half_open: Gauge,
+    cookies_sent: Counter,
 }
 
 impl IkeMetrics {
@@ -144,6 +146,27 @@ impl IkeMetrics {
             "IKE messages dropped, by reason",
             self.drops.clone(),
         );
+        registry.register(
+            "ike_half_open",
+            "Half-open IKE SAs (IKE_SA_INIT answered, IKE_AUTH not yet) held",
+            self.half_open.clone(),
+        );
+        registry.register(
+            "ike_cookies_sent",
+            "IKE_SA_INIT requests answered with a COOKIE (RFC 7296 §2.6)",
+            self.cookies_sent.clone(),
+        );
+    }
+
+    /// The core's flood figures: half-open SAs now, and COOKIEs sent since the start (the
+    /// counter follows the core's total).
+    pub fn flood(&self, half_open: usize, cookies_sent_total: u64) {
+        self.half_open
+            .set(i64::try_from(half_open).unwrap_or(i64::MAX));
+        let behind = cookies_sent_total.saturating_sub(self.cookies_sent.get());
+        if behind > 0 {
+            self.cookies_sent.inc_by(behind);
+        }
     }
 
     /// Drop reasons of the endpoint demultiplexing (`lobby`).
@@ -456,10 +479,29 @@ mod tests {
                 "dials result {r} missing"
             );
         }
-        m.ike.dropped("cookie_required");
+        for r in [
+            "half_open_cap",
+            "half_open_per_source",
+            "sa_cap",
+            "cookie_required",
+            "cookie_invalid",
+        ] {
+            assert!(reasons.contains(&r), "{r}");
+        }
+        assert!(text.contains("magictunnel_ike_half_open 0"), "{text}");
         assert!(
-            m.render()
-                .contains("magictunnel_ike_drops_total{reason=\"cookie_required\"} 1")
+            text.contains("magictunnel_ike_cookies_sent_total 0"),
+            "{text}"
+        );
+        m.ike.dropped("cookie_required");
+        m.ike.flood(7, 3);
+        m.ike.flood(5, 4);
+        let text = m.render();
+        assert!(text.contains("magictunnel_ike_drops_total{reason=\"cookie_required\"} 1"));
+        assert!(text.contains("magictunnel_ike_half_open 5"), "{text}");
+        assert!(
+            text.contains("magictunnel_ike_cookies_sent_total 4"),
+            "{text}"
         );
     }
 }

@@ -36,6 +36,9 @@ pub struct Options {
     pub loss_window: Duration,
     /// TUN segmentation/checksum offload and receive coalescing (on unless benchmarking).
     pub offload: bool,
+    /// How many IKE SAs, half-open ones in all and per source address the IKE responder
+    /// holds, and from how many half-open SAs on it asks for cookies (RFC 7296 §2.6).
+    pub ike_limits: ike::core::Limits,
 }
 
 /// The TUN name: `mt` + the tunnel ID's first 13 hex digits (unique per tunnel on a node), or
@@ -165,7 +168,8 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
     let shutdown = Arc::new(tokio::sync::Notify::new());
     let ike_task = match (ike_sockets, config.ipsec.as_ref()) {
         (Some(sockets), Some(ipsec)) => Some(tokio::spawn(crate::ikev2::run(
-            crate::ikev2::Shell::new(&config, ipsec, path.clone(), sockets, status.clone())?,
+            crate::ikev2::Shell::new(&config, ipsec, path.clone(), sockets, status.clone())?
+                .with_limits(options.ike_limits),
             ike_rx,
             shutdown.clone(),
         ))),

@@ -37,6 +37,10 @@ use crate::wire::udp_encap::{Datagram, NON_ESP_MARKER, classify};
 const MAX_IKE_MESSAGE: usize = 65_535;
 /// How often the shell looks at the data path's SAs (sequence numbers and byte lifetimes).
 const SA_CHECK: Duration = Duration::from_secs(1);
+/// Up to this many IKE SAs `/status` is rebuilt after every step; beyond, every
+/// `PUBLISH_INTERVAL`.
+const PUBLISH_EVERY_SA: usize = 32;
+const PUBLISH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Reads the PSK for every new IKE SA: from the mounted file when there is one (so that a
 /// rotated Secret applies without a restart, once the kubelet has refreshed the file), else
@@ -132,6 +136,8 @@ pub struct Shell {
     duplicates: Vec<(u64, u64)>,
     /// The router's own IKE SA came up: an unanswered dial of ours is abandoned.
     abandon_dial: bool,
+    /// When `/status`, the SA gauges and readiness were last rebuilt (see `publish`).
+    published: Option<Instant>,
 }
 
 impl Shell {
@@ -168,7 +174,14 @@ impl Shell {
             lineages: dial::Lineages::default(),
             duplicates: Vec::new(),
             abandon_dial: false,
+            published: None,
         })
+    }
+
+    /// The IKE_SA_INIT flood limits (`tunnel-pod run --ike-*`).
+    pub fn with_limits(mut self, limits: ike::core::Limits) -> Self {
+        self.endpoint = self.endpoint.with_limits(limits);
+        self
     }
 
     fn esp(&self) -> Option<&crate::encap::Esp> {
@@ -620,8 +633,22 @@ impl Shell {
         }
     }
 
-    /// Readiness, gauges and `/status` from the core's view of its SAs.
-    fn publish(&self) {
+    /// Readiness, gauges and `/status` from the core's view of its SAs. Rebuilding them costs
+    /// O(SAs) allocations (the JSON above all): with more than [`PUBLISH_EVERY_SA`] SAs they are
+    /// rebuilt at most every [`PUBLISH_INTERVAL`] (the loop wakes at least every second, so they
+    /// lag by at most about a second), else after every step. At 1,000 SAs rebuilding after every
+    /// message made the IKE task spend most of its time here (BENCHMARKS.md, issue #10).
+    fn publish(&mut self) {
+        let flood = self.endpoint.stats();
+        (self.path.metrics.ike).flood(flood.half_open, flood.cookies_sent);
+        let now = Instant::now();
+        let fresh = self
+            .published
+            .is_some_and(|t| now.saturating_duration_since(t) < PUBLISH_INTERVAL);
+        if fresh && self.endpoint.sa_count() > PUBLISH_EVERY_SA {
+            return;
+        }
+        self.published = Some(now);
         let sas = self.endpoint.status();
         let established = sas.iter().filter(|s| s.state == "established").count();
         let children: usize = sas.iter().map(|s| s.children.len()).sum();

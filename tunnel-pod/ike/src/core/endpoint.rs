@@ -16,13 +16,17 @@ use crate::wire::{
 };
 use crate::wire::{Parsed, Payload};
 
-/// At most this many half-open (responder, IKE_AUTH not yet seen) IKE SAs.
+/// At most this many half-open (responder, IKE_AUTH not yet seen) IKE SAs, by default.
 pub const MAX_HALF_OPEN: usize = 64;
-/// At most this many IKE SAs in all.
+/// At most this many IKE SAs in all, by default.
 pub const MAX_SAS: usize = 128;
+/// At most this many half-open IKE SAs per source address, by default (see [`Limits`]).
+pub const HALF_OPEN_PER_SOURCE: usize = 4;
 /// The answers to the requests that ended an SA, kept this long and at most this many.
 const CLOSED_ANSWER_KEPT: std::time::Duration = std::time::Duration::from_secs(30);
 const MAX_CLOSED: usize = 16;
+#[cfg(test)]
+pub(super) const MAX_CLOSED_FOR_TESTS: usize = MAX_CLOSED;
 
 /// The answer to a request that ended its SA.
 struct Closed {
@@ -38,8 +42,62 @@ fn request_digest(msg: &[u8]) -> [u8; 32] {
 }
 
 /// From this many half-open SAs on, a new initiator must first return a cookie (§2.6), so
-/// that spoofed IKE_SA_INIT requests cost us neither state nor a DH computation.
+/// that spoofed IKE_SA_INIT requests cost us neither state nor a DH computation (default).
 pub const COOKIE_THRESHOLD: usize = 16;
+
+/// How much state IKE_SA_INIT requests may make us hold. The rules, in the order a new request
+/// (not a retransmission) meets them:
+///
+/// 1. `max_sas` IKE SAs in all (any state): dropped, [`DropReason::SaCap`].
+/// 2. `max_half_open` half-open SAs: dropped, [`DropReason::HalfOpenCap`].
+/// 3. From `cookie_threshold` half-open SAs on, or when the request's source address already
+///    holds `half_open_per_source` of them, the request must carry a valid COOKIE (RFC 7296
+///    §2.6: "When a responder detects a large number of half-open IKE SAs, it SHOULD reply to
+///    IKE_SA_INIT requests with a response containing the COOKIE notification"; the retried
+///    request carries it "as the first payload"); without one it is answered with a COOKIE
+///    and keeps no state
+///    ([`DropReason::CookieRequired`], or [`DropReason::CookieInvalid`] for a wrong or stale
+///    one).
+/// 4. A source at `half_open_per_source` that returned a valid cookie has proved it receives
+///    at its address. Half-open SAs it made without a cookie may be spoofed in its name (a
+///    flood with its address as the source): the oldest of those is given up for the new one.
+///    When all of them carry cookies, the request is dropped, [`DropReason::HalfOpenPerSource`].
+///
+/// So a spoofing flood holds at most `cookie_threshold` SAs (every SA made without a cookie was
+/// made below the threshold) and cannot keep a real peer out, not even by using its address; a
+/// flood that answers cookies holds at most `half_open_per_source` SAs per address it really
+/// has, and `max_half_open` in all. A retransmission (same SPIi, same source address and port,
+/// same bytes) is answered before any of this from the response kept with its SA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_sas: usize,
+    pub max_half_open: usize,
+    /// At least 1 in effect.
+    pub half_open_per_source: usize,
+    pub cookie_threshold: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_sas: MAX_SAS,
+            max_half_open: MAX_HALF_OPEN,
+            half_open_per_source: HALF_OPEN_PER_SOURCE,
+            cookie_threshold: COOKIE_THRESHOLD,
+        }
+    }
+}
+
+/// Counters of the work and state IKE_SA_INIT requests cost us (for metrics and tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Half-open SAs held now.
+    pub half_open: usize,
+    /// COOKIE answers sent (§2.6) since the start.
+    pub cookies_sent: u64,
+    /// Diffie-Hellman key pairs generated for IKE_SA_INIT, either role, since the start.
+    pub init_dh: u64,
+}
 /// How long one COOKIE secret is used (§2.6: "the responder should change the value of
 /// <secret> frequently"); the one before it is still accepted, so a cookie made just before a
 /// change works.
@@ -53,10 +111,20 @@ pub struct Endpoint {
     pub(super) sas: BTreeMap<u64, IkeSa>,
     /// The latest `now` we were given (for ages in `status`).
     last_now: Option<Instant>,
+    closed: std::collections::VecDeque<Closed>,
+    flood: Flood,
+}
+
+/// What guards us against IKE_SA_INIT floods.
+struct Flood {
+    limits: Limits,
     /// Keys of our COOKIE values, made on first use and changed every
     /// [`COOKIE_SECRET_LIFETIME`].
     cookies: Option<CookieKeys>,
-    closed: std::collections::VecDeque<Closed>,
+    /// Our SPIs of the half-open SAs whose request carried a valid cookie.
+    verified: std::collections::BTreeSet<u64>,
+    cookies_sent: u64,
+    init_dh: u64,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -74,8 +142,43 @@ impl Endpoint {
             psk,
             sas: BTreeMap::new(),
             last_now: None,
-            cookies: None,
             closed: std::collections::VecDeque::new(),
+            flood: Flood {
+                limits: Limits::default(),
+                cookies: None,
+                verified: std::collections::BTreeSet::new(),
+                cookies_sent: 0,
+                init_dh: 0,
+            },
+        }
+    }
+
+    /// The same endpoint with other [`Limits`].
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.flood.limits = limits;
+        self
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.flood.limits
+    }
+
+    /// What we hold beside the SAs: cookie marks of half-open SAs, answers of closed SAs.
+    #[cfg(test)]
+    pub(super) fn side_state(&self) -> (usize, usize) {
+        (self.flood.verified.len(), self.closed.len())
+    }
+
+    /// IKE SAs held, in any state.
+    pub fn sa_count(&self) -> usize {
+        self.sas.len()
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            half_open: self.sas.values().filter(|s| s.is_half_open()).count(),
+            cookies_sent: self.flood.cookies_sent,
+            init_dh: self.flood.init_dh,
         }
     }
 
@@ -185,32 +288,18 @@ impl Endpoint {
                 }
                 return;
             }
-            let half_open = self.sas.values().filter(|s| s.is_half_open()).count();
-            if half_open >= MAX_HALF_OPEN || self.sas.len() >= MAX_SAS {
-                ctx.dropped(DropReason::TooManySas);
+            let admitted = self
+                .flood
+                .admit(&mut self.sas, now, &mut ctx, path, &hdr, &parsed);
+            let Some(verified) = admitted else {
                 return;
-            }
-            if half_open >= COOKIE_THRESHOLD {
-                self.cookies = match self.cookies.take() {
-                    Some(k) => k.renewed(now, rng),
-                    None => CookieKeys::new(now, rng),
-                };
-                let Some(keys) = &self.cookies else {
-                    ctx.dropped(DropReason::Internal);
-                    return;
-                };
-                if !keys.accepts(&hdr, &parsed, path) {
-                    ctx.dropped(DropReason::CookieRequired);
-                    let Some(c) = keys.make(&hdr, &parsed, path) else {
-                        return;
-                    };
-                    let h = header(hdr.spi_i, 0, hdr.exchange, false, true, 0);
-                    let bytes = encode_message(h, &[notify(NotifyType::COOKIE, c)]);
-                    ctx.send(path, &[bytes]);
-                    return;
+            };
+            let made = init::respond_init(&mut ctx, path, hdr, &parsed, msg, &*self.psk);
+            self.flood.init_dh = self.flood.init_dh.saturating_add(u64::from(made.dh));
+            if let Some(sa) = made.sa {
+                if verified {
+                    self.flood.verified.insert(sa.our_spi());
                 }
-            }
-            if let Some(sa) = init::respond_init(&mut ctx, path, hdr, &parsed, msg, &*self.psk) {
                 self.sas.insert(sa.our_spi(), sa);
             }
             return;
@@ -286,12 +375,13 @@ impl Endpoint {
     ) {
         self.last_now = Some(now);
         let mut ctx = Self::ctx(&self.config, &self.sas, now, rng, out);
-        if self.sas.len() >= MAX_SAS {
-            ctx.dropped(DropReason::TooManySas);
+        if self.sas.len() >= self.flood.limits.max_sas {
+            ctx.dropped(DropReason::SaCap);
             return;
         }
         match init::initiate(&mut ctx, path, &*self.psk) {
             Some(sa) => {
+                self.flood.init_dh = self.flood.init_dh.saturating_add(1);
                 self.sas.insert(sa.our_spi(), sa);
             }
             None => ctx.dropped(DropReason::Internal),
@@ -402,6 +492,91 @@ impl Endpoint {
             .values()
             .map(|s| s.status(now.unwrap_or(s.created)))
             .collect()
+    }
+}
+
+impl Flood {
+    /// The [`Limits`] for a new IKE_SA_INIT request: `None` when it was refused (dropped, or
+    /// answered with a COOKIE), else whether it carried a valid cookie.
+    fn admit(
+        &mut self,
+        sas: &mut BTreeMap<u64, IkeSa>,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        path: Path,
+        hdr: &Header,
+        parsed: &Parsed,
+    ) -> Option<bool> {
+        let l = self.limits;
+        if sas.len() >= l.max_sas {
+            ctx.dropped(DropReason::SaCap);
+            return None;
+        }
+        let half_open = sas.values().filter(|s| s.is_half_open()).count();
+        if half_open >= l.max_half_open {
+            ctx.dropped(DropReason::HalfOpenCap);
+            return None;
+        }
+        self.verified
+            .retain(|spi| sas.get(spi).is_some_and(IkeSa::is_half_open));
+        let source = path.remote.ip();
+        // (our SPI, created, carried a cookie) of each half-open SA from this address.
+        let from_source: Vec<(u64, Instant, bool)> = sas
+            .iter()
+            .filter(|(_, s)| s.is_half_open() && s.path.remote.ip() == source)
+            .map(|(spi, s)| (*spi, s.created, self.verified.contains(spi)))
+            .collect();
+        let at_source_cap = from_source.len() >= l.half_open_per_source.max(1);
+        let offered = matches!(
+            parsed.payloads.first(),
+            Some(Payload::Notify(n)) if n.kind == NotifyType::COOKIE
+        );
+        let must = half_open >= l.cookie_threshold || at_source_cap;
+        if must || (offered && self.cookies.is_some()) {
+            self.cookies = match self.cookies.take() {
+                Some(k) => k.renewed(now, ctx.rng),
+                None => CookieKeys::new(now, ctx.rng),
+            };
+        }
+        let valid = offered
+            && self
+                .cookies
+                .as_ref()
+                .is_some_and(|k| k.accepts(hdr, parsed, path));
+        if must && !valid {
+            let Some(keys) = &self.cookies else {
+                ctx.dropped(DropReason::Internal);
+                return None;
+            };
+            ctx.dropped(if offered {
+                DropReason::CookieInvalid
+            } else {
+                DropReason::CookieRequired
+            });
+            let c = keys.make(hdr, parsed, path)?;
+            let h = header(hdr.spi_i, 0, hdr.exchange, false, true, 0);
+            let bytes = encode_message(h, &[notify(NotifyType::COOKIE, c)]);
+            ctx.send(path, &[bytes]);
+            self.cookies_sent = self.cookies_sent.saturating_add(1);
+            return None;
+        }
+        if at_source_cap {
+            // Rule 4 of `Limits`: one made without a cookie may be spoofed; this one is not.
+            let spoofable = from_source
+                .iter()
+                .filter(|(_, _, v)| !v)
+                .min_by_key(|(_, created, _)| *created);
+            match spoofable {
+                Some((spi, _, _)) => {
+                    sas.remove(spi);
+                }
+                None => {
+                    ctx.dropped(DropReason::HalfOpenPerSource);
+                    return None;
+                }
+            }
+        }
+        Some(valid)
     }
 }
 

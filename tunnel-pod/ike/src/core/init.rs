@@ -106,7 +106,17 @@ fn init_error(ctx: &mut Ctx<'_>, path: Path, req: &Header, kind: NotifyType, dat
     });
 }
 
-/// Responder: a new IKE_SA_INIT request (§1.2). Answers it; the half-open SA, if any.
+/// What answering an IKE_SA_INIT request made.
+pub struct Made {
+    /// The half-open SA, if any.
+    pub sa: Option<IkeSa>,
+    /// A DH key pair was generated: the expensive part, which a retransmission must not
+    /// repeat (§2.1: "A retransmission from the initiator MUST be bitwise identical to the
+    /// original request"; the endpoint answers one with the response it kept).
+    pub dh: bool,
+}
+
+/// Responder: a new IKE_SA_INIT request (§1.2). Answers it.
 pub fn respond_init(
     ctx: &mut Ctx<'_>,
     path: Path,
@@ -114,6 +124,20 @@ pub fn respond_init(
     parsed: &Parsed,
     msg: &[u8],
     psk: &dyn PskSource,
+) -> Made {
+    let mut dh = false;
+    let sa = respond_init_sa(ctx, path, hdr, parsed, msg, psk, &mut dh);
+    Made { sa, dh }
+}
+
+fn respond_init_sa(
+    ctx: &mut Ctx<'_>,
+    path: Path,
+    hdr: Header,
+    parsed: &Parsed,
+    msg: &[u8],
+    psk: &dyn PskSource,
+    dh: &mut bool,
 ) -> Option<IkeSa> {
     let p = InitPayloads::from(&parsed.payloads);
     let (Some(sa), Some(ke), Some(ni)) = (p.sa, p.ke, p.nonce) else {
@@ -148,6 +172,7 @@ pub fn respond_init(
     let built = (|| {
         let spi_r = ctx.new_ike_spi()?;
         let nr = msg::random_bytes(ctx.rng, NONCE_LEN)?;
+        *dh = true;
         let kp = KeyPair::generate(group, ctx.rng).ok()?;
         Some((spi_r, nr, kp))
     })();
@@ -388,9 +413,11 @@ impl IkeSa {
         };
         let idi = ctx.config.local_id.clone();
         let auth = psk_auth(suite.prf, &psk, &s.request, nr, &keys.sk_pi, &idi.body());
-        let payloads = vec![
-            Payload::IdI(idi),
-            notify(NotifyType::INITIAL_CONTACT, Vec::new()),
+        let mut payloads = vec![Payload::IdI(idi)];
+        if ctx.config.initial_contact {
+            payloads.push(notify(NotifyType::INITIAL_CONTACT, Vec::new()));
+        }
+        payloads.extend([
             Payload::Auth(Authentication {
                 method: AuthMethod::SHARED_KEY,
                 data: auth.to_vec(),
@@ -398,7 +425,7 @@ impl IkeSa {
             Payload::Sa(esp_proposals(&ctx.config.proposals, child_spi, None)),
             Payload::TsI(ctx.config.local_ts.clone()),
             Payload::TsR(ctx.config.remote_ts.clone()),
-        ];
+        ]);
         let h = self.hdr(ExchangeType::IKE_AUTH, false, 1);
         let Ok(datagrams) = msg::seal(h, &payloads, &send, self.mtu(ctx.config), ctx.rng) else {
             ctx.dropped(DropReason::Internal);

@@ -36,7 +36,7 @@ mod ts;
 #[cfg(test)]
 mod tests;
 
-pub use endpoint::Endpoint;
+pub use endpoint::{Endpoint, Limits, Stats};
 pub use nat::nat_detection_hash;
 
 /// The two UDP endpoints of an IKE message. `local` is our address and port (500 or 4500).
@@ -151,6 +151,10 @@ pub struct Config {
     pub fragment_mtu: usize,
     /// How long a responder keeps an SA that finished IKE_SA_INIT but not IKE_AUTH.
     pub half_open_timeout: Duration,
+    /// As initiator, send INITIAL_CONTACT in IKE_AUTH (§2.4: we hold no other SA with this
+    /// peer, which then forgets the older SAs of our ID). Off for load generators that open
+    /// many SAs with one ID.
+    pub initial_contact: bool,
 }
 
 impl Config {
@@ -171,6 +175,7 @@ impl Config {
             force_udp_encap: true,
             fragment_mtu: 1280,
             half_open_timeout: Duration::from_secs(30),
+            initial_contact: true,
         }
     }
 }
@@ -314,10 +319,17 @@ pub enum DropReason {
     UnexpectedResponse,
     /// An exchange that is not valid in the SA's state.
     UnexpectedExchange,
-    /// Too many half-open or established IKE SAs.
-    TooManySas,
-    /// Under load, an IKE_SA_INIT without a valid cookie: answered with COOKIE (§2.6).
+    /// [`Limits::max_half_open`] half-open IKE SAs are held.
+    HalfOpenCap,
+    /// The source holds [`Limits::half_open_per_source`] half-open IKE SAs, all made with a
+    /// cookie.
+    HalfOpenPerSource,
+    /// [`Limits::max_sas`] IKE SAs are held.
+    SaCap,
+    /// Under load, an IKE_SA_INIT without a cookie: answered with COOKIE (§2.6).
     CookieRequired,
+    /// Under load, an IKE_SA_INIT with a wrong or stale cookie: answered with a new one.
+    CookieInvalid,
     /// A retransmission of a request we are not answering again (e.g. different bytes).
     Duplicate,
     /// A fragment that does not fit the reassembly limits.
@@ -330,7 +342,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, so that a shell can export each series from the start.
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::Malformed,
         DropReason::BadIcv,
         DropReason::UnknownSpi,
@@ -339,8 +351,11 @@ impl DropReason {
         DropReason::BadVersion,
         DropReason::UnexpectedResponse,
         DropReason::UnexpectedExchange,
-        DropReason::TooManySas,
+        DropReason::HalfOpenCap,
+        DropReason::HalfOpenPerSource,
+        DropReason::SaCap,
         DropReason::CookieRequired,
+        DropReason::CookieInvalid,
         DropReason::Duplicate,
         DropReason::Fragment,
         DropReason::BadKeyExchange,
@@ -357,8 +372,11 @@ impl DropReason {
             DropReason::BadVersion => "bad_version",
             DropReason::UnexpectedResponse => "unexpected_response",
             DropReason::UnexpectedExchange => "unexpected_exchange",
-            DropReason::TooManySas => "too_many_sas",
+            DropReason::HalfOpenCap => "half_open_cap",
+            DropReason::HalfOpenPerSource => "half_open_per_source",
+            DropReason::SaCap => "sa_cap",
             DropReason::CookieRequired => "cookie_required",
+            DropReason::CookieInvalid => "cookie_invalid",
             DropReason::Duplicate => "duplicate",
             DropReason::Fragment => "fragment",
             DropReason::BadKeyExchange => "bad_key_exchange",

@@ -1259,6 +1259,11 @@ fn half_open_times_out() {
 #[test]
 fn cookies_under_load() {
     let mut p = Pair::default();
+    // All from one address here: the per-source cap is tested apart.
+    p.r.ep = Endpoint::new(config(R_ADDR, I_ADDR), psk("sesame")).with_limits(Limits {
+        half_open_per_source: usize::MAX,
+        ..Limits::default()
+    });
     // Half-open SAs from initiators that never come back.
     for _ in 0..endpoint::COOKIE_THRESHOLD {
         p.initiate();
@@ -1304,8 +1309,18 @@ fn cookies_under_load() {
                 reason: DropReason::CookieRequired
             }
         )),
-        2
+        1
     );
+    assert_eq!(
+        p.r.count_events(|e| matches!(
+            e,
+            Event::Dropped {
+                reason: DropReason::CookieInvalid
+            }
+        )),
+        1
+    );
+    assert_eq!(p.r.ep.stats().cookies_sent, 2);
     p.r.wire.truncate(1);
     p.run();
     assert_eq!(p.i.established().len(), 1);
@@ -1315,30 +1330,49 @@ fn cookies_under_load() {
 #[test]
 fn half_open_cap() {
     let mut p = Pair::default();
+    let limits = p.r.ep.limits();
     for _ in 0..(endpoint::MAX_HALF_OPEN + 5) {
         p.initiate();
     }
-    // Initiators that answer cookies but never reach IKE_AUTH: only COOKIE answers get back.
+    // Initiators that answer cookies but never reach IKE_AUTH, each from its own address (one
+    // address holds at most `half_open_per_source`): only COOKIE answers get back.
+    let mut sources = std::collections::HashMap::new();
     for _ in 0..3 {
         let msgs = std::mem::take(&mut p.i.wire);
         for (path, b) in msgs {
-            p.deliver(true, path, &b);
-        }
-        let answers = std::mem::take(&mut p.r.wire);
-        for (path, b) in answers {
-            let parsed = parse_message(&b).unwrap();
-            if matches!(&parsed.payloads[..], [Payload::Notify(n)] if n.kind == NotifyType::COOKIE)
-            {
-                p.deliver(false, path, &b);
+            let spi = parse_message(&b).unwrap().header.spi_i;
+            let n = sources.len() as u32;
+            let src = *sources
+                .entry(spi)
+                .or_insert(Ipv4Addr::from(0x0a00_0000 + n));
+            let mut out = Vec::new();
+            let from = Path {
+                local: path.remote,
+                remote: SocketAddr::from((src, 500)),
+            };
+            p.r.ep.handle(p.now, from, &b, &p.rng, &mut out);
+            for o in out {
+                match o {
+                    Output::Send { bytes, .. } => {
+                        let parsed = parse_message(&bytes).unwrap();
+                        if matches!(&parsed.payloads[..], [Payload::Notify(n)] if n.kind == NotifyType::COOKIE)
+                        {
+                            p.deliver(false, path.reversed(), &bytes);
+                        }
+                    }
+                    Output::Event(e) => p.r.events.push(e),
+                    _ => {}
+                }
             }
         }
     }
-    assert_eq!(p.r.ep.status().len(), endpoint::MAX_HALF_OPEN);
+    assert_eq!(p.r.ep.status().len(), limits.max_half_open);
+    assert_eq!(p.r.ep.stats().half_open, limits.max_half_open);
     assert!(p.r.ep.status().iter().all(|s| s.state == "await_auth"));
     assert!(p.r.has_event(|e| matches!(
         e,
         Event::Dropped {
-            reason: DropReason::TooManySas
+            reason: DropReason::HalfOpenCap
         }
     )));
 }
@@ -1440,7 +1474,12 @@ fn mutated_messages_never_panic() {
     let total = 100_000usize;
     let mut answered = 0usize;
     // Three responders: fresh, half-open (after a real IKE_SA_INIT), established.
-    let mut fresh = Endpoint::new(config(R_ADDR, I_ADDR), psk("sesame"));
+    // One source: let it hold as many half-open SAs as the cookie threshold allows.
+    let one_source = Limits {
+        half_open_per_source: usize::MAX,
+        ..Limits::default()
+    };
+    let mut fresh = Endpoint::new(config(R_ADDR, I_ADDR), psk("sesame")).with_limits(one_source);
     let mut half = Endpoint::new(config(R_ADDR, I_ADDR), psk("sesame"));
     let mut out = Vec::new();
     half.handle(now, path, &corpus[0], &rng, &mut out);
@@ -2210,4 +2249,266 @@ fn delete_ike_sa_names_one_sa() {
     p.run();
     assert!(p.i.established().is_empty() && p.r.established().is_empty());
     assert!(p.i.children.is_empty() && p.r.children.is_empty());
+}
+
+/// An IKE_SA_INIT request as a real initiator makes it (with its DH value), reused with other
+/// SPIi values by the flood tests below: the responder does its full work for each.
+fn init_template() -> Vec<u8> {
+    let mut p = Pair::default();
+    p.initiate();
+    p.i.wire.remove(0).1
+}
+
+fn with_spi(template: &[u8], spi_i: u64) -> Vec<u8> {
+    let mut m = template.to_vec();
+    m[..8].copy_from_slice(&spi_i.to_be_bytes());
+    m
+}
+
+/// The same request with `cookie` as its first payload (§2.6).
+fn with_cookie(request: &[u8], cookie: &[u8]) -> Vec<u8> {
+    let mut parsed = parse_message(request).unwrap();
+    parsed
+        .payloads
+        .insert(0, msg::notify(NotifyType::COOKIE, cookie.to_vec()));
+    crate::wire::encode_message(parsed.header, &parsed.payloads)
+}
+
+/// What the responder did with one IKE_SA_INIT request.
+#[derive(Debug, Default)]
+struct Answer {
+    /// The COOKIE it asked for.
+    cookie: Option<Vec<u8>>,
+    /// A full answer (SA, KE, Nonce).
+    full: Option<Vec<u8>>,
+    drops: Vec<DropReason>,
+}
+
+fn offer(ep: &mut Endpoint, now: Instant, from: SocketAddr, m: &[u8]) -> Answer {
+    let rng = SystemRandom::new();
+    let path = Path {
+        local: SocketAddr::from((R_ADDR, 500)),
+        remote: from,
+    };
+    let mut out = Vec::new();
+    ep.handle(now, path, m, &rng, &mut out);
+    let mut a = Answer::default();
+    for o in out {
+        match o {
+            Output::Send { bytes, .. } => {
+                let parsed = parse_message(&bytes).unwrap();
+                match &parsed.payloads[..] {
+                    [Payload::Notify(n)] if n.kind == NotifyType::COOKIE => {
+                        a.cookie = Some(n.data.clone())
+                    }
+                    [Payload::Sa(_), Payload::Ke(_), Payload::Nonce(_), ..] => a.full = Some(bytes),
+                    other => panic!("unexpected answer {other:?}"),
+                }
+            }
+            Output::Event(Event::Dropped { reason }) => a.drops.push(reason),
+            _ => {}
+        }
+    }
+    a
+}
+
+#[test]
+fn retransmitted_ike_sa_init_costs_no_dh() {
+    // §2.1: a retransmitted request gets the same response again; ours is cached with the SA,
+    // so the DH key pair (and the shared secret) is made once. Counted by the core and seen
+    // in the bytes (a new key pair would change the KE payload).
+    let mut r = Endpoint::new(config(R_ADDR, I_ADDR), psk("sesame"));
+    let now = Instant::now();
+    let from = SocketAddr::from((I_ADDR, 500));
+    let init = init_template();
+    let first = offer(&mut r, now, from, &init).full.expect("a full answer");
+    assert_eq!(r.stats().init_dh, 1);
+    for k in 1..=5 {
+        let again = offer(&mut r, now + Duration::from_millis(500 * k), from, &init);
+        assert_eq!(again.full.as_deref(), Some(first.as_slice()), "same bytes");
+        assert!(again.drops.is_empty());
+    }
+    assert_eq!(r.stats().init_dh, 1, "no DH work for retransmissions");
+    assert_eq!(r.status().len(), 1);
+    // The same SPIi from another port or address is not a retransmission (and the same SPIi
+    // with other bytes is not answered at all): each new request costs one DH, no more.
+    let other = offer(&mut r, now, SocketAddr::from((I_ADDR, 4500)), &init);
+    assert!(other.drops.is_empty() && other.full.is_some());
+    assert_eq!(r.stats().init_dh, 2);
+    let mut changed = init.clone();
+    *changed.last_mut().unwrap() ^= 1;
+    let dup = offer(&mut r, now, from, &changed);
+    assert_eq!(dup.drops, [DropReason::Duplicate]);
+    assert_eq!(r.stats().init_dh, 2);
+}
+
+#[test]
+fn flood_from_many_sources_stays_within_the_limits() {
+    let limits = Limits {
+        max_sas: 48,
+        max_half_open: 32,
+        half_open_per_source: 2,
+        cookie_threshold: 8,
+    };
+    let mut r = Endpoint::new(config(R_ADDR, I_ADDR), psk("sesame")).with_limits(limits);
+    let template = init_template();
+    let now = Instant::now();
+    let mut spi = 0x1000u64;
+    let mut drops: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut admitted = 0u64;
+    let per_source = |r: &Endpoint| {
+        let mut m: BTreeMap<std::net::IpAddr, usize> = BTreeMap::new();
+        for s in r.status() {
+            *m.entry(s.path.remote.ip()).or_default() += 1;
+        }
+        m.into_values().max().unwrap_or(0)
+    };
+    // 300 sources that answer cookies, six requests each (distinct SPIi), one source after
+    // the other: the per-source cap, then the total cap, must hold at every step.
+    for source in 0..300u32 {
+        let from = SocketAddr::from((Ipv4Addr::from(0x0a00_0000 + source), 500));
+        for _ in 0..6 {
+            spi += 1;
+            let req = with_spi(&template, spi);
+            let mut a = offer(&mut r, now, from, &req);
+            if let Some(c) = a.cookie.take() {
+                let again = offer(&mut r, now, from, &with_cookie(&req, &c));
+                a.drops.extend(again.drops);
+                a.full = again.full;
+                assert!(again.cookie.is_none(), "a valid cookie is not asked again");
+            }
+            admitted += u64::from(a.full.is_some());
+            for d in a.drops {
+                *drops.entry(d.as_str()).or_default() += 1;
+            }
+            let st = r.stats();
+            assert!(st.half_open <= limits.max_half_open, "{st:?}");
+            assert!(r.status().len() <= limits.max_sas);
+            assert!(per_source(&r) <= limits.half_open_per_source);
+            // State kept on the side is bounded by the SAs held.
+            let (verified, closed) = r.side_state();
+            assert!(verified <= st.half_open);
+            assert!(closed <= endpoint::MAX_CLOSED_FOR_TESTS);
+        }
+    }
+    let st = r.stats();
+    eprintln!("{st:?}; admitted {admitted}; drops {drops:?}");
+    assert_eq!(st.half_open, limits.max_half_open, "the cap is reached");
+    // One DH per admitted request, none for the rest.
+    assert_eq!(st.init_dh, admitted);
+    for reason in ["cookie_required", "half_open_per_source", "half_open_cap"] {
+        assert!(
+            drops.get(reason).is_some_and(|n| *n > 0),
+            "{reason}: {drops:?}"
+        );
+    }
+    assert!(st.cookies_sent >= drops["cookie_required"] as u64);
+    // Every half-open SA holds what it must (two messages, keys): its size does not depend on
+    // the flood, so the total is bounded by the cap.
+    for s in r.status() {
+        assert_eq!(s.state, "await_auth");
+    }
+    // The cap is full: a legitimate initiator is refused until half-open SAs expire (30 s),
+    // then gets in.
+    let mut p = Pair::default();
+    p.r.ep = r;
+    p.now = now;
+    p.initiate();
+    let (path, first) = p.i.wire.remove(0);
+    p.deliver(true, path, &first);
+    assert!(p.r.has_event(|e| matches!(
+        e,
+        Event::Dropped {
+            reason: DropReason::HalfOpenCap
+        }
+    )));
+    p.i.wire.clear();
+    p.r.wire.clear();
+    p.advance(Duration::from_secs(31));
+    assert_eq!(p.r.ep.stats().half_open, 0, "expired");
+    p.i.ep = Endpoint::new(config(I_ADDR, R_ADDR), psk("sesame"));
+    p.handshake();
+    assert_eq!(p.i.established().len(), 1);
+}
+
+#[test]
+fn a_spoofing_flood_cannot_keep_a_real_peer_out() {
+    // Spoofed requests (nobody answers their COOKIEs) from 200 addresses, the real initiator's
+    // among them: they hold at most `cookie_threshold` SAs in all and `half_open_per_source`
+    // in the real peer's name, which it takes back by returning a cookie (rule 4 of `Limits`).
+    let mut p = Pair::default();
+    let limits = p.r.ep.limits();
+    let template = init_template();
+    let mut spi = 0x5000u64;
+    for round in 0..5 {
+        for source in 0..200u32 {
+            spi += 1;
+            let from = if source == 0 {
+                SocketAddr::from((I_ADDR, 500 + round))
+            } else {
+                SocketAddr::from((Ipv4Addr::from(0x0a00_0000 + source), 500))
+            };
+            offer(&mut p.r.ep, p.now, from, &with_spi(&template, spi));
+        }
+    }
+    let st = p.r.ep.stats();
+    assert!(st.half_open <= limits.cookie_threshold, "{st:?}");
+    let spoofed_as_peer =
+        p.r.ep
+            .status()
+            .iter()
+            .filter(|s| s.path.remote.ip() == std::net::IpAddr::V4(I_ADDR))
+            .count();
+    assert!(spoofed_as_peer >= 1 && spoofed_as_peer <= limits.half_open_per_source);
+    assert!(st.cookies_sent >= 900, "{st:?}");
+    let dh_before = st.init_dh;
+    p.handshake();
+    assert_eq!(p.i.established().len(), 1, "the real peer got in");
+    assert!(p.i.sent_log.iter().any(|(_, b)| {
+        parse_message(b)
+            .unwrap()
+            .payloads
+            .first()
+            .is_some_and(|x| matches!(x, Payload::Notify(n) if n.kind == NotifyType::COOKIE))
+    }));
+    assert_eq!(p.r.ep.stats().init_dh, dh_before + 1);
+}
+
+#[test]
+fn sa_cap_and_initial_contact_off() {
+    // Initiators that share one ID and send no INITIAL_CONTACT (a load generator) keep their
+    // SAs side by side, up to `max_sas`.
+    let limits = Limits {
+        max_sas: 3,
+        ..Limits::default()
+    };
+    let mut p = Pair::default();
+    p.r.ep = Endpoint::new(config(R_ADDR, I_ADDR), psk("sesame")).with_limits(limits);
+    let mut ci = config(I_ADDR, R_ADDR);
+    ci.initial_contact = false;
+    for _ in 0..3 {
+        p.i = Side::new(ci.clone(), "sesame");
+        p.handshake();
+        assert_eq!(p.i.established().len(), 1);
+    }
+    assert_eq!(p.r.established().len(), 3, "no SA replaced");
+    p.i = Side::new(ci.clone(), "sesame");
+    p.initiate();
+    p.run();
+    assert!(p.i.established().is_empty());
+    assert!(p.r.has_event(|e| matches!(
+        e,
+        Event::Dropped {
+            reason: DropReason::SaCap
+        }
+    )));
+    // With INITIAL_CONTACT (the default) the next one replaces all three (§2.4).
+    p.r.ep = Endpoint::new(config(R_ADDR, I_ADDR), psk("sesame"));
+    for _ in 0..3 {
+        p.i = Side::new(ci.clone(), "sesame");
+        p.handshake();
+    }
+    p.i = Side::new(config(I_ADDR, R_ADDR), "sesame");
+    p.handshake();
+    assert_eq!(p.r.established().len(), 1);
 }
