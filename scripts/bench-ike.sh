@@ -18,8 +18,12 @@
 #
 # Each run also reports the responder's CPU time (user + system, all threads, from
 # /proc/PID/stat): on a VM shared with other work, CPU per handshake is the steadier figure.
+# PIN=1 gives each responder exactly one core (CPU 1, all its threads) and the load the other
+# (CPU 0): the same CPU budget for both responders, so handshakes/s compare their work per core
+# rather than how much of a shared machine each grabs (charon spreads over both cores, and the
+# load generator, which does the other half of every DH, competes with it there).
 # Prints JSON lines (one per run) on stdout and a summary on stderr. Environment: SAS (1000),
-# RATE (200), CONC (32), PER (20), ROUNDS (2), GROUP (ecp384), LOAD_THREADS (1), NO_BUILD=1
+# RATE (200), CONC (32), PER (20), ROUNDS (2), GROUP (ecp384), LOAD_THREADS (1), PIN (0), NO_BUILD=1
 # to use the binaries in CARGO_TARGET_DIR/release as they are, KEEP_LOGS=1 to keep the work
 # directory's logs on failure. Everything it creates is removed on exit.
 set -euo pipefail
@@ -31,6 +35,7 @@ PER=${PER:-20}
 ROUNDS=${ROUNDS:-2}
 GROUP=${GROUP:-ecp384}
 LOAD_THREADS=${LOAD_THREADS:-1}
+PIN=${PIN:-0}
 [[ $EUID -eq 0 ]] || { echo "$0: needs root (network namespaces)" >&2; exit 1; }
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -175,6 +180,11 @@ CONF
 chmod 600 "$WORK/s/swanctl.conf"
 start_charon "$WORK/s" "$NS_S"
 CH=${PIDS[-1]}
+if [[ $PIN == 1 ]]; then
+    # Every thread of both responders onto CPU 1 (charon's pool exists once it has started).
+    taskset -apc 1 "$TP" >/dev/null
+    taskset -apc 1 "$CH" >/dev/null
+fi
 
 for _ in $(seq 100); do
     ip netns exec "$NS_R" curl -sf "http://127.0.0.1:$HTTP/metrics" >/dev/null 2>&1 && break
@@ -191,7 +201,9 @@ ip netns exec "$NS_R" curl -sf "http://127.0.0.1:$HTTP/metrics" >/dev/null || {
 # would tunnel its IKE answers to the other initiators into the first Child SA otherwise.
 load() {
     ulimit -n "$(ulimit -Hn)"
-    ip netns exec "$NS_L" "$BIN/ike-load" --target "$1" --source-base "$2" --sources "$3" \
+    local pin=()
+    [[ $PIN == 1 ]] && pin=(taskset -c 0)
+    ip netns exec "$NS_L" "${pin[@]}" "$BIN/ike-load" --target "$1" --source-base "$2" --sources "$3" \
         --count "$4" --rate "$5" --hold "$6" --group "$GROUP" --psk-file "$WORK/psk" \
         --peer-id "$1" --threads "$LOAD_THREADS" --timeout 20 --local-ts 172.16.0.0/12
 }
