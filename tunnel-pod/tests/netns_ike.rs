@@ -336,29 +336,9 @@ impl Rig {
         );
     }
 
-    /// Pings from `side` (source `src`) to `dst`: one warm-up that may take a few tries, then
-    /// five that must all be answered.
+    /// See [`common::ping_five`].
     fn ping(&self, side: Side, src: &str, dst: &str) {
-        let once = || {
-            self.lab
-                .exec(side, "ping", &["-c", "1", "-W", "1", "-n", "-I", src, dst])
-                .status
-                .success()
-                .then_some(())
-        };
-        let warm = wait_for(Duration::from_secs(10), Duration::from_millis(200), once);
-        assert!(warm.is_some(), "no ping {src} → {dst}{}", self.logs());
-        let out = self.lab.exec(
-            side,
-            "ping",
-            &["-c", "5", "-i", "0.2", "-W", "2", "-n", "-I", src, dst],
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            text.contains("5 received"),
-            "ping {src} → {dst} lost packets:\n{text}{}",
-            self.logs()
-        );
+        common::ping_five(&self.lab, side, src, dst, &|| self.logs());
     }
 
     /// Ping both ways for every selector.

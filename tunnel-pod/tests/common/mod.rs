@@ -952,3 +952,29 @@ pub fn tshark_number(field: &str) -> Option<u64> {
         None => f.parse().ok(),
     }
 }
+
+/// One warm-up ping from `side` (source `src`) to `dst` that may take a few tries, then five
+/// that must all be answered (`-w 5`: with `-W` alone ping waits only two round trips for the
+/// last reply, and one slow reply of libipsec under load would count as lost). `logs` gives
+/// the rig's logs for a failure message.
+pub fn ping_five(lab: &Lab, side: Side, src: &str, dst: &str, logs: &dyn Fn() -> String) {
+    let once = || {
+        lab.exec(side, "ping", &["-c", "1", "-W", "1", "-n", "-I", src, dst])
+            .status
+            .success()
+            .then_some(())
+    };
+    let warm = wait_for(Duration::from_secs(10), Duration::from_millis(200), once);
+    assert!(warm.is_some(), "no ping {src} → {dst}{}", logs());
+    let out = lab.exec(
+        side,
+        "ping",
+        &["-c", "5", "-i", "0.2", "-w", "5", "-n", "-I", src, dst],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("5 received"),
+        "ping {src} → {dst} lost packets:\n{text}{}",
+        logs()
+    );
+}
