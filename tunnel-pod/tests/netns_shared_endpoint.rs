@@ -1060,9 +1060,13 @@ fn ambiguous_twin_is_reported_and_harmless() {
 /// to the new mapping, but the next IKE message (strongSwan's Delete of the old Child SA, which
 /// a capture in the node namespace shows coming from the *new* port) reaches the IKE task from
 /// the data socket labelled with the *old* port, so the core reports `PeerMoved` back to the dead
-/// mapping and ESP goes there; traffic stops until the next IKE message. It happens with and
-/// without the drain of a replaced socket; the cause (our socket replacement, or the kernel's
-/// 6.13+ 4-tuple hash of connected UDP sockets) is not found yet.
+/// mapping and ESP goes there; traffic stops until the next IKE message. Observed with a debug
+/// line in the receive loop: the Delete is the first datagram `recvmmsg` returns on the *new*
+/// data socket (connected to the new mapping; not the replaced one, which was already left), and
+/// its reported source is the old mapping's port, while `tcpdump -i any` in the node namespace
+/// shows it arriving from the new port. It happens with and without the drain of a replaced
+/// socket. Not found yet: whether our socket replacement or the kernel (6.18, connected UDP
+/// sockets in a reuseport group, the 6.13+ 4-tuple hash) mislabels it.
 #[test]
 #[ignore = "needs root, network namespaces, strongSwan and conntrack"]
 fn nat_rebinding_moves_the_data_socket() {
