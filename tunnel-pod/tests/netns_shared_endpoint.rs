@@ -256,6 +256,20 @@ impl Net {
         short
     }
 
+    /// Pod `p<i>` for router i (its customerEndpoint, route, port), started and up.
+    fn pod_for_router(&mut self, i: u8) -> usize {
+        let config = pod_config(
+            self,
+            i,
+            Some(router_public(i)),
+            &format!("10.10.{i}.0/24"),
+            HTTP_BASE + u16::from(i),
+        );
+        let pod = self.start_pod(&format!("p{i}"), &config);
+        self.wait_pod(pod);
+        pod
+    }
+
     /// Starts `tunnel-pod run` in the node namespace.
     fn start_pod(&mut self, label: &str, config: &GreConfig) -> usize {
         self.start_pod_in("n", label, config)
@@ -387,14 +401,7 @@ impl Drop for Net {
             terminate(b, Duration::from_secs(1));
         }
         for ns in self.namespaces.iter().rev() {
-            let out = output(&mut cmd("ip", &["netns", "pids", ns]));
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill")
-                    .args(["-KILL", pid])
-                    .stderr(Stdio::null())
-                    .status();
-            }
-            let _ = output(&mut cmd("ip", &["netns", "del", ns]));
+            common::remove_netns(ns);
         }
         if std::env::var_os("MT_KEEP_LAB").is_none() {
             let _ = fs::remove_dir_all(&self.dir);
@@ -997,15 +1004,7 @@ fn default_tunnel_beside_two_with_customers() {
 #[ignore = "needs root, network namespaces and strongSwan"]
 fn ambiguous_twin_is_reported_and_harmless() {
     let mut net = Net::new();
-    let first = pod_config(
-        &net,
-        1,
-        Some(router_public(1)),
-        "10.10.1.0/24",
-        HTTP_BASE + 1,
-    );
-    let p1 = net.start_pod("p1", &first);
-    net.wait_pod(p1);
+    let p1 = net.pod_for_router(1);
     // The twin: same endpoint and customer, its own address, route and port.
     let mut twin = pod_config(
         &net,
@@ -1071,15 +1070,7 @@ fn ambiguous_twin_is_reported_and_harmless() {
 #[ignore = "needs root, network namespaces, strongSwan and conntrack"]
 fn nat_rebinding_moves_the_data_socket() {
     let mut net = Net::new();
-    let config = pod_config(
-        &net,
-        1,
-        Some(router_public(1)),
-        "10.10.1.0/24",
-        HTTP_BASE + 1,
-    );
-    let pod = net.start_pod("p1", &config);
-    net.wait_pod(pod);
+    let pod = net.pod_for_router(1);
     let router = Router::new(&mut net, 1, Reach::Nat, RouterKind::StrongSwan);
     initiate_all(&net, &[&router]);
     assert_sa_on(&net, &router, pod, &[pod]);

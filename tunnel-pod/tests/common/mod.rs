@@ -710,21 +710,7 @@ impl Drop for Lab {
             }
         }
         for ns in &self.namespaces {
-            // Anything still running in a namespace of ours was started by this test.
-            let out = output(&mut cmd("ip", &["netns", "pids", ns]));
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill")
-                    .args(["-KILL", pid])
-                    .stderr(Stdio::null())
-                    .status();
-            }
-            let out = output(&mut cmd("ip", &["netns", "del", ns]));
-            if !out.status.success() {
-                eprintln!(
-                    "cannot delete netns {ns}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
+            remove_netns(ns);
         }
         if std::env::var_os("MT_KEEP_LAB").is_none() {
             let _ = fs::remove_dir_all(&self.dir);
@@ -977,4 +963,23 @@ pub fn ping_five(lab: &Lab, side: Side, src: &str, dst: &str, logs: &dyn Fn() ->
         "ping {src} → {dst} lost packets:\n{text}{}",
         logs()
     );
+}
+
+/// Kills whatever still runs in namespace `ns` (a test's own: whatever runs there was started
+/// by the test) and deletes it; a failure is reported, not fatal (this runs in `Drop`).
+pub fn remove_netns(ns: &str) {
+    let out = output(&mut cmd("ip", &["netns", "pids", ns]));
+    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        let _ = Command::new("kill")
+            .args(["-KILL", pid])
+            .stderr(Stdio::null())
+            .status();
+    }
+    let out = output(&mut cmd("ip", &["netns", "del", ns]));
+    if !out.status.success() {
+        eprintln!(
+            "cannot delete netns {ns}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
