@@ -236,6 +236,13 @@ impl Path {
                 self.receive(slot, n, src, &mut gro, &returns);
             }
             self.flush(&mut gro);
+            if drained {
+                // The end-of-file left its header's msg_namelen at 0, and nix does not reset it
+                // before the next call: the kernel would then copy no source address and the
+                // next datagram in that slot would carry the previous one's (a new peer's first
+                // IKE message seen as from the old peer: the core then followed it back).
+                headers = nix::sys::socket::MultiHeaders::preallocate(RX_BATCH, None);
+            }
             if stale && drained {
                 socket = self.socket.load_full();
             }

@@ -214,6 +214,26 @@ impl Source {
         self.socks.send(out)
     }
 
+    /// Waits for one datagram (handled) or until `wake` (timers run).
+    async fn step(
+        &mut self,
+        wake: Instant,
+        buf: &mut [u8],
+        buf2: &mut [u8],
+        out: &mut Vec<Output>,
+    ) {
+        tokio::select! {
+            r = self.socks.recv(buf, buf2) => {
+                if let Some((port, from, msg)) = r {
+                    self.handle(port, from, &msg, out);
+                }
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {
+                self.endpoint.poll(Instant::now(), &self.rng, out);
+            }
+        }
+    }
+
     fn handle(&mut self, port: u16, from: SocketAddr, msg: &[u8], out: &mut Vec<Output>) {
         let path = Path {
             local: SocketAddr::from((self.addr, port)),
@@ -383,16 +403,7 @@ async fn handshakes(
                 .endpoint
                 .next_timer()
                 .map_or(deadline, |x| x.min(deadline));
-            tokio::select! {
-                r = src.socks.recv(&mut buf, &mut buf2) => {
-                    if let Some((port, from, msg)) = r {
-                        src.handle(port, from, &msg, &mut out);
-                    }
-                }
-                _ = tokio::time::sleep_until(wake.into()) => {
-                    src.endpoint.poll(Instant::now(), &src.rng, &mut out);
-                }
-            }
+            src.step(wake, &mut buf, &mut buf2, &mut out).await;
         }
     }
     // Keep the SAs (answer DPD etc.) until `hold` after the last source is done, then delete
@@ -406,16 +417,7 @@ async fn handshakes(
         }
         let check = now + Duration::from_millis(100);
         let wake = src.endpoint.next_timer().map_or(check, |x| x.min(check));
-        tokio::select! {
-            r = src.socks.recv(&mut buf, &mut buf2) => {
-                if let Some((port, from, msg)) = r {
-                    src.handle(port, from, &msg, &mut out);
-                }
-            }
-            _ = tokio::time::sleep_until(wake.into()) => {
-                src.endpoint.poll(Instant::now(), &src.rng, &mut out);
-            }
-        }
+        src.step(wake, &mut buf, &mut buf2, &mut out).await;
         src.send(&mut out);
     }
     src.endpoint.close(Instant::now(), &src.rng, &mut out);
