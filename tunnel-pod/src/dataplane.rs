@@ -57,9 +57,6 @@ pub struct Path {
     /// The peer the UDP data socket is connected to (unset: not connected, it then receives
     /// strays for any pod of the endpoint).
     pub connected: PeerCell,
-    /// When the data socket was last replaced, and the peer waiting for the next replacement
-    /// (see [`Path::set_peer`]).
-    pub reconnect: std::sync::Mutex<Reconnect>,
     pub metrics: Arc<Metrics>,
     pub local_endpoint: Ipv4Addr,
     /// The customer's side of the tunnel subnet, where the peer's reply-style probes are headed.
@@ -69,38 +66,6 @@ pub struct Path {
     pub coalesce: bool,
     /// IKE messages that arrive on the ESP socket (port 4500) go here, to the IKE task.
     pub ike: Option<mpsc::Sender<IkeDatagram>>,
-}
-
-/// At most one replacement of the data socket per this period (see [`Path::set_peer`]).
-pub const RECONNECT_PACE: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// The pacing of data-socket replacements: pure, so that it is tested on a manual clock.
-#[derive(Debug, Default)]
-pub struct Reconnect {
-    last: Option<Instant>,
-    pending: Option<SocketAddrV4>,
-}
-
-impl Reconnect {
-    /// A new peer at `now`: `Some` when the socket is to be connected to it now, else it
-    /// waits (a later request replaces it: only the newest peer matters).
-    pub fn request(&mut self, peer: SocketAddrV4, now: Instant) -> Option<SocketAddrV4> {
-        self.pending = Some(peer);
-        self.due(now)
-    }
-
-    /// The waiting peer, if the pace allows a replacement at `now`.
-    pub fn due(&mut self, now: Instant) -> Option<SocketAddrV4> {
-        let free = self
-            .last
-            .is_none_or(|t| now.saturating_duration_since(t) >= RECONNECT_PACE);
-        if !free {
-            return None;
-        }
-        let peer = self.pending.take()?;
-        self.last = Some(now);
-        Some(peer)
-    }
 }
 
 /// A datagram for the IKE task from the data path's socket: an IKE message, or ESP of an SPI
@@ -410,38 +375,11 @@ impl Path {
     /// ESP follows, and the data socket is (re-)connected to it, so that the kernel hands this
     /// pod that 4-tuple. A failed connect leaves the socket as it was: sends then carry the
     /// address.
-    ///
-    /// Replacing the socket costs a socket, and a datagram that races the switch can be lost
-    /// (the peer retransmits). A peer that stays put needs one replacement; a default tunnel
-    /// whose newest IKE SA hops between many peers (several routers sharing one ID, as in the
-    /// IKE benchmark) would need one per handshake, and lost about 1.5 % of its IKE_AUTH
-    /// requests that way (BENCHMARKS.md). So the socket is replaced at most once per
-    /// [`RECONNECT_PACE`]; a peer that comes sooner waits for [`Path::reconnect_due`] (the IKE
-    /// task calls it every second). ESP follows at once either way: sends carry the address
-    /// until the socket is connected to it, and the peer's datagrams reach us through the
-    /// endpoint's unconnected sockets meanwhile.
     pub fn set_peer(&self, peer: SocketAddrV4) {
         if let Some(esp) = self.encap.as_esp() {
             esp.set_peer(peer);
         }
-        let due = match self.reconnect.lock() {
-            Ok(mut r) => r.request(peer, Instant::now()),
-            Err(_) => None,
-        };
-        if let Some(peer) = due {
-            self.connect(peer);
-        }
-    }
-
-    /// Connects the data socket to a peer [`Path::set_peer`] deferred, once its pace allows.
-    pub fn reconnect_due(&self) {
-        let due = match self.reconnect.lock() {
-            Ok(mut r) => r.due(Instant::now()),
-            Err(_) => None,
-        };
-        if let Some(peer) = due {
-            self.connect(peer);
-        }
+        self.connect(peer);
     }
 
     /// Connects the data socket to `peer` (the configured customer at start, before ESP has a
@@ -539,29 +477,6 @@ fn keepalive(packet: &[u8], local: Ipv4Addr, customer: Ipv4Addr) -> Option<&[u8]
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn data_socket_replacements_are_paced_and_the_newest_peer_wins() {
-        let t0 = Instant::now();
-        let a = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 1), 4500);
-        let b = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 2), 4500);
-        let c = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 3), 4500);
-        let mut r = Reconnect::default();
-        // The first peer connects at once.
-        assert_eq!(r.request(a, t0), Some(a));
-        assert_eq!(r.due(t0), None, "nothing waits");
-        // Two more within the pace: neither now; the newest waits.
-        let soon = t0 + RECONNECT_PACE / 4;
-        assert_eq!(r.request(b, soon), None);
-        assert_eq!(r.request(c, soon), None);
-        assert_eq!(r.due(t0 + RECONNECT_PACE / 2), None);
-        // Once the pace allows, the newest (c) connects, b never does.
-        let later = t0 + RECONNECT_PACE;
-        assert_eq!(r.due(later), Some(c));
-        assert_eq!(r.due(later + RECONNECT_PACE), None);
-        // A peer long after the last replacement connects at once again.
-        assert_eq!(r.request(b, later + RECONNECT_PACE * 3), Some(b));
-    }
 
     #[test]
     fn keepalive_is_recognised_only_between_the_endpoints() {

@@ -130,7 +130,6 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
         tun,
         socket: arc_swap::ArcSwap::from_pointee(socket),
         connected: Default::default(),
-        reconnect: Default::default(),
         metrics: metrics.clone(),
         local_endpoint: config.local_endpoint,
         peer_address: peer,

@@ -1052,20 +1052,11 @@ fn ambiguous_twin_is_reported_and_harmless() {
 /// The router's NAT rebinds (its mapping moves to another port, as after a NAT reboot or a
 /// conntrack timeout): the router's next IKE message (here a Child SA rekey) comes from the new
 /// port, the core reports `PeerMoved`, ESP follows and the data socket is replaced by one
-/// connected to the new mapping (paced, see `dataplane::Reconnect`); traffic then flows again
-/// and ESP no longer arrives as strays.
-///
-/// **Fails today (a known bug, skipped in `make netns-test`):** the rekey moves the data socket
-/// to the new mapping, but the next IKE message (strongSwan's Delete of the old Child SA, which
-/// a capture in the node namespace shows coming from the *new* port) reaches the IKE task from
-/// the data socket labelled with the *old* port, so the core reports `PeerMoved` back to the dead
-/// mapping and ESP goes there; traffic stops until the next IKE message. Observed with a debug
-/// line in the receive loop: the Delete is the first datagram `recvmmsg` returns on the *new*
-/// data socket (connected to the new mapping; not the replaced one, which was already left), and
-/// its reported source is the old mapping's port, while `tcpdump -i any` in the node namespace
-/// shows it arriving from the new port. It happens with and without the drain of a replaced
-/// socket. Not found yet: whether our socket replacement or the kernel (6.18, connected UDP
-/// sockets in a reuseport group, the 6.13+ 4-tuple hash) mislabels it.
+/// connected to the new mapping; traffic then flows again
+/// and ESP no longer arrives as strays. This caught the stale source address after a socket
+/// replacement (`Path::run_ingress`: fresh receive headers after the old socket's end-of-file):
+/// strongSwan's Delete of the old Child SA, the first datagram on the new socket, looked as if
+/// from the dead mapping, and ESP followed it back there.
 #[test]
 #[ignore = "needs root, network namespaces, strongSwan and conntrack"]
 fn nat_rebinding_moves_the_data_socket() {

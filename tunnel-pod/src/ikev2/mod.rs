@@ -680,8 +680,6 @@ impl Shell {
         let Some(esp) = self.path.encap.as_esp() else {
             return;
         };
-        // A peer change that came too soon after the last one connects now (`Path::set_peer`).
-        self.path.reconnect_due();
         let mut exhausted = false;
         let mut due = Vec::new();
         for o in esp.outbound_sas() {
