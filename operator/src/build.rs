@@ -100,6 +100,8 @@ pub fn tunnel_config(v: &ValidatedTunnel) -> Result<TunnelConfig, Invalid> {
             lifetimes: i.lifetimes,
             static_sa: None,
             initiate: i.initiate,
+            // Anycast SA sharing (issue #11): set by the operator's sync objects (see README).
+            sync: None,
         }),
         _ => None,
     };
@@ -122,6 +124,7 @@ pub fn tunnel_config(v: &ValidatedTunnel) -> Result<TunnelConfig, Invalid> {
         http: HttpConfig {
             listen: std::net::SocketAddr::from(([0, 0, 0, 0], v.http_port)),
         },
+        replicas: 1,
     };
     config.validate().map_err(|e| Invalid {
         reason: Reason::InvalidSpec,

@@ -356,6 +356,19 @@ pub struct IpsecConfig {
     /// IKE (no `staticSa`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub initiate: bool,
+    /// Anycast replicas: the SAs one replica negotiates are shared with the others through a
+    /// Secret on the Kubernetes API (README "Anycast replicas"). Needs IKE (no `staticSa`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<SaSync>,
+}
+
+/// Where the replicas of one tunnel keep their shared SA state: a Secret the operator creates
+/// (`<tunnel>-sa`), which each replica may only get, watch and update.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SaSync {
+    pub namespace: String,
+    pub secret: String,
 }
 
 impl IpsecConfig {
@@ -435,7 +448,21 @@ pub struct TunnelConfig {
     pub ipsec: Option<IpsecConfig>,
     #[serde(default)]
     pub http: HttpConfig,
+    /// How many replicas may send on one SA at once (anycast, 1..=16). Each replica's outbound
+    /// SAs use its own slice of the IV and sequence spaces (`tunnel-pod run --replica`).
+    #[serde(default = "default_replicas", skip_serializing_if = "is_one_replica")]
+    pub replicas: u8,
 }
+
+fn default_replicas() -> u8 {
+    1
+}
+fn is_one_replica(n: &u8) -> bool {
+    *n == 1
+}
+
+/// Most replicas of one tunnel (the CRD's `replicas` maximum).
+pub const MAX_REPLICAS: u8 = 16;
 
 fn default_ttl() -> u8 {
     DEFAULT_TTL
@@ -564,6 +591,15 @@ impl TunnelConfig {
         if self.ttl == 0 {
             return Err(invalid("ttl", "must be between 1 and 255"));
         }
+        if !(1..=MAX_REPLICAS).contains(&self.replicas) {
+            return Err(invalid(
+                "replicas",
+                format!(
+                    "must be between 1 and {MAX_REPLICAS}, got {}",
+                    self.replicas
+                ),
+            ));
+        }
         self.validate_mss_clamp(mtu)?;
         self.validate_routes()?;
         if let Some(target) = self.health_check.target
@@ -596,6 +632,20 @@ impl TunnelConfig {
                         "customerEndpoint",
                         "ipsec.initiate: true needs the router's address to dial",
                     ));
+                }
+                if let Some(sync) = &ipsec.sync {
+                    if ipsec.static_sa.is_some() {
+                        return Err(invalid(
+                            "ipsec.sync",
+                            "static SAs (ipsec.staticSa) are in every replica's config already: remove ipsec.sync",
+                        ));
+                    }
+                    if sync.namespace.is_empty() || sync.secret.is_empty() {
+                        return Err(invalid(
+                            "ipsec.sync",
+                            "needs the namespace and name of the SA Secret",
+                        ));
+                    }
                 }
                 if ipsec.static_sa.is_some() && self.customer_endpoint.is_none() {
                     return Err(invalid(
