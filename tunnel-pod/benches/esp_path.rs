@@ -12,7 +12,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::hmac;
 use tunnel_pod::config::{EspEncryption, Integrity, Secret};
-use tunnel_pod::esp::sa::{Inbound, NEXT_IPV4, Outbound, SaLifetime, SaParams};
+use tunnel_pod::esp::sa::{Inbound, NEXT_IPV4, Outbound, SaLifetime, SaParams, SenderSlot};
 use tunnel_pod::esp::suite::key_lengths;
 
 fn params(enc: EspEncryption, integ: Option<Integrity>) -> SaParams {
@@ -144,5 +144,43 @@ fn esp(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, esp);
+/// Sender slots (issue #11): sealing 1400 B with AES-256-GCM as the one sender of an SA and as
+/// slot 1 of 2 of a shared SA (one wall-clock read, two CAS loops and a modulo more per packet).
+fn slots(c: &mut Criterion) {
+    let size = 1400;
+    let mut group = c.benchmark_group("esp/slots/aes-gcm-256");
+    group.throughput(Throughput::Bytes(size as u64));
+    let epoch_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let lifetime = std::time::Duration::from_secs(3600);
+    let single = Outbound::new(params(EspEncryption::AesGcm16_256, None)).expect("sa");
+    let owner = Outbound::shared(
+        params(EspEncryption::AesGcm16_256, None),
+        SenderSlot { index: 0, count: 2 },
+        epoch_ms,
+        lifetime,
+    )
+    .expect("sa");
+    let shared =
+        Outbound::restore_shared(owner.state(), SenderSlot { index: 1, count: 2 }).expect("sa");
+    let packet = inner(size);
+    for (name, out) in [("single", &single), ("shared", &shared)] {
+        let (head, tail) = (out.headroom(), out.tailroom());
+        let mut frame = vec![0u8; head + size + tail];
+        group.bench_function(BenchmarkId::new(name, size), |b| {
+            b.iter(|| {
+                frame[head..head + size].copy_from_slice(&packet);
+                black_box(
+                    out.seal(&mut frame, head..head + size, NEXT_IPV4)
+                        .expect("seal"),
+                );
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, esp, slots);
 criterion_main!(benches);

@@ -7,6 +7,7 @@
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::Ipv4Net;
 
@@ -116,19 +117,172 @@ pub enum SealError {
 
 /// The outbound half: seals inner packets. Shared by every thread that sends (data path,
 /// prober, reflected probes): the counters are atomics, so each packet gets its own number.
+///
+/// Two schemes (module docs of [`SenderSlot`]): the single sender (`new`, `restore`, or a slot
+/// count of 1), where IV = `iv_base` + sequence number, and shared mode (`shared`,
+/// `restore_shared` with a slot count above 1), where several processes (anycast replicas) send
+/// on one SA, each in its own slot.
 #[derive(Debug)]
 pub struct Outbound {
     params: SaParams,
     transform: Transform,
-    /// The last sequence number used (0: none yet; RFC 4303 §3.3.3 starts at 1).
+    /// The last sequence number used (0: none yet; RFC 4303 §3.3.3 starts at 1). In shared mode
+    /// the last number this slot used, or, before its first packet, the number published with
+    /// the state it continues.
     seq: AtomicU32,
     /// IV = `iv_base` + sequence number. Random per SA instance, so that a process that starts
     /// the same (manually keyed) SA again, with the sequence back at 1, does not repeat a GCM
     /// nonce or a CBC IV: two runs collide only if their 2^32-wide ranges overlap in 2^64.
+    /// In shared mode every replica has the published `iv_base` and adds its slot's counter.
     iv_base: u64,
+    /// The epoch and lifetime of a shared SA, as published (also kept with one slot).
+    shared: Option<SharedSeq>,
+    /// The sender slot's state; `None` in the single-sender scheme.
+    slot: Option<Slot>,
     bytes: AtomicU64,
     packets: AtomicU64,
     expired: AtomicBool,
+}
+
+/// Which of several senders on one outbound SA this process is: `index` in `0..count`.
+///
+/// With `count` > 1 (several anycast replicas seal on the same SA, same key), the slot keeps
+/// their packets apart:
+/// - IV input (the GCM explicit IV; CBC encrypts it into the IV) =
+///   `iv_base` + ((`index` << 56) | c), with c = max(previous c + 1, nanoseconds of the wall
+///   clock since [`IV_CLOCK_MARGIN`] before the SA's epoch), taken atomically. Two replicas
+///   differ in the top byte; a replica that restarts continues from its clock, above what it
+///   used before. c is at least 2^32, so shared IVs never meet a single sender's
+///   (`iv_base` + 1 ..= `iv_base` + 2^32 − 1). A (key, nonce) pair never repeats as long as no
+///   replica's clock runs more than the margin behind the epoch, nor steps back across a
+///   restart by more than the restart took.
+/// - Sequence number: the smallest value above the previous one with seq ≡ `index` + 1
+///   (mod `count`) and seq ≥ floor(now), floor = (now − epoch) · 2^32 / lifetime (hard
+///   lifetime). Slots never send the same number, and a replica that takes over from another
+///   sends numbers above the old sender's (up to clock skew × rate), so a peer's anti-replay
+///   window keeps accepting after a path switch.
+///
+/// `count` == 1 is exactly the single-sender scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SenderSlot {
+    pub index: u8,
+    pub count: u8,
+}
+
+impl SenderSlot {
+    /// The one sender of a non-shared SA.
+    pub const SINGLE: SenderSlot = SenderSlot { index: 0, count: 1 };
+
+    fn check(self) -> Result<(), KeyError> {
+        if self.count == 0 {
+            Err(KeyError::BadSenderSlot("count is 0"))
+        } else if self.index >= self.count {
+            Err(KeyError::BadSenderSlot("index is not below count"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The shared-mode parameters of an outbound SA, published with its state so that every
+/// replica derives the same sequence floor.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SharedSeq {
+    /// When the SA was installed (ms since the Unix epoch): the floor is 0 then.
+    pub epoch_unix_ms: u64,
+    /// The SA's hard lifetime: the floor reaches 2^32 then.
+    pub lifetime_ms: u64,
+}
+
+/// How far before the SA's epoch the IV clock starts: a replica whose wall clock is behind the
+/// epoch (skew between nodes) by less than this still draws its IV counter from the clock.
+pub const IV_CLOCK_MARGIN: Duration = Duration::from_secs(3600);
+
+/// Bit position of the slot index in the shared-mode IV input; c stays below 2^56 (≈ 833 days).
+const SLOT_SHIFT: u32 = 56;
+
+/// A shared-mode sender's constants and IV counter.
+#[derive(Debug)]
+struct Slot {
+    /// Sequence numbers of this slot are ≡ `residue` (mod `count`).
+    residue: u64,
+    count: u64,
+    /// `index` << 56.
+    index_bits: u64,
+    /// The SA's epoch in ns since the Unix epoch.
+    epoch_ns: u64,
+    /// Where the IV clock starts (ns since the Unix epoch): `epoch_ns` − margin.
+    iv_clock_ns: u64,
+    /// The hard lifetime in ns.
+    lifetime_ns: u64,
+    /// floor = ⌈elapsed ns · `rate` / 2^64⌉, `rate` = ⌈2^96 / lifetime ns⌉: a multiplication per
+    /// packet instead of a division; it is the smallest integer ≥ the exact floor, or one above.
+    rate: u128,
+    /// The last IV counter c used.
+    iv_counter: AtomicU64,
+}
+
+impl Slot {
+    fn new(slot: SenderSlot, shared: SharedSeq) -> Result<Self, KeyError> {
+        slot.check()?;
+        let lifetime_ns = shared.lifetime_ms.saturating_mul(1_000_000);
+        if lifetime_ns == 0 {
+            return Err(KeyError::BadSenderSlot("lifetime is 0"));
+        }
+        let epoch_ns = shared.epoch_unix_ms.saturating_mul(1_000_000);
+        let rate = (1u128 << 96).div_ceil(u128::from(lifetime_ns));
+        Ok(Slot {
+            residue: (u64::from(slot.index) + 1) % u64::from(slot.count),
+            count: u64::from(slot.count),
+            index_bits: u64::from(slot.index) << SLOT_SHIFT,
+            epoch_ns,
+            iv_clock_ns: epoch_ns.saturating_sub(IV_CLOCK_MARGIN.as_nanos() as u64),
+            lifetime_ns,
+            rate,
+            iv_counter: AtomicU64::new(u64::from(u32::MAX)),
+        })
+    }
+
+    /// The sequence floor at `now_ns` (ns since the Unix epoch): 0 before the epoch, 2^32 (no
+    /// number left) once the lifetime is over.
+    fn floor(&self, now_ns: u64) -> u64 {
+        let elapsed = now_ns.saturating_sub(self.epoch_ns);
+        if elapsed >= self.lifetime_ns {
+            return 1 << 32;
+        }
+        // elapsed < lifetime, so the product stays below 2^97 and the result at most 2^32.
+        ((u128::from(elapsed) * self.rate + u128::from(u64::MAX)) >> 64) as u64
+    }
+
+    /// The number after `prev` in this slot, at least `floor`; `None` beyond 2^32 − 1.
+    fn next_seq(&self, prev: u32, floor: u64) -> Option<u32> {
+        let lower = (u64::from(prev) + 1).max(floor);
+        let mut up = self.residue + self.count - lower % self.count;
+        if up >= self.count {
+            up -= self.count;
+        }
+        u32::try_from(lower + up).ok()
+    }
+
+    /// The next IV input offset, `(index << 56) | c`.
+    fn next_iv(&self, now_ns: u64) -> Option<u64> {
+        let clock = now_ns.saturating_sub(self.iv_clock_ns);
+        let next = |prev: u64| Some((prev + 1).max(clock)).filter(|&c| c < 1 << SLOT_SHIFT);
+        let prev = self
+            .iv_counter
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, next)
+            .ok()?;
+        Some(self.index_bits | next(prev)?)
+    }
+}
+
+/// The wall clock in ns since the Unix epoch.
+fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// Serialisable state of an outbound SA, to hand to another process.
@@ -140,6 +294,9 @@ pub struct OutboundState {
     pub seq: u32,
     /// Where this SA's IV counter started (see `Outbound::iv_base`).
     pub iv_base: u64,
+    /// Set for an SA that several replicas send on (see [`SenderSlot`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<SharedSeq>,
 }
 
 impl Outbound {
@@ -149,26 +306,73 @@ impl Outbound {
             params,
             seq: AtomicU32::new(0),
             iv_base: random_u64()?,
+            shared: None,
+            slot: None,
             bytes: AtomicU64::new(0),
             packets: AtomicU64::new(0),
             expired: AtomicBool::new(false),
         })
     }
 
+    /// Continues a single-sender SA where `state` left it (its `shared` part is kept for
+    /// `state`, not used).
     pub fn restore(state: OutboundState) -> Result<Self, KeyError> {
         let mut sa = Outbound::new(state.params)?;
         sa.seq.store(state.seq, Ordering::Relaxed);
         sa.iv_base = state.iv_base;
+        sa.shared = state.shared;
         Ok(sa)
     }
 
-    /// The state another process needs to continue this SA. The caller must stop sending on
-    /// this one: two senders would reuse sequence numbers (and GCM IVs).
+    /// A new SA that `slot.count` replicas send on (see [`SenderSlot`]): `epoch_unix_ms` is
+    /// when the SA was installed, `lifetime` its hard lifetime. With one slot this is `new`.
+    pub fn shared(
+        params: SaParams,
+        slot: SenderSlot,
+        epoch_unix_ms: u64,
+        lifetime: Duration,
+    ) -> Result<Self, KeyError> {
+        let shared = SharedSeq {
+            epoch_unix_ms,
+            lifetime_ms: u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX),
+        };
+        Outbound::restore_shared(
+            OutboundState {
+                params,
+                seq: 0,
+                iv_base: random_u64()?,
+                shared: Some(shared),
+            },
+            slot,
+        )
+    }
+
+    /// Continues a published shared SA in this replica's slot: the first number sent is the
+    /// slot's next one above `state.seq` (and the floor). A state without its `shared` part
+    /// is refused for more than one slot (its IVs would not be partitioned).
+    pub fn restore_shared(state: OutboundState, slot: SenderSlot) -> Result<Self, KeyError> {
+        slot.check()?;
+        if slot.count == 1 {
+            return Outbound::restore(state);
+        }
+        let shared = state.shared.ok_or(KeyError::BadSenderSlot(
+            "the state has no epoch (not shared)",
+        ))?;
+        let slot = Slot::new(slot, shared)?;
+        let mut sa = Outbound::restore(state)?;
+        sa.slot = Some(slot);
+        Ok(sa)
+    }
+
+    /// The state another process needs to continue this SA. A single sender must stop sending
+    /// on this one (two senders would reuse sequence numbers and GCM IVs); in shared mode every
+    /// replica continues in its own slot (`restore_shared`).
     pub fn state(&self) -> OutboundState {
         OutboundState {
             params: self.params.clone(),
             seq: self.seq.load(Ordering::Relaxed),
             iv_base: self.iv_base,
+            shared: self.shared,
         }
     }
 
@@ -226,8 +430,9 @@ impl Outbound {
         let limit = self.params.lifetime;
         let reached =
             |used: &AtomicU64, l: Option<u64>| l.is_some_and(|l| used.load(Ordering::Relaxed) >= l);
+        let last = self.slot.as_ref().map_or(1, |s| s.count as u32);
         self.expired.load(Ordering::Relaxed)
-            || self.seq.load(Ordering::Relaxed) == u32::MAX
+            || self.seq.load(Ordering::Relaxed) > u32::MAX - last
             || reached(&self.bytes, limit.bytes)
             || reached(&self.packets, limit.packets)
     }
@@ -249,6 +454,19 @@ impl Outbound {
         inner: Range<usize>,
         next_header: u8,
     ) -> Result<Range<usize>, SealError> {
+        // Only shared mode reads the clock.
+        let now = if self.slot.is_some() { wall_ns() } else { 0 };
+        self.seal_at(buf, inner, next_header, now)
+    }
+
+    /// `seal` at wall time `now_ns` (ns since the Unix epoch; used in shared mode only).
+    fn seal_at(
+        &self,
+        buf: &mut [u8],
+        inner: Range<usize>,
+        next_header: u8,
+        now_ns: u64,
+    ) -> Result<Range<usize>, SealError> {
         let len = inner.len();
         if self.expired.load(Ordering::Relaxed) {
             return Err(SealError::Expired);
@@ -269,11 +487,17 @@ impl Outbound {
         }
         // RFC 4303 §3.3.3: with ESN off the sequence number must not cycle; the sender stops.
         // A number is taken atomically, so concurrent senders never share one (nor a GCM IV).
-        let seq = self
-            .seq
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| s.checked_add(1))
-            .map_err(|_| SealError::SequenceExhausted)?
-            + 1;
+        let (seq, iv) = match &self.slot {
+            None => {
+                let seq = self
+                    .seq
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| s.checked_add(1))
+                    .map_err(|_| SealError::SequenceExhausted)?
+                    + 1;
+                (seq, u64::from(seq))
+            }
+            Some(slot) => self.next_shared(slot, now_ns)?,
+        };
         let start = inner
             .start
             .checked_sub(self.headroom())
@@ -293,11 +517,31 @@ impl Outbound {
         trailer[pad] = pad as u8;
         trailer[pad + 1] = next_header;
         self.transform
-            .seal(packet, self.iv_base.wrapping_add(u64::from(seq)))
+            .seal(packet, self.iv_base.wrapping_add(iv))
             .map_err(|_| SealError::NoRoom)?;
         self.bytes.fetch_add(len as u64, Ordering::Relaxed);
         self.packets.fetch_add(1, Ordering::Relaxed);
         Ok(start..end)
+    }
+
+    /// A shared-mode slot's next (sequence number, IV offset) at wall time `now_ns`. Past the
+    /// last number the SA stays exhausted (`is_exhausted`), as a single sender's does.
+    fn next_shared(&self, slot: &Slot, now_ns: u64) -> Result<(u32, u64), SealError> {
+        let floor = slot.floor(now_ns);
+        let taken = self
+            .seq
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |prev| {
+                slot.next_seq(prev, floor)
+            });
+        let seq = match taken.ok().and_then(|prev| slot.next_seq(prev, floor)) {
+            Some(seq) => seq,
+            None => {
+                self.seq.store(u32::MAX, Ordering::Relaxed);
+                return Err(SealError::SequenceExhausted);
+            }
+        };
+        let iv = slot.next_iv(now_ns).ok_or(SealError::SequenceExhausted)?;
+        Ok((seq, iv))
     }
 }
 
@@ -606,6 +850,7 @@ mod tests {
             params: params(1, EspEncryption::AesGcm16_128, None),
             seq: u32::MAX - 2,
             iv_base: 0,
+            shared: None,
         })
         .unwrap();
         assert!(out.needs_rekey());
@@ -847,6 +1092,358 @@ mod tests {
             }
             let _ = inb.open(&mut p);
         }
+    }
+    // ---- Sender slots (shared mode) ----
+
+    use std::collections::HashSet;
+
+    const LIFETIME: Duration = Duration::from_secs(3600);
+    /// A fixed wall clock for the slot tests: 2026-12-01T00:00:00Z.
+    const EPOCH_MS: u64 = 1_796_083_200_000;
+    const MS: u64 = 1_000_000;
+
+    fn slot(index: u8, count: u8) -> SenderSlot {
+        SenderSlot { index, count }
+    }
+
+    /// Seals `inner` with `out` at wall time `now_ns`; returns the ESP packet.
+    fn seal_at(out: &Outbound, inner: &[u8], now_ns: u64) -> Vec<u8> {
+        let head = out.headroom();
+        let mut buf = vec![0u8; head + inner.len() + out.tailroom()];
+        buf[head..head + inner.len()].copy_from_slice(inner);
+        let r = out
+            .seal_at(&mut buf, head..head + inner.len(), NEXT_IPV4, now_ns)
+            .unwrap();
+        buf[r].to_vec()
+    }
+
+    fn seq_of(p: &[u8]) -> u32 {
+        esp::Packet::new_checked(p).unwrap().sequence()
+    }
+
+    /// The IV as it goes on the wire (GCM: the explicit IV; CBC: the encrypted IV input).
+    fn wire_iv(out: &Outbound, p: &[u8]) -> Vec<u8> {
+        p[HEADER_LEN..out.headroom()].to_vec()
+    }
+
+    /// The floor by the contract's formula, in exact arithmetic.
+    fn exact_floor(now_ns: u64, epoch_ms: u64, lifetime: Duration) -> u64 {
+        let elapsed = u128::from(now_ns.saturating_sub(epoch_ms * MS));
+        (elapsed << 32).div_ceil(lifetime.as_nanos()) as u64
+    }
+
+    /// Replicas of one SA: slot 0 negotiated it, the others restored the state it published.
+    fn replicas(p: &SaParams, count: u8) -> (Vec<Outbound>, OutboundState) {
+        let owner = Outbound::shared(p.clone(), slot(0, count), EPOCH_MS, LIFETIME).unwrap();
+        let published = owner.state();
+        let mut all = vec![owner];
+        for i in 1..count {
+            all.push(Outbound::restore_shared(published.clone(), slot(i, count)).unwrap());
+        }
+        (all, published)
+    }
+
+    /// `count` slots seal `rounds` packets each, interleaved, all slots of a round at the same
+    /// wall time; then every slot restarts from the published state and seals `rounds` more.
+    /// Checks: no wire IV twice, residues, per-slot increase, the floor, and one anti-replay
+    /// Inbound opens everything (in sending order).
+    fn slots_share_an_sa(enc: EspEncryption, integ: Option<Integrity>, count: u8, rounds: u64) {
+        let p = params(0x5000, enc, integ);
+        let (mut senders, published) = replicas(&p, count);
+        let mut inb = Inbound::new(p.clone(), Some(1024)).unwrap();
+        let mut ivs = HashSet::new();
+        let mut now = EPOCH_MS * MS + 5 * MS;
+        let mut run = |senders: &[Outbound], now: &mut u64, ivs: &mut HashSet<Vec<u8>>| {
+            let mut last = vec![0u32; usize::from(count)];
+            for _ in 0..rounds {
+                // `count` µs per round: the floor moves ≈ 1.2 · count per round, so each slot
+                // stays near it (as long as a replica sends below 2^32 / lifetime / count
+                // packets per second).
+                *now += 1_000 * u64::from(count);
+                for (i, out) in senders.iter().enumerate() {
+                    let pkt = seal_at(out, &inner_v4(60), *now);
+                    assert!(
+                        ivs.insert(wire_iv(out, &pkt)),
+                        "{enc:?}: IV repeated (slot {i} of {count})"
+                    );
+                    let seq = seq_of(&pkt);
+                    assert_eq!(
+                        seq % u32::from(count),
+                        (i as u32 + 1) % u32::from(count),
+                        "residue"
+                    );
+                    assert!(seq > last[i], "slot {i}: {seq} after {}", last[i]);
+                    assert!(
+                        u64::from(seq) >= exact_floor(*now, EPOCH_MS, LIFETIME),
+                        "floor"
+                    );
+                    last[i] = seq;
+                    inb.open(&mut pkt.clone())
+                        .unwrap_or_else(|e| panic!("slot {i} seq {seq}: {e}"));
+                }
+            }
+        };
+        run(&senders, &mut now, &mut ivs);
+        // Every replica restarts and continues from the (old) published state; 2 ms later, so
+        // the floor is above every number sent before.
+        now += 2 * MS;
+        senders = (0..count)
+            .map(|i| Outbound::restore_shared(published.clone(), slot(i, count)).unwrap())
+            .collect();
+        run(&senders, &mut now, &mut ivs);
+        assert_eq!(ivs.len() as u64, 2 * rounds * u64::from(count));
+    }
+
+    #[test]
+    fn two_slots_never_repeat_a_nonce_gcm() {
+        slots_share_an_sa(EspEncryption::AesGcm16_256, None, 2, 2000);
+    }
+
+    #[test]
+    fn sixteen_slots_never_repeat_a_nonce_gcm_and_cbc() {
+        slots_share_an_sa(EspEncryption::AesGcm16_128, None, 16, 300);
+        slots_share_an_sa(
+            EspEncryption::AesCbc256,
+            Some(Integrity::HmacSha2_256_128),
+            16,
+            100,
+        );
+    }
+
+    #[test]
+    fn slot_index_is_in_the_top_byte_of_the_iv_input() {
+        // Same SA, same instant: the explicit IVs differ exactly in the slot byte.
+        let p = params(0x5001, EspEncryption::AesGcm16_256, None);
+        let (senders, published) = replicas(&p, 3);
+        let now = EPOCH_MS * MS + 7 * MS;
+        let iv = |o: &Outbound| {
+            let pkt = seal_at(o, &inner_v4(40), now);
+            u64::from_be_bytes(pkt[8..16].try_into().unwrap())
+        };
+        let offsets: Vec<u64> = senders
+            .iter()
+            .map(|o| iv(o).wrapping_sub(published.iv_base))
+            .collect();
+        let c = now - (EPOCH_MS * MS - IV_CLOCK_MARGIN.as_nanos() as u64);
+        assert_eq!(offsets, vec![c, (1 << 56) | c, (2 << 56) | c]);
+    }
+
+    #[test]
+    fn a_restart_at_the_same_clock_reading_does_not_repeat_an_iv() {
+        // The clock stands still (or the packets came faster than it ticks): c counts on.
+        let p = params(0x5002, EspEncryption::AesGcm16_256, None);
+        let (senders, published) = replicas(&p, 2);
+        let now = EPOCH_MS * MS;
+        let a = seal_at(&senders[1], &inner_v4(40), now);
+        let b = seal_at(&senders[1], &inner_v4(40), now);
+        assert_ne!(a[8..16], b[8..16]);
+        // A restarted replica at a later clock reading is above both.
+        let again = Outbound::restore_shared(published, slot(1, 2)).unwrap();
+        let c = seal_at(&again, &inner_v4(40), now + 1_000);
+        let ivs: HashSet<_> = [&a, &b, &c].iter().map(|p| p[8..16].to_vec()).collect();
+        assert_eq!(ivs.len(), 3);
+    }
+
+    #[test]
+    fn a_replica_taking_over_sends_above_the_old_senders_numbers() {
+        // A sent for a while; the router switches to B, whose state is the one A published at
+        // the start (seq 0). B's numbers start at the floor, above A's: a 64-packet replay
+        // window accepts B's packets right after A's.
+        let p = params(0x5003, EspEncryption::AesGcm16_256, None);
+        let (senders, _) = replicas(&p, 2);
+        let mut inb = Inbound::new(p, Some(64)).unwrap();
+        let mut now = EPOCH_MS * MS + 60_000 * MS; // one minute into the SA's life
+        for _ in 0..5000 {
+            now += 10_000;
+            inb.open(&mut seal_at(&senders[0], &inner_v4(40), now))
+                .unwrap();
+        }
+        let a_last = senders[0].state().seq;
+        now += MS; // the switch takes 1 ms
+        let first_b = seal_at(&senders[1], &inner_v4(40), now);
+        assert!(seq_of(&first_b) > a_last);
+        inb.open(&mut first_b.clone()).unwrap();
+        // Without the floor (B counting on from the published 0) it would be far too old.
+        assert!(
+            a_last > 64 * 2,
+            "A's numbers moved with the floor: {a_last}"
+        );
+    }
+
+    #[test]
+    fn floor_follows_the_lifetime_exactly() {
+        let p = params(0x5004, EspEncryption::AesGcm16_128, None);
+        let lifetime = Duration::from_secs(100);
+        let out = Outbound::shared(p, slot(1, 2), EPOCH_MS, lifetime).unwrap();
+        let mut prev = 0;
+        for step in [0u64, 1, 999, 25_000, 50_000, 77_777, 99_999] {
+            let now = EPOCH_MS * MS + step * MS;
+            let seq = seq_of(&seal_at(&out, &inner_v4(40), now));
+            let floor = exact_floor(now, EPOCH_MS, lifetime);
+            assert!(u64::from(seq) >= floor, "{step} ms: {seq} < {floor}");
+            assert!(u64::from(seq) <= floor.max(u64::from(prev) + 1) + 2);
+            assert_eq!(seq % 2, 0);
+            prev = seq;
+        }
+        // Half way: 2^31.
+        let mid = Outbound::shared(
+            params(1, EspEncryption::AesGcm16_128, None),
+            slot(0, 2),
+            EPOCH_MS,
+            lifetime,
+        )
+        .unwrap();
+        let seq = seq_of(&seal_at(&mid, &inner_v4(40), EPOCH_MS * MS + 50_000 * MS));
+        assert_eq!(seq, (1 << 31) + 1);
+        // Before the epoch (clock skew) there is no floor.
+        let early = Outbound::shared(
+            params(1, EspEncryption::AesGcm16_128, None),
+            slot(0, 2),
+            EPOCH_MS,
+            lifetime,
+        )
+        .unwrap();
+        assert_eq!(
+            seq_of(&seal_at(&early, &inner_v4(40), EPOCH_MS * MS - 5 * MS)),
+            1
+        );
+    }
+
+    #[test]
+    fn shared_sequence_exhausts_like_a_single_senders() {
+        let p = params(0x5005, EspEncryption::AesGcm16_256, None);
+        let (owner, _) = replicas(&p, 2);
+        let mut near_end = owner[0].state();
+        near_end.seq = u32::MAX - 3;
+        let out = Outbound::restore_shared(near_end, slot(1, 2)).unwrap();
+        assert!(out.needs_rekey());
+        assert!(!out.is_exhausted());
+        let now = EPOCH_MS * MS;
+        assert_eq!(seq_of(&seal_at(&out, &inner_v4(40), now)), u32::MAX - 1);
+        let mut buf = vec![0u8; 200];
+        assert_eq!(
+            out.seal_at(&mut buf, 40..80, NEXT_IPV4, now),
+            Err(SealError::SequenceExhausted)
+        );
+        assert!(out.is_exhausted());
+        // The floor passes 2^32 − 1 when the hard lifetime is over.
+        let late = Outbound::restore_shared(owner[0].state(), slot(1, 2)).unwrap();
+        assert_eq!(
+            late.seal_at(
+                &mut buf,
+                40..80,
+                NEXT_IPV4,
+                now + LIFETIME.as_nanos() as u64
+            ),
+            Err(SealError::SequenceExhausted)
+        );
+        assert!(late.is_exhausted() && late.needs_rekey());
+    }
+
+    #[test]
+    fn one_slot_is_todays_scheme() {
+        let p = params(0x5006, EspEncryption::AesGcm16_256, None);
+        let out = Outbound::shared(p.clone(), SenderSlot::SINGLE, EPOCH_MS, LIFETIME).unwrap();
+        let base = out.state().iv_base;
+        for want in 1..=3u32 {
+            let pkt = seal(&out, &inner_v4(40));
+            assert_eq!(seq_of(&pkt), want);
+            let iv = u64::from_be_bytes(pkt[8..16].try_into().unwrap());
+            assert_eq!(iv, base.wrapping_add(u64::from(want)));
+        }
+        let again = Outbound::restore_shared(out.state(), SenderSlot::SINGLE).unwrap();
+        assert_eq!(seq_of(&seal(&again, &inner_v4(40))), 4);
+    }
+
+    #[test]
+    fn bad_slots_are_refused() {
+        let p = params(0x5007, EspEncryption::AesGcm16_256, None);
+        let bad = |r: Result<Outbound, KeyError>| matches!(r, Err(KeyError::BadSenderSlot(_)));
+        assert!(bad(Outbound::shared(
+            p.clone(),
+            slot(2, 2),
+            EPOCH_MS,
+            LIFETIME
+        )));
+        assert!(bad(Outbound::shared(
+            p.clone(),
+            slot(0, 0),
+            EPOCH_MS,
+            LIFETIME
+        )));
+        assert!(bad(Outbound::shared(
+            p.clone(),
+            slot(0, 2),
+            EPOCH_MS,
+            Duration::ZERO
+        )));
+        // A single sender's state cannot be split into slots: its IVs are not partitioned.
+        let plain = Outbound::new(p).unwrap().state();
+        assert!(bad(Outbound::restore_shared(plain, slot(1, 2))));
+    }
+
+    #[test]
+    fn shared_state_round_trips_through_json() {
+        let p = params(
+            0x5008,
+            EspEncryption::AesCbc128,
+            Some(Integrity::HmacSha1_96),
+        );
+        let (senders, _) = replicas(&p, 4);
+        seal_at(&senders[2], &inner_v4(40), EPOCH_MS * MS + MS);
+        let state = senders[2].state();
+        let json = serde_json::to_string(&state).unwrap();
+        assert!(
+            json.contains(&format!(
+                r#""shared":{{"epochUnixMs":{EPOCH_MS},"lifetimeMs":3600000}}"#
+            )),
+            "{json}"
+        );
+        let back: OutboundState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, state);
+        let next = Outbound::restore_shared(back, slot(2, 4)).unwrap();
+        let seq = seq_of(&seal_at(&next, &inner_v4(40), EPOCH_MS * MS + MS));
+        assert!(seq > state.seq && seq % 4 == 3);
+        // A single sender's state has no `shared` key and old states (without it) still parse.
+        let plain = serde_json::to_string(&Outbound::new(p).unwrap().state()).unwrap();
+        assert!(!plain.contains("shared"));
+        assert_eq!(
+            serde_json::from_str::<OutboundState>(&plain)
+                .unwrap()
+                .shared,
+            None
+        );
+        let s: SenderSlot = serde_json::from_str(r#"{"index":3,"count":4}"#).unwrap();
+        assert_eq!(s, slot(3, 4));
+        // The inbound half travels too.
+        let inb = Inbound::new(params(9, EspEncryption::AesGcm16_128, None), Some(64)).unwrap();
+        let moved: InboundState =
+            serde_json::from_str(&serde_json::to_string(&inb.state()).unwrap()).unwrap();
+        assert_eq!(moved, inb.state());
+    }
+
+    #[test]
+    fn concurrent_senders_in_one_slot_never_share_a_number_or_iv() {
+        let p = params(0x5009, EspEncryption::AesGcm16_256, None);
+        let epoch = wall_ns() / MS;
+        let owner = Outbound::shared(p, slot(0, 2), epoch, LIFETIME).unwrap();
+        let out = &Outbound::restore_shared(owner.state(), slot(1, 2)).unwrap();
+        let all: Vec<Vec<u8>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        (0..2000)
+                            .map(|_| seal(out, &inner_v4(40)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        let seqs: HashSet<u32> = all.iter().map(|p| seq_of(p)).collect();
+        let ivs: HashSet<&[u8]> = all.iter().map(|p| &p[8..16]).collect();
+        assert_eq!((seqs.len(), ivs.len()), (8000, 8000));
+        assert!(seqs.iter().all(|s| s % 2 == 0));
     }
 }
 

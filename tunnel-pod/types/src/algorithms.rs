@@ -85,6 +85,9 @@ pub enum KeyError {
     BadReplayWindow(u32),
     #[error("no system randomness for the IV base")]
     NoRandomness,
+    /// An ESP sender slot that cannot be used (index not below count, count 0, no epoch).
+    #[error("ESP sender slot: {0}")]
+    BadSenderSlot(&'static str),
 }
 
 /// Key lengths: (encryption key bytes including any salt, integrity key bytes).
