@@ -24,8 +24,15 @@ use base64::Engine as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
 
-use super::Endpoint;
-use crate::crypto::Secret;
+use super::ike_sa::{
+    Child, ChildState, Established, IkeSa, MAX_QUEUE, Orphan, Pending, PendingKind, Req, Retx,
+    State, Windows,
+};
+use super::nat::NatState;
+use super::proposal::EspChoice;
+use super::{Endpoint, Path, TrafficSelector};
+use crate::crypto::{EncrAlg, Group, IkeSuite, IntegAlg, PrfAlg, Secret, SkCipher};
+use crate::wire::{ExchangeType, Header, IdType, Identification, TransformId};
 
 /// At most this many Child SAs in one snapshot.
 pub const MAX_SNAPSHOT_CHILDREN: usize = 64;
@@ -173,13 +180,25 @@ pub struct ChildSnapshot {
     pub esp: EspSnapshot,
     pub local_ts: Vec<TsSnapshot>,
     pub remote_ts: Vec<TsSnapshot>,
-    /// "active", "rekeying", "replaced", "deleting".
-    pub state: String,
+    pub state: ChildStateSnapshot,
     pub outbound_active: bool,
     pub replaces: Option<u32>,
     pub created_ms: u64,
     pub rekey_at_ms: u64,
     pub expire_at_ms: u64,
+}
+
+/// Where a Child SA is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ChildStateSnapshot {
+    Active,
+    /// Our rekey of it is queued or in flight.
+    Rekeying,
+    /// A new SA replaces it; waiting for its Delete.
+    Replaced,
+    /// Our Delete of it is queued or in flight.
+    Deleting,
 }
 
 /// Our answer to the peer's last request.
@@ -196,7 +215,9 @@ pub struct ResponseSnapshot {
 pub enum PendingKindSnapshot {
     Dpd,
     /// Our inbound SPIs.
-    DeleteChildren { spis: Vec<u32> },
+    DeleteChildren {
+        spis: Vec<u32>,
+    },
     DeleteIke,
     /// A Child SA rekey (`old_inbound`) or a new Child SA; `new_inbound` is the SPI we
     /// proposed. Imported as an orphan (no DH key, no nonce).
@@ -205,7 +226,9 @@ pub enum PendingKindSnapshot {
         new_inbound: u32,
     },
     /// An IKE SA rekey to our new SPI `new_spi`. Imported as an orphan.
-    RekeyIke { new_spi: u64 },
+    RekeyIke {
+        new_spi: u64,
+    },
 }
 
 /// Our request in flight.
@@ -299,38 +322,588 @@ pub(crate) fn from_unix_ms(ms: u64, now: Instant, wall: SystemTime) -> Instant {
     }
 }
 
+/// At most this many bytes in the peer's ID.
+const MAX_ID_LEN: usize = 1024;
+/// The longest DPD interval accepted (and the shortest, so that a hostile value cannot make
+/// the core spin).
+const MAX_DPD_MS: u64 = 30 * 24 * 3600 * 1000;
+const MIN_DPD_MS: u64 = 100;
+
+fn key(b: &[u8]) -> Key {
+    Key(Zeroizing::new(b.to_vec()))
+}
+
+fn datagrams(d: &[Vec<u8>]) -> Vec<Bytes> {
+    d.iter().map(|b| Bytes(b.clone())).collect()
+}
+
+fn ts_out(ts: &[TrafficSelector]) -> Vec<TsSnapshot> {
+    // Only ranges are ever negotiated (`ts::narrow` makes nothing else).
+    ts.iter()
+        .filter_map(|t| match t {
+            TrafficSelector::Range {
+                ip_protocol,
+                start_port,
+                end_port,
+                start,
+                end,
+            } => Some(TsSnapshot {
+                ip_protocol: *ip_protocol,
+                start_port: *start_port,
+                end_port: *end_port,
+                start: *start,
+                end: *end,
+            }),
+            TrafficSelector::Unknown { .. } => None,
+        })
+        .collect()
+}
+
+fn req_out(r: &Req) -> QueuedSnapshot {
+    match r {
+        Req::Dpd => QueuedSnapshot::Dpd,
+        Req::DeleteChildren(s) => QueuedSnapshot::DeleteChildren { spis: s.clone() },
+        Req::DeleteIke => QueuedSnapshot::DeleteIke,
+        Req::RekeyChild(s) => QueuedSnapshot::RekeyChild { inbound: *s },
+        Req::NewChild => QueuedSnapshot::NewChild,
+        Req::RekeyIke => QueuedSnapshot::RekeyIke,
+    }
+}
+
+fn pending_kind_out(k: &PendingKind) -> PendingKindSnapshot {
+    match k {
+        PendingKind::Dpd => PendingKindSnapshot::Dpd,
+        PendingKind::DeleteChildren(s) => PendingKindSnapshot::DeleteChildren { spis: s.clone() },
+        PendingKind::DeleteIke => PendingKindSnapshot::DeleteIke,
+        PendingKind::RekeyChild {
+            old_inbound,
+            new_inbound,
+            ..
+        }
+        | PendingKind::Orphan(Orphan::Child {
+            old_inbound,
+            new_inbound,
+        }) => PendingKindSnapshot::RekeyChild {
+            old_inbound: *old_inbound,
+            new_inbound: *new_inbound,
+        },
+        PendingKind::RekeyIke { new_spi, .. } | PendingKind::Orphan(Orphan::Ike { new_spi }) => {
+            PendingKindSnapshot::RekeyIke { new_spi: *new_spi }
+        }
+    }
+}
+
+fn export_one(sa: &IkeSa, e: &Established, now: Instant, wall: SystemTime) -> IkeSaSnapshot {
+    let ms = |t: Instant| to_unix_ms(t, now, wall);
+    let (send_e, send_a) = e.send.key_material();
+    let (recv_e, recv_a) = e.recv.key_material();
+    // §2.14: SK_ei/SK_ai protect the initiator's messages.
+    let ((ei, ai), (er, ar)) = if sa.initiator {
+        ((send_e, send_a), (recv_e, recv_a))
+    } else {
+        ((recv_e, recv_a), (send_e, send_a))
+    };
+    IkeSaSnapshot {
+        spi_i: sa.spi_i,
+        spi_r: sa.spi_r,
+        initiator: sa.initiator,
+        local: sa.path.local,
+        remote: sa.path.remote,
+        nat_remote_behind: sa.nat.remote_behind,
+        nat_local_behind: sa.nat.local_behind,
+        peer_frag: sa.peer_frag,
+        created_ms: ms(sa.created),
+        suite: SuiteSnapshot {
+            encr: e.suite.encr.id().0,
+            key_bits: e.suite.encr.key_bits(),
+            integ: e.suite.integ.map(|i| i.id().0),
+            prf: e.suite.prf.id().0,
+            dh: e.suite.dh.id().0,
+        },
+        sk_d: key(&e.sk_d),
+        sk_ai: key(ai),
+        sk_ar: key(ar),
+        sk_ei: key(ei),
+        sk_er: key(er),
+        peer_id_type: e.peer_id.id_type.0,
+        peer_id: Bytes(e.peer_id.data.clone()),
+        next_recv: e.win.next_recv,
+        last_response: e
+            .win
+            .last_response
+            .as_ref()
+            .map(|(id, d)| ResponseSnapshot {
+                message_id: *id,
+                datagrams: datagrams(d),
+            }),
+        next_send: e.win.next_send,
+        pending: e.win.pending.as_ref().map(|p| PendingSnapshot {
+            message_id: p.message_id,
+            exchange: p.retx.exchange.0,
+            kind: pending_kind_out(&p.kind),
+            datagrams: datagrams(&p.retx.datagrams),
+        }),
+        queue: e.queue.iter().map(req_out).collect(),
+        children: e
+            .children
+            .iter()
+            .map(|c| ChildSnapshot {
+                inbound: c.inbound,
+                outbound: c.outbound,
+                esp: EspSnapshot {
+                    number: c.choice.number,
+                    encr: c.choice.encr.0,
+                    key_bits: c.choice.key_bits,
+                    integ: c.choice.integ.map(|i| i.0),
+                    dh: c.choice.dh.map(|g| g.id().0),
+                    spi: c.choice.spi,
+                },
+                local_ts: ts_out(&c.local_ts),
+                remote_ts: ts_out(&c.remote_ts),
+                state: match c.state {
+                    ChildState::Active => ChildStateSnapshot::Active,
+                    ChildState::Rekeying => ChildStateSnapshot::Rekeying,
+                    ChildState::Replaced => ChildStateSnapshot::Replaced,
+                    ChildState::Deleting => ChildStateSnapshot::Deleting,
+                },
+                outbound_active: c.outbound_active,
+                replaces: c.replaces,
+                created_ms: ms(c.created),
+                rekey_at_ms: ms(c.rekey_at),
+                expire_at_ms: ms(c.expire_at),
+            })
+            .collect(),
+        rekey_at_ms: ms(e.rekey_at),
+        expire_at_ms: ms(e.expire_at),
+        dpd_interval_ms: u64::try_from(e.dpd_interval.as_millis()).unwrap_or(u64::MAX),
+        pfs_hint: e.pfs_hint.map(|g| g.id().0),
+        ike_dh_hint: e.ike_dh_hint.map(|g| g.id().0),
+        superseded: e.superseded,
+    }
+}
+
+/// Checks one snapshot and builds the SA it describes (passive).
+struct Check<'a> {
+    snap: &'a IkeSaSnapshot,
+}
+
+impl Check<'_> {
+    fn bad<T>(&self, what: &'static str) -> Result<T, SnapshotError> {
+        Err(SnapshotError::Invalid {
+            spi_i: self.snap.spi_i,
+            spi_r: self.snap.spi_r,
+            what,
+        })
+    }
+
+    fn ensure(&self, ok: bool, what: &'static str) -> Result<(), SnapshotError> {
+        if ok { Ok(()) } else { self.bad(what) }
+    }
+
+    fn group(&self, id: u16, what: &'static str) -> Result<Group, SnapshotError> {
+        Group::from_id(TransformId(id)).map_or_else(|| self.bad(what), Ok)
+    }
+
+    fn suite(&self) -> Result<IkeSuite, SnapshotError> {
+        let s = &self.snap.suite;
+        let Some(encr) = EncrAlg::from_transform(TransformId(s.encr), Some(s.key_bits)) else {
+            return self.bad("unsupported IKE encryption");
+        };
+        let integ = match (encr.is_aead(), s.integ) {
+            (true, None) => None,
+            (false, Some(i)) => match IntegAlg::from_id(TransformId(i)) {
+                Some(i) => Some(i),
+                None => return self.bad("unsupported IKE integrity"),
+            },
+            _ => return self.bad("IKE encryption and integrity do not fit"),
+        };
+        let Some(prf) = PrfAlg::from_id(TransformId(s.prf)) else {
+            return self.bad("unsupported PRF");
+        };
+        let dh = self.group(s.dh, "unsupported DH group")?;
+        Ok(IkeSuite {
+            encr,
+            integ,
+            prf,
+            dh,
+        })
+    }
+
+    /// The datagrams of one message: 1 to [`MAX_DATAGRAMS`], each an IKE message of this SA
+    /// with `message_id` (a response or not).
+    fn message(
+        &self,
+        d: &[Bytes],
+        message_id: u32,
+        response: bool,
+        exchange: Option<ExchangeType>,
+    ) -> Result<Vec<Vec<u8>>, SnapshotError> {
+        let s = self.snap;
+        self.ensure(
+            !d.is_empty() && d.len() <= MAX_DATAGRAMS,
+            "a message needs 1 to 16 datagrams",
+        )?;
+        for b in d {
+            self.ensure(b.0.len() <= MAX_DATAGRAM_LEN, "datagram too long")?;
+            let Ok(h) = Header::parse(&b.0) else {
+                return self.bad("a datagram is not an IKE message");
+            };
+            let ok = h.spi_i == s.spi_i
+                && h.spi_r == s.spi_r
+                && h.message_id == message_id
+                && h.is_response() == response
+                && h.is_initiator() == s.initiator
+                && exchange.is_none_or(|x| x == h.exchange);
+            self.ensure(ok, "a datagram belongs to another message")?;
+        }
+        Ok(d.iter().map(|b| b.0.clone()).collect())
+    }
+
+    fn spis(&self, spis: &[u32]) -> Result<Vec<u32>, SnapshotError> {
+        self.ensure(
+            !spis.is_empty() && spis.len() <= MAX_SNAPSHOT_CHILDREN && !spis.contains(&0),
+            "bad list of Child SA SPIs",
+        )?;
+        Ok(spis.to_vec())
+    }
+
+    fn ts(&self, ts: &[TsSnapshot]) -> Result<Vec<TrafficSelector>, SnapshotError> {
+        self.ensure(
+            !ts.is_empty() && ts.len() <= MAX_TS,
+            "bad number of selectors",
+        )?;
+        ts.iter()
+            .map(|t| {
+                let ok = t.start_port <= t.end_port
+                    && t.start.is_ipv4() == t.end.is_ipv4()
+                    && t.start <= t.end;
+                self.ensure(ok, "bad traffic selector")?;
+                Ok(TrafficSelector::Range {
+                    ip_protocol: t.ip_protocol,
+                    start_port: t.start_port,
+                    end_port: t.end_port,
+                    start: t.start,
+                    end: t.end,
+                })
+            })
+            .collect()
+    }
+
+    fn esp(&self, e: &EspSnapshot) -> Result<EspChoice, SnapshotError> {
+        let encr = TransformId(e.encr);
+        let integ = e.integ.map(TransformId);
+        let integ_ok = matches!(
+            integ,
+            Some(TransformId::AUTH_HMAC_SHA2_256_128 | TransformId::AUTH_HMAC_SHA1_96)
+        );
+        let ok = match encr {
+            TransformId::ENCR_AES_GCM_16 => {
+                matches!(e.key_bits, Some(128 | 256)) && integ.is_none()
+            }
+            TransformId::ENCR_AES_CBC => matches!(e.key_bits, Some(128 | 256)) && integ_ok,
+            TransformId::ENCR_NULL => e.key_bits.is_none() && integ_ok,
+            _ => false,
+        };
+        self.ensure(ok && e.spi != 0, "unsupported ESP algorithms")?;
+        let dh = match e.dh {
+            Some(g) => Some(self.group(g, "unsupported PFS group")?),
+            None => None,
+        };
+        Ok(EspChoice {
+            number: e.number,
+            encr,
+            key_bits: e.key_bits,
+            integ,
+            dh,
+            spi: e.spi,
+        })
+    }
+
+    fn build(&self, now: Instant, wall: SystemTime) -> Result<IkeSa, SnapshotError> {
+        let s = self.snap;
+        let at = |ms: u64| from_unix_ms(ms, now, wall);
+        self.ensure(s.spi_i != 0 && s.spi_r != 0, "zero SPI")?;
+        let suite = self.suite()?;
+        self.ensure(s.sk_d.0.len() == suite.prf.output_len(), "SK_d length")?;
+        let encr_len = suite.encr.keymat_len();
+        let integ_len = suite.integ.map_or(0, IntegAlg::key_len);
+        self.ensure(
+            s.sk_ei.0.len() == encr_len && s.sk_er.0.len() == encr_len,
+            "SK_e length",
+        )?;
+        self.ensure(
+            s.sk_ai.0.len() == integ_len && s.sk_ar.0.len() == integ_len,
+            "SK_a length",
+        )?;
+        let i_to_r = SkCipher::new(suite.encr, suite.integ, &s.sk_ei.0, &s.sk_ai.0);
+        let r_to_i = SkCipher::new(suite.encr, suite.integ, &s.sk_er.0, &s.sk_ar.0);
+        let (Ok(i_to_r), Ok(r_to_i)) = (i_to_r, r_to_i) else {
+            return Err(SnapshotError::Cipher);
+        };
+        let (send, recv) = if s.initiator {
+            (i_to_r, r_to_i)
+        } else {
+            (r_to_i, i_to_r)
+        };
+        self.ensure(
+            s.peer_id.0.len() <= MAX_ID_LEN && !s.peer_id.0.is_empty(),
+            "peer ID length",
+        )?;
+        // Message IDs: the cached answer is to the request before `next_recv`, the pending
+        // request is the one before `next_send`.
+        self.ensure(
+            s.next_recv < u32::MAX && s.next_send < u32::MAX,
+            "message ID exhausted",
+        )?;
+        let last_response = match &s.last_response {
+            Some(r) => {
+                self.ensure(
+                    r.message_id.checked_add(1) == Some(s.next_recv),
+                    "cached response does not precede next_recv",
+                )?;
+                Some((
+                    r.message_id,
+                    self.message(&r.datagrams, r.message_id, true, None)?,
+                ))
+            }
+            None => None,
+        };
+        let mut children = Vec::new();
+        self.ensure(
+            s.children.len() <= MAX_SNAPSHOT_CHILDREN,
+            "too many Child SAs",
+        )?;
+        for c in &s.children {
+            self.ensure(c.inbound != 0 && c.outbound != 0, "zero Child SA SPI")?;
+            let choice = self.esp(&c.esp)?;
+            self.ensure(choice.spi == c.outbound, "ESP SPI differs from outbound")?;
+            children.push(Child {
+                inbound: c.inbound,
+                outbound: c.outbound,
+                choice,
+                local_ts: self.ts(&c.local_ts)?,
+                remote_ts: self.ts(&c.remote_ts)?,
+                created: at(c.created_ms),
+                rekey_at: at(c.rekey_at_ms),
+                expire_at: at(c.expire_at_ms),
+                outbound_active: c.outbound_active,
+                replaces: c.replaces,
+                state: match c.state {
+                    ChildStateSnapshot::Active => ChildState::Active,
+                    ChildStateSnapshot::Rekeying => ChildState::Rekeying,
+                    ChildStateSnapshot::Replaced => ChildState::Replaced,
+                    ChildStateSnapshot::Deleting => ChildState::Deleting,
+                },
+            });
+        }
+        let pending = match &s.pending {
+            Some(p) => {
+                self.ensure(
+                    p.message_id.checked_add(1) == Some(s.next_send),
+                    "pending request does not precede next_send",
+                )?;
+                let exchange = ExchangeType(p.exchange);
+                let (kind, want) = match &p.kind {
+                    PendingKindSnapshot::Dpd => (PendingKind::Dpd, ExchangeType::INFORMATIONAL),
+                    PendingKindSnapshot::DeleteChildren { spis } => (
+                        PendingKind::DeleteChildren(self.spis(spis)?),
+                        ExchangeType::INFORMATIONAL,
+                    ),
+                    PendingKindSnapshot::DeleteIke => {
+                        (PendingKind::DeleteIke, ExchangeType::INFORMATIONAL)
+                    }
+                    PendingKindSnapshot::RekeyChild {
+                        old_inbound,
+                        new_inbound,
+                    } => {
+                        self.ensure(
+                            *new_inbound != 0 && *old_inbound != Some(0),
+                            "zero Child SA SPI",
+                        )?;
+                        (
+                            PendingKind::Orphan(Orphan::Child {
+                                old_inbound: *old_inbound,
+                                new_inbound: *new_inbound,
+                            }),
+                            ExchangeType::CREATE_CHILD_SA,
+                        )
+                    }
+                    PendingKindSnapshot::RekeyIke { new_spi } => {
+                        self.ensure(*new_spi != 0, "zero SPI")?;
+                        (
+                            PendingKind::Orphan(Orphan::Ike { new_spi: *new_spi }),
+                            ExchangeType::CREATE_CHILD_SA,
+                        )
+                    }
+                };
+                self.ensure(exchange == want, "pending exchange does not fit its kind")?;
+                let d = self.message(&p.datagrams, p.message_id, false, Some(exchange))?;
+                Some(Pending {
+                    message_id: p.message_id,
+                    // Restarted on activation (`set_passive(false)`).
+                    retx: Retx::new(now, exchange, d),
+                    kind,
+                })
+            }
+            None => None,
+        };
+        self.ensure(s.queue.len() <= MAX_QUEUE, "too many queued requests")?;
+        let mut queue = std::collections::VecDeque::new();
+        for q in &s.queue {
+            queue.push_back(match q {
+                QueuedSnapshot::Dpd => Req::Dpd,
+                QueuedSnapshot::DeleteChildren { spis } => Req::DeleteChildren(self.spis(spis)?),
+                QueuedSnapshot::DeleteIke => Req::DeleteIke,
+                QueuedSnapshot::RekeyChild { inbound } => Req::RekeyChild(*inbound),
+                QueuedSnapshot::NewChild => Req::NewChild,
+                QueuedSnapshot::RekeyIke => Req::RekeyIke,
+            });
+        }
+        self.ensure(
+            (MIN_DPD_MS..=MAX_DPD_MS).contains(&s.dpd_interval_ms),
+            "DPD interval out of range",
+        )?;
+        let pfs_hint = match s.pfs_hint {
+            Some(g) => Some(self.group(g, "unsupported PFS hint")?),
+            None => None,
+        };
+        let ike_dh_hint = match s.ike_dh_hint {
+            Some(g) => Some(self.group(g, "unsupported DH hint")?),
+            None => None,
+        };
+        let mut win = Windows::new(s.next_recv, last_response, s.next_send);
+        win.pending = pending;
+        let e = Established {
+            suite,
+            sk_d: Zeroizing::new(s.sk_d.0.to_vec()),
+            send,
+            recv,
+            peer_id: Identification {
+                id_type: IdType(s.peer_id_type),
+                data: s.peer_id.0.clone(),
+            },
+            win,
+            children,
+            rekey_at: at(s.rekey_at_ms),
+            expire_at: at(s.expire_at_ms),
+            last_heard: now,
+            superseded: s.superseded,
+            queue,
+            dpd_interval: Duration::from_millis(s.dpd_interval_ms),
+            pfs_hint,
+            ike_dh_hint,
+            passive: true,
+        };
+        Ok(IkeSa {
+            spi_i: s.spi_i,
+            spi_r: s.spi_r,
+            initiator: s.initiator,
+            path: Path {
+                local: s.local,
+                remote: s.remote,
+            },
+            created: at(s.created_ms),
+            peer_frag: s.peer_frag,
+            nat: NatState {
+                remote_behind: s.nat_remote_behind,
+                local_behind: s.nat_local_behind,
+            },
+            reassembly: None,
+            state: State::Established(Box::new(e)),
+        })
+    }
+}
+
 impl Endpoint {
-    /// Snapshots of the established IKE SAs (half-open ones are not exported).
+    /// Snapshots of the established IKE SAs (also those replaced by a rekey and waiting for
+    /// their Delete); half-open ones are not exported. Times are converted to unix
+    /// milliseconds with `now` being `wall`.
     pub fn export(&self, now: Instant, wall: SystemTime) -> Vec<IkeSaSnapshot> {
-        let _ = (now, wall);
-        Vec::new()
+        self.sas
+            .values()
+            .filter_map(|sa| match &sa.state {
+                State::Established(e) => Some(export_one(sa, e, now, wall)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Makes the endpoint's established SAs exactly `snaps` (the others are dropped silently:
-    /// no Delete, no Output); imported SAs are passive. Half-open SAs are kept. Nothing changes
-    /// when an error is returned.
+    /// no Delete, no Output); imported SAs are passive. Half-open SAs are kept. Everything is
+    /// checked first: on an error nothing changes.
     pub fn import(
         &mut self,
         snaps: Vec<IkeSaSnapshot>,
         now: Instant,
         wall: SystemTime,
     ) -> Result<(), SnapshotError> {
-        let _ = (now, wall);
         if snaps.len() > MAX_SNAPSHOTS {
             return Err(SnapshotError::TooMany(snaps.len()));
         }
+        let kept: Vec<&IkeSa> = self
+            .sas
+            .values()
+            .filter(|s| !matches!(s.state, State::Established(_)))
+            .collect();
+        let mut ike_spis: Vec<u64> = kept.iter().map(|s| s.our_spi()).collect();
+        let mut esp_spis: Vec<u32> = kept.iter().flat_map(|s| s.child_spis()).collect();
+        let mut built = Vec::with_capacity(snaps.len());
+        for snap in &snaps {
+            let sa = Check { snap }.build(now, wall)?;
+            let ours = sa.our_spi();
+            if ike_spis.contains(&ours) {
+                return Err(SnapshotError::DuplicateSpi(ours));
+            }
+            ike_spis.push(ours);
+            for spi in sa.child_spis() {
+                if esp_spis.contains(&spi) {
+                    return Err(SnapshotError::DuplicateChildSpi(spi));
+                }
+                esp_spis.push(spi);
+            }
+            built.push(sa);
+        }
+        self.sas
+            .retain(|_, s| !matches!(s.state, State::Established(_)));
+        for sa in built {
+            self.sas.insert(sa.our_spi(), sa);
+        }
+        self.passive = true;
+        self.last_now = Some(now);
         Ok(())
     }
 
-    /// Passive established SAs send nothing of their own (no DPD, rekey, retransmission or
-    /// expiry Delete). Activating one restarts its DPD clock and its pending request's
-    /// retransmissions at `now`. Applies to every established SA.
+    /// Passive established SAs send nothing of their own (no DPD, rekey, retransmission,
+    /// queued request or expiry Delete; their expiry removes them silently) but answer what
+    /// [`Endpoint::handle`] gives them. Applies to every established SA (SAs negotiated here
+    /// later are active). Activating restarts each SA's DPD clock at `now`, and its pending
+    /// request's retransmissions: the next [`Endpoint::poll`] sends it again, then the usual
+    /// schedule follows.
     pub fn set_passive(&mut self, passive: bool, now: Instant) {
-        let _ = (passive, now);
+        self.passive = passive;
+        self.last_now = Some(now);
+        for sa in self.sas.values_mut() {
+            let State::Established(e) = &mut sa.state else {
+                continue;
+            };
+            let was = e.passive;
+            e.passive = passive;
+            if was && !passive {
+                e.last_heard = now;
+                if let Some(p) = &mut e.win.pending {
+                    let d = std::mem::take(&mut p.retx.datagrams);
+                    let mut retx = Retx::new(now, p.retx.exchange, d);
+                    retx.next_at = now;
+                    retx.tries = 0;
+                    p.retx = retx;
+                }
+            }
+        }
     }
 
-    /// The endpoint holds imported SAs not yet activated (see [`Endpoint::set_passive`]).
+    /// [`Endpoint::import`] or [`Endpoint::set_passive`]`(true)` made the endpoint passive and
+    /// no `set_passive(false)` followed.
     pub fn is_passive(&self) -> bool {
-        false
+        self.passive
     }
 }
