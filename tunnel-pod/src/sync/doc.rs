@@ -156,8 +156,8 @@ impl StateDoc {
     }
 
     pub fn to_bytes(&self) -> Result<Vec<u8>, DocError> {
-        let bytes = serde_json::to_vec(self)
-            .map_err(|e| DocError::Malformed(STATE_KEY, e.to_string()))?;
+        let bytes =
+            serde_json::to_vec(self).map_err(|e| DocError::Malformed(STATE_KEY, e.to_string()))?;
         if bytes.len() > MAX_STATE {
             return Err(DocError::TooLarge(STATE_KEY, MAX_STATE));
         }
@@ -358,7 +358,10 @@ pub(crate) mod tests {
         assert!(text.contains("c0000001"), "{text}");
         assert!(!text.contains("AAECAwQF"), "{text}");
         let json = String::from_utf8(d.to_bytes().unwrap()).unwrap();
-        assert!(json.contains("AAECAwQF"), "the state itself carries the key");
+        assert!(
+            json.contains("AAECAwQF"),
+            "the state itself carries the key"
+        );
         let summary = serde_json::to_string(&d.summary()).unwrap();
         assert!(!summary.contains("AAECAwQF"));
     }

@@ -124,6 +124,10 @@ impl Engine {
     pub fn is_owner(&self) -> bool {
         self.role == Role::Owner
     }
+    /// Was this IKE SA in any generation seen here?
+    pub fn knows(&self, spis: (u64, u64)) -> bool {
+        self.known.contains(&spis)
+    }
     /// Ready: the Secret was read and what it held installed.
     pub fn ready(&self) -> bool {
         self.role != Role::Starting
@@ -286,7 +290,8 @@ impl Engine {
                     self.dirty_since_ms = None;
                     return None;
                 }
-                (now_ms >= since + LAZY_PUBLISH_MS).then(|| Due::Publish(self.next(exported, now_ms)))
+                (now_ms >= since + LAZY_PUBLISH_MS)
+                    .then(|| Due::Publish(self.next(exported, now_ms)))
             }
             Role::Follower => (self.liveness_deadline()? <= now_ms).then_some(Due::Claim),
             Role::Starting => None,
@@ -492,7 +497,10 @@ mod tests {
         b.sync(&s, 2);
         c.sync(&s, 2);
         assert!(b.e.needs_claim((1, 2)));
-        assert!(!b.e.needs_claim((1, 0)), "IKE_SA_INIT of a new SA: handled locally");
+        assert!(
+            !b.e.needs_claim((1, 0)),
+            "IKE_SA_INIT of a new SA: handled locally"
+        );
         assert!(!a.e.needs_claim((1, 2)), "the owner needs no claim");
         // b and c both receive a message and read generation 1; both try to claim on it.
         let (rv, latest) = s.get();
@@ -580,7 +588,11 @@ mod tests {
         let (mut a, mut b) = (Replica::new("a"), Replica::new("b"));
         a.sync(&s, 0);
         b.sync(&s, 0);
-        assert_eq!(b.e.release(&b.local, 1), None, "a follower has nothing to release");
+        assert_eq!(
+            b.e.release(&b.local, 1),
+            None,
+            "a follower has nothing to release"
+        );
         a.step(&mut s, sa((1, 2), 100, 10_000), Some("auth-resp"), 1);
         b.sync(&s, 2);
         let doc = a.e.release(&a.local, 3).unwrap();
