@@ -373,6 +373,8 @@ impl Shell {
         if d.due().is_none_or(|t| t > now) {
             return;
         }
+        // Anycast replicas: a follower's imported (passive) IKE SAs count as established in
+        // the dialer's view, so only a replica with no shared SA dials.
         if d.poll(now, dial::View::of(&self.endpoint.status())) {
             tracing::info!(peer = %customer, attempt = d.failures() + 1, "dialing the router");
             let path = ike::core::Path {

@@ -544,11 +544,19 @@ impl Shell {
         let Some(s) = self.sync.as_mut() else { return };
         match s.engine.due(&content, now_ms()) {
             Some(Due::Publish(doc)) => {
-                let _ = self.write(doc).await;
+                if !matches!(self.write(doc).await, Written::Yes)
+                    && let Some(s) = self.sync.as_mut()
+                {
+                    s.engine.postpone(now_ms());
+                }
             }
             Some(Due::Claim) => {
                 tracing::info!("the owner did not rekey in time: claiming the tunnel");
-                let _ = self.claim().await;
+                if !self.claim().await
+                    && let Some(s) = self.sync.as_mut()
+                {
+                    s.engine.postpone(now_ms());
+                }
             }
             None => {}
         }

@@ -89,6 +89,8 @@ pub struct Engine {
     dirty_since_ms: Option<u64>,
     /// Wall time when the latest generation was seen here.
     seen_at_ms: u64,
+    /// After a failed write or claim of a timer: not again before this.
+    not_before_ms: u64,
 }
 
 impl Engine {
@@ -103,7 +105,14 @@ impl Engine {
             known: HashSet::new(),
             dirty_since_ms: None,
             seen_at_ms: 0,
+            not_before_ms: 0,
         }
+    }
+
+    /// A timer's write or claim failed (the API is unreachable): try again in a second, not
+    /// in a loop.
+    pub fn postpone(&mut self, now_ms: u64) {
+        self.not_before_ms = now_ms + 1_000;
     }
 
     pub fn role(&self) -> Role {
@@ -260,11 +269,12 @@ impl Engine {
 
     /// When [`Engine::due`] may have something to do.
     pub fn next_due_ms(&self) -> Option<u64> {
-        match self.role {
+        let due = match self.role {
             Role::Owner => self.dirty_since_ms.map(|t| t + LAZY_PUBLISH_MS),
             Role::Follower => self.liveness_deadline(),
             Role::Starting => None,
-        }
+        };
+        due.map(|t| t.max(self.not_before_ms))
     }
 
     fn liveness_deadline(&self) -> Option<u64> {
@@ -283,6 +293,9 @@ impl Engine {
     /// Timers: a lazy publish (owner), the liveness claim (follower). `exported` is the local
     /// shared state now.
     pub fn due(&mut self, exported: &Content, now_ms: u64) -> Option<Due> {
+        if now_ms < self.not_before_ms {
+            return None;
+        }
         match self.role {
             Role::Owner => {
                 let since = self.dirty_since_ms?;
@@ -623,7 +636,11 @@ mod tests {
         assert_eq!(b.e.due(&b.local, 10_000 + LIVENESS_GRACE_MS), None);
         // The owner died: 30 s after the next rekey time b claims, and succeeds.
         assert_eq!(b.e.due(&b.local, 100_000), Some(Due::Claim));
-        assert!(b.claim(&mut s, 100_000));
+        // A claim that fails (API down) is retried a second later, not in a loop.
+        b.e.postpone(100_000);
+        assert_eq!(b.e.due(&b.local, 100_500), None);
+        assert_eq!(b.e.next_due_ms(), Some(101_000));
+        assert!(b.claim(&mut s, 101_000));
         assert_eq!(b.e.role(), Role::Owner);
         assert_eq!(b.e.next_due_ms(), None);
     }
