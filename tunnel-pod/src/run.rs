@@ -68,6 +68,7 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
             config.replicas
         );
     }
+    let sync_mode = config.ipsec.as_ref().is_some_and(|i| i.sync.is_some());
     let sync = match config.ipsec.as_ref().and_then(|i| i.sync.as_ref()) {
         Some(s) => {
             let identity =
@@ -248,9 +249,11 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
     };
     status.set_transport_open(false);
     if let Some(task) = ike_task {
-        // Delete the IKE SA before the interface goes (RFC 7296 §1.4.1), within the grace period.
+        // Delete the IKE SA before the interface goes (RFC 7296 §1.4.1), within the grace period;
+        // in sync mode, release the IKE ownership instead (a write or two to the API).
         shutdown.notify_one();
-        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        let grace = Duration::from_secs(if sync_mode { 5 } else { 2 });
+        let _ = tokio::time::timeout(grace, task).await;
     }
     for task in [prober, keepalives, clock].into_iter().flatten() {
         task.abort();

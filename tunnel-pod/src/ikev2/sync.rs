@@ -267,6 +267,7 @@ impl Shell {
             match serde_json::from_value::<IkeSaSnapshot>(v.clone()) {
                 Ok(snap) => snaps.push(snap),
                 Err(e) => {
+                    let e = crate::sync::doc::where_(&e);
                     self.sync_error(format!("an IKE SA snapshot is not valid: {e}"));
                     return;
                 }

@@ -146,9 +146,8 @@ impl StateDoc {
         if bytes.len() > MAX_STATE {
             return Err(DocError::TooLarge(STATE_KEY, MAX_STATE));
         }
-        // serde_json's messages name positions and expected types, not the input's values.
         let doc: StateDoc = serde_json::from_slice(bytes)
-            .map_err(|e| DocError::Malformed(STATE_KEY, e.to_string()))?;
+            .map_err(|e| DocError::Malformed(STATE_KEY, where_(&e)))?;
         if doc.version != VERSION {
             return Err(DocError::Version(doc.version));
         }
@@ -157,7 +156,7 @@ impl StateDoc {
 
     pub fn to_bytes(&self) -> Result<Vec<u8>, DocError> {
         let bytes =
-            serde_json::to_vec(self).map_err(|e| DocError::Malformed(STATE_KEY, e.to_string()))?;
+            serde_json::to_vec(self).map_err(|e| DocError::Malformed(STATE_KEY, where_(&e)))?;
         if bytes.len() > MAX_STATE {
             return Err(DocError::TooLarge(STATE_KEY, MAX_STATE));
         }
@@ -228,7 +227,19 @@ pub fn parse_acks(bytes: Option<&[u8]>) -> Result<Acks, DocError> {
     if bytes.len() > MAX_ACKS {
         return Err(DocError::TooLarge(ACKS_KEY, MAX_ACKS));
     }
-    serde_json::from_slice(bytes).map_err(|e| DocError::Malformed(ACKS_KEY, e.to_string()))
+    serde_json::from_slice(bytes).map_err(|e| DocError::Malformed(ACKS_KEY, where_(&e)))
+}
+
+/// Where and what kind of error a JSON parse met, without serde_json's message: that may
+/// quote the input ("invalid value: string ..."), and the input holds keys.
+pub fn where_(e: &serde_json::Error) -> String {
+    let kind = match e.classify() {
+        serde_json::error::Category::Io => "I/O error",
+        serde_json::error::Category::Syntax => "not JSON",
+        serde_json::error::Category::Data => "unexpected content",
+        serde_json::error::Category::Eof => "truncated",
+    };
+    format!("{kind} at line {} column {}", e.line(), e.column())
 }
 
 /// Unix ms as RFC 3339 with milliseconds (`2026-12-01T17:00:00.123Z`).
@@ -347,6 +358,15 @@ pub(crate) mod tests {
         d.content.ike_sas = vec![serde_json::Value::String("x".repeat(MAX_STATE))];
         assert!(matches!(d.to_bytes(), Err(DocError::TooLarge(..))));
         assert!(parse_acks(Some(b"{\"a\":1}")).is_err());
+        // A key in the wrong place is not quoted by the error.
+        let mut v = serde_json::to_value(doc()).unwrap();
+        v["children"][0]["inbound"]["spi"] = "AAECAwQFBgcICQoLDA0ODxAREhM=".into();
+        let e = StateDoc::parse(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(!e.to_string().contains("AAECAwQF"), "{e}");
+        v["children"][0]["inbound"]["spi"] = 1.into();
+        v["children"][0]["inbound"]["encryptionKey"] = "AAECAwQF!!".into();
+        let e = StateDoc::parse(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(!e.to_string().contains("AAECAwQF"), "{e}");
         assert!(parse_acks(Some(&vec![b' '; MAX_ACKS + 1])).is_err());
         assert_eq!(parse_acks(None).unwrap(), Acks::new());
     }

@@ -108,7 +108,7 @@ impl SecretStore {
             );
             let mut s = base.clone();
             let bytes = serde_json::to_vec(&acks)
-                .map_err(|e| DocError::Malformed(ACKS_KEY, e.to_string()))?;
+                .map_err(|e| DocError::Malformed(ACKS_KEY, super::doc::where_(&e)))?;
             set(&mut s, ACKS_KEY, bytes);
             tries += 1;
             match self.replace(&s).await {
@@ -213,7 +213,7 @@ pub fn with_state(base: &Secret, doc: &StateDoc) -> Result<Secret, DocError> {
     let mut s = base.clone();
     set(&mut s, STATE_KEY, doc.to_bytes()?);
     let summary = serde_json::to_vec(&doc.summary())
-        .map_err(|e| DocError::Malformed(SUMMARY_KEY, e.to_string()))?;
+        .map_err(|e| DocError::Malformed(SUMMARY_KEY, super::doc::where_(&e)))?;
     set(&mut s, SUMMARY_KEY, summary);
     // Only data is ours: managed fields need not travel back.
     s.metadata.managed_fields = None;
