@@ -699,3 +699,40 @@ fn debug_of_a_snapshot_shows_no_key() {
     let text = format!("{e:?} {}", e.as_ref().unwrap_err());
     assert!(!text.contains(&hex(&snap.sk_ei.0)));
 }
+
+/// An owner that hands over (`set_passive(true)`) stops its retransmissions and DPD; taking
+/// over again resumes them.
+#[test]
+fn set_passive_freezes_and_resumes_an_active_core() {
+    let mut p = Pair::default();
+    p.handshake();
+    p.advance(Duration::from_secs(31));
+    // Both DPDs are in flight; the responder's is not delivered.
+    p.r.wire.clear();
+    p.i.wire.clear();
+    p.r.ep.set_passive(true, p.now);
+    assert!(p.r.ep.is_passive());
+    let requests = |s: &Side| {
+        headers(&s.sent_log)
+            .iter()
+            .filter(|h| !h.is_response())
+            .count()
+    };
+    let sent = requests(&p.r);
+    // The peer's retransmissions and DPDs are still answered.
+    p.advance_running(Duration::from_secs(60), Duration::from_secs(1));
+    assert_eq!(requests(&p.r), sent, "no retransmission, no DPD of its own");
+    assert!(
+        headers(&p.r.sent_log)
+            .iter()
+            .any(|h| h.is_response() && h.message_id == 3)
+    );
+    assert_eq!(p.r.established().len(), 1, "not declared dead");
+    let pending = |p: &Pair| p.r.ep.export(p.now, SystemTime::now())[0].pending.is_some();
+    assert!(pending(&p), "its DPD waits");
+    p.r.ep.set_passive(false, p.now);
+    p.advance(Duration::from_millis(1));
+    assert_eq!(requests(&p.r), sent + 1, "the pending DPD, again");
+    p.run();
+    assert!(!pending(&p), "answered");
+}
