@@ -736,3 +736,50 @@ fn set_passive_freezes_and_resumes_an_active_core() {
     p.run();
     assert!(!pending(&p), "answered");
 }
+
+/// The old owner's Delete of a Child SA, then of the IKE SA, in flight at the switch: the new
+/// owner sends them again and retires what their answers confirm.
+#[test]
+fn pending_deletes_of_the_old_owner_complete_at_the_new_one() {
+    let mut p = Pair::default();
+    let t0 = p.now;
+    p.handshake();
+    rekey_child(&mut p, true);
+    let mut out = Vec::new();
+    p.i.ep.create_child(p.now, &p.rng, &mut out);
+    p.i.absorb(out);
+    p.run();
+    assert_eq!(p.r.children.len(), 2);
+    let gone = *p.r.children.keys().next().unwrap();
+    let mut out = Vec::new();
+    p.r.ep.delete_child(p.now, gone, &p.rng, &mut out);
+    p.r.absorb(out);
+    let in_flight = std::mem::take(&mut p.r.wire);
+    hand_over(&mut p, t0, r_config(), true);
+    p.advance(Duration::from_millis(1));
+    assert_eq!(p.r.wire, in_flight);
+    p.run();
+    assert_eq!(p.r.children.len(), 1);
+    assert!(!p.r.children.contains_key(&gone), "retired on the answer");
+    assert_eq!(p.i.children.len(), 1);
+    assert_children_mirror(&p);
+    // Now the IKE SA.
+    let mut out = Vec::new();
+    p.r.ep.delete_ike(p.now, &p.rng, &mut out);
+    p.r.absorb(out);
+    let in_flight = std::mem::take(&mut p.r.wire);
+    hand_over(&mut p, t0, r_config(), true);
+    p.advance(Duration::from_millis(1));
+    assert_eq!(p.r.wire, in_flight);
+    p.run();
+    assert!(p.r.ep.status().is_empty() && p.r.children.is_empty());
+    assert!(p.i.ep.status().is_empty() && p.i.children.is_empty());
+    assert!(p.r.has_event(|e| matches!(
+        e,
+        Event::IkeDeleted {
+            reason: DeleteReason::Closed,
+            ..
+        }
+    )));
+    assert_eq!(dropped(&p.r.events), vec![]);
+}
