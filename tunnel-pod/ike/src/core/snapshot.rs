@@ -17,6 +17,7 @@
 //! byte for byte and whose answer completes the exchange (the message ID advances) without a
 //! new SA. A Child SA the peer made that way is deleted and the rekey retried soon; an IKE
 //! SA the peer made cannot be used or deleted (see `Established::on_orphan_response`).
+//! What a rekey collision (§2.8) of that pending request had recorded is not exported either.
 //!
 //! How a shell uses it:
 //! - the owner exports after every call whose outputs send a message, and publishes before
@@ -181,7 +182,7 @@ pub struct EspSnapshot {
     pub spi: u32,
 }
 
-/// A traffic selector: an address range or an unknown type kept as its body.
+/// A traffic selector (an address range: the only kind a Child SA is made with).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TsSnapshot {
