@@ -783,3 +783,36 @@ fn pending_deletes_of_the_old_owner_complete_at_the_new_one() {
     )));
     assert_eq!(dropped(&p.r.events), vec![]);
 }
+
+/// The known limit of an orphaned IKE SA rekey (`Established::on_orphan_response`): the peer
+/// moved its Child SAs to an IKE SA whose keys we cannot derive, finds that SA dead (DPD)
+/// and deletes the old one. Both ends then hold nothing, cleanly: no Child SA is left
+/// installed on either side, and the peer (if it initiates) sets the tunnel up again.
+#[test]
+fn orphaned_ike_rekey_ends_cleanly_on_both_sides() {
+    let mut p = Pair::default();
+    let t0 = p.now;
+    p.handshake();
+    let mut out = Vec::new();
+    p.r.ep.rekey_ike(p.now, &p.rng, &mut out);
+    p.r.absorb(out);
+    p.r.wire.clear();
+    hand_over(&mut p, t0, r_config(), true);
+    p.advance(Duration::from_millis(1));
+    p.run();
+    assert_eq!(
+        p.i.ep.status().len(),
+        2,
+        "the peer's new SA and its old one"
+    );
+    p.advance_running(Duration::from_secs(62), Duration::from_secs(1));
+    assert!(p.i.ep.status().is_empty() && p.i.children.is_empty());
+    assert!(p.r.ep.status().is_empty() && p.r.children.is_empty());
+    assert!(p.r.has_event(|e| matches!(
+        e,
+        Event::IkeDeleted {
+            reason: DeleteReason::PeerDeleted,
+            ..
+        }
+    )));
+}
