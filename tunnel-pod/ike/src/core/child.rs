@@ -221,9 +221,11 @@ impl Established {
     ///   proposed, which the peer sends to, RFC 7296 §3.11), and the rekey of `old_inbound`
     ///   is tried again soon (the old SA back to active, `rekey_at` at the retry time);
     /// - an IKE SA the peer created cannot even be deleted (its Delete would be protected by
-    ///   its keys); this SA stays, and its rekey is tried again soon. A peer that moved the
-    ///   Child SAs to its new IKE SA at the answer will find that SA dead (DPD) and start
-    ///   over: a known limit of switching owners during an IKE SA rekey.
+    ///   its keys); this SA stays, and its rekey is tried again soon. But the peer moved its
+    ///   Child SAs to its new IKE SA (§2.18) and refuses more on this one: it finds the new
+    ///   one dead (DPD) and deletes this one (its Delete, or its expiry), so both ends drop
+    ///   the tunnel within about a minute and the initiator sets it up again. A known limit
+    ///   of switching owners while an IKE SA rekey is in flight.
     pub fn on_orphan_response(
         &mut self,
         ctx: &mut Ctx<'_>,

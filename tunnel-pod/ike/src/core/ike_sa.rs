@@ -1197,6 +1197,19 @@ impl Established {
             return;
         };
         let old = self.children.remove(pos);
+        // A rekey's new SA deleted before the SA it was to replace (the peer could not use it,
+        // e.g. its rekey request came from another replica, `core::snapshot`): the old SA is
+        // no longer replaced, unless another rekey of it survives (§2.8.1), and may be
+        // rekeyed again.
+        if let Some(replaced) = old.replaces
+            && !self.children.iter().any(|c| c.replaces == Some(replaced))
+            && let Some(c) = self
+                .children
+                .iter_mut()
+                .find(|c| c.inbound == replaced && c.state == ChildState::Replaced)
+        {
+            c.state = ChildState::Active;
+        }
         // The rekeyed SA takes over outbound traffic before the old one goes (RFC 7296 §2.8).
         for c in &mut self.children {
             if c.replaces == Some(old.inbound) && !c.outbound_active {

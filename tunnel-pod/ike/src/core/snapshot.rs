@@ -15,7 +15,19 @@
 //! A pending CREATE_CHILD_SA (a Child SA or IKE SA rekey) needs its ephemeral DH private key,
 //! which ring cannot export: such a request is imported as an *orphan* that is retransmitted
 //! byte for byte and whose answer completes the exchange (the message ID advances) without a
-//! new SA; see [`super::ike_sa::PendingKind::Orphan`].
+//! new SA. A Child SA the peer made that way is deleted and the rekey retried soon; an IKE
+//! SA the peer made cannot be used or deleted (see `Established::on_orphan_response`).
+//! What a rekey collision (§2.8) of that pending request had recorded is not exported either.
+//!
+//! How a shell uses it:
+//! - the owner exports after every call whose outputs send a message, and publishes before
+//!   sending (write-ahead); it never imports its own published state back (that would turn
+//!   its own pending CREATE_CHILD_SA into an orphan);
+//! - a follower imports each published generation (passive), and to take over imports the
+//!   latest one, calls `set_passive(false, now)`, then hands the message to `handle`;
+//! - every import makes new `SkCipher`s: each draws its own random AES-GCM IV base at its
+//!   first seal, so two processes sealing with the same SK_e do not repeat IVs (with
+//!   overwhelming probability), whatever they sent before.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -64,9 +76,19 @@ pub enum SnapshotError {
     Cipher,
 }
 
-/// Secret bytes as base64 in JSON; zeroized on drop; `Debug` shows only the length.
-#[derive(Clone, PartialEq, Eq)]
+/// Secret bytes as base64 in JSON; zeroized on drop; `Debug` shows only the length;
+/// compared in constant time.
+#[derive(Clone)]
 pub struct Key(pub(crate) Secret);
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(self.0.as_slice().ct_eq(other.0.as_slice()))
+    }
+}
+
+impl Eq for Key {}
 
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -160,7 +182,7 @@ pub struct EspSnapshot {
     pub spi: u32,
 }
 
-/// A traffic selector: an address range or an unknown type kept as its body.
+/// A traffic selector (an address range: the only kind a Child SA is made with).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TsSnapshot {
