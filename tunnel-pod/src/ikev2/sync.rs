@@ -10,7 +10,6 @@ use std::net::SocketAddrV4;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use ike::core::IkeSaSnapshot;
 use k8s_openapi::api::core::v1::Secret;
 use tokio::sync::{mpsc, watch};
 
@@ -19,6 +18,7 @@ use crate::esp::sa::{Inbound, Outbound, SenderSlot};
 use crate::sync::doc::{ChildDoc, Content, StateDoc, unix_ms};
 use crate::sync::engine::{Conflict, Due, Engine, Remote, Step};
 use crate::sync::kube::{self as sk, SecretStore, WriteError};
+use crate::sync::share;
 
 /// The longest a write (or a read before a claim) may hold the IKE task.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -77,10 +77,6 @@ impl SyncState {
         }
     }
 
-    fn wall(&self, now: Instant) -> SystemTime {
-        self.anchor.1 + now.saturating_duration_since(self.anchor.0)
-    }
-
     pub(super) fn status_json(&self) -> serde_json::Value {
         let spis: Vec<_> = self.children.keys().map(|s| format!("{s:08x}")).collect();
         serde_json::json!({
@@ -118,13 +114,6 @@ async fn ack_loop(
 
 fn now_ms() -> u64 {
     unix_ms(SystemTime::now())
-}
-
-/// The IKE SA an IKE message belongs to, from its header.
-fn header_spis(bytes: &[u8]) -> Option<(u64, u64)> {
-    let i = u64::from_be_bytes(bytes.get(0..8)?.try_into().ok()?);
-    let r = u64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?);
-    Some((i, r))
 }
 
 impl Shell {
@@ -203,25 +192,14 @@ impl Shell {
             return Content::default();
         };
         let now = Instant::now();
-        let snaps = self.endpoint.export(now, s.wall(now));
-        let next_rekey_ms = snaps
-            .iter()
-            .flat_map(|e| {
-                std::iter::once(e.rekey_at_ms).chain(e.children.iter().map(|c| c.rekey_at_ms))
-            })
-            .min();
+        let snaps = self.endpoint.export(now, share::wall(s.anchor, now));
         let esp_peer = self.esp().and_then(crate::encap::Esp::peer);
-        Content {
-            ike_spis: snaps.iter().map(IkeSaSnapshot::spis).collect(),
-            ike_sas: snaps
-                .iter()
-                .filter_map(|e| serde_json::to_value(e).ok())
-                .collect(),
-            next_rekey_ms,
-            children: s.children.values().cloned().collect(),
+        share::content(
+            &snaps,
+            s.children.values().cloned().collect(),
             esp_peer,
-            peer_on_data_socket: esp_peer.is_some() && self.path.connected.get() == esp_peer,
-        }
+            esp_peer.is_some() && self.path.connected.get() == esp_peer,
+        )
     }
 
     /// A version of the Secret (first read, watch): install it if it is a new generation.
@@ -262,23 +240,19 @@ impl Shell {
     fn install_remote(&mut self, doc: &StateDoc) {
         let now = Instant::now();
         let wall = SystemTime::now();
-        let mut snaps = Vec::with_capacity(doc.content.ike_sas.len());
-        for v in &doc.content.ike_sas {
-            match serde_json::from_value::<IkeSaSnapshot>(v.clone()) {
-                Ok(snap) => snaps.push(snap),
-                Err(e) => {
-                    let e = crate::sync::doc::where_(&e);
-                    self.sync_error(format!("an IKE SA snapshot is not valid: {e}"));
-                    return;
-                }
+        let mut snaps = match share::snapshots(&doc.content) {
+            Ok(s) => s,
+            Err(e) => {
+                self.sync_error(e);
+                return;
             }
-        }
+        };
         // IKE SAs of our own, never in any generation (IKE_AUTH completed here, not yet
         // published): the import must not drop them.
         let shared: HashSet<(u64, u64)> = doc.content.ike_spis.iter().copied().collect();
         let local: Vec<_> = {
             let Some(s) = self.sync.as_ref() else { return };
-            let e = self.endpoint.export(now, wall);
+            let e = self.endpoint.export(now, share::wall(s.anchor, now));
             e.into_iter()
                 .filter(|snap| !shared.contains(&snap.spis()) && !s.engine.knows(snap.spis()))
                 .collect()
@@ -381,7 +355,7 @@ impl Shell {
         let Some(s) = self.sync.as_mut() else {
             return false;
         };
-        match header_spis(bytes) {
+        match share::header_spis(bytes) {
             Some(spis) if s.engine.needs_claim(spis) => {
                 s.claim_first = Some((port, from, bytes.to_vec()));
                 true

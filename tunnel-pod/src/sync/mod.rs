@@ -6,9 +6,11 @@
 //! - [`doc`]: the Secret's data (`state.json`, `summary.json`, `acks.json`), bounded parsing.
 //! - [`engine`]: the decisions, sans IO (roles, write-ahead, lazy publish, claims, liveness).
 //! - [`kube`]: get / watch / replace (CAS) of the one Secret.
+//! - [`share`]: the IKE core's snapshots into the shared content and back.
 //!
 //! The shell that runs them is `crate::ikev2`.
 
 pub mod doc;
 pub mod engine;
 pub mod kube;
+pub mod share;
