@@ -749,6 +749,10 @@ impl Shell {
             }
         }
         self.status.set_sa_exhausted(exhausted);
+        if self.sync.as_ref().is_some_and(|s| !s.engine.is_owner()) {
+            // A follower's IKE SAs are passive: the owner rekeys (or the liveness claim).
+            return;
+        }
         for inbound in due {
             tracing::info!(spi_in = %format!("{inbound:08x}"), "Child SA near its limit: rekeying");
             self.rekey_asked.insert(inbound);
