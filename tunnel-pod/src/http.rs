@@ -30,6 +30,8 @@ pub struct Status {
     /// IKE tunnels carry traffic only while a Child SA is established.
     needs_child_sa: bool,
     child_sa_up: AtomicBool,
+    /// Anycast replicas (`sync`): not ready before the SA Secret's state is installed.
+    sync_pending: AtomicBool,
     /// `/status`: the IKE and Child SAs as JSON (SPIs, suites, peer, ages; never keys).
     sas: Mutex<serde_json::Value>,
 }
@@ -43,6 +45,7 @@ impl Status {
             health: AtomicU8::new(0),
             needs_child_sa: false,
             child_sa_up: AtomicBool::new(false),
+            sync_pending: AtomicBool::new(false),
             sas: Mutex::new(serde_json::json!({})),
         }
     }
@@ -51,6 +54,11 @@ impl Status {
     pub fn with_ike(mut self) -> Self {
         self.needs_child_sa = true;
         self
+    }
+
+    /// Sync mode: `pending` until the first read of the SA Secret is installed.
+    pub fn set_sync_pending(&self, pending: bool) {
+        self.sync_pending.store(pending, Ordering::Relaxed);
     }
 
     pub fn set_child_sa_up(&self, up: bool) {
@@ -115,6 +123,12 @@ impl Status {
         }
         if self.sa_exhausted.load(Ordering::Relaxed) {
             return (false, "IPsec SA exhausted: new keys are needed".into());
+        }
+        if self.sync_pending.load(Ordering::Relaxed) {
+            return (
+                false,
+                "the shared SA state (Secret) is not installed yet".into(),
+            );
         }
         if self.needs_child_sa && !self.child_sa_up.load(Ordering::Relaxed) {
             return (false, "no IPsec Child SA established".into());

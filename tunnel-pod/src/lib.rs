@@ -19,5 +19,6 @@ pub mod mss;
 pub mod netlink;
 pub mod offload;
 pub mod run;
+pub mod sync;
 pub mod tun_offload;
 pub mod wire;

@@ -57,6 +57,17 @@ enum Command {
         /// From this many half-open IKE SAs on, new initiators must return a COOKIE first.
         #[arg(long, default_value_t = ike::core::Limits::default().cookie_threshold)]
         ike_cookie_threshold: usize,
+        /// Anycast replicas: this replica's index (0 .. replicas-1); it selects the replica's
+        /// slot of the IV and sequence spaces of the SAs all replicas send on.
+        #[arg(long, default_value_t = 0)]
+        replica: u8,
+        /// Anycast replicas with `ipsec.sync`: this replica's name in the SA Secret (the pod
+        /// name; the downward API sets POD_NAME).
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
+        /// The kubeconfig for the SA Secret (default: the in-cluster config, or KUBECONFIG).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
     },
 }
 
@@ -89,6 +100,9 @@ fn main() -> ExitCode {
             ike_max_half_open,
             ike_half_open_per_source,
             ike_cookie_threshold,
+            replica,
+            identity,
+            kubeconfig,
         } => {
             let config = match TunnelConfig::load(&path) {
                 Ok(c) => c,
@@ -114,6 +128,9 @@ fn main() -> ExitCode {
                     half_open_per_source: ike_half_open_per_source,
                     cookie_threshold: ike_cookie_threshold,
                 },
+                replica,
+                identity,
+                kubeconfig,
             };
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)

@@ -57,6 +57,101 @@ struct KindLabel {
     kind: &'static str,
 }
 
+/// SA synchronisation between anycast replicas (`sync`): exported by every IPsec endpoint,
+/// at 0 without sync.
+#[derive(Debug)]
+pub struct SyncMetrics {
+    publishes: Family<ResultLabel, Counter>,
+    pub installs: Counter,
+    claims: Family<ResultLabel, Counter>,
+    /// publishedAt of a generation → installed here.
+    pub latency: Histogram,
+    pub owner: Gauge,
+    pub generation: Gauge,
+    /// Writes to the API (publishes, claims, releases and acks): the lab's writes per rekey.
+    writes: Family<KindLabel, Counter>,
+    pub errors: Counter,
+}
+
+impl Default for SyncMetrics {
+    fn default() -> Self {
+        SyncMetrics {
+            publishes: Family::default(),
+            installs: Counter::default(),
+            claims: Family::default(),
+            latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            owner: Gauge::default(),
+            generation: Gauge::default(),
+            writes: Family::default(),
+            errors: Counter::default(),
+        }
+    }
+}
+
+impl SyncMetrics {
+    fn register(&self, registry: &mut Registry) {
+        for result in ["ok", "conflict", "error"] {
+            let _ = self.publishes.get_or_create(&ResultLabel { result });
+        }
+        for result in ["ok", "lost", "error"] {
+            let _ = self.claims.get_or_create(&ResultLabel { result });
+        }
+        for kind in ["state", "ack"] {
+            let _ = self.writes.get_or_create(&KindLabel { kind });
+        }
+        registry.register(
+            "sa_sync_publishes",
+            "Writes of the shared SA state (compare-and-swap), by result",
+            self.publishes.clone(),
+        );
+        registry.register(
+            "sa_sync_installs",
+            "Generations of the shared SA state installed from the Secret",
+            self.installs.clone(),
+        );
+        registry.register(
+            "sa_sync_claims",
+            "Claims of IKE ownership, by result",
+            self.claims.clone(),
+        );
+        registry.register(
+            "sa_sync_latency_seconds",
+            "SA propagation: from a generation's publishedAt to its install here",
+            self.latency.clone(),
+        );
+        registry.register(
+            "ike_owner",
+            "1 while this replica owns the tunnel's IKE SAs",
+            self.owner.clone(),
+        );
+        registry.register(
+            "sa_sync_generation",
+            "The generation of the shared SA state installed or published here",
+            self.generation.clone(),
+        );
+        registry.register(
+            "sa_sync_api_writes",
+            "Writes to the Kubernetes API: state (publish, claim, release) and ack",
+            self.writes.clone(),
+        );
+        registry.register(
+            "sa_sync_errors",
+            "Shared SA states that could not be read or installed (malformed, foreign)",
+            self.errors.clone(),
+        );
+    }
+
+    pub fn published(&self, result: &'static str) {
+        self.publishes.get_or_create(&ResultLabel { result }).inc();
+    }
+    pub fn claimed(&self, result: &'static str) {
+        self.claims.get_or_create(&ResultLabel { result }).inc();
+    }
+    pub fn wrote(&self, kind: &'static str, n: u64) {
+        self.writes.get_or_create(&KindLabel { kind }).inc_by(n);
+    }
+}
+
 /// The IKE task's series. Labels come from closed sets (exchange and notify names of the IANA
 /// registry as the `ike` crate knows them, "other" beyond), so their number stays bounded.
 #[derive(Debug, Default)]
@@ -269,6 +364,7 @@ pub struct Metrics {
     pub socket_errors: Counter,
     pub nat_keepalives_sent: Counter,
     pub ike: IkeMetrics,
+    pub sync: SyncMetrics,
 }
 
 impl Default for Metrics {
@@ -343,7 +439,10 @@ impl Default for Metrics {
         );
         let ike = IkeMetrics::default();
         ike.register(&mut registry);
+        let sync = SyncMetrics::default();
+        sync.register(&mut registry);
         let m = Metrics {
+            sync,
             registry,
             ike,
             egress,

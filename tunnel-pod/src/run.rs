@@ -39,6 +39,12 @@ pub struct Options {
     /// How many IKE SAs, half-open ones in all and per source address the IKE responder
     /// holds, and from how many half-open SAs on it asks for cookies (RFC 7296 §2.6).
     pub ike_limits: ike::core::Limits,
+    /// Anycast replicas: this replica's index (`--replica`, < `replicas`).
+    pub replica: u8,
+    /// Sync mode: this replica's name in the SA Secret (the pod name).
+    pub identity: Option<String>,
+    /// Sync mode: the kubeconfig to reach the API with (default: in-cluster / KUBECONFIG).
+    pub kubeconfig: Option<std::path::PathBuf>,
 }
 
 /// The TUN name: `mt` + the tunnel ID's first 13 hex digits (unique per tunnel on a node), or
@@ -55,6 +61,35 @@ pub fn interface_name(config: &TunnelConfig) -> String {
 }
 
 pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
+    if options.replica >= config.replicas.max(1) {
+        anyhow::bail!(
+            "--replica {} is not below the tunnel's replicas ({})",
+            options.replica,
+            config.replicas
+        );
+    }
+    let sync_mode = config.ipsec.as_ref().is_some_and(|i| i.sync.is_some());
+    let sync = match config.ipsec.as_ref().and_then(|i| i.sync.as_ref()) {
+        Some(s) => {
+            let identity =
+                options.identity.clone().filter(|i| !i.is_empty()).context(
+                    "ipsec.sync needs this replica's identity: --identity NAME or POD_NAME",
+                )?;
+            let store = crate::sync::kube::SecretStore::connect(
+                options.kubeconfig.as_deref(),
+                &s.namespace,
+                &s.secret,
+            )
+            .await?;
+            tracing::info!(
+                secret = %format!("{}/{}", s.namespace, s.secret), identity = %identity,
+                replica = options.replica, replicas = config.replicas,
+                "anycast replica: SAs shared through the SA Secret"
+            );
+            Some(crate::ikev2::sync::SyncSetup { store, identity })
+        }
+        None => None,
+    };
     let static_sa = config.ipsec.as_ref().and_then(|i| i.static_sa.clone());
     let ike = config.tunnel_type == TunnelType::Ipsec && static_sa.is_none();
     // IKE learns the peer's address; GRE and static SAs need it configured.
@@ -168,8 +203,21 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
     let shutdown = Arc::new(tokio::sync::Notify::new());
     let ike_task = match (ike_sockets, config.ipsec.as_ref()) {
         (Some(sockets), Some(ipsec)) => Some(tokio::spawn(crate::ikev2::run(
-            crate::ikev2::Shell::new(&config, ipsec, path.clone(), sockets, status.clone())?
-                .with_limits(options.ike_limits),
+            {
+                let shell = crate::ikev2::Shell::new(
+                    &config,
+                    ipsec,
+                    path.clone(),
+                    sockets,
+                    status.clone(),
+                )?
+                .with_limits(options.ike_limits)
+                .with_replica(options.replica);
+                match sync {
+                    Some(setup) => shell.with_sync(setup),
+                    None => shell,
+                }
+            },
             ike_rx,
             shutdown.clone(),
         ))),
@@ -201,9 +249,11 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
     };
     status.set_transport_open(false);
     if let Some(task) = ike_task {
-        // Delete the IKE SA before the interface goes (RFC 7296 §1.4.1), within the grace period.
+        // Delete the IKE SA before the interface goes (RFC 7296 §1.4.1), within the grace period;
+        // in sync mode, release the IKE ownership instead (a write or two to the API).
         shutdown.notify_one();
-        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        let grace = Duration::from_secs(if sync_mode { 5 } else { 2 });
+        let _ = tokio::time::timeout(grace, task).await;
     }
     for task in [prober, keepalives, clock].into_iter().flatten() {
         task.abort();

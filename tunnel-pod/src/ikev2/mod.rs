@@ -10,6 +10,7 @@
 pub mod dial;
 pub mod policy;
 pub mod sockets;
+pub mod sync;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -138,6 +139,12 @@ pub struct Shell {
     abandon_dial: bool,
     /// When `/status`, the SA gauges and readiness were last rebuilt (see `publish`).
     published: Option<Instant>,
+    /// Anycast replicas: this one's index and how many send on each SA (`--replica`,
+    /// `replicas`); with more than one, outbound SAs use the replica's sender slot.
+    replica: u8,
+    replicas: u8,
+    /// Sync mode (`ipsec.sync`): the SAs are shared through the tunnel's Secret.
+    sync: Option<sync::SyncState>,
 }
 
 impl Shell {
@@ -175,7 +182,23 @@ impl Shell {
             duplicates: Vec::new(),
             abandon_dial: false,
             published: None,
+            replica: 0,
+            replicas: config.replicas.max(1),
+            sync: None,
         })
+    }
+
+    /// This replica's index among `replicas` (`tunnel-pod run --replica`).
+    pub fn with_replica(mut self, index: u8) -> Self {
+        self.replica = index;
+        self
+    }
+
+    /// Sync mode: the SAs are shared with the other replicas through the SA Secret.
+    pub fn with_sync(mut self, setup: sync::SyncSetup) -> Self {
+        self.status.set_sync_pending(true);
+        self.sync = Some(sync::SyncState::new(setup));
+        self
     }
 
     /// The IKE_SA_INIT flood limits (`tunnel-pod run --ike-*`).
@@ -204,6 +227,9 @@ impl Shell {
             local: SocketAddr::V4(SocketAddrV4::new(self.local, local_port)),
             remote: SocketAddr::V4(from),
         };
+        if self.defer_for_claim(local_port, from, bytes) {
+            return;
+        }
         self.endpoint
             .handle(Instant::now(), path, bytes, &self.rng, out);
     }
@@ -301,6 +327,7 @@ impl Shell {
                     {
                         esp.activate_outbound(sa);
                     }
+                    self.share_activation(outbound_spi);
                 }
                 Output::RetireChild {
                     inbound_spi,
@@ -312,6 +339,7 @@ impl Shell {
                     self.pending.remove(&outbound_spi);
                     self.children.remove(&outbound_spi);
                     self.rekey_asked.remove(&inbound_spi);
+                    self.share_retire(inbound_spi);
                 }
                 Output::PeerMoved { path } => {
                     // ESP travels on 4500 beside IKE: it follows the NAT's new mapping.
@@ -345,6 +373,8 @@ impl Shell {
         if d.due().is_none_or(|t| t > now) {
             return;
         }
+        // Anycast replicas: a follower's imported (passive) IKE SAs count as established in
+        // the dialer's view, so only a replica with no shared SA dials.
         if d.poll(now, dial::View::of(&self.endpoint.status())) {
             tracing::info!(peer = %customer, attempt = d.failures() + 1, "dialing the router");
             let path = ike::core::Path {
@@ -397,7 +427,16 @@ impl Shell {
         }
     }
 
-    fn send(&self, path: ike::core::Path, bytes: &[u8]) {
+    /// Sends now, or in sync mode holds the message until the state it results from is
+    /// published (`sync::write_ahead`).
+    fn send(&mut self, path: ike::core::Path, bytes: &[u8]) {
+        match self.sync.as_mut() {
+            Some(s) => s.held.push((path, bytes.to_vec())),
+            None => self.send_now(path, bytes),
+        }
+    }
+
+    fn send_now(&self, path: ike::core::Path, bytes: &[u8]) {
         let SocketAddr::V4(to) = path.remote else {
             return;
         };
@@ -421,9 +460,9 @@ impl Shell {
     }
 
     fn install(&mut self, sa: ChildSa) {
-        let Some(esp) = self.path.encap.as_esp() else {
+        if self.path.encap.as_esp().is_none() {
             return;
-        };
+        }
         let built = (|| -> Result<(Inbound, Outbound)> {
             // Inbound the peer is the source: its selectors are the remote ones.
             let ts = policy::selectors(&sa.local_ts, &sa.remote_ts);
@@ -431,7 +470,18 @@ impl Shell {
                 policy::sa_params(&sa.inbound, ts.clone(), sa.bytes)?,
                 self.replay,
             )?;
-            let outbound = Outbound::new(policy::sa_params(&sa.outbound, ts, sa.bytes)?)?;
+            let params = policy::sa_params(&sa.outbound, ts, sa.bytes)?;
+            // Several replicas send on this SA: this one's slot of the IV and sequence spaces,
+            // the epoch now (the followers get it with the state).
+            let outbound = match self.slot() {
+                Some(slot) => Outbound::shared(
+                    params,
+                    slot,
+                    crate::sync::doc::unix_ms(std::time::SystemTime::now()),
+                    sa.lifetime,
+                )?,
+                None => Outbound::new(params)?,
+            };
             Ok((inbound, outbound))
         })();
         let (inbound, outbound) = match built {
@@ -440,6 +490,10 @@ impl Shell {
                 tracing::error!(error = %format!("{e:#}"), "cannot install the negotiated Child SA");
                 return;
             }
+        };
+        self.share_child(&inbound, &outbound, sa.activate_outbound);
+        let Some(esp) = self.path.encap.as_esp() else {
+            return;
         };
         let outbound = Arc::new(outbound);
         esp.install_inbound(inbound);
@@ -671,6 +725,9 @@ impl Shell {
         if let (Some(d), Some(m)) = (&self.dial, json.as_object_mut()) {
             m.insert("dial".into(), d.status(Instant::now()));
         }
+        if let (Some(s), Some(m)) = (&self.sync, json.as_object_mut()) {
+            m.insert("sync".into(), s.status_json());
+        }
         self.status.set_sas(json);
     }
 
@@ -692,6 +749,10 @@ impl Shell {
             }
         }
         self.status.set_sa_exhausted(exhausted);
+        if self.sync.as_ref().is_some_and(|s| !s.engine.is_owner()) {
+            // A follower's IKE SAs are passive: the owner rekeys (or the liveness claim).
+            return;
+        }
         for inbound in due {
             tracing::info!(spi_in = %format!("{inbound:08x}"), "Child SA near its limit: rekeying");
             self.rekey_asked.insert(inbound);
@@ -739,10 +800,13 @@ fn status_json(sas: &[IkeSaStatus]) -> serde_json::Value {
 }
 
 /// Runs until `shutdown` is notified; then deletes the IKE SA (RFC 7296 §1.4.1) and returns.
+/// In sync mode it instead releases the tunnel's IKE ownership, if it holds it: the other
+/// replicas carry the SAs on.
 pub async fn run(mut shell: Shell, mut rx: mpsc::Receiver<IkeDatagram>, shutdown: Arc<Notify>) {
     let mut buf = vec![0u8; MAX_IKE_MESSAGE];
     let mut out = Vec::new();
     let mut next_check = tokio::time::Instant::now() + SA_CHECK;
+    shell.sync_start().await;
     shell.publish();
     loop {
         let timer = shell
@@ -756,9 +820,23 @@ pub async fn run(mut shell: Shell, mut rx: mpsc::Receiver<IkeDatagram>, shutdown
             .and_then(dial::Dialer::due)
             .map(tokio::time::Instant::from_std)
             .map_or(timer, |t| t.min(timer));
+        let sync_timer = shell.sync_deadline();
+        let sync_on = shell.sync.is_some();
         tokio::select! {
             Some(d) = rx.recv() => shell.on_data_socket(d, &mut out),
             incoming = shell.sockets.recv(&mut buf) => shell.incoming(incoming, &buf, &mut out),
+            Some(secret) = async {
+                match shell.sync.as_mut() {
+                    Some(s) => s.remote.recv().await,
+                    None => std::future::pending().await,
+                }
+            }, if sync_on => shell.on_secret(secret),
+            _ = async {
+                match sync_timer {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            }, if sync_timer.is_some() => shell.sync_due().await,
             _ = tokio::time::sleep_until(timer) => {
                 shell.endpoint.poll(Instant::now(), &shell.rng, &mut out);
                 shell.dial_if_due(&mut out);
@@ -768,12 +846,28 @@ pub async fn run(mut shell: Shell, mut rx: mpsc::Receiver<IkeDatagram>, shutdown
                 }
             }
             _ = shutdown.notified() => {
-                shell.endpoint.close(Instant::now(), &shell.rng, &mut out);
-                shell.apply(&mut out);
+                if shell.sync.is_some() {
+                    shell.sync_release().await;
+                } else {
+                    shell.endpoint.close(Instant::now(), &shell.rng, &mut out);
+                    shell.apply(&mut out);
+                }
                 return;
             }
         }
+        // Claim on receipt: ownership first, then the core sees the message.
+        if let Some((port, from, bytes)) = shell.sync.as_mut().and_then(|s| s.claim_first.take()) {
+            if shell.claim().await {
+                shell.receive(port, from, &bytes, &mut out);
+            } else {
+                tracing::info!("IKE message dropped: the claim of ownership failed");
+            }
+        }
         shell.apply(&mut out);
+        if shell.sync.is_some() {
+            shell.write_ahead().await;
+            shell.publish();
+        }
     }
 }
 

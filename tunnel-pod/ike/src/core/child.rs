@@ -214,6 +214,45 @@ impl Established {
         self.reject_answered_child(new_inbound);
     }
 
+    /// The answer to a CREATE_CHILD_SA another replica sent (imported, see
+    /// [`PendingKind::Orphan`]). The exchange is done (its message ID is used), but without
+    /// the DH private key and nonce the SA it created cannot be derived here:
+    /// - a Child SA the peer created is deleted (our Delete names `new_inbound`, the SPI we
+    ///   proposed, which the peer sends to, RFC 7296 §3.11), and the rekey of `old_inbound`
+    ///   is tried again soon (the old SA back to active, `rekey_at` at the retry time);
+    /// - an IKE SA the peer created cannot even be deleted (its Delete would be protected by
+    ///   its keys); this SA stays, and its rekey is tried again soon. But the peer moved its
+    ///   Child SAs to its new IKE SA (§2.18) and refuses more on this one: it finds the new
+    ///   one dead (DPD) and deletes this one (its Delete, or its expiry), so both ends drop
+    ///   the tunnel within about a minute and the initiator sets it up again. A known limit
+    ///   of switching owners while an IKE SA rekey is in flight.
+    pub fn on_orphan_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        error: Option<NotifyType>,
+        orphan: super::ike_sa::Orphan,
+    ) {
+        match orphan {
+            super::ike_sa::Orphan::Child {
+                old_inbound,
+                new_inbound,
+            } => {
+                if let Some(old) = old_inbound {
+                    self.restore_after_failed_rekey(ctx, old);
+                }
+                match error {
+                    Some(notify) => ctx.event(Event::ChildFailed { notify }),
+                    None => self.reject_answered_child(new_inbound),
+                }
+            }
+            super::ike_sa::Orphan::Ike { .. } => {
+                if !self.superseded {
+                    self.rekey_at = ctx.retry_time();
+                }
+            }
+        }
+    }
+
     /// The answer to our rekey of `old_inbound` (§1.3.3).
     #[allow(clippy::too_many_arguments)]
     pub fn on_rekey_child_response(
@@ -980,6 +1019,8 @@ fn successor(
     new.children = children;
     new.pfs_hint = old.pfs_hint;
     new.ike_dh_hint = old.ike_dh_hint;
+    // A rekey answered while passive (the shell had not activated it) stays passive.
+    new.passive = old.passive;
     new
 }
 

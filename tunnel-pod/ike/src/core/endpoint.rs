@@ -110,9 +110,11 @@ pub struct Endpoint {
     psk: Box<dyn PskSource + Send>,
     pub(super) sas: BTreeMap<u64, IkeSa>,
     /// The latest `now` we were given (for ages in `status`).
-    last_now: Option<Instant>,
+    pub(super) last_now: Option<Instant>,
     closed: std::collections::VecDeque<Closed>,
     flood: Flood,
+    /// Set by [`Endpoint::import`] and [`Endpoint::set_passive`] (`core::snapshot`).
+    pub(super) passive: bool,
 }
 
 /// What guards us against IKE_SA_INIT floods.
@@ -150,6 +152,7 @@ impl Endpoint {
                 cookies_sent: 0,
                 init_dh: 0,
             },
+            passive: false,
         }
     }
 

@@ -23,7 +23,7 @@ use crate::wire::{
 /// At most this many Child SAs per IKE SA.
 pub const MAX_CHILDREN: usize = 16;
 /// At most this many of our requests waiting for the window.
-const MAX_QUEUE: usize = 8;
+pub(super) const MAX_QUEUE: usize = 8;
 /// First retransmission after this; doubled each time.
 const RETX_FIRST: Duration = Duration::from_millis(500);
 /// Transmissions of one request before the peer is declared dead.
@@ -257,6 +257,10 @@ pub struct Established {
     /// IKE SA rekeys (§1.3): our later rekeys lead with them.
     pub pfs_hint: Option<Group>,
     pub ike_dh_hint: Option<Group>,
+    /// Imported from another replica and not (yet) ours to drive (`core::snapshot`): it
+    /// answers what it is handed but sends nothing of its own (no DPD, rekey, retransmission,
+    /// queued request or expiry Delete); its expiry removes it silently.
+    pub passive: bool,
 }
 
 /// Message IDs, window size 1 each way (RFC 7296 §2.3).
@@ -308,6 +312,24 @@ pub enum PendingKind {
         /// The peer rekeyed this IKE SA meanwhile (§2.8.2) and we answered.
         collision: Option<IkeCollision>,
     },
+    /// A CREATE_CHILD_SA another replica sent and we imported (`core::snapshot`): its
+    /// ephemeral DH private key (and nonce) stayed in that process, since ring cannot export
+    /// an ECDH key. We retransmit its bytes and take its answer so that the message IDs move
+    /// on, but cannot derive the SA the answer creates.
+    Orphan(Orphan),
+}
+
+/// What an imported CREATE_CHILD_SA of ours was for; see [`PendingKind::Orphan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Orphan {
+    /// A rekey of `old_inbound` (or a new Child SA when None); `new_inbound` is the SPI we
+    /// proposed, the peer's outbound SPI of the SA its answer creates.
+    Child {
+        old_inbound: Option<u32>,
+        new_inbound: u32,
+    },
+    /// A rekey of this IKE SA to our new SPI `new_spi`.
+    Ike { new_spi: u64 },
 }
 
 /// The IKE SA the peer created by rekeying while our own rekey was in flight.
@@ -463,8 +485,19 @@ impl IkeSa {
             State::InitSent(s) => Some(s.retx.next_at),
             State::AuthSent(s) => Some(s.retx.next_at),
             State::AwaitAuth(s) => Some(s.expires),
+            State::Established(e) if e.passive => {
+                // Only the silent expiries of a passive SA.
+                let children = e.children.iter().map(|c| c.expire_at);
+                Some(children.fold(e.expire_at, Instant::min))
+            }
             State::Established(e) => {
                 let mut t = e.expire_at;
+                if e.win.pending.is_none() && !e.queue.is_empty() {
+                    // Requests wait for a free window (after an activation, see
+                    // `Endpoint::set_passive`): due at once; `last_heard` is never later
+                    // than the latest `now` we were given.
+                    t = t.min(e.last_heard);
+                }
                 if let Some(p) = &e.win.pending {
                     t = t.min(p.retx.next_at);
                 } else if !e.superseded {
@@ -911,6 +944,7 @@ impl IkeSa {
                         ctx, error, new_spi, ni, keypair, collision, payloads,
                     ));
             }
+            PendingKind::Orphan(o) => e.on_orphan_response(ctx, error, o),
         }
         ctx.event(Event::ExchangeDone {
             exchange: hdr.exchange,
@@ -945,7 +979,7 @@ impl IkeSa {
             let State::Established(e) = &mut self.state else {
                 return;
             };
-            if e.win.pending.is_some() {
+            if e.win.pending.is_some() || e.passive {
                 return;
             }
             let Some(req) = e.queue.pop_front() else {
@@ -1038,6 +1072,22 @@ impl IkeSa {
                 }
                 Outcome::keep(self)
             }
+            State::Established(e) if e.passive => {
+                // Another replica drives this SA: it goes silently (the shell removes ESP).
+                if now >= e.expire_at {
+                    return self.end(ctx, DeleteReason::Expired);
+                }
+                let expired: Vec<u32> = e
+                    .children
+                    .iter()
+                    .filter(|c| now >= c.expire_at)
+                    .map(|c| c.inbound)
+                    .collect();
+                for spi in expired {
+                    e.retire_by_inbound(ctx, spi);
+                }
+                Outcome::keep(self)
+            }
             State::Established(e) => {
                 if now >= e.expire_at {
                     self.send_delete_now(ctx);
@@ -1122,6 +1172,7 @@ impl Established {
             dpd_interval: ctx.config.dpd_interval,
             pfs_hint: None,
             ike_dh_hint: None,
+            passive: false,
         }
     }
 
@@ -1146,6 +1197,19 @@ impl Established {
             return;
         };
         let old = self.children.remove(pos);
+        // A rekey's new SA deleted before the SA it was to replace (the peer could not use it,
+        // e.g. its rekey request came from another replica, `core::snapshot`): the old SA is
+        // no longer replaced, unless another rekey of it survives (§2.8.1), and may be
+        // rekeyed again.
+        if let Some(replaced) = old.replaces
+            && !self.children.iter().any(|c| c.replaces == Some(replaced))
+            && let Some(c) = self
+                .children
+                .iter_mut()
+                .find(|c| c.inbound == replaced && c.state == ChildState::Replaced)
+        {
+            c.state = ChildState::Active;
+        }
         // The rekeyed SA takes over outbound traffic before the old one goes (RFC 7296 §2.8).
         for c in &mut self.children {
             if c.replaces == Some(old.inbound) && !c.outbound_active {

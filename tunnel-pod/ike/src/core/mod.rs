@@ -31,6 +31,7 @@ mod init;
 mod msg;
 mod nat;
 mod proposal;
+pub mod snapshot;
 mod ts;
 
 #[cfg(test)]
@@ -38,6 +39,7 @@ mod tests;
 
 pub use endpoint::{Endpoint, Limits, Stats};
 pub use nat::nat_detection_hash;
+pub use snapshot::{IkeSaSnapshot, SnapshotError};
 
 /// The two UDP endpoints of an IKE message. `local` is our address and port (500 or 4500).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

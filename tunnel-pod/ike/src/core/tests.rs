@@ -2512,3 +2512,5 @@ fn sa_cap_and_initial_contact_off() {
     p.handshake();
     assert_eq!(p.r.established().len(), 1);
 }
+
+mod snapshot;

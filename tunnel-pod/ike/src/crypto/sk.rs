@@ -123,6 +123,11 @@ const CBC_BLOCK: usize = 16;
 /// Protects or opens Encrypted payloads in one direction.
 pub struct SkCipher {
     inner: Inner,
+    /// The keys it was made from (SK_e, SK_a), kept for [`SkCipher::key_material`]: an
+    /// established IKE SA is exported to another process (`core::snapshot`), and neither
+    /// ring's AES-GCM key nor its HMAC key gives its bytes back.
+    encr_key: Secret,
+    integ_key: Secret,
 }
 
 enum Inner {
@@ -210,7 +215,18 @@ impl SkCipher {
                 return Err(SkError::BadCombination);
             }
         };
-        Ok(SkCipher { inner })
+        Ok(SkCipher {
+            inner,
+            encr_key: Zeroizing::new(encr_key.to_vec()),
+            integ_key: Zeroizing::new(integ_key.to_vec()),
+        })
+    }
+
+    /// The keys it was made from: (SK_e with the GCM salt last, SK_a or empty). Only for
+    /// exporting an IKE SA (`core::snapshot`); a new `SkCipher` made from them draws a new
+    /// random GCM IV base, so its IVs do not repeat the old one's (see [`Gcm`]).
+    pub(crate) fn key_material(&self) -> (&[u8], &[u8]) {
+        (&self.encr_key, &self.integ_key)
     }
 
     /// Bytes `seal` will append for `plaintext_len` bytes of inner payloads: IV, ciphertext
