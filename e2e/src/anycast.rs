@@ -536,7 +536,29 @@ impl AnycastLab {
         assert_eq!(
             ready,
             Some(true),
-            "node {n:?}'s tunnel-pod did not become ready within {timeout:?}:\n{}",
+            "node {n:?}'s tunnel-pod did not become ready within {timeout:?}: /readyz {:?}, \
+             /status {:?}\n{}",
+            self.http(&self.node(n), port, "/readyz"),
+            self.status(n, port),
+            self.pod_log(n)
+        );
+        start.elapsed()
+    }
+
+    /// Waits until node `n`'s tunnel-pod answers `/status` (an IPsec endpoint is ready only with
+    /// a Child SA); panics with its log.
+    pub fn wait_serving(&mut self, n: NodeId, port: u16, timeout: Duration) -> Duration {
+        let start = Instant::now();
+        let up = wait_for(timeout, Duration::from_millis(50), || {
+            if self.pod_exited(n).is_some() {
+                return Some(false);
+            }
+            self.status(n, port).map(|_| true)
+        });
+        assert_eq!(
+            up,
+            Some(true),
+            "node {n:?}'s tunnel-pod does not answer /status after {timeout:?}:\n{}",
             self.pod_log(n)
         );
         start.elapsed()
@@ -844,4 +866,199 @@ pub fn gre_config(
         panic!("the test wrote an invalid config: {e}\n{yaml}");
     }
     yaml
+}
+
+/// An IPsec MagicTunnel of the lab in the cluster: `replicas: 2`, pinned to a node label no node
+/// has (its pods stay Pending: the lab runs its replicas), and what the lab's processes need.
+pub struct LabTunnel {
+    pub name: String,
+    pub namespace: String,
+    /// The operator's pods by replica index: their names are the replicas' identities.
+    pub pods: Vec<String>,
+    /// The operator's config (`<tunnel>-config`, `tunnel.yaml`).
+    pub config: tunnel_pod::config::TunnelConfig,
+    pub psk: String,
+    /// `status.ikeIds.fqdn`: the customer's IDi.
+    pub fqdn: String,
+}
+
+/// The node label the lab's tunnels select; no node has it.
+pub const NO_NODE_LABEL: &str = "magictunnel.dev/anycast-lab";
+
+/// Applies the lab's IPsec MagicTunnel `name` in `namespace` (`spec_tail`: more spec fields,
+/// indented by two) and waits for the operator's objects: PSK, IKE IDs, config, both pods.
+pub async fn create_ipsec_tunnel(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    replicas: u8,
+    spec_tail: &str,
+) -> anyhow::Result<LabTunnel> {
+    use anyhow::Context as _;
+    use k8s_openapi::api::core::v1::{Pod, Secret};
+    use kube::api::{Api, ListParams};
+    use operator::crd::MagicTunnel;
+    let yaml = format!(
+        "apiVersion: magictunnel.dev/v1alpha1\nkind: MagicTunnel\nmetadata: {{name: {name}}}\n\
+         spec:\n  type: IPsec\n  localEndpoint: {ANYCAST}\n  customerEndpoint: {CUSTOMER}\n\
+         \x20 interfaceAddress: {NODE_TUNNEL_ADDR}\n  routes: [{{prefix: {CUSTOMER_NET}}}]\n\
+         \x20 replicas: {replicas}\n  placement: {{nodeSelector: {{{NO_NODE_LABEL}: none}}}}\n\
+         \x20 healthCheck: {{enabled: false}}\n{spec_tail}"
+    );
+    crate::apply_yaml(client, &yaml, namespace).await?;
+    let tunnels: Api<MagicTunnel> = Api::namespaced(client.clone(), namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let wait = Duration::from_secs(60);
+    let (psk_secret, fqdn) = crate::eventually("pskSecretName and ikeIds.fqdn", wait, || async {
+        let st = tunnels.get(name).await.ok()?.status?;
+        Some((st.psk_secret_name?, st.ike_ids?.fqdn?))
+    })
+    .await?;
+    let psk = crate::eventually("the PSK Secret", wait, || async {
+        let s = secrets.get(&psk_secret).await.ok()?;
+        let b = s.data?.get("psk")?.0.clone();
+        String::from_utf8(b).ok()
+    })
+    .await?;
+    let config_name = format!("{name}-config");
+    let config = crate::eventually("the config Secret", wait, || async {
+        let s = secrets.get(&config_name).await.ok()?;
+        let b = s.data?.get("tunnel.yaml")?.0.clone();
+        String::from_utf8(b).ok()
+    })
+    .await?;
+    let config = tunnel_pod::config::TunnelConfig::from_yaml(&config)
+        .with_context(|| format!("the operator's {config_name}"))?;
+    let labels = format!("{}={name}", operator::build::TUNNEL_LABEL);
+    let replica = |p: &Pod| {
+        p.metadata
+            .labels
+            .as_ref()?
+            .get(operator::build::REPLICA_LABEL)?
+            .parse::<usize>()
+            .ok()
+    };
+    let want = usize::from(replicas);
+    let pods = crate::eventually("the tunnel's pods", wait, || async {
+        let list = pods.list(&ListParams::default().labels(&labels)).await.ok()?;
+        let mut named: Vec<(usize, String)> = list
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| Some((replica(p)?, p.metadata.name.clone()?)))
+            .collect();
+        named.sort();
+        let indices: Vec<usize> = named.iter().map(|(i, _)| *i).collect();
+        (indices == (0..want).collect::<Vec<_>>()).then(|| named.into_iter().map(|(_, n)| n).collect())
+    })
+    .await?;
+    Ok(LabTunnel {
+        name: name.to_string(),
+        namespace: namespace.to_string(),
+        pods,
+        config,
+        psk,
+        fqdn,
+    })
+}
+
+impl LabTunnel {
+    /// The ServiceAccount the operator made for the tunnel's pods.
+    pub fn service_account(&self) -> String {
+        format!("{}-tunnel-pod", self.name)
+    }
+
+    /// The SA-state Secret.
+    pub fn sa_secret(&self) -> String {
+        format!("{}-sa", self.name)
+    }
+
+    /// A kubeconfig (written into the lab's directory) for the apiserver of the cluster in
+    /// `KUBECONFIG` with a fresh token of the tunnel's ServiceAccount (TokenRequest, 1 h): what a
+    /// pod of the tunnel would have mounted.
+    pub async fn kubeconfig(&self, client: &kube::Client, lab: &AnycastLab) -> anyhow::Result<PathBuf> {
+        use anyhow::Context as _;
+        use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        use kube::api::{Api, PostParams};
+        let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &self.namespace);
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                expiration_seconds: Some(3600),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let sa = self.service_account();
+        let token = accounts
+            .create_token_request(&sa, &PostParams::default(), &request)
+            .await
+            .with_context(|| format!("a token of ServiceAccount {sa}"))?
+            .status
+            .and_then(|s| s.token)
+            .context("no token in the TokenRequest")?;
+        let path = std::env::var_os("KUBECONFIG").context("KUBECONFIG")?;
+        let admin = kube::config::Kubeconfig::read_from(&path)?;
+        let cluster = admin
+            .clusters
+            .first()
+            .and_then(|c| c.cluster.clone())
+            .context("no cluster in KUBECONFIG")?;
+        let server = cluster.server.context("no server in KUBECONFIG")?;
+        let ca = match (&cluster.certificate_authority, &cluster.certificate_authority_data) {
+            (Some(file), _) => format!("certificate-authority: {file}"),
+            (None, Some(data)) => format!("certificate-authority-data: {data}"),
+            (None, None) => anyhow::bail!("no CA in KUBECONFIG"),
+        };
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster:\n    server: {server}\n\
+             \x20   {ca}\nusers:\n- name: {sa}\n  user:\n    token: {token}\ncontexts:\n\
+             - name: lab\n  context: {{cluster: lab, user: {sa}, namespace: {}}}\n\
+             current-context: lab\n",
+            self.namespace
+        );
+        Ok(lab.write(&format!("{}.kubeconfig", self.name), &text))
+    }
+
+    /// The operator's config for a lab replica: the PSK from `psk_file`, HTTP on
+    /// 127.0.0.1:`http_port`, `replicas` overridden if given (the slot-less baseline).
+    pub fn node_config(&self, psk_file: &Path, http_port: u16, replicas: Option<u8>) -> String {
+        let mut c = self.config.clone();
+        if let Some(ipsec) = c.ipsec.as_mut() {
+            ipsec.psk_file = Some(psk_file.to_path_buf());
+        }
+        c.http.listen = std::net::SocketAddr::from(([127, 0, 0, 1], http_port));
+        if let Some(r) = replicas {
+            c.replicas = r;
+        }
+        if let Err(e) = c.validate() {
+            panic!("the lab's replica config is invalid: {e}\n{}", c.to_yaml());
+        }
+        c.to_yaml()
+    }
+}
+
+impl AnycastLab {
+    /// Starts replica `replica` of `tunnel` in node `n`: `tunnel-pod run --replica <i>
+    /// --identity <the operator's pod name> --kubeconfig <kubeconfig>` with `config_yaml`.
+    pub fn start_replica(
+        &mut self,
+        n: NodeId,
+        binary: &Path,
+        config_yaml: &str,
+        replica: usize,
+        identity: &str,
+        kubeconfig: &Path,
+    ) {
+        let extra = [
+            "--replica".to_string(),
+            replica.to_string(),
+            "--identity".into(),
+            identity.to_string(),
+            "--kubeconfig".into(),
+            kubeconfig.to_string_lossy().into_owned(),
+        ];
+        self.start_pod(n, binary, config_yaml, &extra);
+    }
 }
