@@ -941,7 +941,10 @@ pub async fn create_ipsec_tunnel(
     };
     let want = usize::from(replicas);
     let pods = crate::eventually("the tunnel's pods", wait, || async {
-        let list = pods.list(&ListParams::default().labels(&labels)).await.ok()?;
+        let list = pods
+            .list(&ListParams::default().labels(&labels))
+            .await
+            .ok()?;
         let mut named: Vec<(usize, String)> = list
             .items
             .iter()
@@ -950,7 +953,8 @@ pub async fn create_ipsec_tunnel(
             .collect();
         named.sort();
         let indices: Vec<usize> = named.iter().map(|(i, _)| *i).collect();
-        (indices == (0..want).collect::<Vec<_>>()).then(|| named.into_iter().map(|(_, n)| n).collect())
+        (indices == (0..want).collect::<Vec<_>>())
+            .then(|| named.into_iter().map(|(_, n)| n).collect())
     })
     .await?;
     Ok(LabTunnel {
@@ -977,7 +981,11 @@ impl LabTunnel {
     /// A kubeconfig (written into the lab's directory) for the apiserver of the cluster in
     /// `KUBECONFIG` with a fresh token of the tunnel's ServiceAccount (TokenRequest, 1 h): what a
     /// pod of the tunnel would have mounted.
-    pub async fn kubeconfig(&self, client: &kube::Client, lab: &AnycastLab) -> anyhow::Result<PathBuf> {
+    pub async fn kubeconfig(
+        &self,
+        client: &kube::Client,
+        lab: &AnycastLab,
+    ) -> anyhow::Result<PathBuf> {
         use anyhow::Context as _;
         use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
         use k8s_openapi::api::core::v1::ServiceAccount;
@@ -1006,7 +1014,10 @@ impl LabTunnel {
             .and_then(|c| c.cluster.clone())
             .context("no cluster in KUBECONFIG")?;
         let server = cluster.server.context("no server in KUBECONFIG")?;
-        let ca = match (&cluster.certificate_authority, &cluster.certificate_authority_data) {
+        let ca = match (
+            &cluster.certificate_authority,
+            &cluster.certificate_authority_data,
+        ) {
             (Some(file), _) => format!("certificate-authority: {file}"),
             (None, Some(data)) => format!("certificate-authority-data: {data}"),
             (None, None) => anyhow::bail!("no CA in KUBECONFIG"),
@@ -1061,4 +1072,45 @@ impl AnycastLab {
         ];
         self.start_pod(n, binary, config_yaml, &extra);
     }
+}
+
+/// The cumulative buckets (`le`, count) of histogram `name` (OpenMetrics text).
+pub fn histogram_buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
+    let bucket = format!("{name}_bucket{{");
+    let mut out: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&bucket)?;
+            let (labels, value) = rest.rsplit_once(' ')?;
+            let le = labels.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, value.parse().ok()?))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+/// The upper bound of the bucket holding quantile `q` of the observations between two
+/// readings of the same histogram's buckets (`None` without observations in between).
+pub fn histogram_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> {
+    let delta: Vec<(f64, f64)> = after
+        .iter()
+        .map(|&(le, n)| {
+            let old = before.iter().find(|b| b.0 == le).map_or(0.0, |b| b.1);
+            (le, n - old)
+        })
+        .collect();
+    let total = delta.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    delta
+        .iter()
+        .find(|(_, n)| *n >= (q * total).ceil().max(1.0))
+        .map(|(le, _)| *le)
 }
