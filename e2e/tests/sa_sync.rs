@@ -142,16 +142,19 @@ async fn secret_client_under_the_tunnel_pod_role() {
     // replace = compare-and-swap.
     let now = unix_ms(SystemTime::now());
     let d1 = StateDoc::new(1, Some("a".into()), now, content(1));
-    let w1 = store.publish(&first, &d1).await.expect("publish 1");
+    let w1 = store.publish(&first, &d1, "a").await.expect("publish 1");
     assert_eq!(next_state(&mut rx, 1).await, d1);
     let summary: serde_json::Value =
         serde_json::from_slice(sk::data(&w1, SUMMARY_KEY).expect("summary")).expect("json");
     assert_eq!(summary["generation"], 1);
     assert_eq!(summary["owner"], "a");
     assert_eq!(summary["ikeSas"][0]["spiI"], "0000000000001111");
+    // The writer's ack rides on its write.
+    let acks = parse_acks(sk::data(&w1, ACKS_KEY)).expect("acks");
+    assert_eq!(acks.get("a").map(|a| a.generation), Some(1));
     let stale = StateDoc::new(2, Some("b".into()), now, content(2));
     assert!(matches!(
-        store.publish(&first, &stale).await,
+        store.publish(&first, &stale, "b").await,
         Err(WriteError::Conflict)
     ));
 
@@ -160,7 +163,7 @@ async fn secret_client_under_the_tunnel_pod_role() {
         StateDoc::new(2, Some("a".into()), now, content(3)),
         StateDoc::new(2, Some("b".into()), now, content(4)),
     );
-    let (r1, r2) = tokio::join!(store.publish(&w1, &ra), store.publish(&w1, &rb));
+    let (r1, r2) = tokio::join!(store.publish(&w1, &ra, "a"), store.publish(&w1, &rb, "b"));
     let wins = [r1.is_ok(), r2.is_ok()].iter().filter(|w| **w).count();
     assert_eq!(wins, 1, "{r1:?} {r2:?}");
     assert!(matches!(r1, Err(WriteError::Conflict)) || matches!(r2, Err(WriteError::Conflict)));
@@ -187,13 +190,13 @@ async fn secret_client_under_the_tunnel_pod_role() {
     assert_eq!(a.after_step(&content(5), true, now), Step::Send);
     // a claims (claim on receipt), then publishes a change before its message leaves.
     let claim = a.claim(&latest, now);
-    let base = store.publish(&s, &claim).await.expect("a claims");
+    let base = store.publish(&s, &claim, "a").await.expect("a claims");
     a.written(&claim, now);
     assert_eq!(a.role(), Role::Owner);
     let Step::PublishFirst(doc) = a.after_step(&content(5), true, now) else {
         panic!("the owner publishes a change first")
     };
-    let w = store.publish(&base, &doc).await.expect("a publishes");
+    let w = store.publish(&base, &doc, "a").await.expect("a publishes");
     a.written(&doc, now);
     let seen = next_state(&mut rx, doc.generation).await;
     assert_eq!(b.on_remote(&seen, now), Remote::Install);
@@ -201,14 +204,14 @@ async fn secret_client_under_the_tunnel_pod_role() {
     assert_eq!(b.content().ike_sas, content(5).ike_sas);
     // b claims on receipt on top of the latest state.
     let claim = b.claim(&seen, now);
-    store.publish(&w, &claim).await.expect("b claims");
+    store.publish(&w, &claim, "b").await.expect("b claims");
     b.written(&claim, now);
     // a, not having seen it, writes on its stale base: refused, a follows b.
     let Step::PublishFirst(stale) = a.after_step(&content(6), true, now) else {
         panic!("a still thinks it owns the tunnel")
     };
     assert!(matches!(
-        store.publish(&w, &stale).await,
+        store.publish(&w, &stale, "a").await,
         Err(WriteError::Conflict)
     ));
     let latest = sk::state(&store.get().await.expect("get"))

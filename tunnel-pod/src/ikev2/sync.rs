@@ -429,7 +429,9 @@ impl Shell {
                     _ => return Written::Failed,
                 },
             };
-            let r = tokio::time::timeout(WRITE_TIMEOUT, s.store.publish(&base, &doc)).await;
+            let r =
+                tokio::time::timeout(WRITE_TIMEOUT, s.store.publish(&base, &doc, s.engine.me()))
+                    .await;
             let m = &self.path.metrics.sync;
             match r {
                 Ok(Ok(written)) => {

@@ -209,17 +209,15 @@ impl Engine {
         self.dirty_since_ms = None;
     }
 
-    /// A write conflicted; `latest` is the Secret's state now.
+    /// A write conflicted; `latest` is the Secret's state now. Lost only if the state moved
+    /// to (or past) the generation we wrote and someone else owns it: a conflict that only
+    /// acks caused (the generation is still our base), our own earlier write, a release, or
+    /// a Secret without usable state are retried on top of the latest.
     pub fn conflict(&self, ours: &StateDoc, latest: Option<&StateDoc>, now_ms: u64) -> Conflict {
-        let still_ours = match latest {
-            None => self.role != Role::Owner || ours.owner.is_none(),
-            Some(l) => {
-                l.owner.as_deref() == Some(self.me.as_str())
-                    || (l.owner.is_none() && self.role != Role::Owner)
-                    || (l.generation == self.generation && self.role == Role::Owner)
-            }
-        };
-        if !still_ours {
+        if let Some(l) = latest
+            && l.generation >= ours.generation
+            && l.owner.as_deref().is_some_and(|o| o != self.me)
+        {
             return Conflict::Lost;
         }
         let base = latest.map_or(0, |l| l.generation).max(self.generation);
@@ -546,6 +544,29 @@ mod tests {
             .filter(|r| r.e.role() == Role::Owner)
             .count();
         assert_eq!(owners, 1);
+    }
+
+    #[test]
+    fn a_conflict_caused_by_an_ack_is_retried() {
+        let mut s = Store::default();
+        let (mut a, mut b) = (Replica::new("a"), Replica::new("b"));
+        a.sync(&s, 0);
+        b.sync(&s, 0);
+        a.step(&mut s, sa((1, 2), 100, 60_000), Some("auth-resp"), 1);
+        b.sync(&s, 2);
+        // b reads generation 1 to claim; a's (or anyone's) ack moves the resourceVersion.
+        let (_, latest) = s.get();
+        let claim = b.e.claim(&latest.unwrap(), 3);
+        s.ack();
+        assert!(b.write(&mut s, claim, 3), "retried on top of the ack");
+        assert_eq!(b.e.role(), Role::Owner);
+        // And the owner's write after a follower's ack.
+        s.ack();
+        let mut c = sa((1, 2), 100, 60_000);
+        c.ike_sas = vec![serde_json::json!({"window": 2})];
+        b.step(&mut s, c, Some("resp"), 4);
+        assert_eq!(b.sent, ["resp"]);
+        assert_eq!(s.doc.as_ref().unwrap().generation, 3);
     }
 
     #[test]

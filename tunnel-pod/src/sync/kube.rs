@@ -83,9 +83,15 @@ impl SecretStore {
         }
     }
 
-    /// Writes `doc` (state.json + summary.json) on top of `base` (the Secret as read last).
-    pub async fn publish(&self, base: &Secret, doc: &StateDoc) -> Result<Secret, WriteError> {
-        let secret = with_state(base, doc)?;
+    /// Writes `doc` (state.json + summary.json) on top of `base` (the Secret as read last),
+    /// with the writer's ack of it in the same write (acks.json: the writer has what it wrote).
+    pub async fn publish(
+        &self,
+        base: &Secret,
+        doc: &StateDoc,
+        writer: &str,
+    ) -> Result<Secret, WriteError> {
+        let secret = with_state(base, doc, writer)?;
         self.replace(&secret).await
     }
 
@@ -208,10 +214,22 @@ pub fn state(s: &Secret) -> Option<Result<StateDoc, DocError>> {
         .map(StateDoc::parse)
 }
 
-/// `base` with `doc` as state.json and its summary.json (same resourceVersion: a CAS write).
-pub fn with_state(base: &Secret, doc: &StateDoc) -> Result<Secret, DocError> {
+/// `base` with `doc` as state.json, its summary.json and `writer`'s ack of it in acks.json
+/// (same resourceVersion: a CAS write; a malformed acks.json starts afresh).
+pub fn with_state(base: &Secret, doc: &StateDoc, writer: &str) -> Result<Secret, DocError> {
     let mut s = base.clone();
     set(&mut s, STATE_KEY, doc.to_bytes()?);
+    let mut acks = parse_acks(data(base, ACKS_KEY)).unwrap_or_default();
+    acks.insert(
+        writer.to_string(),
+        Ack {
+            generation: doc.generation,
+            at: rfc3339_ms(doc.published_at_ms),
+        },
+    );
+    let acks = serde_json::to_vec(&acks)
+        .map_err(|e| DocError::Malformed(ACKS_KEY, super::doc::where_(&e)))?;
+    set(&mut s, ACKS_KEY, acks);
     let summary = serde_json::to_vec(&doc.summary())
         .map_err(|e| DocError::Malformed(SUMMARY_KEY, super::doc::where_(&e)))?;
     set(&mut s, SUMMARY_KEY, summary);
