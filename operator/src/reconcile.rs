@@ -224,8 +224,8 @@ pub async fn reconcile_tunnel(mt: &MagicTunnel, ctx: &Context) -> Result<Action,
         .duration
         .observe(started.elapsed().as_secs_f64());
     let label = match &result {
-        Ok(Outcome::Applied) => "applied",
-        Ok(Outcome::NotDeployed) => "not_deployed",
+        Ok((Outcome::Applied, _)) => "applied",
+        Ok((Outcome::NotDeployed, _)) => "not_deployed",
         Err(_) => "error",
     };
     ctx.metrics
@@ -236,7 +236,7 @@ pub async fn reconcile_tunnel(mt: &MagicTunnel, ctx: &Context) -> Result<Action,
         let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
         failures.remove(&object_key(mt));
     }
-    result.map(|_| Action::requeue(RESYNC))
+    result.map(|(_, recheck)| Action::requeue(recheck.map_or(RESYNC, |d| d.min(RESYNC))))
 }
 
 fn object_key(obj: &impl ResourceExt) -> String {
@@ -255,7 +255,11 @@ struct PskStatus {
     generated_at: Option<String>,
 }
 
-async fn reconcile_inner(mt: &MagicTunnel, ctx: &Context) -> Result<Outcome, Error> {
+/// What a reconcile did, and how soon to look again if sooner than [`RESYNC`].
+async fn reconcile_inner(
+    mt: &MagicTunnel,
+    ctx: &Context,
+) -> Result<(Outcome, Option<Duration>), Error> {
     let namespace = mt.namespace().ok_or(Error::Malformed("namespace"))?;
     let key = TunnelKey {
         namespace: namespace.clone(),
@@ -264,7 +268,7 @@ async fn reconcile_inner(mt: &MagicTunnel, ctx: &Context) -> Result<Outcome, Err
     if mt.metadata.deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove pods and Secrets.
         ctx.pod_status.set_targets(key, vec![]);
-        return Ok(Outcome::NotDeployed);
+        return Ok((Outcome::NotDeployed, None));
     }
     let owner = mt
         .controller_owner_ref(&())
@@ -415,11 +419,24 @@ async fn reconcile_inner(mt: &MagicTunnel, ctx: &Context) -> Result<Outcome, Err
     let mut endpoints = endpoint_status(&running, &plan);
     let ready = endpoints.iter().filter(|e| e.ready).count();
     // What the replicas published; `state.json` is never read.
-    let synchronized = sa_data.map(|data| {
+    let previous_sync = old_status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == conditions::SYNCHRONIZED)
+        .map(|c| c.reason.as_str());
+    let verdict = sa_data.map(|data| {
         let state = sa_state::read(data.as_ref());
         sa_state::annotate(&mut endpoints, &state);
-        sa_state::synchronized(&sync_objects::sa_secret_name(&tunnel), &state, &endpoints)
+        sa_state::synchronized(
+            &sync_objects::sa_secret_name(&tunnel),
+            &state,
+            &endpoints,
+            previous_sync,
+            (ctx.now)(),
+        )
     });
+    let recheck = verdict.as_ref().and_then(|v| v.recheck_in);
+    let synchronized = verdict.map(|v| v.condition);
     let deployment = match (&desired, serving) {
         (Err(invalid), serving) => Deployment::Held {
             invalid,
@@ -494,11 +511,12 @@ async fn reconcile_inner(mt: &MagicTunnel, ctx: &Context) -> Result<Outcome, Err
         deleted = plan.delete.len(),
         "reconciled"
     );
-    Ok(if desired.is_ok() {
+    let outcome = if desired.is_ok() {
         Outcome::Applied
     } else {
         Outcome::NotDeployed
-    })
+    };
+    Ok((outcome, recheck))
 }
 
 /// Read or produce the PSK as [`psk::plan`] decides. `Ok(Err(_))` is a spec problem for
