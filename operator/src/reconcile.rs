@@ -4,14 +4,22 @@
 //!
 //! 1. PSK: read the Secret, then do what [`psk::plan`] says (use, create, rotate, or report).
 //! 2. Config Secret: server-side apply (it must exist before a pod mounts it), only with a
-//!    deployable config: the Secret always holds the last good config.
+//!    deployable config: the Secret always holds the last good config. For an anycast IPsec
+//!    tunnel ([`sync_objects`]) first the SA-state Secret `<name>-sa` is read, or created empty
+//!    (a Secret of that name that is not the tunnel's holds it: `SaSecretNameTaken`), and after
+//!    the config the ServiceAccount, Role and RoleBinding are server-side applied (a pod naming
+//!    a missing ServiceAccount is refused).
 //! 3. Pods: list the tunnel's pods, then create and delete what [`rollout::plan`] says; for a
 //!    tunnel that is not deployable, read the config Secret's record of the last good config
 //!    and delete only what [`rollout::hold`] says (the rest keeps serving), except for a
 //!    conflict with an older tunnel ([`Reason::is_conflict`]): then every pod goes.
-//! 4. Status: conditions from the above and from the pods' last `/status`
-//!    ([`pod_status::Board`], read by a poller, never here), written only when it changed,
-//!    with one Event per condition transition.
+//! 4. SA sharing that ended: for a deployable tunnel that no longer shares SAs but still has an
+//!    SA-state Secret (the owned-Secret cache says so, no request), the RoleBinding, Role,
+//!    ServiceAccount and last the Secret are deleted. A held tunnel keeps them.
+//! 5. Status: conditions from the above and from the pods' last `/status`
+//!    ([`pod_status::Board`], read by a poller, never here), and for anycast IPsec from the
+//!    SA-state Secret's `summary.json` and `acks.json` ([`sa_state`]), written only when it
+//!    changed, with one Event per condition transition.
 //!
 //! No finalizer: everything the operator creates carries an owner reference, so the garbage
 //! collector removes it with the tunnel; adopted Secrets are never owned and stay.
