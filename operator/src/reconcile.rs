@@ -410,7 +410,7 @@ async fn reconcile_inner(
             .get_opt(&name)
             .await
             .map_err(|source| Error::ReadSecret { name, source })?;
-        sa_data = secret.map(|s| s.data);
+        sa_data = secret.map(|s| s.data.map(sa_state::keep_documents));
     }
 
     let old_status = mt.status.clone().unwrap_or_default();
@@ -625,8 +625,11 @@ async fn ensure_sa_secret(
         },
     };
     if sync_objects::is_ours(&existing.metadata, existing.type_.as_deref(), owner_uid) {
-        Ok(Ok(existing.data))
+        Ok(Ok(existing.data.map(sa_state::keep_documents)))
     } else {
+        if let Some(data) = existing.data {
+            sa_state::wipe(data);
+        }
         Ok(Err(Invalid {
             reason: reason::Reason::SaSecretNameTaken,
             message: format!(

@@ -155,6 +155,30 @@ fn parse_acks(bytes: &[u8]) -> Result<BTreeMap<String, u64>, String> {
     Ok(doc.into_iter().map(|(k, a)| (k, a.generation)).collect())
 }
 
+/// Only the documents this module reads: every other key (`state.json`, which holds keys) is
+/// wiped from memory and dropped as soon as the Secret has been fetched.
+pub fn keep_documents(data: BTreeMap<String, ByteString>) -> BTreeMap<String, ByteString> {
+    use zeroize::Zeroize as _;
+    data.into_iter()
+        .filter_map(|(k, mut v)| {
+            if k == SUMMARY_KEY || k == ACKS_KEY {
+                Some((k, v))
+            } else {
+                v.0.zeroize();
+                None
+            }
+        })
+        .collect()
+}
+
+/// Wipe a Secret's data that is not to be read at all (a Secret that is not ours).
+pub fn wipe(data: BTreeMap<String, ByteString>) {
+    use zeroize::Zeroize as _;
+    for (_, mut v) in data {
+        v.0.zeroize();
+    }
+}
+
 /// Read the SA-state Secret's data (`None`: no Secret, or no data yet).
 pub fn read(data: Option<&BTreeMap<String, ByteString>>) -> SaState {
     let Some(data) = data else {
@@ -480,6 +504,16 @@ mod tests {
         let bare = read(Some(&data(Some(r#"{"generation":8}"#), Some(acks))));
         let v = synchronized("t-sa", &bare, &eps, Some("InSync"), now());
         assert_eq!(v.condition.1, Reason::Lagging);
+    }
+
+    #[test]
+    fn only_summary_and_acks_are_kept() {
+        let kept = keep_documents(data(Some(SUMMARY), Some("{}")));
+        assert_eq!(
+            kept.keys().map(String::as_str).collect::<Vec<_>>(),
+            [ACKS_KEY, SUMMARY_KEY]
+        );
+        assert!(matches!(read(Some(&kept)), SaState::Published { .. }));
     }
 
     #[test]
