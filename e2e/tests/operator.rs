@@ -1284,6 +1284,69 @@ async fn sa_sync_objects_rbac_status_and_pruning() {
     let status =
         serde_json::to_string(&ns.tunnels().get("t").await.expect("t").status).expect("json");
     assert!(!status.contains("opaque state"), "{status}");
+    // A new generation, published now, that t-1 does not install: in sync while it may still
+    // be installing it (3 s after publishedAt), lagging after.
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let fresh = format!(
+        r#"{{"generation":8,"owner":"t-0","publishedAt":"{now}","childSas":[{{"spiIn":"c1a2b3c5","spiOut":"d5e6f7a9"}}]}}"#
+    );
+    publish(
+        &ns,
+        "t-sa",
+        &[
+            ("summary.json", &fresh),
+            (
+                "acks.json",
+                r#"{"t-0":{"generation":8},"t-1":{"generation":7}}"#,
+            ),
+        ],
+    )
+    .await;
+    let installing = eventually("the new generation in status", WAIT, || async {
+        let (s, r, m) = ns.condition("t", "Synchronized").await?;
+        (m.contains("generation 8")).then_some((s, r, m))
+    })
+    .await
+    .expect("generation 8");
+    let fresh_seen = now.duration_until(k8s_openapi::jiff::Timestamp::now());
+    assert_eq!(
+        (installing.0.as_str(), installing.1.as_str()),
+        ("True", "InSync"),
+        "{installing:?}"
+    );
+    assert!(
+        installing.2.contains("installing: t-1 at generation 7"),
+        "{installing:?}"
+    );
+    let lagging = ns
+        .wait_condition(
+            "t",
+            "Synchronized",
+            "False",
+            "Lagging",
+            Duration::from_secs(10),
+        )
+        .await;
+    let lag_after = now.duration_until(k8s_openapi::jiff::Timestamp::now());
+    assert!(lagging.contains("t-1 at generation 7"), "{lagging}");
+    assert!(
+        lag_after.as_secs_f64() >= 3.0,
+        "lagging before the grace was over: {lag_after:?}"
+    );
+    publish(
+        &ns,
+        "t-sa",
+        &[
+            ("summary.json", summary),
+            (
+                "acks.json",
+                r#"{"t-0":{"generation":7},"t-1":{"generation":7}}"#,
+            ),
+        ],
+    )
+    .await;
+    ns.wait_condition("t", "Synchronized", "True", "InSync", WAIT)
+        .await;
     // A replica that is not ready does not count; its lag shows in its endpoint.
     set_ready(&ns, "t-1", false).await;
     publish(
@@ -1400,6 +1463,7 @@ async fn sa_sync_objects_rbac_status_and_pruning() {
     );
     println!(
         "SA-state publish -> status: Lagging after {lag_seen:?}, InSync after {sync_seen:?}; \
+         a fresh generation shown after {fresh_seen:?}, lagging after {lag_after:?} (grace 3 s); \
          replicas 2 -> 1 pruned in {prune_seen:?}"
     );
 }

@@ -8,7 +8,7 @@
 //! | Degraded    | `EndpointsNotReady`: some, not all   | `AsExpected`, `NotConfigured`           | – |
 //! | Established | `ChildSaInstalled` (IPsec), `ProbesAnswered` (GRE), `TransportOpen` (GRE, no health checks) | `NoChildSa`, `ProbesUnanswered`, `TransportClosed`, `NoEndpoints` | `StatusUnknown` |
 //! | Healthy     | `HealthChecksPassing`                | `HealthChecksDegraded`, `HealthChecksFailing` | `HealthUnknown` (no verdict yet, a pod not read, or no pod), `HealthChecksDisabled` |
-//! | Synchronized (anycast IPsec only) | `InSync`: every ready replica installed the current SA state | `Lagging` | `NoState`, `NoReadyReplicas`, `StateUnreadable` |
+//! | Synchronized (anycast IPsec only) | `InSync`: every ready replica installed the current SA state (while it was so, also for 3 s after a new generation's publication) | `Lagging` | `NoState`, `NoReadyReplicas`, `StateUnreadable` |
 //!
 //! A tunnel that is not deployable but keeps serving its last good config has Configured=False
 //! and Ready, Degraded, Established and Healthy about the pods that keep running.

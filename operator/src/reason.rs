@@ -65,7 +65,8 @@ pub enum Reason {
     // Synchronized (anycast IPsec replicas sharing SAs), from the SA-state Secret.
     /// Every ready replica installed the current generation of the shared state.
     InSync,
-    /// Some ready replica has not installed the current generation.
+    /// Some ready replica has not installed the current generation (within
+    /// `sa_state::PROPAGATION_GRACE` of its publication, if all were in sync before).
     Lagging,
     /// No replica has published SA state yet.
     NoState,

@@ -4,14 +4,22 @@
 //!
 //! 1. PSK: read the Secret, then do what [`psk::plan`] says (use, create, rotate, or report).
 //! 2. Config Secret: server-side apply (it must exist before a pod mounts it), only with a
-//!    deployable config: the Secret always holds the last good config.
+//!    deployable config: the Secret always holds the last good config. For an anycast IPsec
+//!    tunnel ([`sync_objects`]) first the SA-state Secret `<name>-sa` is read, or created empty
+//!    (a Secret of that name that is not the tunnel's holds it: `SaSecretNameTaken`), and after
+//!    the config the ServiceAccount, Role and RoleBinding are server-side applied (a pod naming
+//!    a missing ServiceAccount is refused).
 //! 3. Pods: list the tunnel's pods, then create and delete what [`rollout::plan`] says; for a
 //!    tunnel that is not deployable, read the config Secret's record of the last good config
 //!    and delete only what [`rollout::hold`] says (the rest keeps serving), except for a
 //!    conflict with an older tunnel ([`Reason::is_conflict`]): then every pod goes.
-//! 4. Status: conditions from the above and from the pods' last `/status`
-//!    ([`pod_status::Board`], read by a poller, never here), written only when it changed,
-//!    with one Event per condition transition.
+//! 4. SA sharing that ended: for a deployable tunnel that no longer shares SAs but still has an
+//!    SA-state Secret (the owned-Secret cache says so, no request), the RoleBinding, Role,
+//!    ServiceAccount and last the Secret are deleted. A held tunnel keeps them.
+//! 5. Status: conditions from the above and from the pods' last `/status`
+//!    ([`pod_status::Board`], read by a poller, never here), and for anycast IPsec from the
+//!    SA-state Secret's `summary.json` and `acks.json` ([`sa_state`]), written only when it
+//!    changed, with one Event per condition transition.
 //!
 //! No finalizer: everything the operator creates carries an owner reference, so the garbage
 //! collector removes it with the tunnel; adopted Secrets are never owned and stay.
@@ -224,8 +232,8 @@ pub async fn reconcile_tunnel(mt: &MagicTunnel, ctx: &Context) -> Result<Action,
         .duration
         .observe(started.elapsed().as_secs_f64());
     let label = match &result {
-        Ok(Outcome::Applied) => "applied",
-        Ok(Outcome::NotDeployed) => "not_deployed",
+        Ok((Outcome::Applied, _)) => "applied",
+        Ok((Outcome::NotDeployed, _)) => "not_deployed",
         Err(_) => "error",
     };
     ctx.metrics
@@ -236,7 +244,7 @@ pub async fn reconcile_tunnel(mt: &MagicTunnel, ctx: &Context) -> Result<Action,
         let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
         failures.remove(&object_key(mt));
     }
-    result.map(|_| Action::requeue(RESYNC))
+    result.map(|(_, recheck)| Action::requeue(recheck.map_or(RESYNC, |d| d.min(RESYNC))))
 }
 
 fn object_key(obj: &impl ResourceExt) -> String {
@@ -255,7 +263,11 @@ struct PskStatus {
     generated_at: Option<String>,
 }
 
-async fn reconcile_inner(mt: &MagicTunnel, ctx: &Context) -> Result<Outcome, Error> {
+/// What a reconcile did, and how soon to look again if sooner than [`RESYNC`].
+async fn reconcile_inner(
+    mt: &MagicTunnel,
+    ctx: &Context,
+) -> Result<(Outcome, Option<Duration>), Error> {
     let namespace = mt.namespace().ok_or(Error::Malformed("namespace"))?;
     let key = TunnelKey {
         namespace: namespace.clone(),
@@ -264,7 +276,7 @@ async fn reconcile_inner(mt: &MagicTunnel, ctx: &Context) -> Result<Outcome, Err
     if mt.metadata.deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove pods and Secrets.
         ctx.pod_status.set_targets(key, vec![]);
-        return Ok(Outcome::NotDeployed);
+        return Ok((Outcome::NotDeployed, None));
     }
     let owner = mt
         .controller_owner_ref(&())
@@ -398,7 +410,7 @@ async fn reconcile_inner(mt: &MagicTunnel, ctx: &Context) -> Result<Outcome, Err
             .get_opt(&name)
             .await
             .map_err(|source| Error::ReadSecret { name, source })?;
-        sa_data = secret.map(|s| s.data);
+        sa_data = secret.map(|s| s.data.map(sa_state::keep_documents));
     }
 
     let old_status = mt.status.clone().unwrap_or_default();
@@ -415,11 +427,24 @@ async fn reconcile_inner(mt: &MagicTunnel, ctx: &Context) -> Result<Outcome, Err
     let mut endpoints = endpoint_status(&running, &plan);
     let ready = endpoints.iter().filter(|e| e.ready).count();
     // What the replicas published; `state.json` is never read.
-    let synchronized = sa_data.map(|data| {
+    let previous_sync = old_status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == conditions::SYNCHRONIZED)
+        .map(|c| c.reason.as_str());
+    let verdict = sa_data.map(|data| {
         let state = sa_state::read(data.as_ref());
         sa_state::annotate(&mut endpoints, &state);
-        sa_state::synchronized(&sync_objects::sa_secret_name(&tunnel), &state, &endpoints)
+        sa_state::synchronized(
+            &sync_objects::sa_secret_name(&tunnel),
+            &state,
+            &endpoints,
+            previous_sync,
+            (ctx.now)(),
+        )
     });
+    let recheck = verdict.as_ref().and_then(|v| v.recheck_in);
+    let synchronized = verdict.map(|v| v.condition);
     let deployment = match (&desired, serving) {
         (Err(invalid), serving) => Deployment::Held {
             invalid,
@@ -494,11 +519,12 @@ async fn reconcile_inner(mt: &MagicTunnel, ctx: &Context) -> Result<Outcome, Err
         deleted = plan.delete.len(),
         "reconciled"
     );
-    Ok(if desired.is_ok() {
+    let outcome = if desired.is_ok() {
         Outcome::Applied
     } else {
         Outcome::NotDeployed
-    })
+    };
+    Ok((outcome, recheck))
 }
 
 /// Read or produce the PSK as [`psk::plan`] decides. `Ok(Err(_))` is a spec problem for
@@ -599,8 +625,11 @@ async fn ensure_sa_secret(
         },
     };
     if sync_objects::is_ours(&existing.metadata, existing.type_.as_deref(), owner_uid) {
-        Ok(Ok(existing.data))
+        Ok(Ok(existing.data.map(sa_state::keep_documents)))
     } else {
+        if let Some(data) = existing.data {
+            sa_state::wipe(data);
+        }
         Ok(Err(Invalid {
             reason: reason::Reason::SaSecretNameTaken,
             message: format!(

@@ -14,7 +14,10 @@
 
 use std::collections::BTreeMap;
 
+use std::time::Duration;
+
 use k8s_openapi::ByteString;
+use k8s_openapi::jiff::Timestamp;
 use serde::Deserialize;
 
 use crate::conditions::Status;
@@ -29,6 +32,11 @@ pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
 pub const MAX_CHILD_SAS: usize = 16;
 /// Longest identity (a pod name) taken from the documents.
 const MAX_IDENTITY_LEN: usize = 253;
+/// How long after a generation's `publishedAt` a ready replica that has not acked it yet is
+/// still called on its way rather than lagging: replicas install a publication within about a
+/// second, and every IKE exchange (a DPD, a rekey) publishes one, so without this window the
+/// condition (and an Event) would flap to `Lagging` and back on each of them.
+pub const PROPAGATION_GRACE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -43,6 +51,8 @@ struct SummaryDoc {
     generation: u64,
     #[serde(default)]
     owner: Option<String>,
+    #[serde(default)]
+    published_at: Option<String>,
     #[serde(default)]
     child_sas: Vec<ChildSaSpis>,
 }
@@ -60,6 +70,8 @@ pub struct Summary {
     pub owner: Option<String>,
     /// `<spiIn>/<spiOut>`, lower-case hex.
     pub child_spis: Vec<String>,
+    /// `publishedAt`, if it is an RFC 3339 time.
+    pub published_at: Option<Timestamp>,
 }
 
 /// What the Secret holds.
@@ -127,6 +139,7 @@ fn parse_summary(bytes: &[u8]) -> Result<Summary, String> {
         generation: doc.generation,
         owner: doc.owner,
         child_spis,
+        published_at: doc.published_at.and_then(|t| t.parse().ok()),
     })
 }
 
@@ -140,6 +153,30 @@ fn parse_acks(bytes: &[u8]) -> Result<BTreeMap<String, u64>, String> {
         ));
     }
     Ok(doc.into_iter().map(|(k, a)| (k, a.generation)).collect())
+}
+
+/// Only the documents this module reads: every other key (`state.json`, which holds keys) is
+/// wiped from memory and dropped as soon as the Secret has been fetched.
+pub fn keep_documents(data: BTreeMap<String, ByteString>) -> BTreeMap<String, ByteString> {
+    use zeroize::Zeroize as _;
+    data.into_iter()
+        .filter_map(|(k, mut v)| {
+            if k == SUMMARY_KEY || k == ACKS_KEY {
+                Some((k, v))
+            } else {
+                v.0.zeroize();
+                None
+            }
+        })
+        .collect()
+}
+
+/// Wipe a Secret's data that is not to be read at all (a Secret that is not ours).
+pub fn wipe(data: BTreeMap<String, ByteString>) {
+    use zeroize::Zeroize as _;
+    for (_, mut v) in data {
+        v.0.zeroize();
+    }
 }
 
 /// Read the SA-state Secret's data (`None`: no Secret, or no data yet).
@@ -188,27 +225,60 @@ pub fn annotate(endpoints: &mut [EndpointStatus], state: &SaState) {
     }
 }
 
+/// The `Synchronized` condition, and when to look again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub condition: (Status, Reason, String),
+    /// Replicas were given [`PROPAGATION_GRACE`]: reconcile again once it is over, to call
+    /// them lagging if they still are.
+    pub recheck_in: Option<Duration>,
+}
+
+/// How much of the grace of a generation published at `published` is left at `now`. A time
+/// more than the grace ahead of `now` (a skewed or hostile clock) earns none.
+fn grace_left(published: Option<Timestamp>, now: Timestamp) -> Option<Duration> {
+    let published = published?;
+    let grace = i64::try_from(PROPAGATION_GRACE.as_millis()).unwrap_or(i64::MAX);
+    let age = now
+        .as_millisecond()
+        .checked_sub(published.as_millisecond())?;
+    if age < -grace {
+        return None;
+    }
+    let left = grace.checked_sub(age.max(0))?;
+    (left > 0).then(|| Duration::from_millis(u64::try_from(left).unwrap_or(0)))
+}
+
 /// The `Synchronized` condition: True when every ready replica installed the current
-/// generation of the shared state.
+/// generation of the shared state, False (`Lagging`) otherwise. A condition that was `InSync`
+/// (or `NoState`: the first publication), given as `previous_reason`, stays True for
+/// [`PROPAGATION_GRACE`] after a new generation's `publishedAt` (judged by `now`) while the
+/// others install it; a replica already reported lagging gets no grace.
 pub fn synchronized(
     secret: &str,
     state: &SaState,
     endpoints: &[EndpointStatus],
-) -> (Status, Reason, String) {
+    previous_reason: Option<&str>,
+    now: Timestamp,
+) -> Verdict {
+    let done = |condition| Verdict {
+        condition,
+        recheck_in: None,
+    };
     let (summary, acks) = match state {
         SaState::Empty => {
-            return (
+            return done((
                 Status::Unknown,
                 Reason::NoState,
                 format!("no replica has published SA state in Secret {secret} yet"),
-            );
+            ));
         }
         SaState::Unreadable(why) => {
-            return (
+            return done((
                 Status::Unknown,
                 Reason::StateUnreadable,
                 format!("Secret {secret}: {why}"),
-            );
+            ));
         }
         SaState::Published { summary, acks } => (summary, acks),
     };
@@ -216,11 +286,11 @@ pub fn synchronized(
     let owner = summary.owner.as_deref().unwrap_or("none");
     let ready: Vec<&EndpointStatus> = endpoints.iter().filter(|e| e.ready).collect();
     if ready.is_empty() {
-        return (
+        return done((
             Status::Unknown,
             Reason::NoReadyReplicas,
             format!("no endpoint pod is ready; SA state generation {g}, IKE owner {owner}"),
-        );
+        ));
     }
     let lagging: Vec<String> = ready
         .iter()
@@ -230,17 +300,36 @@ pub fn synchronized(
             None => format!("{} has installed none", e.pod),
         })
         .collect();
+    let installed = ready.len() - lagging.len();
     if lagging.is_empty() {
-        (
+        return done((
             Status::True,
             Reason::InSync,
             format!(
-                "{} ready replica(s) installed SA state generation {g}; IKE owner {owner}",
-                ready.len()
+                "{installed} ready replica(s) installed SA state generation {g}; IKE owner {owner}"
             ),
-        )
-    } else {
-        (
+        ));
+    }
+    let was_in_sync = matches!(
+        previous_reason,
+        Some(r) if r == Reason::InSync.as_str() || r == Reason::NoState.as_str()
+    );
+    match grace_left(summary.published_at, now).filter(|_| was_in_sync) {
+        // Just published, and every ready replica carried the previous state: the others are
+        // installing this one. Looked at again when the grace is over.
+        Some(left) => Verdict {
+            condition: (
+                Status::True,
+                Reason::InSync,
+                format!(
+                    "{installed} ready replica(s) installed SA state generation {g}, published just now; \
+                     installing: {}; IKE owner {owner}",
+                    lagging.join(", ")
+                ),
+            ),
+            recheck_in: Some(left),
+        },
+        None => done((
             Status::False,
             Reason::Lagging,
             format!(
@@ -249,7 +338,7 @@ pub fn synchronized(
                 ready.len(),
                 lagging.join(", ")
             ),
-        )
+        )),
     }
 }
 
@@ -273,6 +362,10 @@ mod tests {
     const SUMMARY: &str = r#"{"generation":7,"owner":"t-0","publishedAt":"2026-12-01T17:00:00.123Z",
         "ikeSas":[{"spiI":"0011223344556677","spiR":"8899aabbccddeeff"}],
         "childSas":[{"spiIn":"C1A2B3C4","spiOut":"d5e6f7a8"}]}"#;
+
+    fn now() -> Timestamp {
+        "2026-12-01T17:00:10Z".parse().expect("time")
+    }
 
     fn endpoint(pod: &str, ready: bool) -> EndpointStatus {
         EndpointStatus {
@@ -312,7 +405,7 @@ mod tests {
             "a lagging replica carries none of these"
         );
         assert_eq!(eps[2].installed_generation, None);
-        let (s, r, m) = synchronized("t-sa", &state, &eps);
+        let (s, r, m) = synchronized("t-sa", &state, &eps, None, now()).condition;
         assert_eq!((s, r), (Status::False, Reason::Lagging));
         assert!(m.contains("t-1 at generation 6"), "{m}");
         assert!(m.contains("1 of 2 ready"), "{m}");
@@ -334,18 +427,93 @@ mod tests {
             endpoint("t-1", true),
             endpoint("t-2", false),
         ];
-        let (s, r, m) = synchronized("t-sa", &state, &eps);
+        let (s, r, m) = synchronized("t-sa", &state, &eps, None, now()).condition;
         assert_eq!((s, r), (Status::True, Reason::InSync), "{m}");
         assert!(m.contains("generation 7") && m.contains("t-0"), "{m}");
         // A ready replica without an ack lags.
         let eps = [endpoint("t-0", true), endpoint("t-9", true)];
-        let (s, r, m) = synchronized("t-sa", &state, &eps);
+        let (s, r, m) = synchronized("t-sa", &state, &eps, None, now()).condition;
         assert_eq!((s, r), (Status::False, Reason::Lagging));
         assert!(m.contains("t-9 has installed none"), "{m}");
         // No ready replica: nothing to compare.
         let eps = [endpoint("t-0", false)];
-        let (s, r, _) = synchronized("t-sa", &state, &eps);
+        let (s, r, _) = synchronized("t-sa", &state, &eps, None, now()).condition;
         assert_eq!((s, r), (Status::Unknown, Reason::NoReadyReplicas));
+    }
+
+    #[test]
+    fn a_fresh_generation_is_given_a_grace_only_after_being_in_sync() {
+        let summary = |at: &str| {
+            format!(r#"{{"generation":8,"owner":"t-0","publishedAt":"{at}","childSas":[]}}"#)
+        };
+        let acks = r#"{"t-0":{"generation":8},"t-1":{"generation":7}}"#;
+        let eps = [endpoint("t-0", true), endpoint("t-1", true)];
+        let at = |s: &str| -> Timestamp { s.parse().expect("time") };
+        let fresh = read(Some(&data(
+            Some(&summary("2026-12-01T17:00:09Z")),
+            Some(acks),
+        )));
+        // Published 1 s ago, and in sync before: still True, looked at again in 2 s.
+        let v = synchronized("t-sa", &fresh, &eps, Some("InSync"), now());
+        assert_eq!(
+            (v.condition.0, v.condition.1),
+            (Status::True, Reason::InSync)
+        );
+        assert!(
+            v.condition.2.contains("installing: t-1 at generation 7"),
+            "{}",
+            v.condition.2
+        );
+        assert_eq!(v.recheck_in, Some(Duration::from_secs(2)));
+        // The grace is over: lagging.
+        let v = synchronized(
+            "t-sa",
+            &fresh,
+            &eps,
+            Some("InSync"),
+            at("2026-12-01T17:00:12Z"),
+        );
+        assert_eq!(
+            (v.condition.0, v.condition.1),
+            (Status::False, Reason::Lagging)
+        );
+        assert_eq!(v.recheck_in, None);
+        // A replica already lagging gets no grace from a new generation.
+        let v = synchronized("t-sa", &fresh, &eps, Some("Lagging"), now());
+        assert_eq!(v.condition.1, Reason::Lagging);
+        let v = synchronized("t-sa", &fresh, &eps, None, now());
+        assert_eq!(v.condition.1, Reason::Lagging);
+        // The first publication: a grace too.
+        let v = synchronized("t-sa", &fresh, &eps, Some("NoState"), now());
+        assert_eq!(v.condition.1, Reason::InSync);
+        // A publication time far ahead (skew, or a hostile writer) earns none; one within the
+        // grace ahead counts from now.
+        let ahead = read(Some(&data(
+            Some(&summary("2026-12-01T18:00:00Z")),
+            Some(acks),
+        )));
+        let v = synchronized("t-sa", &ahead, &eps, Some("InSync"), now());
+        assert_eq!(v.condition.1, Reason::Lagging);
+        let near = read(Some(&data(
+            Some(&summary("2026-12-01T17:00:12Z")),
+            Some(acks),
+        )));
+        let v = synchronized("t-sa", &near, &eps, Some("InSync"), now());
+        assert_eq!(v.recheck_in, Some(Duration::from_secs(3)));
+        // No or unreadable publishedAt: no grace.
+        let bare = read(Some(&data(Some(r#"{"generation":8}"#), Some(acks))));
+        let v = synchronized("t-sa", &bare, &eps, Some("InSync"), now());
+        assert_eq!(v.condition.1, Reason::Lagging);
+    }
+
+    #[test]
+    fn only_summary_and_acks_are_kept() {
+        let kept = keep_documents(data(Some(SUMMARY), Some("{}")));
+        assert_eq!(
+            kept.keys().map(String::as_str).collect::<Vec<_>>(),
+            [ACKS_KEY, SUMMARY_KEY]
+        );
+        assert!(matches!(read(Some(&kept)), SaState::Published { .. }));
     }
 
     #[test]
@@ -357,7 +525,7 @@ mod tests {
             read(Some(&data(None, Some("{}")))),
         ] {
             assert_eq!(state, SaState::Empty);
-            let (s, r, m) = synchronized("t-sa", &state, &eps);
+            let (s, r, m) = synchronized("t-sa", &state, &eps, None, now()).condition;
             assert_eq!((s, r), (Status::Unknown, Reason::NoState));
             assert!(m.contains("t-sa"), "{m}");
             let mut eps = eps.clone();
@@ -367,7 +535,7 @@ mod tests {
         }
         // Published without acks yet: every ready replica lags.
         let state = read(Some(&data(Some(SUMMARY), None)));
-        let (s, r, _) = synchronized("t-sa", &state, &eps);
+        let (s, r, _) = synchronized("t-sa", &state, &eps, None, now()).condition;
         assert_eq!((s, r), (Status::False, Reason::Lagging));
     }
 
@@ -399,7 +567,7 @@ mod tests {
             };
             assert!(why.contains(needle), "{why} lacks {needle}");
             assert!(why.len() < 400, "bounded message: {why}");
-            let (s, r, m) = synchronized("t-sa", &state, &eps);
+            let (s, r, m) = synchronized("t-sa", &state, &eps, None, now()).condition;
             assert_eq!((s, r), (Status::Unknown, Reason::StateUnreadable));
             assert!(m.starts_with("Secret t-sa: "), "{m}");
         }
