@@ -69,12 +69,13 @@ diagnostics() {
   done
 }
 
-# Host interfaces and namespaces the tests create (mto*: ops sites, mtt*: traffic branches), a
-# tunnel pod's TUN (mt + 13 hex digits) that outlived its pod, the leader test's firewall rule.
+# Host interfaces and namespaces the tests create (mto*: ops sites, mtt*: traffic branches, mta*:
+# the anycast lab), a tunnel pod's TUN (mt + 13 hex digits) that outlived its pod, the leader
+# test's firewall rule.
 test_leftovers() {
   { ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' |
-      grep -E '^(mt[ot][0-9a-z]|mt[0-9a-f]{13}$)' | sed 's/^/interface /'
-    ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^mt[ot][0-9a-z]' | sed 's/^/netns /'
+      grep -E '^(mt[ota][0-9a-z]|mt[0-9a-f]{13}$)' | sed 's/^/interface /'
+    ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^mt[ota][0-9a-z]' | sed 's/^/netns /'
     iptables -S 2>/dev/null | grep -F mto-leader-crash | sed 's/^/iptables /'
   } || true
 }

@@ -32,6 +32,7 @@ use kube::discovery::{Discovery, Scope};
 use kube::{Client, ResourceExt};
 use serde::Deserialize;
 
+pub mod anycast;
 pub mod host;
 pub mod namespace;
 pub mod operators;

@@ -955,3 +955,515 @@ async fn routes_with_the_same_prefix_and_metric_are_reported() {
     // have removed its route before it starts the younger one.
     wait_pod(&ns, "younger-0", Up::Ready).await;
 }
+
+/// An anycast IPsec tunnel whose pods are never scheduled (a node selector no node has), so
+/// the test runs on a control-plane-only cluster too (`MT_NODE=0`); a test "pod" is whoever
+/// writes the SA-state Secret, and readiness is written into the pods' status by the test.
+fn unscheduled_ipsec(name: &str, octet: u8, replicas: i32) -> Value {
+    json!({
+        "apiVersion": "magictunnel.dev/v1alpha1", "kind": "MagicTunnel",
+        "metadata": {"name": name},
+        "spec": {
+            "type": "IPsec", "localEndpoint": format!("192.0.2.{octet}"),
+            "customerEndpoint": format!("198.51.100.{octet}"),
+            "interfaceAddress": format!("10.242.{octet}.0/31"),
+            "healthCheck": {"enabled": false}, "ipsec": {}, "replicas": replicas,
+            "placement": {"nodeSelector": {"magictunnel.dev/e2e-no-such-node": "true"}}
+        }
+    })
+}
+
+/// Whether the tunnel pods' ServiceAccount in `ns` may `verb` the Secret `name` (`None`: the
+/// collection), as the API server's authorizer answers a SubjectAccessReview.
+async fn pod_account_may(
+    client: &Client,
+    ns: &str,
+    tunnel: &str,
+    verb: &str,
+    resource: &str,
+    name: Option<&str>,
+) -> bool {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    };
+    let account = operator::sync_objects::service_account_name(tunnel);
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(format!("system:serviceaccount:{ns}:{account}")),
+            groups: Some(vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{ns}"),
+                "system:authenticated".into(),
+            ]),
+            resource_attributes: Some(ResourceAttributes {
+                namespace: Some(ns.into()),
+                verb: Some(verb.into()),
+                resource: Some(resource.into()),
+                name: name.map(str::to_string),
+                group: Some(if resource == "events" {
+                    "events.k8s.io".into()
+                } else {
+                    String::new()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let api: kube::Api<SubjectAccessReview> = kube::Api::all(client.clone());
+    api.create(&PostParams::default(), &review)
+        .await
+        .expect("SubjectAccessReview")
+        .status
+        .is_some_and(|s| s.allowed)
+}
+
+/// Writes the pod's Ready condition into its status, as a kubelet would.
+async fn set_ready(ns: &TestNamespace, pod: &str, ready: bool) {
+    let status = if ready { "True" } else { "False" };
+    let patch = json!({"status": {"conditions": [{"type": "Ready", "status": status}]}});
+    ns.pods()
+        .patch_status(pod, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .expect("pod status");
+}
+
+/// Writes `summary.json`, `acks.json` (and an opaque `state.json`) into the SA-state Secret
+/// the way a tunnel pod does: a replace with the resourceVersion read.
+async fn publish(ns: &TestNamespace, secret: &str, docs: &[(&str, &str)]) {
+    let mut s = ns.secrets().get(secret).await.expect("SA-state Secret");
+    let data = s.data.get_or_insert_with(BTreeMap::new);
+    for (k, v) in docs {
+        data.insert((*k).into(), ByteString(v.as_bytes().to_vec()));
+    }
+    ns.secrets()
+        .replace(secret, &PostParams::default(), &s)
+        .await
+        .expect("replace with the resourceVersion read");
+}
+
+async fn endpoints(ns: &TestNamespace, tunnel: &str) -> Vec<operator::crd::EndpointStatus> {
+    ns.tunnels()
+        .get(tunnel)
+        .await
+        .ok()
+        .and_then(|t| t.status)
+        .map(|s| s.endpoints)
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster: e2e/run-local.sh"]
+async fn sa_sync_objects_rbac_status_and_pruning() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    use operator::sync_objects::{SA_STATE_TYPE, role_name, sa_secret_name};
+    let client = cluster_or_skip!();
+    let ns = namespace(&client, "sasync").await;
+    let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), &ns.name);
+    let roles: kube::Api<Role> = kube::Api::namespaced(client.clone(), &ns.name);
+    let bindings: kube::Api<RoleBinding> = kube::Api::namespaced(client.clone(), &ns.name);
+    let created = ns
+        .create(unscheduled_ipsec("t", 201, 2))
+        .await
+        .expect("anycast IPsec");
+    // Neighbours that share nothing: GRE with 2 replicas, IPsec with one.
+    let mut gre = unscheduled_ipsec("g", 202, 2);
+    gre["spec"]["type"] = json!("GRE");
+    gre["spec"].as_object_mut().expect("spec").remove("ipsec");
+    ns.create(gre).await.expect("gre");
+    ns.create(unscheduled_ipsec("one", 203, 1))
+        .await
+        .expect("single IPsec");
+    for t in ["t", "g", "one"] {
+        ns.wait_condition(t, "Configured", "True", "Applied", WAIT)
+            .await;
+    }
+    let uid = created.metadata.uid.clone().expect("uid");
+
+    // The objects, exactly.
+    let role = roles.get(&role_name("t")).await.expect("Role t-sa-sync");
+    let rules = role.rules.clone().unwrap_or_default();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0].api_groups.as_deref(), Some(&[String::new()][..]));
+    assert_eq!(
+        rules[0].resources.as_deref(),
+        Some(&["secrets".to_string()][..])
+    );
+    assert_eq!(
+        rules[0].resource_names.as_deref(),
+        Some(&["t-sa".to_string()][..])
+    );
+    assert_eq!(rules[0].verbs, ["get", "watch", "update"]);
+    let binding = bindings.get(&role_name("t")).await.expect("RoleBinding");
+    assert_eq!(binding.role_ref.kind, "Role");
+    assert_eq!(binding.role_ref.name, "t-sa-sync");
+    let subjects = binding.subjects.clone().unwrap_or_default();
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(
+        (subjects[0].kind.as_str(), subjects[0].name.as_str()),
+        ("ServiceAccount", "t-tunnel-pod")
+    );
+    assert_eq!(subjects[0].namespace.as_deref(), Some(ns.name.as_str()));
+    let account = accounts.get("t-tunnel-pod").await.expect("ServiceAccount");
+    let secret = ns.secrets().get(&sa_secret_name("t")).await.expect("t-sa");
+    assert_eq!(secret.type_.as_deref(), Some(SA_STATE_TYPE));
+    assert!(
+        secret.data.as_ref().is_none_or(|d| d.is_empty()),
+        "created empty"
+    );
+    for (what, owners) in [
+        ("Role", role.owner_references()),
+        ("RoleBinding", binding.owner_references()),
+        ("ServiceAccount", account.owner_references()),
+        ("Secret", secret.owner_references()),
+    ] {
+        assert!(
+            matches!(owners, [o] if o.uid == uid && o.controller == Some(true)),
+            "{what}: {owners:?}"
+        );
+    }
+    // Nothing of the kind for the others.
+    for other in ["g", "one"] {
+        assert!(
+            accounts
+                .get_opt(&format!("{other}-tunnel-pod"))
+                .await
+                .expect("get")
+                .is_none()
+        );
+        assert!(
+            roles
+                .get_opt(&role_name(other))
+                .await
+                .expect("get")
+                .is_none()
+        );
+        assert!(
+            ns.secrets()
+                .get_opt(&sa_secret_name(other))
+                .await
+                .expect("get")
+                .is_none()
+        );
+        assert!(ns.condition(other, "Synchronized").await.is_none());
+    }
+
+    // The pods: the account's token, their name, their slot; the others none.
+    for i in 0..2 {
+        let name = format!("t-{i}");
+        let pod = eventually(&name, WAIT, || async {
+            ns.pods().get_opt(&name).await.ok()?
+        })
+        .await
+        .expect("pod");
+        let spec = pod.spec.expect("spec");
+        assert_eq!(spec.service_account_name.as_deref(), Some("t-tunnel-pod"));
+        assert_eq!(spec.automount_service_account_token, Some(true));
+        let c = &spec.containers[0];
+        let args = c.args.clone().unwrap_or_default();
+        assert_eq!(
+            args[args.len() - 2..],
+            ["--replica".to_string(), i.to_string()]
+        );
+        let env = c.env.clone().unwrap_or_default();
+        assert!(env.iter().any(|e| {
+            e.name == "POD_NAME"
+                && e.value_from
+                    .as_ref()
+                    .and_then(|v| v.field_ref.as_ref())
+                    .map(|f| f.field_path.as_str())
+                    == Some("metadata.name")
+        }));
+    }
+    for pod in ["g-0", "g-1", "one-0"] {
+        let p = eventually(pod, WAIT, || async { ns.pods().get_opt(pod).await.ok()? })
+            .await
+            .expect("pod");
+        let spec = p.spec.expect("spec");
+        assert_eq!(spec.automount_service_account_token, Some(false), "{pod}");
+        assert!(spec.containers[0].env.is_none(), "{pod}");
+    }
+    let config = ns
+        .secret_value("t-config", "tunnel.yaml")
+        .await
+        .expect("config");
+    let config =
+        TunnelConfig::from_yaml(std::str::from_utf8(&config).expect("utf8")).expect("config");
+    assert_eq!(config.replicas, 2);
+    let sync = config.ipsec.and_then(|i| i.sync).expect("ipsec.sync");
+    assert_eq!(
+        (sync.namespace.as_str(), sync.secret.as_str()),
+        (ns.name.as_str(), "t-sa")
+    );
+
+    // What the account may do: get, watch, update of its one Secret; nothing else.
+    let may = |verb: &'static str, resource: &'static str, name: Option<&'static str>| {
+        pod_account_may(&client, &ns.name, "t", verb, resource, name)
+    };
+    for verb in ["get", "watch", "update"] {
+        assert!(
+            may(verb, "secrets", Some("t-sa")).await,
+            "{verb} t-sa refused"
+        );
+    }
+    for (verb, resource, name) in [
+        ("get", "secrets", Some("t-config")),
+        ("get", "secrets", Some("t-psk")),
+        ("update", "secrets", Some("g-config")),
+        ("watch", "secrets", None),
+        ("list", "secrets", None),
+        ("list", "secrets", Some("t-sa")),
+        ("create", "secrets", None),
+        ("delete", "secrets", Some("t-sa")),
+        ("patch", "secrets", Some("t-sa")),
+        ("get", "pods", Some("t-0")),
+        ("list", "pods", None),
+        ("create", "events", None),
+        ("get", "serviceaccounts", Some("t-tunnel-pod")),
+    ] {
+        assert!(
+            !may(verb, resource, name).await,
+            "{verb} {resource} {name:?} allowed"
+        );
+    }
+
+    // Status from what the replicas publish.
+    ns.wait_condition("t", "Synchronized", "Unknown", "NoState", WAIT)
+        .await;
+    for pod in ["t-0", "t-1"] {
+        set_ready(&ns, pod, true).await;
+    }
+    let summary = r#"{"generation":7,"owner":"t-0","publishedAt":"2026-12-01T17:00:00.123Z",
+        "ikeSas":[{"spiI":"0011223344556677","spiR":"8899aabbccddeeff"}],
+        "childSas":[{"spiIn":"c1a2b3c4","spiOut":"d5e6f7a8"}]}"#;
+    let state = "opaque state of the replicas (keys in real life)";
+    let written = Instant::now();
+    publish(
+        &ns,
+        "t-sa",
+        &[
+            ("state.json", state),
+            ("summary.json", summary),
+            (
+                "acks.json",
+                r#"{"t-0":{"generation":7,"at":"x"},"t-1":{"generation":6,"at":"y"}}"#,
+            ),
+        ],
+    )
+    .await;
+    let lagging = ns
+        .wait_condition("t", "Synchronized", "False", "Lagging", WAIT)
+        .await;
+    let lag_seen = written.elapsed();
+    assert!(lagging.contains("t-1 at generation 6"), "{lagging}");
+    assert!(!lagging.contains("t-0"), "{lagging}");
+    let written = Instant::now();
+    publish(
+        &ns,
+        "t-sa",
+        &[(
+            "acks.json",
+            r#"{"t-0":{"generation":7,"at":"x"},"t-1":{"generation":7,"at":"z"}}"#,
+        )],
+    )
+    .await;
+    ns.wait_condition("t", "Synchronized", "True", "InSync", WAIT)
+        .await;
+    let sync_seen = written.elapsed();
+    let eps = endpoints(&ns, "t").await;
+    assert_eq!(eps.len(), 2, "{eps:?}");
+    for e in &eps {
+        assert!(e.ready);
+        assert_eq!(e.ike_owner, Some(e.pod == "t-0"), "{e:?}");
+        assert_eq!(e.installed_generation, Some(7), "{e:?}");
+        assert_eq!(e.child_spis, ["c1a2b3c4/d5e6f7a8"], "{e:?}");
+    }
+    // No key-like document reaches status.
+    let status =
+        serde_json::to_string(&ns.tunnels().get("t").await.expect("t").status).expect("json");
+    assert!(!status.contains("opaque state"), "{status}");
+    // A new generation, published now, that t-1 does not install: in sync while it may still
+    // be installing it (3 s after publishedAt), lagging after.
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let fresh = format!(
+        r#"{{"generation":8,"owner":"t-0","publishedAt":"{now}","childSas":[{{"spiIn":"c1a2b3c5","spiOut":"d5e6f7a9"}}]}}"#
+    );
+    publish(
+        &ns,
+        "t-sa",
+        &[
+            ("summary.json", &fresh),
+            (
+                "acks.json",
+                r#"{"t-0":{"generation":8},"t-1":{"generation":7}}"#,
+            ),
+        ],
+    )
+    .await;
+    let installing = eventually("the new generation in status", WAIT, || async {
+        let (s, r, m) = ns.condition("t", "Synchronized").await?;
+        (m.contains("generation 8")).then_some((s, r, m))
+    })
+    .await
+    .expect("generation 8");
+    let fresh_seen = now.duration_until(k8s_openapi::jiff::Timestamp::now());
+    assert_eq!(
+        (installing.0.as_str(), installing.1.as_str()),
+        ("True", "InSync"),
+        "{installing:?}"
+    );
+    assert!(
+        installing.2.contains("installing: t-1 at generation 7"),
+        "{installing:?}"
+    );
+    let lagging = ns
+        .wait_condition(
+            "t",
+            "Synchronized",
+            "False",
+            "Lagging",
+            Duration::from_secs(10),
+        )
+        .await;
+    let lag_after = now.duration_until(k8s_openapi::jiff::Timestamp::now());
+    assert!(lagging.contains("t-1 at generation 7"), "{lagging}");
+    assert!(
+        lag_after.as_secs_f64() >= 3.0,
+        "lagging before the grace was over: {lag_after:?}"
+    );
+    publish(
+        &ns,
+        "t-sa",
+        &[
+            ("summary.json", summary),
+            (
+                "acks.json",
+                r#"{"t-0":{"generation":7},"t-1":{"generation":7}}"#,
+            ),
+        ],
+    )
+    .await;
+    ns.wait_condition("t", "Synchronized", "True", "InSync", WAIT)
+        .await;
+    // A replica that is not ready does not count; its lag shows in its endpoint.
+    set_ready(&ns, "t-1", false).await;
+    publish(
+        &ns,
+        "t-sa",
+        &[(
+            "acks.json",
+            r#"{"t-0":{"generation":7},"t-1":{"generation":5}}"#,
+        )],
+    )
+    .await;
+    eventually("t-1 at generation 5", WAIT, || async {
+        let eps = endpoints(&ns, "t").await;
+        eps.iter()
+            .any(|e| e.pod == "t-1" && e.installed_generation == Some(5) && e.child_spis.is_empty())
+            .then_some(())
+    })
+    .await
+    .expect("endpoint of t-1");
+    assert_eq!(
+        ns.condition("t", "Synchronized").await.map(|c| c.1),
+        Some("InSync".into())
+    );
+    // Garbage is reported, not trusted.
+    publish(
+        &ns,
+        "t-sa",
+        &[("summary.json", "{\"generation\": \"seven\"")],
+    )
+    .await;
+    let bad = ns
+        .wait_condition("t", "Synchronized", "Unknown", "StateUnreadable", WAIT)
+        .await;
+    assert!(bad.contains("summary.json"), "{bad}");
+    publish(&ns, "t-sa", &[("summary.json", summary)]).await;
+    ns.wait_condition("t", "Synchronized", "True", "InSync", WAIT)
+        .await;
+
+    // Reconciles (a spec-neutral annotation, a resync) never touch what the pods wrote.
+    let before = ns.secrets().get("t-sa").await.expect("t-sa");
+    let annotate = json!({"metadata": {"annotations": {"e2e.magictunnel.dev/poke": "1"}}});
+    ns.tunnels()
+        .patch("t", &PatchParams::default(), &Patch::Merge(&annotate))
+        .await
+        .expect("annotate");
+    ns.wait_condition("t", "Configured", "True", "Applied", WAIT)
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = ns.secrets().get("t-sa").await.expect("t-sa");
+    assert_eq!(before.data, after.data, "the operator wrote the SA state");
+    assert_eq!(
+        after
+            .data
+            .as_ref()
+            .and_then(|d| d.get("state.json"))
+            .map(|b| b.0.clone()),
+        Some(state.as_bytes().to_vec())
+    );
+    // Deleted by hand, the Role comes back (owned objects are watched).
+    roles
+        .delete(&role_name("t"), &DeleteParams::default())
+        .await
+        .expect("delete Role");
+    eventually("the Role to be put back", WAIT, || async {
+        roles.get_opt(&role_name("t")).await.ok()?.map(|_| ())
+    })
+    .await
+    .expect("Role back");
+
+    // Two replicas to one: sharing stops, everything of it goes, the pod loses its token.
+    let one = json!({"spec": {"replicas": 1}});
+    ns.tunnels()
+        .patch("t", &PatchParams::default(), &Patch::Merge(&one))
+        .await
+        .expect("replicas 1");
+    let pruned = Instant::now();
+    eventually("the SA-sharing objects to be pruned", WAIT, || async {
+        let gone = accounts.get_opt("t-tunnel-pod").await.ok()?.is_none()
+            && roles.get_opt(&role_name("t")).await.ok()?.is_none()
+            && bindings.get_opt(&role_name("t")).await.ok()?.is_none()
+            && ns.secrets().get_opt("t-sa").await.ok()?.is_none();
+        gone.then_some(())
+    })
+    .await
+    .expect("pruned");
+    let prune_seen = pruned.elapsed();
+    eventually("Synchronized to go", WAIT, || async {
+        ns.condition("t", "Synchronized")
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await
+    .expect("no Synchronized");
+    eventually("t-0 without a token", WAIT, || async {
+        let pods = ns.tunnel_pods("t").await;
+        let [p] = pods.as_slice() else { return None };
+        let spec = p.spec.as_ref()?;
+        (p.name_any() == "t-0"
+            && spec.automount_service_account_token == Some(false)
+            && spec
+                .service_account_name
+                .as_deref()
+                .is_none_or(|s| s == "default"))
+        .then_some(())
+    })
+    .await
+    .expect("t-0 replaced");
+    let eps = endpoints(&ns, "t").await;
+    assert!(
+        eps.iter()
+            .all(|e| e.ike_owner.is_none() && e.installed_generation.is_none()),
+        "{eps:?}"
+    );
+    println!(
+        "SA-state publish -> status: Lagging after {lag_seen:?}, InSync after {sync_seen:?}; \
+         a fresh generation shown after {fresh_seen:?}, lagging after {lag_after:?} (grace 3 s); \
+         replicas 2 -> 1 pruned in {prune_seen:?}"
+    );
+}

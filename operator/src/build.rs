@@ -11,9 +11,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, Container, ContainerPort, HTTPGetAction, HostPathVolumeSource,
-    KeyToPath, PodAffinityTerm, PodAntiAffinity, PodSpec, Probe, ResourceRequirements,
-    SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Affinity, Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    HostPathVolumeSource, KeyToPath, ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity,
+    PodSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -47,6 +48,8 @@ pub const PSK_DIR: &str = "/etc/magictunnel-psk";
 pub const PSK_FILE_NAME: &str = "psk";
 pub const PSK_VOLUME: &str = "psk";
 pub const TUN_DEVICE: &str = "/dev/net/tun";
+/// The environment variable a sync replica finds its identity (its pod name) in.
+pub const POD_NAME_ENV: &str = "POD_NAME";
 
 pub fn config_secret_name(tunnel: &str) -> String {
     format!("{tunnel}-config")
@@ -100,8 +103,8 @@ pub fn tunnel_config(v: &ValidatedTunnel) -> Result<TunnelConfig, Invalid> {
             lifetimes: i.lifetimes,
             static_sa: None,
             initiate: i.initiate,
-            // Anycast SA sharing (issue #11): set by the operator's sync objects (see README).
-            sync: None,
+            // Anycast replicas share their SAs through `<tunnel>-sa` (crate::sync_objects).
+            sync: crate::sync_objects::sa_sync(v),
         }),
         _ => None,
     };
@@ -124,13 +127,22 @@ pub fn tunnel_config(v: &ValidatedTunnel) -> Result<TunnelConfig, Invalid> {
         http: HttpConfig {
             listen: std::net::SocketAddr::from(([0, 0, 0, 0], v.http_port)),
         },
-        replicas: 1,
+        replicas: sender_slots(v),
     };
     config.validate().map_err(|e| Invalid {
         reason: Reason::InvalidSpec,
         message: e.to_string(),
     })?;
     Ok(config)
+}
+
+/// The TunnelConfig's `replicas`: how many replicas send on one SA (each in its own slot of
+/// the IV and sequence spaces). The spec's replicas for IPsec; 1 for GRE, which has no SA.
+fn sender_slots(v: &ValidatedTunnel) -> u8 {
+    match v.tunnel_type {
+        TunnelType::Ipsec => u8::try_from(v.replicas.max(1)).unwrap_or(u8::MAX),
+        TunnelType::Gre => 1,
+    }
 }
 
 /// Hash of what a pod is started with: the config (which holds no key) and which Secret key is
@@ -168,6 +180,9 @@ pub struct Desired {
     pub config_secret: Secret,
     pub pods: Vec<Pod>,
     pub config_hash: String,
+    /// The objects through which the replicas share their SAs; `None` unless IPsec with two
+    /// replicas or more.
+    pub sync: Option<crate::sync_objects::SyncObjects>,
 }
 
 impl Desired {
@@ -251,6 +266,7 @@ pub fn desired(
         config_secret,
         pods,
         config_hash: hash,
+        sync: crate::sync_objects::build(v, owner),
     })
 }
 
@@ -375,16 +391,35 @@ fn pod(
             ..Default::default()
         });
     }
+    let sync = crate::sync_objects::applies(v);
+    let mut args = vec![
+        "run".to_string(),
+        "--config".into(),
+        format!("{CONFIG_DIR}/{CONFIG_KEY}"),
+    ];
+    // A sync replica sends in its own slot (the replica index of its name) and names itself
+    // by its pod name in the shared state.
+    let env = sync.then(|| {
+        args.extend(["--replica".into(), replica.to_string()]);
+        vec![EnvVar {
+            name: POD_NAME_ENV.into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    api_version: None,
+                }),
+                ..Default::default()
+            }),
+            value: None,
+        }]
+    });
     let res = &settings.tunnel_resources;
     let container = Container {
         name: "tunnel".into(),
         image: Some(settings.tunnel_image.clone()),
         image_pull_policy: Some(settings.tunnel_image_pull_policy.clone()),
-        args: Some(vec![
-            "run".into(),
-            "--config".into(),
-            format!("{CONFIG_DIR}/{CONFIG_KEY}"),
-        ]),
+        args: Some(args),
+        env,
         ports: Some(ports),
         readiness_probe: Some(http_probe("/readyz", v.http_port, 5, 3)),
         liveness_probe: Some(http_probe("/healthz", v.http_port, 10, 6)),
@@ -447,7 +482,10 @@ fn pod(
             host_network: Some(true),
             dns_policy: Some("ClusterFirstWithHostNet".into()),
             restart_policy: Some("Always".into()),
-            automount_service_account_token: Some(false),
+            // Only a sync replica talks to the API server (its one Secret); every other pod
+            // runs without a token.
+            service_account_name: sync.then(|| crate::sync_objects::service_account_name(&v.name)),
+            automount_service_account_token: Some(sync),
             enable_service_links: Some(false),
             termination_grace_period_seconds: Some(10),
             node_selector: (!v.node_selector.is_empty()).then(|| v.node_selector.clone()),
@@ -813,6 +851,93 @@ mod tests {
                 .and_then(|a| a.get(CONFIG_HASH_ANNOTATION).cloned())
         };
         assert_eq!(annotation(&c.pods[0]), Some(c.config_hash.clone()));
+    }
+
+    fn env_of(pod: &Pod) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
+        pod.spec.as_ref().expect("spec").containers[0]
+            .env
+            .clone()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn replicas_that_share_sas_get_their_account_token_identity_and_slot() {
+        let mut t = ipsec_tunnel("edge", 1, Some("198.51.100.9"));
+        t.spec.replicas = Some(3);
+        let d = built(&t, Some(&psk()));
+        assert!(d.sync.is_some());
+        for (i, pod) in d.pods.iter().enumerate() {
+            let spec = pod.spec.as_ref().expect("spec");
+            assert_eq!(
+                spec.service_account_name.as_deref(),
+                Some("edge-tunnel-pod")
+            );
+            assert_eq!(spec.automount_service_account_token, Some(true));
+            let env = env_of(pod);
+            assert_eq!(env.len(), 1);
+            assert_eq!(env[0].name, "POD_NAME");
+            assert!(env[0].value.is_none());
+            let field = env[0]
+                .value_from
+                .as_ref()
+                .and_then(|v| v.field_ref.as_ref())
+                .map(|f| f.field_path.as_str());
+            assert_eq!(field, Some("metadata.name"));
+            let args = spec.containers[0].args.clone().unwrap_or_default();
+            assert_eq!(
+                args,
+                [
+                    "run",
+                    "--config",
+                    "/etc/magictunnel/tunnel.yaml",
+                    "--replica",
+                    &i.to_string()
+                ]
+            );
+            // The slot is the index of the pod's name and replica label.
+            assert_eq!(pod.metadata.name, Some(format!("edge-{i}")));
+            assert_eq!(
+                pod.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(REPLICA_LABEL)),
+                Some(&i.to_string())
+            );
+        }
+        let config = config_of(&d);
+        assert_eq!(config.replicas, 3);
+        let sync = config.ipsec.expect("ipsec").sync.expect("sync");
+        assert_eq!(sync.namespace, "default");
+        assert_eq!(sync.secret, "edge-sa");
+        // Sharing changes the config, hence the pods.
+        t.spec.replicas = Some(1);
+        let single = built(&t, Some(&psk()));
+        assert!(single.sync.is_none());
+        assert_ne!(single.config_hash, d.config_hash);
+        let config = config_of(&single);
+        assert_eq!(config.replicas, 1);
+        assert!(config.ipsec.expect("ipsec").sync.is_none());
+        t.spec.replicas = Some(2);
+        assert_ne!(built(&t, Some(&psk())).config_hash, d.config_hash);
+    }
+
+    #[test]
+    fn other_pods_stay_token_free() {
+        let mut gre = gre_tunnel("g", 1);
+        gre.spec.replicas = Some(3);
+        let single = ipsec_tunnel("v", 2, None);
+        for d in [built(&gre, None), built(&single, Some(&psk()))] {
+            assert!(d.sync.is_none());
+            assert_eq!(config_of(&d).replicas, 1);
+            for pod in &d.pods {
+                let spec = pod.spec.as_ref().expect("spec");
+                assert_eq!(spec.automount_service_account_token, Some(false));
+                assert!(spec.service_account_name.is_none());
+                assert!(env_of(pod).is_empty());
+                let args = spec.containers[0].args.clone().unwrap_or_default();
+                assert!(!args.iter().any(|a| a == "--replica"), "{args:?}");
+            }
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! | Degraded    | `EndpointsNotReady`: some, not all   | `AsExpected`, `NotConfigured`           | – |
 //! | Established | `ChildSaInstalled` (IPsec), `ProbesAnswered` (GRE), `TransportOpen` (GRE, no health checks) | `NoChildSa`, `ProbesUnanswered`, `TransportClosed`, `NoEndpoints` | `StatusUnknown` |
 //! | Healthy     | `HealthChecksPassing`                | `HealthChecksDegraded`, `HealthChecksFailing` | `HealthUnknown` (no verdict yet, a pod not read, or no pod), `HealthChecksDisabled` |
+//! | Synchronized (anycast IPsec only) | `InSync`: every ready replica installed the current SA state (while it was so, also for 3 s after a new generation's publication) | `Lagging` | `NoState`, `NoReadyReplicas`, `StateUnreadable` |
 //!
 //! A tunnel that is not deployable but keeps serving its last good config has Configured=False
 //! and Ready, Degraded, Established and Healthy about the pods that keep running.
@@ -24,6 +25,7 @@ pub const READY: &str = "Ready";
 pub const DEGRADED: &str = "Degraded";
 pub const ESTABLISHED: &str = "Established";
 pub const HEALTHY: &str = "Healthy";
+pub const SYNCHRONIZED: &str = "Synchronized";
 
 /// What the operator did with the tunnel's spec.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +49,9 @@ pub struct Observation<'a> {
     pub tunnel_type: TunnelType,
     /// One entry per running endpoint pod: its last `/status`, `None` if not read (yet).
     pub reports: &'a [Option<PodReport>],
+    /// Anycast IPsec replicas sharing SAs: the `Synchronized` condition
+    /// ([`crate::sa_state::synchronized`]); `None` for every other tunnel (no condition).
+    pub synchronized: Option<&'a (Status, Reason, String)>,
 }
 
 /// A condition's status.
@@ -271,7 +276,11 @@ pub fn conditions(
     let established = mk(ESTABLISHED, s, r, m);
     let (s, r, m) = healthy(obs.reports);
     let healthy = mk(HEALTHY, s, r, m);
-    vec![configured, ready, degraded, established, healthy]
+    let mut out = vec![configured, ready, degraded, established, healthy];
+    if let Some((s, r, m)) = obs.synchronized {
+        out.push(mk(SYNCHRONIZED, *s, *r, m.clone()));
+    }
+    out
 }
 
 /// A condition that changed status or reason since the last status.
@@ -334,7 +343,43 @@ mod tests {
             ready_replicas: ready,
             tunnel_type: TunnelType::Gre,
             reports,
+            synchronized: None,
         }
+    }
+
+    #[test]
+    fn synchronized_appears_only_for_sync_tunnels() {
+        let reports = [None];
+        let plain = conditions(applied(1, 1, &reports), Some(2), &[], &at(10));
+        assert!(plain.iter().all(|c| c.type_ != SYNCHRONIZED));
+        let lagging = (
+            Status::False,
+            Reason::Lagging,
+            "1 of 2 ready replica(s) behind".to_string(),
+        );
+        let obs = Observation {
+            synchronized: Some(&lagging),
+            ..applied(2, 2, &reports)
+        };
+        let cs = conditions(obs, Some(2), &plain, &at(20));
+        let c = get(&cs, SYNCHRONIZED);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "Lagging"));
+        assert_eq!(c.observed_generation, Some(2));
+        let t = transitions(&plain, &cs);
+        assert_eq!(t.len(), 1);
+        assert!(t[0].warning, "lagging is a problem");
+        let in_sync = (Status::True, Reason::InSync, "in sync".to_string());
+        let later = conditions(
+            Observation {
+                synchronized: Some(&in_sync),
+                ..applied(2, 2, &reports)
+            },
+            Some(2),
+            &cs,
+            &at(30),
+        );
+        assert_eq!(get(&later, SYNCHRONIZED).last_transition_time, at(30));
+        assert!(!transitions(&cs, &later)[0].warning);
     }
 
     #[test]
@@ -455,6 +500,7 @@ mod tests {
             ready_replicas: 0,
             tunnel_type: TunnelType::Ipsec,
             reports: &[],
+            synchronized: None,
         };
         let cs = conditions(obs, None, &[], &at(10));
         let c = get(&cs, CONFIGURED);
@@ -482,6 +528,7 @@ mod tests {
             ready_replicas: 1,
             tunnel_type: TunnelType::Ipsec,
             reports: &reports,
+            synchronized: None,
         };
         let cs = conditions(obs, Some(2), &[], &at(10));
         let c = get(&cs, CONFIGURED);
@@ -545,6 +592,7 @@ mod tests {
             ready_replicas: 0,
             tunnel_type: TunnelType::Gre,
             reports: &[],
+            synchronized: None,
         };
         let t = transitions(&[], &conditions(obs, None, &[], &at(1)));
         assert_eq!(t.len(), 5);

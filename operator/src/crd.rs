@@ -53,6 +53,13 @@ pub const ROTATE_PSK_ANNOTATION: &str = "magictunnel.dev/rotate-psk";
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Healthy\")].status"
     ),
+    printcolumn(
+        name = "Synchronized",
+        type_ = "string",
+        description = "Anycast IPsec: every ready replica carries the current shared SAs",
+        priority = "1",
+        json_path = ".status.conditions[?(@.type==\"Synchronized\")].status"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.size() <= 50")
         .message("metadata.name must be at most 50 characters: it names the tunnel's pods and Secrets")
@@ -273,8 +280,8 @@ pub struct MagicTunnelStatus {
     pub http_port: Option<u16>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<EndpointStatus>,
-    /// Configured, Ready, Degraded, Established and Healthy (see the operator's `conditions`
-    /// module for every reason).
+    /// Configured, Ready, Degraded, Established and Healthy, and Synchronized for IPsec tunnels
+    /// whose replicas share SAs (see the operator's `conditions` module for every reason).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -303,6 +310,19 @@ pub struct EndpointStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_ip: Option<String>,
     pub ready: bool,
+    /// Anycast IPsec (replicas sharing SAs): whether this replica talks IKE for the tunnel
+    /// (the `owner` of the shared state in the `<tunnel>-sa` Secret). Absent for other tunnels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ike_owner: Option<bool>,
+    /// Anycast IPsec: the generation of the shared SA state this replica last installed (its
+    /// entry in the Secret's `acks.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installed_generation: Option<u64>,
+    /// Anycast IPsec: the Child SAs this replica carries, as `<inbound SPI>/<outbound SPI>` in
+    /// hex (SPIs only, never keys): those of the current generation once the replica installed
+    /// it, none while it lags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub child_spis: Vec<String>,
 }
 
 /// The CRD as YAML, exactly as committed in `crds/magictunnel.yaml`.
@@ -397,6 +417,7 @@ mod tests {
                 "Ready",
                 "Established",
                 "Healthy",
+                "Synchronized",
                 "Age"
             ]
         );

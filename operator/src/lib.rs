@@ -19,6 +19,8 @@ pub mod psk;
 pub mod reason;
 pub mod reconcile;
 pub mod rollout;
+pub mod sa_state;
 pub mod settings;
+pub mod sync_objects;
 pub mod triggers;
 pub mod validate;

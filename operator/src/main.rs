@@ -11,7 +11,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::core::PartialObjectMeta;
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
@@ -128,13 +129,25 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         controller: "magictunnel-operator".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        settings,
-        tracker.clone(),
-        Recorder::new(client.clone(), reporter),
-        metrics.clone(),
-    ));
+    // The owned Secrets (config, generated PSK, SA state) are watched for their metadata; the
+    // store tells a reconcile whether a tunnel has an SA-state Secret to prune. A tunnel pod's
+    // publish to its SA-state Secret reconciles the tunnel, which reads the new summary.
+    let (owned_secrets, owned_secrets_writer) = reflector::store::<PartialObjectMeta<Secret>>();
+    let owned_secret_events = reflector(
+        owned_secrets_writer,
+        watcher(secrets.clone(), owned.clone()).default_backoff(),
+    )
+    .touched_objects();
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            settings,
+            tracker.clone(),
+            Recorder::new(client.clone(), reporter),
+            metrics.clone(),
+        )
+        .with_owned_secrets(owned_secrets),
+    );
 
     // A Secret named in ipsec.pskSecretRef may appear or change after the tunnel.
     let referenced_by = move |secret: PartialObjectMeta<Secret>| {
@@ -170,7 +183,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .owns_stream(pod_events::relevant(
             watcher(pods, owned.clone()).default_backoff(),
         ))
-        .owns(secrets.clone(), owned)
+        .owns_stream(owned_secret_events)
+        // The SA-sharing objects of anycast IPsec tunnels: one removed or changed by hand is
+        // put back at once.
+        .owns(
+            Api::<PartialObjectMeta<ServiceAccount>>::all(client.clone()),
+            owned.clone(),
+        )
+        .owns(
+            Api::<PartialObjectMeta<Role>>::all(client.clone()),
+            owned.clone(),
+        )
+        .owns(
+            Api::<PartialObjectMeta<RoleBinding>>::all(client.clone()),
+            owned,
+        )
         .watches(secrets, watcher::Config::default(), referenced_by)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)

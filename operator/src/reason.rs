@@ -29,6 +29,9 @@ pub enum Reason {
     PskTooLong,
     /// `<name>-psk` exists and is not this tunnel's.
     PskSecretNameTaken,
+    /// `<name>-sa` exists and is not this tunnel's SA-state Secret: its replicas cannot share
+    /// their SAs through it, and its pods are not given access to it.
+    SaSecretNameTaken,
     // Ready and Degraded.
     EndpointsReady,
     EndpointsNotReady,
@@ -59,6 +62,18 @@ pub enum Reason {
     /// Health checks run but have no verdict yet (or some pod could not be asked).
     HealthUnknown,
     HealthChecksDisabled,
+    // Synchronized (anycast IPsec replicas sharing SAs), from the SA-state Secret.
+    /// Every ready replica installed the current generation of the shared state.
+    InSync,
+    /// Some ready replica has not installed the current generation (within
+    /// `sa_state::PROPAGATION_GRACE` of its publication, if all were in sync before).
+    Lagging,
+    /// No replica has published SA state yet.
+    NoState,
+    /// State is published but no endpoint pod is ready.
+    NoReadyReplicas,
+    /// `summary.json` or `acks.json` cannot be read (malformed, too large).
+    StateUnreadable,
     // Events only.
     PskGenerated,
     PskRotated,
@@ -77,6 +92,7 @@ impl Reason {
             Reason::PskTooWeak => "PskTooWeak",
             Reason::PskTooLong => "PskTooLong",
             Reason::PskSecretNameTaken => "PskSecretNameTaken",
+            Reason::SaSecretNameTaken => "SaSecretNameTaken",
             Reason::EndpointsReady => "EndpointsReady",
             Reason::EndpointsNotReady => "EndpointsNotReady",
             Reason::AsExpected => "AsExpected",
@@ -94,13 +110,18 @@ impl Reason {
             Reason::HealthChecksFailing => "HealthChecksFailing",
             Reason::HealthUnknown => "HealthUnknown",
             Reason::HealthChecksDisabled => "HealthChecksDisabled",
+            Reason::InSync => "InSync",
+            Reason::Lagging => "Lagging",
+            Reason::NoState => "NoState",
+            Reason::NoReadyReplicas => "NoReadyReplicas",
+            Reason::StateUnreadable => "StateUnreadable",
             Reason::PskGenerated => "PskGenerated",
             Reason::PskRotated => "PskRotated",
         }
     }
 
     /// Every reason, for tests and documentation.
-    pub const ALL: [Reason; 29] = [
+    pub const ALL: [Reason; 35] = [
         Reason::Applied,
         Reason::InvalidSpec,
         Reason::EndpointConflict,
@@ -111,6 +132,7 @@ impl Reason {
         Reason::PskTooWeak,
         Reason::PskTooLong,
         Reason::PskSecretNameTaken,
+        Reason::SaSecretNameTaken,
         Reason::EndpointsReady,
         Reason::EndpointsNotReady,
         Reason::AsExpected,
@@ -128,6 +150,11 @@ impl Reason {
         Reason::HealthChecksFailing,
         Reason::HealthUnknown,
         Reason::HealthChecksDisabled,
+        Reason::InSync,
+        Reason::Lagging,
+        Reason::NoState,
+        Reason::NoReadyReplicas,
+        Reason::StateUnreadable,
         Reason::PskGenerated,
         Reason::PskRotated,
     ];

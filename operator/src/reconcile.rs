@@ -4,14 +4,22 @@
 //!
 //! 1. PSK: read the Secret, then do what [`psk::plan`] says (use, create, rotate, or report).
 //! 2. Config Secret: server-side apply (it must exist before a pod mounts it), only with a
-//!    deployable config: the Secret always holds the last good config.
+//!    deployable config: the Secret always holds the last good config. For an anycast IPsec
+//!    tunnel ([`sync_objects`]) first the SA-state Secret `<name>-sa` is read, or created empty
+//!    (a Secret of that name that is not the tunnel's holds it: `SaSecretNameTaken`), and after
+//!    the config the ServiceAccount, Role and RoleBinding are server-side applied (a pod naming
+//!    a missing ServiceAccount is refused).
 //! 3. Pods: list the tunnel's pods, then create and delete what [`rollout::plan`] says; for a
 //!    tunnel that is not deployable, read the config Secret's record of the last good config
 //!    and delete only what [`rollout::hold`] says (the rest keeps serving), except for a
 //!    conflict with an older tunnel ([`Reason::is_conflict`]): then every pod goes.
-//! 4. Status: conditions from the above and from the pods' last `/status`
-//!    ([`pod_status::Board`], read by a poller, never here), written only when it changed,
-//!    with one Event per condition transition.
+//! 4. SA sharing that ended: for a deployable tunnel that no longer shares SAs but still has an
+//!    SA-state Secret (the owned-Secret cache says so, no request), the RoleBinding, Role,
+//!    ServiceAccount and last the Secret are deleted. A held tunnel keeps them.
+//! 5. Status: conditions from the above and from the pods' last `/status`
+//!    ([`pod_status::Board`], read by a poller, never here), and for anycast IPsec from the
+//!    SA-state Secret's `summary.json` and `acks.json` ([`sa_state`]), written only when it
+//!    changed, with one Event per condition transition.
 //!
 //! No finalizer: everything the operator creates carries an owner reference, so the garbage
 //! collector removes it with the tunnel; adopted Secrets are never owned and stay.
@@ -21,13 +29,17 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::PartialObjectMeta;
 use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use magictunnel_types::config::Psk;
 use ring::rand::SecureRandom;
@@ -42,7 +54,9 @@ use crate::psk::{self, PskPlan};
 use crate::reason::Reason;
 use crate::rollout;
 use crate::settings::Settings;
+use crate::sync_objects::{self, SyncObjects};
 use crate::validate::{self, Invalid, PskSource, ValidatedTunnel};
+use crate::{reason, sa_state};
 
 /// Failures that are retried with backoff (API errors). Specs that cannot be deployed are not
 /// errors: they end as `Configured=False` and wait for a change.
@@ -66,6 +80,20 @@ pub enum Error {
     DeletePod { name: String, source: kube::Error },
     #[error("writing status: {0}")]
     PatchStatus(kube::Error),
+    #[error("creating the SA-state Secret {name}: {source}")]
+    CreateSaSecret { name: String, source: kube::Error },
+    #[error("applying {kind} {name}: {source}")]
+    ApplySync {
+        kind: &'static str,
+        name: String,
+        source: kube::Error,
+    },
+    #[error("deleting {kind} {name}: {source}")]
+    DeleteSync {
+        kind: &'static str,
+        name: String,
+        source: kube::Error,
+    },
 }
 
 impl Error {
@@ -81,6 +109,9 @@ impl Error {
             Error::CreatePod { .. } => "create_pod",
             Error::DeletePod { .. } => "delete_pod",
             Error::PatchStatus(_) => "patch_status",
+            Error::CreateSaSecret { .. } => "create_sa_secret",
+            Error::ApplySync { .. } => "apply_sync",
+            Error::DeleteSync { .. } => "delete_sync",
         }
     }
 }
@@ -98,6 +129,10 @@ pub struct Context {
     pub now: fn() -> Timestamp,
     /// The pods' last `/status`, kept by the poller ([`pod_status::run`]).
     pub pod_status: Arc<Board>,
+    /// The metadata of the operator's own Secrets (kept by the owned-Secret watch): tells
+    /// whether a tunnel still has an SA-state Secret to prune, without a request. Empty unless
+    /// [`Context::with_owned_secrets`] is given the watch's store.
+    pub owned_secrets: Store<PartialObjectMeta<Secret>>,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -119,8 +154,29 @@ impl Context {
             rng: Box::new(ring::rand::SystemRandom::new()),
             now: Timestamp::now,
             pod_status: Arc::new(Board::default()),
+            owned_secrets: reflector::store().0,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Use the store of the owned-Secret watch to find SA-state Secrets to prune.
+    pub fn with_owned_secrets(mut self, store: Store<PartialObjectMeta<Secret>>) -> Self {
+        self.owned_secrets = store;
+        self
+    }
+
+    /// Whether the owned-Secret cache holds the SA-state Secret of the tunnel `owner`.
+    fn has_sa_secret(&self, namespace: &str, tunnel: &str, owner_uid: &str) -> bool {
+        let name = sync_objects::sa_secret_name(tunnel);
+        self.owned_secrets
+            .get(&ObjectRef::new(&name).within(namespace))
+            .is_some_and(|s| {
+                s.metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|o| o.uid == owner_uid)
+            })
     }
 }
 
@@ -176,8 +232,8 @@ pub async fn reconcile_tunnel(mt: &MagicTunnel, ctx: &Context) -> Result<Action,
         .duration
         .observe(started.elapsed().as_secs_f64());
     let label = match &result {
-        Ok(Outcome::Applied) => "applied",
-        Ok(Outcome::NotDeployed) => "not_deployed",
+        Ok((Outcome::Applied, _)) => "applied",
+        Ok((Outcome::NotDeployed, _)) => "not_deployed",
         Err(_) => "error",
     };
     ctx.metrics
@@ -188,7 +244,7 @@ pub async fn reconcile_tunnel(mt: &MagicTunnel, ctx: &Context) -> Result<Action,
         let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
         failures.remove(&object_key(mt));
     }
-    result.map(|_| Action::requeue(RESYNC))
+    result.map(|(_, recheck)| Action::requeue(recheck.map_or(RESYNC, |d| d.min(RESYNC))))
 }
 
 fn object_key(obj: &impl ResourceExt) -> String {
@@ -207,7 +263,11 @@ struct PskStatus {
     generated_at: Option<String>,
 }
 
-async fn reconcile_inner(mt: &MagicTunnel, ctx: &Context) -> Result<Outcome, Error> {
+/// What a reconcile did, and how soon to look again if sooner than [`RESYNC`].
+async fn reconcile_inner(
+    mt: &MagicTunnel,
+    ctx: &Context,
+) -> Result<(Outcome, Option<Duration>), Error> {
     let namespace = mt.namespace().ok_or(Error::Malformed("namespace"))?;
     let key = TunnelKey {
         namespace: namespace.clone(),
@@ -216,7 +276,7 @@ async fn reconcile_inner(mt: &MagicTunnel, ctx: &Context) -> Result<Outcome, Err
     if mt.metadata.deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove pods and Secrets.
         ctx.pod_status.set_targets(key, vec![]);
-        return Ok(Outcome::NotDeployed);
+        return Ok((Outcome::NotDeployed, None));
     }
     let owner = mt
         .controller_owner_ref(&())
@@ -239,9 +299,33 @@ async fn reconcile_inner(mt: &MagicTunnel, ctx: &Context) -> Result<Outcome, Err
         }
     };
 
+    // Anycast IPsec: the SA-state Secret is created empty or found to be this tunnel's (its
+    // data, as of now, feeds status); a Secret of that name that is not ours holds the tunnel.
+    // `sa_data` is `Some` exactly for a tunnel whose replicas share SAs.
+    let mut sa_data: Option<Option<SecretData>> = None;
+    let desired = match desired {
+        Ok((v, d)) => match &d.sync {
+            Some(sync) => {
+                match ensure_sa_secret(ctx, &namespace, &sync.secret, &owner.uid).await? {
+                    Ok(data) => {
+                        sa_data = Some(data);
+                        Ok((v, d))
+                    }
+                    Err(invalid) => Err(invalid),
+                }
+            }
+            None => Ok((v, d)),
+        },
+        Err(invalid) => Err(invalid),
+    };
+
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     if let Ok((_, d)) = &desired {
         apply_config(ctx, &namespace, &d.config_secret).await?;
+        // Before the pods: a pod naming a ServiceAccount that does not exist is refused.
+        if let Some(sync) = &d.sync {
+            apply_sync(ctx, &namespace, sync).await?;
+        }
     }
     let existing: Vec<Pod> = pods
         .list(&ListParams::default().labels(&build::pod_selector(&mt.name_any())))
@@ -308,6 +392,27 @@ async fn reconcile_inner(mt: &MagicTunnel, ctx: &Context) -> Result<Outcome, Err
         }
     }
 
+    // Sharing no longer applies (replicas 1, GRE): the sync objects go. A tunnel that is held
+    // keeps them, as its pods keep running.
+    let tunnel = mt.name_any();
+    let has_sa_secret = ctx.has_sa_secret(&namespace, &tunnel, &owner.uid);
+    if let Ok((_, d)) = &desired
+        && d.sync.is_none()
+        && has_sa_secret
+    {
+        prune_sync(ctx, &namespace, &tunnel).await?;
+    }
+    if desired.is_err() && serving.is_some_and(|n| n > 0) && has_sa_secret {
+        // Held, with pods kept serving that may share SAs: status still shows their state.
+        let name = sync_objects::sa_secret_name(&tunnel);
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+        let secret = secrets
+            .get_opt(&name)
+            .await
+            .map_err(|source| Error::ReadSecret { name, source })?;
+        sa_data = secret.map(|s| s.data.map(sa_state::keep_documents));
+    }
+
     let old_status = mt.status.clone().unwrap_or_default();
     let validated = desired.as_ref().ok().map(|(v, _)| v);
     let http_port = validated.map(|v| v.http_port).or(old_status.http_port);
@@ -319,8 +424,27 @@ async fn reconcile_inner(mt: &MagicTunnel, ctx: &Context) -> Result<Outcome, Err
         .status_targets
         .set(i64::try_from(ctx.pod_status.len()).unwrap_or(i64::MAX));
     let reports = endpoint_reports(&ctx.pod_status, &running, &plan);
-    let endpoints = endpoint_status(&running, &plan);
+    let mut endpoints = endpoint_status(&running, &plan);
     let ready = endpoints.iter().filter(|e| e.ready).count();
+    // What the replicas published; `state.json` is never read.
+    let previous_sync = old_status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == conditions::SYNCHRONIZED)
+        .map(|c| c.reason.as_str());
+    let verdict = sa_data.map(|data| {
+        let state = sa_state::read(data.as_ref());
+        sa_state::annotate(&mut endpoints, &state);
+        sa_state::synchronized(
+            &sync_objects::sa_secret_name(&tunnel),
+            &state,
+            &endpoints,
+            previous_sync,
+            (ctx.now)(),
+        )
+    });
+    let recheck = verdict.as_ref().and_then(|v| v.recheck_in);
+    let synchronized = verdict.map(|v| v.condition);
     let deployment = match (&desired, serving) {
         (Err(invalid), serving) => Deployment::Held {
             invalid,
@@ -346,6 +470,7 @@ async fn reconcile_inner(mt: &MagicTunnel, ctx: &Context) -> Result<Outcome, Err
         ready_replicas: i32::try_from(ready).unwrap_or(i32::MAX),
         tunnel_type: validated.map_or(mt.spec.tunnel_type, |v| v.tunnel_type),
         reports: &reports,
+        synchronized: synchronized.as_ref(),
     };
     let now = Time((ctx.now)());
     let new_conditions = conditions::conditions(
@@ -394,11 +519,12 @@ async fn reconcile_inner(mt: &MagicTunnel, ctx: &Context) -> Result<Outcome, Err
         deleted = plan.delete.len(),
         "reconciled"
     );
-    Ok(if desired.is_ok() {
+    let outcome = if desired.is_ok() {
         Outcome::Applied
     } else {
         Outcome::NotDeployed
-    })
+    };
+    Ok((outcome, recheck))
 }
 
 /// Read or produce the PSK as [`psk::plan`] decides. `Ok(Err(_))` is a spec problem for
@@ -463,6 +589,133 @@ async fn resolve_psk(
     )
     .await;
     Ok(Ok(psk))
+}
+
+/// A Secret's data.
+type SecretData = std::collections::BTreeMap<String, ByteString>;
+
+/// The tunnel's SA-state Secret: created empty when absent (never written afterwards), else
+/// checked to be this tunnel's. `Ok(Ok(data))`: ours, with its data as of now; `Ok(Err(_))`:
+/// the name is taken by a Secret that is not ours.
+async fn ensure_sa_secret(
+    ctx: &Context,
+    namespace: &str,
+    desired: &Secret,
+    owner_uid: &str,
+) -> Result<Result<Option<SecretData>, Invalid>, Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = desired.name_any();
+    let read = |name: String| async {
+        secrets
+            .get_opt(&name)
+            .await
+            .map_err(|source| Error::ReadSecret { name, source })
+    };
+    let existing = match read(name.clone()).await? {
+        Some(s) => s,
+        None => match secrets.create(&PostParams::default(), desired).await {
+            Ok(_) => return Ok(Ok(None)),
+            // Created meanwhile (a previous pass whose answer we missed, or someone else):
+            // check whose it is.
+            Err(kube::Error::Api(s)) if s.code == 409 => match read(name.clone()).await? {
+                Some(s) => s,
+                None => return Ok(Ok(None)),
+            },
+            Err(source) => return Err(Error::CreateSaSecret { name, source }),
+        },
+    };
+    if sync_objects::is_ours(&existing.metadata, existing.type_.as_deref(), owner_uid) {
+        Ok(Ok(existing.data.map(sa_state::keep_documents)))
+    } else {
+        if let Some(data) = existing.data {
+            sa_state::wipe(data);
+        }
+        Ok(Err(Invalid {
+            reason: reason::Reason::SaSecretNameTaken,
+            message: format!(
+                "Secret {name} exists and is not this tunnel's SA state (type {}, controlled by this MagicTunnel); \
+                 the replicas share their SAs through a Secret of that name: rename or remove the other one",
+                sync_objects::SA_STATE_TYPE
+            ),
+        }))
+    }
+}
+
+/// Server-side apply of one owned object.
+async fn apply_owned<K>(
+    ctx: &Context,
+    namespace: &str,
+    obj: &K,
+    kind: &'static str,
+) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = obj.meta().name.clone().unwrap_or_default();
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|source| Error::ApplySync { kind, name, source })
+}
+
+/// The ServiceAccount, then the Role, then its binding (the Secret exists already).
+async fn apply_sync(ctx: &Context, namespace: &str, sync: &SyncObjects) -> Result<(), Error> {
+    apply_owned(ctx, namespace, &sync.service_account, "ServiceAccount").await?;
+    apply_owned(ctx, namespace, &sync.role, "Role").await?;
+    apply_owned(ctx, namespace, &sync.role_binding, "RoleBinding").await
+}
+
+async fn delete_owned<K>(
+    ctx: &Context,
+    namespace: &str,
+    name: String,
+    kind: &'static str,
+) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    match api.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(source) => Err(Error::DeleteSync { kind, name, source }),
+    }
+}
+
+/// Remove the sync objects of `tunnel`: the access first, the Secret (the marker that they
+/// exist, see [`Context::has_sa_secret`]) last, so an interrupted prune is resumed.
+async fn prune_sync(ctx: &Context, namespace: &str, tunnel: &str) -> Result<(), Error> {
+    let role = sync_objects::role_name(tunnel);
+    delete_owned::<RoleBinding>(ctx, namespace, role.clone(), "RoleBinding").await?;
+    delete_owned::<Role>(ctx, namespace, role, "Role").await?;
+    delete_owned::<ServiceAccount>(
+        ctx,
+        namespace,
+        sync_objects::service_account_name(tunnel),
+        "ServiceAccount",
+    )
+    .await?;
+    delete_owned::<Secret>(
+        ctx,
+        namespace,
+        sync_objects::sa_secret_name(tunnel),
+        "Secret",
+    )
+    .await?;
+    tracing::info!(tunnel = %format!("{namespace}/{tunnel}"), "removed the SA-sharing objects");
+    Ok(())
 }
 
 async fn apply_config(ctx: &Context, namespace: &str, secret: &Secret) -> Result<(), Error> {
@@ -573,6 +826,7 @@ fn endpoint_status(running: &[&Pod], plan: &rollout::PodPlan) -> Vec<EndpointSta
             node: p.spec.as_ref().and_then(|s| s.node_name.clone()),
             host_ip: p.status.as_ref().and_then(|s| s.host_ip.clone()),
             ready: rollout::is_ready(p),
+            ..Default::default()
         })
         .chain(plan.create.iter().map(|p| EndpointStatus {
             pod: p.name_any(),

@@ -1004,3 +1004,332 @@ async fn the_config_secret_records_the_generation() {
     api.events(5).await;
     finish(api, task).await;
 }
+
+// Anycast IPsec (issue #11): replicas that share SAs through `<tunnel>-sa`.
+
+const ACCOUNTS: &str = "/api/v1/namespaces/default/serviceaccounts";
+const ROLES: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles";
+const BINDINGS: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings";
+
+fn anycast(replicas: Option<i32>) -> MagicTunnel {
+    let mut mt = ipsec_tunnel("vpn", 1, Some("198.51.100.9"));
+    mt.spec.replicas = replicas;
+    mt
+}
+
+/// One reconcile like [`start`], with the owned-Secret cache holding `owned` (metadata).
+fn start_with_owned(
+    mt: MagicTunnel,
+    owned: Vec<Secret>,
+) -> (
+    ApiServer,
+    tokio::task::JoinHandle<Result<(), String>>,
+    Arc<Metrics>,
+) {
+    use kube::core::PartialObjectMeta;
+    use kube::runtime::{reflector, watcher};
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let tunnel = serde_json::to_value(&mt).expect("json");
+    let client = Client::new(service, "default");
+    let metrics = Arc::new(Metrics::default());
+    let (store, mut writer) = reflector::store::<PartialObjectMeta<Secret>>();
+    for s in owned {
+        let meta: PartialObjectMeta<Secret> =
+            serde_json::from_value(serde_json::to_value(&s).expect("json")).expect("meta");
+        writer.apply_watcher_event(&watcher::Event::Apply(meta));
+    }
+    let reporter = Reporter {
+        controller: "magictunnel-operator".into(),
+        instance: None,
+    };
+    let mut ctx = Context::new(
+        client.clone(),
+        Settings::example(),
+        Arc::new(Tracker::with(TunnelIndex::of([&mt], &Settings::example()))),
+        Recorder::new(client, reporter),
+        metrics.clone(),
+    )
+    .with_owned_secrets(store);
+    ctx.now = fixed_now;
+    let task = tokio::spawn(async move {
+        reconcile_tunnel(&mt, &ctx)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    (ApiServer { handle, tunnel }, task, metrics)
+}
+
+/// The SA-state Secret as the API server holds it after the pods wrote `data`.
+fn sa_secret(mt: &MagicTunnel, data: &[(&str, &str)]) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {
+            "name": "vpn-sa", "namespace": "default", "resourceVersion": "77",
+            "ownerReferences": [mt.controller_owner_ref(&()).expect("owner")]
+        },
+        "type": "magictunnel.dev/sa-state",
+        "data": data.iter().map(|(k, v)| {
+            (k.to_string(), serde_json::to_value(ByteString(v.as_bytes().to_vec())).expect("b64"))
+        }).collect::<serde_json::Map<String, Value>>()
+    })
+}
+
+#[tokio::test]
+async fn anycast_ipsec_creates_the_sa_objects_before_its_pods() {
+    let mt = anycast(Some(2));
+    let (mut api, task, _) = start(mt.clone(), vec![]);
+    api.next("GET", &format!("{SECRETS}/vpn-psk"))
+        .await
+        .not_found();
+    api.next("POST", SECRETS).await.echo();
+    api.events(1).await;
+    // The SA-state Secret: looked for, then created empty.
+    api.next("GET", &format!("{SECRETS}/vpn-sa"))
+        .await
+        .not_found();
+    let created = api.next("POST", SECRETS).await;
+    assert_eq!(created.body["metadata"]["name"], "vpn-sa");
+    assert_eq!(created.body["type"], "magictunnel.dev/sa-state");
+    assert!(created.body.get("data").is_none(), "{}", created.body);
+    assert_eq!(
+        created.body["metadata"]["ownerReferences"][0]["uid"],
+        json!(mt.metadata.uid)
+    );
+    created.echo();
+    let apply = api.next("PATCH", &format!("{SECRETS}/vpn-config")).await;
+    let config = config_of(&apply.body);
+    assert_eq!(config.replicas, 2);
+    let sync = config.ipsec.and_then(|i| i.sync).expect("sync");
+    assert_eq!(
+        (sync.namespace.as_str(), sync.secret.as_str()),
+        ("default", "vpn-sa")
+    );
+    apply.echo();
+    // Account, Role, binding: server-side applied, before any pod names the account.
+    let account = api
+        .next("PATCH", &format!("{ACCOUNTS}/vpn-tunnel-pod"))
+        .await;
+    assert!(account.query.contains("force=true"), "{}", account.query);
+    account.echo();
+    let role = api.next("PATCH", &format!("{ROLES}/vpn-sa-sync")).await;
+    assert_eq!(
+        role.body["rules"],
+        json!([{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["vpn-sa"],
+                "verbs": ["get", "watch", "update"]}])
+    );
+    role.echo();
+    let binding = api.next("PATCH", &format!("{BINDINGS}/vpn-sa-sync")).await;
+    assert_eq!(binding.body["roleRef"]["name"], "vpn-sa-sync");
+    assert_eq!(
+        binding.body["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "vpn-tunnel-pod", "namespace": "default"}])
+    );
+    binding.echo();
+    api.next("GET", PODS).await.reply(200, pod_list(&[]));
+    for i in 0..2 {
+        let pod = api.next("POST", PODS).await;
+        assert_eq!(pod.body["metadata"]["name"], format!("vpn-{i}"));
+        assert_eq!(pod.body["spec"]["serviceAccountName"], "vpn-tunnel-pod");
+        assert_eq!(pod.body["spec"]["automountServiceAccountToken"], true);
+        pod.echo();
+    }
+    let status = api.next("PATCH", &format!("{TUNNELS}/vpn/status")).await;
+    let c = condition(&status.body, "Synchronized");
+    assert_eq!(
+        (c["status"].as_str(), c["reason"].as_str()),
+        (Some("Unknown"), Some("NoState"))
+    );
+    assert_eq!(status.body["status"]["endpoints"][0]["ikeOwner"], false);
+    status.echo();
+    let events = api.events(6).await;
+    assert!(
+        events.contains(&("Normal".into(), "NoState".into())),
+        "{events:?}"
+    );
+    finish(api, task).await;
+}
+
+#[tokio::test]
+async fn published_sa_state_drives_status_and_is_never_written() {
+    let mt = anycast(Some(2));
+    let (psk, pods) = {
+        // The PSK Secret as the first pass made it.
+        let (mut api, task, _) = start(mt.clone(), vec![]);
+        api.next("GET", &format!("{SECRETS}/vpn-psk"))
+            .await
+            .not_found();
+        let created = api.next("POST", SECRETS).await;
+        let psk = created.body.clone();
+        created.echo();
+        api.events(1).await;
+        api.next("GET", &format!("{SECRETS}/vpn-sa"))
+            .await
+            .not_found();
+        api.next("POST", SECRETS).await.echo();
+        for path in [
+            format!("{SECRETS}/vpn-config"),
+            format!("{ACCOUNTS}/vpn-tunnel-pod"),
+            format!("{ROLES}/vpn-sa-sync"),
+            format!("{BINDINGS}/vpn-sa-sync"),
+        ] {
+            api.next("PATCH", &path).await.echo();
+        }
+        api.next("GET", PODS).await.reply(200, pod_list(&[]));
+        let mut pods = Vec::new();
+        for _ in 0..2 {
+            let pod = api.next("POST", PODS).await;
+            pods.push(pod.body.clone());
+            pod.echo();
+        }
+        api.next("PATCH", &format!("{TUNNELS}/vpn/status"))
+            .await
+            .echo();
+        api.events(6).await;
+        finish(api, task).await;
+        (psk, pods)
+    };
+    // Both pods run and are ready; the replicas published generation 7, vpn-1 lags.
+    let ready = |mut p: Value| {
+        p["status"] = json!({"conditions": [{"type": "Ready", "status": "True"}]});
+        p
+    };
+    let summary =
+        r#"{"generation":7,"owner":"vpn-1","childSas":[{"spiIn":"c1a2b3c4","spiOut":"d5e6f7a8"}]}"#;
+    let acks = r#"{"vpn-0":{"generation":6},"vpn-1":{"generation":7}}"#;
+    let (mut api, task, _) = start(mt.clone(), vec![]);
+    api.next("GET", &format!("{SECRETS}/vpn-psk"))
+        .await
+        .reply(200, stored(psk));
+    api.next("GET", &format!("{SECRETS}/vpn-sa")).await.reply(
+        200,
+        sa_secret(
+            &mt,
+            &[
+                ("state.json", "{\"keys\":\"secret\"}"),
+                ("summary.json", summary),
+                ("acks.json", acks),
+            ],
+        ),
+    );
+    // No write to vpn-sa: the next requests are the applies.
+    for path in [
+        format!("{SECRETS}/vpn-config"),
+        format!("{ACCOUNTS}/vpn-tunnel-pod"),
+        format!("{ROLES}/vpn-sa-sync"),
+        format!("{BINDINGS}/vpn-sa-sync"),
+    ] {
+        api.next("PATCH", &path).await.echo();
+    }
+    let list = api.next("GET", PODS).await;
+    list.reply(
+        200,
+        pod_list(&pods.into_iter().map(ready).collect::<Vec<_>>()),
+    );
+    let status = api.next("PATCH", &format!("{TUNNELS}/vpn/status")).await;
+    let s = &status.body["status"];
+    let c = condition(&status.body, "Synchronized");
+    assert_eq!(
+        (c["status"].as_str(), c["reason"].as_str()),
+        (Some("False"), Some("Lagging"))
+    );
+    assert!(
+        c["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("vpn-0 at generation 6")),
+        "{c}"
+    );
+    let eps = s["endpoints"].as_array().expect("endpoints");
+    let vpn1 = eps.iter().find(|e| e["pod"] == "vpn-1").expect("vpn-1");
+    assert_eq!(vpn1["ikeOwner"], true);
+    assert_eq!(vpn1["installedGeneration"], 7);
+    assert_eq!(vpn1["childSpis"], json!(["c1a2b3c4/d5e6f7a8"]));
+    assert!(
+        !status.body.to_string().contains("keys"),
+        "state.json stays out of status"
+    );
+    status.echo();
+    api.events(6).await;
+    finish(api, task).await;
+}
+
+#[tokio::test]
+async fn a_foreign_secret_named_like_the_sa_secret_holds_the_tunnel() {
+    let mut mt = anycast(Some(2));
+    mt.spec.ipsec = adopting("vpn", "corp-psk").spec.ipsec;
+    let (mut api, task, metrics) = start(mt.clone(), vec![]);
+    api.next("GET", &format!("{SECRETS}/corp-psk"))
+        .await
+        .reply(200, user_secret(b"a-strong-shared-key-2026"));
+    let mut foreign = sa_secret(&mt, &[("password", "hunter2")]);
+    foreign["type"] = json!("Opaque");
+    foreign["metadata"]["ownerReferences"] = json!([]);
+    api.next("GET", &format!("{SECRETS}/vpn-sa"))
+        .await
+        .reply(200, foreign);
+    // Neither the Role nor the pods: the tunnel is held.
+    api.next("GET", PODS).await.reply(200, pod_list(&[]));
+    api.next("GET", &format!("{SECRETS}/vpn-config"))
+        .await
+        .not_found();
+    let status = api.next("PATCH", &format!("{TUNNELS}/vpn/status")).await;
+    let c = condition(&status.body, "Configured");
+    assert_eq!(c["reason"], "SaSecretNameTaken");
+    assert!(
+        status.body["status"]["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().all(|c| c["type"] != "Synchronized"))
+    );
+    status.echo();
+    finish_not_deployed(api, task, &metrics, "SaSecretNameTaken").await;
+}
+
+#[tokio::test]
+async fn one_replica_again_prunes_the_sa_objects() {
+    let mt = anycast(Some(1));
+    let mut mt_adopting = mt.clone();
+    mt_adopting.spec.ipsec = adopting("vpn", "corp-psk").spec.ipsec;
+    let owned: Secret = serde_json::from_value(sa_secret(&mt, &[])).expect("secret");
+    let (mut api, task, _) = start_with_owned(mt_adopting, vec![owned]);
+    api.next("GET", &format!("{SECRETS}/corp-psk"))
+        .await
+        .reply(200, user_secret(b"a-strong-shared-key-2026"));
+    let apply = api.next("PATCH", &format!("{SECRETS}/vpn-config")).await;
+    let config = config_of(&apply.body);
+    assert_eq!(config.replicas, 1);
+    assert!(config.ipsec.and_then(|i| i.sync).is_none());
+    apply.echo();
+    api.next("GET", PODS).await.reply(200, pod_list(&[]));
+    let pod = api.next("POST", PODS).await;
+    assert_eq!(pod.body["spec"]["automountServiceAccountToken"], false);
+    assert!(pod.body["spec"].get("serviceAccountName").is_none());
+    pod.echo();
+    // The access first, the Secret last; what is gone already is no error.
+    let gone = json!({"kind": "Status", "apiVersion": "v1", "status": "Success"});
+    api.next("DELETE", &format!("{BINDINGS}/vpn-sa-sync"))
+        .await
+        .reply(200, gone.clone());
+    api.next("DELETE", &format!("{ROLES}/vpn-sa-sync"))
+        .await
+        .not_found();
+    api.next("DELETE", &format!("{ACCOUNTS}/vpn-tunnel-pod"))
+        .await
+        .reply(200, gone.clone());
+    api.next("DELETE", &format!("{SECRETS}/vpn-sa"))
+        .await
+        .reply(200, gone);
+    let status = api.next("PATCH", &format!("{TUNNELS}/vpn/status")).await;
+    assert!(
+        status.body["status"]["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().all(|c| c["type"] != "Synchronized"))
+    );
+    assert!(
+        status.body["status"]["endpoints"][0]
+            .get("ikeOwner")
+            .is_none()
+    );
+    status.echo();
+    api.events(5).await;
+    finish(api, task).await;
+}
