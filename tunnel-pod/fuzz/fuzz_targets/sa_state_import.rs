@@ -114,7 +114,10 @@ fn base64_of(b: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::new();
     for c in b.chunks(3) {
-        let n = c.iter().enumerate().fold(0u32, |n, (i, &x)| n | u32::from(x) << (16 - 8 * i));
+        let n = c
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &x)| n | u32::from(x) << (16 - 8 * i));
         for i in 0..4 {
             if i <= c.len() {
                 s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -366,7 +369,10 @@ fn install(bytes: &[u8], flags: u8, msg: &[u8]) {
         SenderSlot::SINGLE,
         SenderSlot { index: 0, count: 2 },
         SenderSlot { index: 1, count: 2 },
-        SenderSlot { index: 15, count: 16 },
+        SenderSlot {
+            index: 15,
+            count: 16,
+        },
     ][usize::from(flags & 3)];
     let replay = (flags & 4 != 0).then_some(1024);
     for c in &doc.content.children {
