@@ -8,7 +8,9 @@
 //!   completed a real handshake in memory, with ESP state for its Child SA) whose JSON nodes
 //!   are mutated by up to 16 operations (a number, bool, null, string, empty array or object,
 //!   a removal, ...), then serialised and parsed like the raw form. What follows the
-//!   operations is an IKE message for the imported SA.
+//!   operations is an IKE message for the imported SA: its header overwritten to aim at
+//!   the SA, or its bytes as the payloads of a message protected with the SA's keys (the
+//!   peer's next request, or the answer to our pending request).
 //!
 //! A state that parses goes through the sync engine (install, claim, timers, conflict,
 //! release), then as in `install_remote`: each IKE SA snapshot from JSON, `Endpoint::import`
@@ -26,8 +28,11 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
+use base64::Engine as _;
 use ike::core::fuzzing::{SystemRandom, established_responder};
 use ike::core::{Config, Endpoint, IkeSaSnapshot, Path, StaticPsk, ipv4_id};
+use ike::crypto::{EncrAlg, IntegAlg, SkCipher};
+use ike::wire::{ExchangeType, Header, PayloadType, TransformId, write_encrypted_header};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use tunnel_pod::esp::sa::{Inbound, Outbound, SenderSlot};
@@ -258,25 +263,90 @@ fn mutate(doc: &mut Value, ptr: &str, kind: u8, arg: u64) {
     *node = new;
 }
 
-/// An IKE message aimed at `snap`'s SA: its SPIs, the message ID and flags `aim` selects.
-fn aimed(snap: &IkeSaSnapshot, msg: &[u8], aim: u8) -> Vec<u8> {
+/// The bytes of a snapshot key (they are base64 in JSON; the field is private to `ike`).
+fn key_bytes(k: &impl serde::Serialize) -> Vec<u8> {
+    let Ok(Value::String(s)) = serde_json::to_value(k) else {
+        return Vec::new();
+    };
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .unwrap_or_default()
+}
+
+/// `plain` (a payload chain, first payload `first`) in an SK payload protected with the
+/// peer's keys of `snap`: a message the imported SA decrypts (and authenticates).
+fn sealed(
+    snap: &IkeSaSnapshot,
+    h: Header,
+    first: u8,
+    plain: &[u8],
+    rng: &SystemRandom,
+) -> Option<Vec<u8>> {
+    let encr = EncrAlg::from_transform(TransformId(snap.suite.encr), Some(snap.suite.key_bits))?;
+    let integ = match snap.suite.integ {
+        Some(i) => Some(IntegAlg::from_id(TransformId(i))?),
+        None => None,
+    };
+    // The peer protects its messages with its own role's keys (RFC 7296 §2.14).
+    let (e, a) = if snap.initiator {
+        (key_bytes(&snap.sk_er), key_bytes(&snap.sk_ar))
+    } else {
+        (key_bytes(&snap.sk_ei), key_bytes(&snap.sk_ai))
+    };
+    let cipher = SkCipher::new(encr, integ, &e, &a).ok()?;
+    let sealed_len = cipher.sealed_len(plain.len());
+    let mut hdr = h;
+    hdr.next_payload = PayloadType::SK;
+    hdr.length = u32::try_from(Header::LEN + 4 + sealed_len).ok()?;
+    let mut buf = Vec::new();
+    hdr.write(&mut buf);
+    write_encrypted_header(PayloadType(first), sealed_len, None, &mut buf);
+    cipher.seal(&mut buf, plain, rng).ok()?;
+    Some(buf)
+}
+
+/// An IKE message aimed at `snap`'s SA (its SPIs, the message ID and flags `aim` selects):
+/// the fuzzer's bytes with the header overwritten, or (`aim` 2, 3) its bytes as the payloads
+/// of a properly protected message.
+fn aimed(snap: &IkeSaSnapshot, msg: &[u8], aim: u8, rng: &SystemRandom) -> Vec<u8> {
+    let (id, response) = match aim % 4 {
+        // The peer's next request, or the one whose answer is cached (a retransmission).
+        0 | 3 => (snap.next_recv, false),
+        1 => (snap.next_recv.wrapping_sub(1), false),
+        // The answer to our pending request.
+        _ => (snap.next_send.wrapping_sub(1), true),
+    };
+    // The peer's role; the response flag.
+    let flags = if snap.initiator { 0 } else { 0x08 } | if response { 0x20 } else { 0 };
+    if aim % 4 >= 2 {
+        let (&b, plain) = msg.split_first().unwrap_or((&0, &[]));
+        let exchange = match (response, &snap.pending) {
+            (true, Some(p)) => p.exchange,
+            _ if b & 0x80 != 0 => 36,
+            _ => 37,
+        };
+        let h = Header {
+            spi_i: snap.spi_i,
+            spi_r: snap.spi_r,
+            next_payload: PayloadType::SK,
+            version: 0x20,
+            exchange: ExchangeType(exchange),
+            flags,
+            message_id: id,
+            length: 0,
+        };
+        if let Some(m) = sealed(snap, h, b & 0x7f, plain, rng) {
+            return m;
+        }
+    }
     let mut m = msg.to_vec();
     if m.len() < 28 {
         m.resize(28, 0);
     }
     m[..8].copy_from_slice(&snap.spi_i.to_be_bytes());
     m[8..16].copy_from_slice(&snap.spi_r.to_be_bytes());
-    let (id, response) = match aim % 4 {
-        // The peer's next request, or the one whose answer is cached (a retransmission).
-        0 => (snap.next_recv, false),
-        1 => (snap.next_recv.wrapping_sub(1), false),
-        // The answer to our pending request.
-        2 => (snap.next_send.wrapping_sub(1), true),
-        _ => return m,
-    };
-    // Version 2.0; the peer's role; the response flag.
     m[17] = 0x20;
-    m[19] = if snap.initiator { 0 } else { 0x08 } | if response { 0x20 } else { 0 };
+    m[19] = flags;
     m[20..24].copy_from_slice(&id.to_be_bytes());
     let len = u32::try_from(m.len()).unwrap_or(u32::MAX);
     m[24..28].copy_from_slice(&len.to_be_bytes());
@@ -401,7 +471,7 @@ fn install(bytes: &[u8], flags: u8, msg: &[u8]) {
         ep.set_passive(false, now);
     }
     if let Some(snap) = &target {
-        let m = aimed(snap, msg, flags >> 4);
+        let m = aimed(snap, msg, flags >> 4, &rng);
         let path = Path {
             local: snap.local,
             remote: snap.remote,
