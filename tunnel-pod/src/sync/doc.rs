@@ -151,6 +151,14 @@ impl StateDoc {
         if doc.version != VERSION {
             return Err(DocError::Version(doc.version));
         }
+        // The engine adds 1 to a generation it read (claims, publishes): keep that far from
+        // overflowing (2^53: also what JSON readers hold exactly).
+        if doc.generation > 1 << 53 {
+            return Err(DocError::Malformed(
+                STATE_KEY,
+                "generation above 2^53".into(),
+            ));
+        }
         Ok(doc)
     }
 
