@@ -26,7 +26,11 @@ for target in $targets; do
   mkdir -p "$CACHE/fuzz-corpus/$target"
   log="$(mktemp)"
   # On failure the last 40 lines: the crash input and backtrace sit above the final stats.
-  if ! cargo +nightly fuzz run "$target" "$CACHE/fuzz-corpus/$target" -- \
+  # Committed seeds (fuzz/corpus-seeds/<target>, when there are some) are read beside the
+  # cached corpus, which is the one libFuzzer writes to.
+  seeds=()
+  [ -d "fuzz/corpus-seeds/$target" ] && seeds=("fuzz/corpus-seeds/$target")
+  if ! cargo +nightly fuzz run "$target" "$CACHE/fuzz-corpus/$target" "${seeds[@]}" -- \
     -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
     tail -n 40 "$log" >&2
     rm -f "$log"

@@ -345,6 +345,8 @@ pub(crate) mod tests {
             b"{\"version\":1}",
             b"\xff\xfe",
             b"{\"version\":1,\"generation\":-1,\"owner\":null,\"publishedAtMs\":0}",
+            // Found by the sa_state_import fuzz target: the engine's generation + 1 overflowed.
+            b"{\"version\":1,\"generation\":18446744073709551615,\"owner\":null,\"publishedAtMs\":0}",
         ] {
             assert!(
                 matches!(StateDoc::parse(g), Err(DocError::Malformed(..))),

@@ -191,7 +191,7 @@ impl Engine {
     /// the same content, owner = me, next generation.
     pub fn claim(&self, latest: &StateDoc, now_ms: u64) -> StateDoc {
         StateDoc::new(
-            latest.generation.max(self.generation) + 1,
+            latest.generation.max(self.generation).saturating_add(1),
             Some(self.me.clone()),
             now_ms,
             latest.content.clone(),
@@ -222,7 +222,7 @@ impl Engine {
         }
         let base = latest.map_or(0, |l| l.generation).max(self.generation);
         Conflict::Retry(StateDoc::new(
-            base + 1,
+            base.saturating_add(1),
             ours.owner.clone(),
             now_ms,
             ours.content.clone(),
@@ -258,7 +258,7 @@ impl Engine {
 
     fn next(&self, content: &Content, now_ms: u64) -> StateDoc {
         StateDoc::new(
-            self.generation + 1,
+            self.generation.saturating_add(1),
             Some(self.me.clone()),
             now_ms,
             content.clone(),
@@ -311,8 +311,14 @@ impl Engine {
 
     /// Shutdown: the write that releases ownership (owner = null), if we own the tunnel.
     pub fn release(&self, exported: &Content, now_ms: u64) -> Option<StateDoc> {
-        (self.role == Role::Owner)
-            .then(|| StateDoc::new(self.generation + 1, None, now_ms, exported.clone()))
+        (self.role == Role::Owner).then(|| {
+            StateDoc::new(
+                self.generation.saturating_add(1),
+                None,
+                now_ms,
+                exported.clone(),
+            )
+        })
     }
 
     /// Propagation latency of the installed generation (publish → installed here), in ms.
