@@ -256,6 +256,17 @@ impl IpsecLab {
     /// `b_replicas`: the `replicas` of B's config (default: the operator's, 2); 1 makes B a
     /// slot-less sender (today's scheme), the anti-replay baseline.
     async fn start(test: &str, slot: u8, start_b: bool, b_replicas: Option<u8>) -> Option<Self> {
+        Self::start_with(test, slot, start_b, b_replicas, "").await
+    }
+
+    /// [`IpsecLab::start`] with more `ipsec` fields (flow style, e.g. `, lifetimes: {…}`).
+    async fn start_with(
+        test: &str,
+        slot: u8,
+        start_b: bool,
+        b_replicas: Option<u8>,
+        ipsec_extra: &str,
+    ) -> Option<Self> {
         let client = magictunnel_e2e::client_or_skip(test).await?;
         let binary = tunnel_pod_binary().unwrap_or_else(|e| panic!("{e}"));
         let ns = TestNamespace::new(&client, "e2e-anycast")
@@ -266,7 +277,7 @@ impl IpsecLab {
             &ns.name,
             "edge",
             2,
-            "  ipsec: {acceptedIkeIdTypes: [FQDN]}\n",
+            &format!("  ipsec: {{acceptedIkeIdTypes: [FQDN]{ipsec_extra}}}\n"),
         )
         .await
         .unwrap_or_else(|e| panic!("the lab's MagicTunnel: {e:#}"));
@@ -738,5 +749,62 @@ async fn ipsec_without_sender_slots_a_switch_trips_the_peers_replay_window() {
         replays > 0 && p.lost.len() > 50,
         "without slots strongSwan refuses B's numbers (drops {replays}, lost {})",
         p.lost.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the node-mode cluster and root: e2e/run-local.sh"]
+async fn ipsec_a_sender_faster_than_the_floor_costs_replay_drops_after_a_switch() {
+    // The limit of the sequence floor: with a 24 h Child SA the floor moves 2^32 / 86,400 ≈
+    // 49,700 numbers/s; slot 0 of 2 uses 2 numbers per packet, so above ≈ 24,900 packets/s A's
+    // numbers run ahead of the floor, and B (starting at the floor after the switch) is below
+    // them until the floor catches up. iperf3 -R: the service sends, the nodes seal.
+    let Some(mut t) = IpsecLab::start_with(
+        "ipsec_fast_sender",
+        7,
+        true,
+        None,
+        ", lifetimes: {ikeSeconds: 172800, childSeconds: 86400}",
+    )
+    .await
+    else {
+        return;
+    };
+    let (ike, child) = spis(&t.sa());
+    t.wait_installed(NodeId::B, &child.1, Duration::from_secs(10));
+    let replay0 = t.replay_failures();
+    let egress =
+        |t: &IpsecLab| NodeId::BOTH.map(|n| t.metric(n, PACKETS, &[("direction", "egress")]));
+    let e0 = egress(&t);
+    let iperf = t.lab.iperf_with(10, None, true);
+    let ping = t.lab.ping(1000, Duration::from_millis(10));
+    std::thread::sleep(Duration::from_secs(4));
+    let e1 = egress(&t);
+    t.lab.switch_to(NodeId::B);
+    let p = ping.finish();
+    let i = iperf.finish();
+    let replays = t.replay_failures() - replay0;
+    let a_pps = (e1[0] - e0[0]) / 4.0;
+    eprintln!(
+        "IPsec, 24 h Child SA (floor 49,700/s), iperf3 -R through A at {a_pps:.0} packets/s \
+         ({:.0} numbers/s in slot 0 of 2), then a switch to B: strongSwan replay drops \
+         {replays}, pings {}/{} (lost {}: {:.0} ms), iperf3 {:.0} Mbit/s mean, longest stall \
+         {:.1} s, intervals {:?}",
+        a_pps * 2.0,
+        p.received,
+        p.sent,
+        p.lost.len(),
+        p.loss_time().as_secs_f64() * 1e3,
+        i.mean_mbps(),
+        i.longest_stall(),
+        i.intervals
+            .iter()
+            .map(|b| (b / 1e6).round())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(spis(&t.sa()), (ike, child), "SPIs unchanged");
+    assert!(
+        t.lab.ping_once(Duration::from_secs(2)),
+        "traffic through B once the floor caught up"
     );
 }
