@@ -405,6 +405,32 @@ impl IpsecLab {
         self.charon.full_log().matches(REPLAY_FAILED).count()
     }
 
+    /// The MagicTunnel's `status.endpoints[]` as (pod, ikeOwner, installedGeneration), and its
+    /// Synchronized condition.
+    async fn endpoints(&self) -> (Vec<(String, Option<bool>, Option<u64>)>, Option<String>) {
+        let status = self
+            ._ns
+            .tunnels()
+            .get(&self.tunnel.name)
+            .await
+            .ok()
+            .and_then(|t| t.status);
+        let Some(status) = status else {
+            return (Vec::new(), None);
+        };
+        let eps = status
+            .endpoints
+            .iter()
+            .map(|e| (e.pod.clone(), e.ike_owner, e.installed_generation))
+            .collect();
+        let sync = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Synchronized")
+            .map(|c| format!("{} ({}: {})", c.status, c.reason, c.message));
+        (eps, sync)
+    }
+
     fn metric(&self, n: NodeId, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.lab.metric(&self.lab.node(n), NODE_HTTP, name, labels)
     }
@@ -566,6 +592,26 @@ async fn ipsec_owner_killed_the_survivor_answers_dpd_and_rekey() {
         "same SAs after DPD"
     );
     assert_eq!(t.sync(NodeId::B)["role"], "owner", "B claimed ownership");
+    // The operator reports the new owner from the Secret's summary.json.
+    let b_pod = t.tunnel.pods[1].clone();
+    let reported = magictunnel_e2e::eventually(
+        "status.endpoints[] naming B the IKE owner",
+        Duration::from_secs(30),
+        || async {
+            let (eps, _) = t.endpoints().await;
+            eps.iter()
+                .any(|(pod, owner, _)| *pod == b_pod && *owner == Some(true))
+                .then_some(())
+        },
+    )
+    .await;
+    let last = t.endpoints().await;
+    eprintln!(
+        "IPsec after the kill: MagicTunnel status.endpoints (pod, ikeOwner, installedGeneration) \
+         {:?}; Synchronized {:?}",
+        last.0, last.1
+    );
+    assert!(reported.is_ok(), "status.endpoints[] names B the IKE owner");
     // A Child SA rekey answered by B: new Child SPIs, the same IKE SA.
     let rekey_start = Instant::now();
     assert!(t.charon.rekey_child(CONN), "swanctl --rekey --child");
