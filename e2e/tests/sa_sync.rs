@@ -1,7 +1,7 @@
 //! The SA Secret client of anycast replicas (`tunnel_pod::sync::kube`) against a real API
 //! server, under exactly the Role the operator grants a tunnel pod: get, watch and update of
-//! the one Secret `<tunnel>-sa` (resourceNames), with a ServiceAccount token from
-//! `kubectl create token`. Proves: get; watch with the name field selector from the get's
+//! the one Secret `<tunnel>-sa` (resourceNames), with a ServiceAccount token (TokenRequest,
+//! as `kubectl create token`). Proves: get; watch with the name field selector from the get's
 //! resourceVersion; replace as compare-and-swap (a stale resourceVersion conflicts, exactly
 //! one of two racing writers wins); acks under conflict; and that the token can do nothing
 //! else (another Secret, list). Then two sync engines over the real Secret: the owner
@@ -34,21 +34,19 @@ where
         .expect("create")
 }
 
-/// A client that authenticates with a token of the tunnel pod's ServiceAccount.
-async fn token_client(ns: &str, sa: &str) -> Client {
-    let out = std::process::Command::new("kubectl")
-        .args(["create", "token", sa, "-n", ns, "--duration", "10m"])
-        .output()
-        .expect("kubectl");
-    assert!(
-        out.status.success(),
-        "kubectl create token: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout)
-        .expect("utf8")
-        .trim()
-        .to_string();
+/// A client that authenticates with a token of the tunnel pod's ServiceAccount (a
+/// TokenRequest, what `kubectl create token` asks for).
+async fn token_client(admin: &Client, ns: &str, sa: &str) -> Client {
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(admin.clone(), ns);
+    let request = json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"expirationSeconds": 600}
+    });
+    let answer: k8s_openapi::api::authentication::v1::TokenRequest = sas
+        .create_subresource("token", sa, &PostParams::default(), &request)
+        .await
+        .expect("a token for the tunnel pod's ServiceAccount");
+    let token = answer.status.and_then(|s| s.token).expect("the token");
     let mut config = kube::Config::infer().await.expect("config");
     config.auth_info = kube::config::AuthInfo {
         token: Some(token.into()),
@@ -119,7 +117,7 @@ async fn secret_client_under_the_tunnel_pod_role() {
             "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": n}]}),
     )
     .await;
-    let pod = token_client(&n, &sa).await;
+    let pod = token_client(&admin, &n, &sa).await;
     let store = SecretStore::new(pod.clone(), &n, &secret_name);
 
     // Nothing else: another Secret, list.

@@ -1,9 +1,10 @@
 //! The IKE task's half of SA synchronisation (`crate::sync`): export and install of the
 //! shared state, the write-ahead of the owner's messages, claims, the Secret's watch, acks.
 //!
-//! All of it runs in the IKE task: a write is awaited inline (at most [`WRITE_TIMEOUT`]), so
-//! nothing the core does in between can slip out unpublished. Acks are written by a task of
-//! their own (they hold nothing up).
+//! All of it runs in the IKE task: a write is awaited inline (at most [`WRITE_TIMEOUT`] per
+//! request), so nothing the core does in between can slip out unpublished. A writer's ack of
+//! what it wrote rides on the write itself; a follower's ack of what it installed is written by
+//! a task of its own (it holds nothing up; only the latest generation if several queue up).
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddrV4;
