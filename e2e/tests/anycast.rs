@@ -90,7 +90,7 @@ fn ingress(lab: &AnycastLab) -> [f64; 2] {
 
 #[test]
 #[ignore = "needs root: e2e/run-local.sh"]
-fn gre_path_switch_mid_stream_loses_nothing() {
+fn anycast_gre_path_switch_mid_stream_loses_nothing() {
     let mut lab = gre_lab(0);
 
     // 1. Pings every 10 ms while the router moves the anycast address A → B → A.
@@ -163,7 +163,7 @@ fn gre_path_switch_mid_stream_loses_nothing() {
 
 #[test]
 #[ignore = "needs root: e2e/run-local.sh"]
-fn gre_health_probes_are_answered_by_whichever_node_receives_them() {
+fn anycast_gre_health_probes_are_answered_by_whichever_node_receives_them() {
     let mut lab = gre_lab(1);
     let customer = lab.customer();
     let healthy = wait_for(Duration::from_secs(20), Duration::from_millis(200), || {
@@ -454,7 +454,7 @@ fn spis(sa: &IkeSa) -> ((String, String), (String, String)) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the node-mode cluster and root: e2e/run-local.sh"]
-async fn ipsec_path_switch_keeps_the_sas_and_the_traffic() {
+async fn anycast_ipsec_path_switch_keeps_the_sas_and_the_traffic() {
     let Some(mut t) = IpsecLab::start("ipsec_path_switch", 2, true, None).await else {
         return;
     };
@@ -533,7 +533,7 @@ async fn ipsec_path_switch_keeps_the_sas_and_the_traffic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the node-mode cluster and root: e2e/run-local.sh"]
-async fn ipsec_owner_killed_the_survivor_answers_dpd_and_rekey() {
+async fn anycast_ipsec_owner_killed_the_survivor_answers_dpd_and_rekey() {
     let Some(mut t) = IpsecLab::start("ipsec_owner_killed", 3, true, None).await else {
         return;
     };
@@ -640,7 +640,7 @@ async fn ipsec_owner_killed_the_survivor_answers_dpd_and_rekey() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the node-mode cluster and root: e2e/run-local.sh"]
-async fn ipsec_a_late_replica_installs_the_sas_before_it_is_ready() {
+async fn anycast_ipsec_a_late_replica_installs_the_sas_before_it_is_ready() {
     let Some(mut t) = IpsecLab::start("ipsec_late_replica", 4, false, None).await else {
         return;
     };
@@ -692,7 +692,7 @@ fn quantile(samples: &[f64], q: f64) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the node-mode cluster and root: e2e/run-local.sh"]
-async fn ipsec_rekeys_propagate_and_cost_few_api_writes() {
+async fn anycast_ipsec_rekeys_propagate_and_cost_few_api_writes() {
     let Some(t) = IpsecLab::start("ipsec_rekey_propagation", 5, true, None).await else {
         return;
     };
@@ -767,7 +767,7 @@ async fn ipsec_rekeys_propagate_and_cost_few_api_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the node-mode cluster and root: e2e/run-local.sh"]
-async fn ipsec_without_sender_slots_a_switch_trips_the_peers_replay_window() {
+async fn anycast_ipsec_without_sender_slots_a_switch_trips_the_peers_replay_window() {
     // The baseline of the slot scheme: B's config says `replicas: 1`, so B seals as the single
     // sender of today (it continues from the sequence number published with the SA) while A
     // uses slot 0 of 2. After A carried traffic, B's numbers are far below A's: strongSwan's
@@ -800,7 +800,7 @@ async fn ipsec_without_sender_slots_a_switch_trips_the_peers_replay_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the node-mode cluster and root: e2e/run-local.sh"]
-async fn ipsec_a_sender_faster_than_the_floor_costs_replay_drops_after_a_switch() {
+async fn anycast_ipsec_a_sender_faster_than_the_floor_costs_replay_drops_after_a_switch() {
     // The limit of the sequence floor: with a 24 h Child SA the floor moves 2^32 / 86,400 ≈
     // 49,700 numbers/s; slot 0 of 2 uses 2 numbers per packet, so above ≈ 24,900 packets/s A's
     // numbers run ahead of the floor, and B (starting at the floor after the switch) is below
