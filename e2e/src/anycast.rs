@@ -621,6 +621,11 @@ impl AnycastLab {
     /// An iperf3 TCP transfer customer → service for `secs` seconds (`-b` `rate` if given),
     /// reported every 0.5 s. The server runs in the service namespace for one test.
     pub fn iperf(&self, secs: u32, rate: Option<&str>) -> Iperf {
+        self.iperf_with(secs, rate, false)
+    }
+
+    /// [`AnycastLab::iperf`], with `reverse` the service sending (`-R`): the nodes seal ESP.
+    pub fn iperf_with(&self, secs: u32, rate: Option<&str>, reverse: bool) -> Iperf {
         let mut server = self.in_ns(
             &self.service(),
             "iperf3",
@@ -651,6 +656,9 @@ impl AnycastLab {
         ];
         if let Some(r) = rate {
             args.extend(["-b", r]);
+        }
+        if reverse {
+            args.push("-R");
         }
         let client = self
             .in_ns(&self.customer(), "iperf3", &args)

@@ -90,7 +90,7 @@ fn ingress(lab: &AnycastLab) -> [f64; 2] {
 
 #[test]
 #[ignore = "needs root: e2e/run-local.sh"]
-fn gre_path_switch_mid_stream_loses_nothing() {
+fn anycast_gre_path_switch_mid_stream_loses_nothing() {
     let mut lab = gre_lab(0);
 
     // 1. Pings every 10 ms while the router moves the anycast address A → B → A.
@@ -163,7 +163,7 @@ fn gre_path_switch_mid_stream_loses_nothing() {
 
 #[test]
 #[ignore = "needs root: e2e/run-local.sh"]
-fn gre_health_probes_are_answered_by_whichever_node_receives_them() {
+fn anycast_gre_health_probes_are_answered_by_whichever_node_receives_them() {
     let mut lab = gre_lab(1);
     let customer = lab.customer();
     let healthy = wait_for(Duration::from_secs(20), Duration::from_millis(200), || {
@@ -256,6 +256,17 @@ impl IpsecLab {
     /// `b_replicas`: the `replicas` of B's config (default: the operator's, 2); 1 makes B a
     /// slot-less sender (today's scheme), the anti-replay baseline.
     async fn start(test: &str, slot: u8, start_b: bool, b_replicas: Option<u8>) -> Option<Self> {
+        Self::start_with(test, slot, start_b, b_replicas, "").await
+    }
+
+    /// [`IpsecLab::start`] with more `ipsec` fields (flow style, e.g. `, lifetimes: {…}`).
+    async fn start_with(
+        test: &str,
+        slot: u8,
+        start_b: bool,
+        b_replicas: Option<u8>,
+        ipsec_extra: &str,
+    ) -> Option<Self> {
         let client = magictunnel_e2e::client_or_skip(test).await?;
         let binary = tunnel_pod_binary().unwrap_or_else(|e| panic!("{e}"));
         let ns = TestNamespace::new(&client, "e2e-anycast")
@@ -266,7 +277,7 @@ impl IpsecLab {
             &ns.name,
             "edge",
             2,
-            "  ipsec: {acceptedIkeIdTypes: [FQDN]}\n",
+            &format!("  ipsec: {{acceptedIkeIdTypes: [FQDN]{ipsec_extra}}}\n"),
         )
         .await
         .unwrap_or_else(|e| panic!("the lab's MagicTunnel: {e:#}"));
@@ -394,6 +405,32 @@ impl IpsecLab {
         self.charon.full_log().matches(REPLAY_FAILED).count()
     }
 
+    /// The MagicTunnel's `status.endpoints[]` as (pod, ikeOwner, installedGeneration), and its
+    /// Synchronized condition.
+    async fn endpoints(&self) -> (Vec<(String, Option<bool>, Option<u64>)>, Option<String>) {
+        let status = self
+            ._ns
+            .tunnels()
+            .get(&self.tunnel.name)
+            .await
+            .ok()
+            .and_then(|t| t.status);
+        let Some(status) = status else {
+            return (Vec::new(), None);
+        };
+        let eps = status
+            .endpoints
+            .iter()
+            .map(|e| (e.pod.clone(), e.ike_owner, e.installed_generation))
+            .collect();
+        let sync = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Synchronized")
+            .map(|c| format!("{} ({}: {})", c.status, c.reason, c.message));
+        (eps, sync)
+    }
+
     fn metric(&self, n: NodeId, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.lab.metric(&self.lab.node(n), NODE_HTTP, name, labels)
     }
@@ -417,7 +454,7 @@ fn spis(sa: &IkeSa) -> ((String, String), (String, String)) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the node-mode cluster and root: e2e/run-local.sh"]
-async fn ipsec_path_switch_keeps_the_sas_and_the_traffic() {
+async fn anycast_ipsec_path_switch_keeps_the_sas_and_the_traffic() {
     let Some(mut t) = IpsecLab::start("ipsec_path_switch", 2, true, None).await else {
         return;
     };
@@ -496,7 +533,7 @@ async fn ipsec_path_switch_keeps_the_sas_and_the_traffic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the node-mode cluster and root: e2e/run-local.sh"]
-async fn ipsec_owner_killed_the_survivor_answers_dpd_and_rekey() {
+async fn anycast_ipsec_owner_killed_the_survivor_answers_dpd_and_rekey() {
     let Some(mut t) = IpsecLab::start("ipsec_owner_killed", 3, true, None).await else {
         return;
     };
@@ -555,6 +592,26 @@ async fn ipsec_owner_killed_the_survivor_answers_dpd_and_rekey() {
         "same SAs after DPD"
     );
     assert_eq!(t.sync(NodeId::B)["role"], "owner", "B claimed ownership");
+    // The operator reports the new owner from the Secret's summary.json.
+    let b_pod = t.tunnel.pods[1].clone();
+    let reported = magictunnel_e2e::eventually(
+        "status.endpoints[] naming B the IKE owner",
+        Duration::from_secs(30),
+        || async {
+            let (eps, _) = t.endpoints().await;
+            eps.iter()
+                .any(|(pod, owner, _)| *pod == b_pod && *owner == Some(true))
+                .then_some(())
+        },
+    )
+    .await;
+    let last = t.endpoints().await;
+    eprintln!(
+        "IPsec after the kill: MagicTunnel status.endpoints (pod, ikeOwner, installedGeneration) \
+         {:?}; Synchronized {:?}",
+        last.0, last.1
+    );
+    assert!(reported.is_ok(), "status.endpoints[] names B the IKE owner");
     // A Child SA rekey answered by B: new Child SPIs, the same IKE SA.
     let rekey_start = Instant::now();
     assert!(t.charon.rekey_child(CONN), "swanctl --rekey --child");
@@ -583,7 +640,7 @@ async fn ipsec_owner_killed_the_survivor_answers_dpd_and_rekey() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the node-mode cluster and root: e2e/run-local.sh"]
-async fn ipsec_a_late_replica_installs_the_sas_before_it_is_ready() {
+async fn anycast_ipsec_a_late_replica_installs_the_sas_before_it_is_ready() {
     let Some(mut t) = IpsecLab::start("ipsec_late_replica", 4, false, None).await else {
         return;
     };
@@ -635,7 +692,7 @@ fn quantile(samples: &[f64], q: f64) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the node-mode cluster and root: e2e/run-local.sh"]
-async fn ipsec_rekeys_propagate_and_cost_few_api_writes() {
+async fn anycast_ipsec_rekeys_propagate_and_cost_few_api_writes() {
     let Some(t) = IpsecLab::start("ipsec_rekey_propagation", 5, true, None).await else {
         return;
     };
@@ -710,7 +767,7 @@ async fn ipsec_rekeys_propagate_and_cost_few_api_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the node-mode cluster and root: e2e/run-local.sh"]
-async fn ipsec_without_sender_slots_a_switch_trips_the_peers_replay_window() {
+async fn anycast_ipsec_without_sender_slots_a_switch_trips_the_peers_replay_window() {
     // The baseline of the slot scheme: B's config says `replicas: 1`, so B seals as the single
     // sender of today (it continues from the sequence number published with the SA) while A
     // uses slot 0 of 2. After A carried traffic, B's numbers are far below A's: strongSwan's
@@ -738,5 +795,62 @@ async fn ipsec_without_sender_slots_a_switch_trips_the_peers_replay_window() {
         replays > 0 && p.lost.len() > 50,
         "without slots strongSwan refuses B's numbers (drops {replays}, lost {})",
         p.lost.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the node-mode cluster and root: e2e/run-local.sh"]
+async fn anycast_ipsec_a_sender_faster_than_the_floor_costs_replay_drops_after_a_switch() {
+    // The limit of the sequence floor: with a 24 h Child SA the floor moves 2^32 / 86,400 ≈
+    // 49,700 numbers/s; slot 0 of 2 uses 2 numbers per packet, so above ≈ 24,900 packets/s A's
+    // numbers run ahead of the floor, and B (starting at the floor after the switch) is below
+    // them until the floor catches up. iperf3 -R: the service sends, the nodes seal.
+    let Some(mut t) = IpsecLab::start_with(
+        "ipsec_fast_sender",
+        7,
+        true,
+        None,
+        ", lifetimes: {ikeSeconds: 172800, childSeconds: 86400}",
+    )
+    .await
+    else {
+        return;
+    };
+    let (ike, child) = spis(&t.sa());
+    t.wait_installed(NodeId::B, &child.1, Duration::from_secs(10));
+    let replay0 = t.replay_failures();
+    let egress =
+        |t: &IpsecLab| NodeId::BOTH.map(|n| t.metric(n, PACKETS, &[("direction", "egress")]));
+    let e0 = egress(&t);
+    let iperf = t.lab.iperf_with(10, None, true);
+    let ping = t.lab.ping(1000, Duration::from_millis(10));
+    std::thread::sleep(Duration::from_secs(4));
+    let e1 = egress(&t);
+    t.lab.switch_to(NodeId::B);
+    let p = ping.finish();
+    let i = iperf.finish();
+    let replays = t.replay_failures() - replay0;
+    let a_pps = (e1[0] - e0[0]) / 4.0;
+    eprintln!(
+        "IPsec, 24 h Child SA (floor 49,700/s), iperf3 -R through A at {a_pps:.0} packets/s \
+         ({:.0} numbers/s in slot 0 of 2), then a switch to B: strongSwan replay drops \
+         {replays}, pings {}/{} (lost {}: {:.0} ms), iperf3 {:.0} Mbit/s mean, longest stall \
+         {:.1} s, intervals {:?}",
+        a_pps * 2.0,
+        p.received,
+        p.sent,
+        p.lost.len(),
+        p.loss_time().as_secs_f64() * 1e3,
+        i.mean_mbps(),
+        i.longest_stall(),
+        i.intervals
+            .iter()
+            .map(|b| (b / 1e6).round())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(spis(&t.sa()), (ike, child), "SPIs unchanged");
+    assert!(
+        t.lab.ping_once(Duration::from_secs(2)),
+        "traffic through B once the floor caught up"
     );
 }

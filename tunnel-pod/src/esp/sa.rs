@@ -540,7 +540,11 @@ impl Outbound {
                 return Err(SealError::SequenceExhausted);
             }
         };
-        let iv = slot.next_iv(now_ns).ok_or(SealError::SequenceExhausted)?;
+        let Some(iv) = slot.next_iv(now_ns) else {
+            // The IV counter passed 2^56 ns (≈ 833 days): as exhausted as the sequence.
+            self.seq.store(u32::MAX, Ordering::Relaxed);
+            return Err(SealError::SequenceExhausted);
+        };
         Ok((seq, iv))
     }
 }
@@ -1338,6 +1342,26 @@ mod tests {
             Err(SealError::SequenceExhausted)
         );
         assert!(late.is_exhausted() && late.needs_rekey());
+    }
+
+    #[test]
+    fn the_iv_counter_ends_at_2_pow_56_like_the_sequence() {
+        let lifetime = Duration::from_secs(1_000_000_000);
+        let out = Outbound::shared(
+            params(0x500a, EspEncryption::AesGcm16_256, None),
+            slot(1, 2),
+            EPOCH_MS,
+            lifetime,
+        )
+        .unwrap();
+        let start = EPOCH_MS * MS - IV_CLOCK_MARGIN.as_nanos() as u64;
+        seal_at(&out, &inner_v4(40), start + (1 << 56) - 1);
+        let mut buf = vec![0u8; 200];
+        assert_eq!(
+            out.seal_at(&mut buf, 40..80, NEXT_IPV4, start + (1 << 56)),
+            Err(SealError::SequenceExhausted)
+        );
+        assert!(out.is_exhausted());
     }
 
     #[test]
