@@ -333,12 +333,7 @@ impl Shell {
                     inbound_spi,
                     outbound_spi,
                 } => {
-                    if let Some(esp) = self.esp() {
-                        esp.retire(inbound_spi, outbound_spi);
-                    }
-                    self.pending.remove(&outbound_spi);
-                    self.children.remove(&outbound_spi);
-                    self.rekey_asked.remove(&inbound_spi);
+                    self.forget_child(inbound_spi, outbound_spi);
                     self.share_retire(inbound_spi);
                 }
                 Output::PeerMoved { path } => {
@@ -492,12 +487,7 @@ impl Shell {
             }
         };
         self.share_child(&inbound, &outbound, sa.activate_outbound);
-        let Some(esp) = self.path.encap.as_esp() else {
-            return;
-        };
-        let outbound = Arc::new(outbound);
-        esp.install_inbound(inbound);
-        if let SocketAddr::V4(peer) = sa.path.remote {
+        if let (SocketAddr::V4(peer), Some(esp)) = (sa.path.remote, self.esp()) {
             // ESP follows IKE: behind a NAT that is the NAT's mapping of the router's port 4500.
             // Authenticated news: the data socket connects to it (on 4500, where ESP travels).
             if sa.path.local.port() == IKE_NATT_PORT {
@@ -506,13 +496,36 @@ impl Shell {
                 esp.set_peer(peer);
             }
         }
-        if sa.activate_outbound {
+        self.put_child(inbound, outbound, sa.activate_outbound);
+    }
+
+    /// Puts a Child SA into the ESP engine: inbound at once, outbound active or, until its
+    /// [`Output::ActivateOutbound`], pending.
+    fn put_child(&mut self, inbound: Inbound, outbound: Outbound, active: bool) {
+        let path = self.path.clone();
+        let Some(esp) = path.encap.as_esp() else {
+            return;
+        };
+        let (spi_in, spi_out) = (inbound.spi(), outbound.spi());
+        let outbound = Arc::new(outbound);
+        esp.install_inbound(inbound);
+        if active {
             esp.activate_outbound(outbound);
         } else {
             esp.add_outbound(outbound.clone());
-            self.pending.insert(sa.outbound.spi, outbound);
+            self.pending.insert(spi_out, outbound);
         }
-        self.children.insert(sa.outbound.spi, sa.inbound.spi);
+        self.children.insert(spi_out, spi_in);
+    }
+
+    /// Takes a Child SA out of the ESP engine and out of the shell's bookkeeping.
+    fn forget_child(&mut self, inbound_spi: u32, outbound_spi: u32) {
+        if let Some(esp) = self.esp() {
+            esp.retire(inbound_spi, outbound_spi);
+        }
+        self.pending.remove(&outbound_spi);
+        self.children.remove(&outbound_spi);
+        self.rekey_asked.remove(&inbound_spi);
     }
 
     /// Whether a warning the peer (or anyone) can provoke may be logged now.

@@ -296,14 +296,14 @@ impl Shell {
 
     /// ESP: the Child SAs of `content` installed, the others retired.
     fn install_children(&mut self, content: &Content) {
-        let Some(esp) = self.path.encap.as_esp() else {
+        if self.esp().is_none() {
             return;
-        };
-        let slot = self.slot().unwrap_or(SenderSlot { index: 0, count: 1 });
+        }
+        let slot = self.slot().unwrap_or(SenderSlot::SINGLE);
         let replay = self.replay;
-        let Some(s) = self.sync.as_mut() else { return };
         let wanted: BTreeMap<u32, &ChildDoc> =
             content.children.iter().map(|c| (c.spi_in(), c)).collect();
+        let Some(s) = self.sync.as_mut() else { return };
         let gone: Vec<_> = s
             .children
             .iter()
@@ -311,17 +311,18 @@ impl Shell {
             .map(|(spi, c)| (*spi, c.spi_out()))
             .collect();
         for (spi_in, spi_out) in gone {
-            esp.retire(spi_in, spi_out);
-            s.children.remove(&spi_in);
-            self.pending.remove(&spi_out);
-            self.children.remove(&spi_out);
-            self.rekey_asked.remove(&spi_in);
+            self.forget_child(spi_in, spi_out);
+            if let Some(s) = self.sync.as_mut() {
+                s.children.remove(&spi_in);
+            }
         }
         for (spi_in, c) in wanted {
+            let Some(s) = self.sync.as_mut() else { return };
             if let Some(have) = s.children.get_mut(&spi_in) {
                 if c.outbound_active
                     && !have.outbound_active
-                    && let Some(o) = self.pending.remove(&c.spi_out())
+                    && let (Some(o), Some(esp)) =
+                        (self.pending.remove(&c.spi_out()), self.path.encap.as_esp())
                 {
                     esp.activate_outbound(o);
                 }
@@ -337,16 +338,8 @@ impl Shell {
                     continue;
                 }
             };
-            let outbound = Arc::new(outbound);
-            esp.install_inbound(inbound);
-            if c.outbound_active {
-                esp.activate_outbound(outbound);
-            } else {
-                esp.add_outbound(outbound.clone());
-                self.pending.insert(c.spi_out(), outbound);
-            }
-            self.children.insert(c.spi_out(), spi_in);
             s.children.insert(spi_in, c.clone());
+            self.put_child(inbound, outbound, c.outbound_active);
         }
     }
 
