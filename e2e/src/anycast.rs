@@ -29,14 +29,14 @@
 //! deletes the namespaces (and with them every veth, the host ends included).
 
 use std::collections::BTreeSet;
-use std::fs::{self, File};
+use std::fs;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::peer::{cmd, describe, output, run_ok, tail, terminate, wait_for};
+use crate::peer::{cmd, output, run_ok, spawn_logged, tail, terminate, wait_for};
 
 /// The address both nodes hold.
 pub const ANYCAST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 50);
@@ -385,20 +385,12 @@ impl AnycastLab {
     /// Starts `binary args…` in `ns` with its output in `<dir>/<label>.log`.
     fn spawn(&self, ns: &str, label: &str, binary: &Path, args: &[String]) -> LabProc {
         let log = self.dir.join(format!("{label}.log"));
-        let out = File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
-        let err = out.try_clone().unwrap_or_else(|e| panic!("{e}"));
         let mut c = cmd("ip", &["netns", "exec", ns]);
-        c.arg(binary).args(args);
-        c.env(
+        c.arg(binary).args(args).env(
             "RUST_LOG",
             std::env::var("MT_LAB_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err);
-        let child = c
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start `{}`: {e}", describe(&c)));
+        );
+        let child = spawn_logged(&mut c, &log);
         LabProc { child, log }
     }
 

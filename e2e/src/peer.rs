@@ -18,7 +18,7 @@
 //! directory. Names are fixed per tag (`mtt<tag>…`), so a new branch first removes what a killed
 //! earlier run of the same test left behind.
 
-use std::fs::{self, File};
+use std::fs;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -30,7 +30,7 @@ mod proc;
 #[path = "../../tunnel-pod/tests/common/strongswan.rs"]
 pub mod strongswan;
 
-pub use proc::{cmd, describe, output, run_ok, tail, terminate, wait_for};
+pub use proc::{cmd, describe, output, run_ok, spawn_logged, tail, terminate, wait_for};
 
 /// Which end of the lab: the strongSwan harness addresses nodes by side; a branch has one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -208,8 +208,6 @@ impl Branch {
         let config = self.dir.join("tunnel.yaml");
         fs::write(&config, config_yaml).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
         let log = self.dir.join("tunnel-pod.log");
-        let out = File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
-        let err = out.try_clone().unwrap_or_else(|e| panic!("{e}"));
         let tun = format!("{}t", self.name);
         let mut c = self.in_ns(
             &binary.to_string_lossy(),
@@ -221,10 +219,7 @@ impl Branch {
                 &tun,
             ],
         );
-        c.stdin(Stdio::null()).stdout(out).stderr(err);
-        let child = c
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start `{}`: {e}", describe(&c)));
+        let child = spawn_logged(&mut c, &log);
         self.pod = Some(PeerPod { child, log });
     }
 

@@ -56,6 +56,17 @@ pub fn run_ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Starts `cmd` with stdin closed and stdout and stderr in a new file `log`.
+pub fn spawn_logged(cmd: &mut Command, log: &Path) -> Child {
+    let out = fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    let err = out
+        .try_clone()
+        .unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("cannot start `{}`: {e}", describe(cmd)))
+}
+
 /// `cmd args…` as a [`Command`].
 pub fn cmd(program: &str, args: &[&str]) -> Command {
     let mut c = Command::new(program);
