@@ -81,8 +81,9 @@ pub struct IkeDatagram {
 }
 
 impl Path {
-    /// TUN → GRE, until the TUN device fails.
-    pub fn run_egress(&self) -> std::io::Error {
+    /// TUN → GRE or ESP, until the TUN device fails. `queue` is the TUN queue this worker
+    /// reads (each egress worker has its own; the device's first queue is `self.tun`).
+    pub fn run_egress(&self, queue: &tun::Device) -> std::io::Error {
         // Read at an offset so that the virtio header plus this leaves HEADROOM before the packet.
         const AT: usize = HEADROOM - VNET_HDR_LEN;
         let mut buf = vec![0u8; AT + TUN_BUF_LEN + TAILROOM];
@@ -90,7 +91,7 @@ impl Path {
         let mut lens = Vec::with_capacity(MAX_SEGMENTS);
         let mut headers = nix::sys::socket::MultiHeaders::preallocate(MAX_SEGMENTS, None);
         loop {
-            let n = match self.tun.recv(&mut buf[AT..]) {
+            let n = match queue.recv(&mut buf[AT..]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return e,

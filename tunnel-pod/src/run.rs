@@ -189,7 +189,7 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
             .context("starting the ICMP return thread")?;
     }
     spawn_direction("egress", path.clone(), failed_tx.clone(), |p| {
-        p.run_egress()
+        p.run_egress(&p.tun)
     })?;
     spawn_direction("ingress", path.clone(), failed_tx, move |p| {
         p.run_ingress(returns_tx)
