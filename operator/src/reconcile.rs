@@ -320,7 +320,13 @@ async fn reconcile_inner(
     };
 
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    if let Ok((_, d)) = &desired {
+    if let Ok((v, d)) = &desired {
+        // Write-ahead: the HTTP port is part of the pods' config, and a port this operator
+        // assigned but never recorded would be assigned afresh (in age order, perhaps another)
+        // by a leader that takes over: it would then replace pods that were fine.
+        if mt.status.as_ref().and_then(|s| s.http_port) != Some(v.http_port) {
+            record_http_port(ctx, mt, &namespace, v.http_port).await?;
+        }
         apply_config(ctx, &namespace, &d.config_secret).await?;
         // Before the pods: a pod naming a ServiceAccount that does not exist is refused.
         if let Some(sync) = &d.sync {
@@ -748,6 +754,29 @@ async fn write_status(
         &mt.name_any(),
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(&body),
+    )
+    .await
+    .map_err(Error::PatchStatus)?;
+    Ok(())
+}
+
+/// Records the assigned HTTP port in status alone (a merge patch: the rest of the status is
+/// left as it is until this pass writes it whole).
+async fn record_http_port(
+    ctx: &Context,
+    mt: &MagicTunnel,
+    namespace: &str,
+    port: u16,
+) -> Result<(), Error> {
+    let api: Api<MagicTunnel> = Api::namespaced(ctx.client.clone(), namespace);
+    let body = serde_json::json!({ "status": { "httpPort": port } });
+    api.patch_status(
+        &mt.name_any(),
+        &PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        },
+        &Patch::Merge(&body),
     )
     .await
     .map_err(Error::PatchStatus)?;

@@ -79,6 +79,20 @@ impl Call {
 }
 
 impl ApiServer {
+    /// The write-ahead of a newly assigned HTTP port: a merge patch of `status.httpPort` alone,
+    /// before the config Secret and the pods that carry the port.
+    async fn port_recorded(&mut self, tunnel: &str, port: u16) {
+        let call = self
+            .next("PATCH", &format!("{TUNNELS}/{tunnel}/status"))
+            .await;
+        assert_eq!(
+            call.body,
+            json!({"status": {"httpPort": port}}),
+            "only the port"
+        );
+        call.echo();
+    }
+
     async fn next(&mut self, method: &str, path: &str) -> Call {
         let (request, respond) =
             tokio::time::timeout(Duration::from_secs(5), self.handle.next_request())
@@ -311,6 +325,7 @@ async fn create_gre_tunnel_applies_config_pod_and_status() {
     let mt = gre_tunnel("branch", 1);
     let (mut api, task, metrics) = start(mt.clone(), vec![]);
 
+    api.port_recorded("branch", 9180).await;
     let apply = api.next("PATCH", &format!("{SECRETS}/branch-config")).await;
     assert!(
         apply.query.contains("fieldManager=magictunnel-operator"),
@@ -414,6 +429,7 @@ async fn first_ipsec_reconcile(mt: &MagicTunnel) -> (Value, Value, Value, Value)
         [("Normal".to_string(), "PskGenerated".to_string())]
     );
 
+    api.port_recorded("vpn", 9180).await;
     let apply = api.next("PATCH", &format!("{SECRETS}/vpn-config")).await;
     let config = config_of(&apply.body);
     assert_psk_file(&config);
@@ -591,6 +607,7 @@ async fn adopted_psk_is_used_and_never_written() {
     api.next("GET", &format!("{SECRETS}/corp-psk"))
         .await
         .reply(200, user_secret(b"a-strong-shared-key-2026"));
+    api.port_recorded("corp", 9180).await;
     let apply = api.next("PATCH", &format!("{SECRETS}/corp-config")).await;
     assert_psk_file(&config_of(&apply.body));
     assert_no_key(&apply.body, b"a-strong-shared-key-2026");
@@ -674,6 +691,7 @@ async fn missing_secret_is_reported_then_picked_up_when_it_appears() {
     api.next("GET", &format!("{SECRETS}/corp-psk"))
         .await
         .reply(200, user_secret(b"a-strong-shared-key-2026"));
+    api.port_recorded("corp", 9180).await;
     api.next("PATCH", &format!("{SECRETS}/corp-config"))
         .await
         .echo();
@@ -866,6 +884,7 @@ async fn psk_secret_name_taken_by_someone_else_is_not_overwritten() {
 async fn api_errors_fail_the_reconcile_for_retry() {
     let mt = gre_tunnel("branch", 1);
     let (mut api, task, _) = start(mt, vec![]);
+    api.port_recorded("branch", 9180).await;
     api.next("PATCH", &format!("{SECRETS}/branch-config")).await.reply(
         500,
         json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 500, "message": "etcd is down"}),
@@ -990,6 +1009,7 @@ async fn the_config_secret_records_the_generation() {
     let mut mt = gre_tunnel("branch", 1);
     mt.metadata.generation = Some(9);
     let (mut api, task, _) = start(mt, vec![]);
+    api.port_recorded("branch", 9180).await;
     let apply = api.next("PATCH", &format!("{SECRETS}/branch-config")).await;
     assert_eq!(
         apply.body["metadata"]["annotations"]["magictunnel.dev/generation"],
@@ -1097,6 +1117,7 @@ async fn anycast_ipsec_creates_the_sa_objects_before_its_pods() {
         json!(mt.metadata.uid)
     );
     created.echo();
+    api.port_recorded("vpn", 9180).await;
     let apply = api.next("PATCH", &format!("{SECRETS}/vpn-config")).await;
     let config = config_of(&apply.body);
     assert_eq!(config.replicas, 2);
@@ -1167,6 +1188,7 @@ async fn published_sa_state_drives_status_and_is_never_written() {
             .await
             .not_found();
         api.next("POST", SECRETS).await.echo();
+        api.port_recorded("vpn", 9180).await;
         for path in [
             format!("{SECRETS}/vpn-config"),
             format!("{ACCOUNTS}/vpn-tunnel-pod"),
@@ -1212,7 +1234,8 @@ async fn published_sa_state_drives_status_and_is_never_written() {
             ],
         ),
     );
-    // No write to vpn-sa: the next requests are the applies.
+    // No write to vpn-sa: the next requests are the port's record and the applies.
+    api.port_recorded("vpn", 9180).await;
     for path in [
         format!("{SECRETS}/vpn-config"),
         format!("{ACCOUNTS}/vpn-tunnel-pod"),
@@ -1294,6 +1317,7 @@ async fn one_replica_again_prunes_the_sa_objects() {
     api.next("GET", &format!("{SECRETS}/corp-psk"))
         .await
         .reply(200, user_secret(b"a-strong-shared-key-2026"));
+    api.port_recorded("vpn", 9180).await;
     let apply = api.next("PATCH", &format!("{SECRETS}/vpn-config")).await;
     let config = config_of(&apply.body);
     assert_eq!(config.replicas, 1);
