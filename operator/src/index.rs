@@ -507,11 +507,15 @@ fn remove_from<G: std::hash::Hash + Eq>(groups: &mut HashMap<G, BTreeSet<Age>>, 
 /// Every tunnel pod runs on the host network, so two tunnels on one node need different HTTP
 /// ports. The assignment is global and a function of the index, so that concurrent reconciles
 /// of different tunnels (which all read the one index) agree even before either has recorded
-/// its port: oldest first, a tunnel keeps the port recorded in its status (or, until it records
-/// one, the port handed to it before: `provisional`) unless an older tunnel holds it; then,
-/// oldest first, each tunnel without a port takes the lowest free one. When the range is exhausted the rest
-/// share the base port (pods also declare the port as a hostPort, so the scheduler never
-/// co-locates two pods that hold the same one). O(n + range).
+/// its port. First, oldest first, a tunnel keeps the port recorded in its status unless an
+/// older tunnel recorded the same; then, oldest first, a tunnel without a record keeps the port
+/// handed to it before (`provisional`) if still free; then, oldest first, each tunnel left takes
+/// the lowest free one. Recorded ports come first because a record is what pods run with (the
+/// operator records a port before it creates the pods that carry it), while a provisional port
+/// may be one that another replica's index computed and nobody used: an older tunnel's
+/// provisional port must not move a younger tunnel's running pods. When the range is exhausted
+/// the rest share the base port (pods also declare the port as a hostPort, so the scheduler
+/// never co-locates two pods that hold the same one). O(n log n + range).
 pub fn assign_ports(
     by_age: &std::collections::BTreeMap<Age, Option<u16>>,
     provisional: &HashMap<ObjectKey, u16>,
@@ -524,29 +528,41 @@ pub fn assign_ports(
             .filter(|i| *i < usize::from(count))
     };
     let mut taken = vec![false; usize::from(count)];
+    let mut claim = |p: Option<u16>| {
+        let t = taken.get_mut(slot(p?)?).filter(|t| !**t)?;
+        *t = true;
+        p
+    };
     let mut out = HashMap::with_capacity(by_age.len());
+    let mut unrecorded = Vec::new();
     let mut waiting = Vec::new();
     for (age, recorded) in by_age {
-        let held = recorded.or_else(|| provisional.get(&age.key).copied());
-        let free_slot = held.and_then(|p| {
-            let t = taken.get_mut(slot(p)?).filter(|t| !**t)?;
-            *t = true;
-            Some(p)
-        });
-        match free_slot {
+        match recorded {
+            Some(p) => match claim(Some(*p)) {
+                Some(p) => {
+                    out.insert(age.key.clone(), p);
+                }
+                None => waiting.push(age),
+            },
+            None => unrecorded.push(age),
+        }
+    }
+    for age in unrecorded {
+        match claim(provisional.get(&age.key).copied()) {
             Some(p) => {
                 out.insert(age.key.clone(), p);
             }
-            None => waiting.push(&age.key),
+            None => waiting.push(age),
         }
     }
+    waiting.sort();
     let mut free = taken
         .iter()
         .enumerate()
         .filter(|(_, t)| !**t)
         .filter_map(|(i, _)| base.checked_add(u16::try_from(i).ok()?));
-    for key in waiting {
-        out.insert(key.clone(), free.next().unwrap_or(base));
+    for age in waiting {
+        out.insert(age.key.clone(), free.next().unwrap_or(base));
     }
     out
 }

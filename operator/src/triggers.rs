@@ -351,6 +351,24 @@ mod tests {
     }
 
     #[test]
+    fn a_recorded_port_beats_an_older_tunnels_provisional_one() {
+        // This replica's index handed 9180 to x (older) and 9181 to y before it led. The
+        // leader that then died recorded 9180 for y and created y's pod with it (write-ahead),
+        // x got nothing yet. Taking over, this replica must keep y's pod: x moves, y stays.
+        let x = gre_tunnel("x", 1);
+        let y = gre_tunnel("y", 2);
+        let t = tracker_with(&[&x, &y]);
+        assert_eq!(t.read().http_port(&x), 9180);
+        assert_eq!(t.read().http_port(&y), 9181);
+        assert_eq!(
+            names(t.observe(&Event::Apply(guard(&with_port(y.clone(), 9180))))),
+            ["x"]
+        );
+        assert_eq!(t.read().http_port(&y), 9180);
+        assert_eq!(t.read().http_port(&x), 9181);
+    }
+
+    #[test]
     fn a_relist_triggers_what_changed_while_the_watch_was_down() {
         let young = gre_tunnel("young", 2);
         let mut old = gre_tunnel("old", 1);
