@@ -41,11 +41,11 @@ const RX_BATCH: usize = 64;
 const RX_SLOT: usize = 4096;
 /// With UDP GRO: datagrams per batch, each slot large enough for what the kernel coalesces
 /// (at most 64 KiB of UDP payload) after `RX_OFFSET`.
-const GRO_BATCH: usize = 8;
-const GRO_SLOT: usize = RX_OFFSET + 65_536;
+pub const GRO_BATCH: usize = 8;
+pub const GRO_SLOT: usize = RX_OFFSET + 65_536;
 /// Datagrams are received this far into their slot, so that even an ESP packet with no IV
 /// leaves room for the virtio header before its inner packet.
-const RX_OFFSET: usize = 16;
+pub const RX_OFFSET: usize = 16;
 /// The longest datagram the data socket takes on port 4500; the IKE task holds datagrams for
 /// 4500 that reach it by other ways (lobby, handover) to the same limit.
 pub const MAX_DATAGRAM: usize = RX_SLOT - RX_OFFSET - 1;
