@@ -212,7 +212,7 @@ impl Path {
                     let socket = self.socket.load();
                     let refused = burst.send(
                         &self.encap,
-                        &**socket,
+                        &socket,
                         packet,
                         gso_size,
                         self.destination(),
