@@ -7,6 +7,7 @@
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::Ipv4Net;
@@ -557,15 +558,18 @@ pub struct Opened {
     pub next_header: u8,
 }
 
-/// The inbound half: verifies, replay-checks and opens ESP packets.
+/// The inbound half: verifies, replay-checks and opens ESP packets. Shared by every thread that
+/// receives on the SA (the data path's receive thread, the IKE task's strays): the keys are
+/// immutable after install, the counters atomic, and only the replay window is locked, never
+/// across the ICV check and decryption (see [`open`](Self::open)).
 #[derive(Debug)]
 pub struct Inbound {
     params: SaParams,
     transform: Transform,
-    window: ReplayWindow,
-    bytes: u64,
-    packets: u64,
-    expired: bool,
+    window: Mutex<ReplayWindow>,
+    bytes: AtomicU64,
+    packets: AtomicU64,
+    expired: AtomicBool,
 }
 
 /// Serialisable state of an inbound SA.
@@ -587,10 +591,10 @@ impl Inbound {
         Ok(Inbound {
             transform: transform(&params)?,
             params,
-            window,
-            bytes: 0,
-            packets: 0,
-            expired: false,
+            window: Mutex::new(window),
+            bytes: AtomicU64::new(0),
+            packets: AtomicU64::new(0),
+            expired: AtomicBool::new(false),
         })
     }
 
@@ -600,18 +604,24 @@ impl Inbound {
         Ok(Inbound {
             transform: transform(&state.params)?,
             params: state.params,
-            window,
-            bytes: 0,
-            packets: 0,
-            expired: false,
+            window: Mutex::new(window),
+            bytes: AtomicU64::new(0),
+            packets: AtomicU64::new(0),
+            expired: AtomicBool::new(false),
         })
     }
 
     pub fn state(&self) -> InboundState {
         InboundState {
             params: self.params.clone(),
-            replay: self.window.snapshot(),
+            replay: self.window().snapshot(),
         }
+    }
+
+    /// The replay window, locked. Its methods never panic (see `replay`), so a poisoned lock
+    /// still holds a consistent window.
+    fn window(&self) -> MutexGuard<'_, ReplayWindow> {
+        self.window.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn spi(&self) -> u32 {
@@ -624,35 +634,52 @@ impl Inbound {
 
     /// Bytes and packets opened so far.
     pub fn usage(&self) -> (u64, u64) {
-        (self.bytes, self.packets)
+        (
+            self.bytes.load(Ordering::Relaxed),
+            self.packets.load(Ordering::Relaxed),
+        )
     }
 
-    /// Opens the ESP packet `packet` (starting at the SPI) in place.
     /// Reports the SA's age; past its time lifetime it refuses every packet.
-    pub fn check_age(&mut self, age: std::time::Duration) -> Age {
+    pub fn check_age(&self, age: std::time::Duration) -> Age {
         let status = age_status(age, self.params.lifetime.seconds);
-        self.expired |= status == Age::Expired;
+        if status == Age::Expired {
+            self.expired.store(true, Ordering::Relaxed);
+        }
         status
     }
 
-    pub fn open(&mut self, packet: &mut [u8]) -> Result<Opened, Refused> {
+    /// Opens the ESP packet `packet` (starting at the SPI) in place. Safe to call from several
+    /// threads at once: each sequence number is accepted at most once.
+    ///
+    /// RFC 4303 §3.4.3: "If the preliminary check is successful, the receiver cannot yet modify
+    /// its local counter, because the integrity of the Sequence Number has not been verified at
+    /// this point." and "The receive window is updated only if the integrity verification
+    /// succeeds." So the window is locked twice: for the preliminary check, and after the ICV
+    /// verified for the accept, which checks again (another thread may have accepted the same
+    /// number in between: then this copy is the replay). The ICV check and decryption, the
+    /// packet's real cost, run unlocked.
+    pub fn open(&self, packet: &mut [u8]) -> Result<Opened, Refused> {
         let limit = self.params.lifetime;
-        let reached = |used: u64, l: Option<u64>| l.is_some_and(|l| used >= l);
-        if self.expired || reached(self.bytes, limit.bytes) || reached(self.packets, limit.packets)
+        // Concurrent opens may each pass this before either counts: a lifetime can be
+        // overrun by at most one packet per receiving thread.
+        let reached =
+            |used: &AtomicU64, l: Option<u64>| l.is_some_and(|l| used.load(Ordering::Relaxed) >= l);
+        if self.expired.load(Ordering::Relaxed)
+            || reached(&self.bytes, limit.bytes)
+            || reached(&self.packets, limit.packets)
         {
             return Err(Refused::Exhausted);
         }
         let seq = esp::Packet::new_checked(&*packet)
             .map_err(|_| Refused::Truncated)?
             .sequence();
-        // RFC 4303 §3.4.3: the cheap replay check comes before the ICV check, the window
-        // update after it.
-        self.window.check(seq).map_err(replay_drop)?;
+        self.window().check(seq).map_err(replay_drop)?;
         let body = self.transform.open(packet).map_err(|e| match e {
             OpenError::Truncated => Refused::Truncated,
             OpenError::BadIcv => Refused::BadIcv,
         })?;
-        self.window.accept(seq).map_err(replay_drop)?;
+        self.window().accept(seq).map_err(replay_drop)?;
         let plain = packet.get(body.clone()).ok_or(Refused::Truncated)?;
         let (Some(&next_header), Some(&pad)) = (
             plain.last(),
@@ -701,8 +728,8 @@ impl Inbound {
         {
             return Err(Refused::SelectorMismatch);
         }
-        self.bytes += inner_len as u64;
-        self.packets += 1;
+        self.bytes.fetch_add(inner_len as u64, Ordering::Relaxed);
+        self.packets.fetch_add(1, Ordering::Relaxed);
         Ok(Opened { inner, next_header })
     }
 }
@@ -787,7 +814,7 @@ mod tests {
     fn round_trip_every_suite_and_size() {
         for (enc, integ) in all_suites() {
             let out = Outbound::new(params(0x1000, enc, integ)).unwrap();
-            let mut inb = Inbound::new(params(0x1000, enc, integ), Some(1024)).unwrap();
+            let inb = Inbound::new(params(0x1000, enc, integ), Some(1024)).unwrap();
             for len in [20, 21, 64, 65, 512, 1399, 1400, 1401] {
                 let inner = inner_v4(len);
                 let mut p = seal(&out, &inner);
@@ -805,7 +832,7 @@ mod tests {
     #[test]
     fn sequence_numbers_start_at_one_and_replays_are_dropped() {
         let out = Outbound::new(params(7, EspEncryption::AesGcm16_256, None)).unwrap();
-        let mut inb =
+        let inb =
             Inbound::new(params(7, EspEncryption::AesGcm16_256, None), Some(1024)).unwrap();
         let packets: Vec<Vec<u8>> = (0..2000).map(|_| seal(&out, &inner_v4(60))).collect();
         assert_eq!(
@@ -829,7 +856,7 @@ mod tests {
         assert_eq!(replayed + too_old, 2000);
         assert!(too_old >= 2000 - 1024);
         // With protection off the same replays are accepted.
-        let mut open_all =
+        let open_all =
             Inbound::new(params(7, EspEncryption::AesGcm16_256, None), None).unwrap();
         for p in packets.iter().chain(packets.iter()) {
             open_all.open(&mut p.clone()).unwrap();
@@ -839,7 +866,7 @@ mod tests {
     #[test]
     fn forged_packet_does_not_move_the_window() {
         let out = Outbound::new(params(7, EspEncryption::AesGcm16_128, None)).unwrap();
-        let mut inb = Inbound::new(params(7, EspEncryption::AesGcm16_128, None), Some(64)).unwrap();
+        let inb = Inbound::new(params(7, EspEncryption::AesGcm16_128, None), Some(64)).unwrap();
         let good = seal(&out, &inner_v4(40));
         let mut forged = good.clone();
         forged[4..8].copy_from_slice(&1_000_000u32.to_be_bytes());
@@ -957,7 +984,7 @@ mod tests {
         let mut p = params(1, EspEncryption::AesGcm16_128, None);
         p.lifetime.packets = Some(3);
         let peer = Outbound::new(params(1, EspEncryption::AesGcm16_128, None)).unwrap();
-        let mut inb = Inbound::new(p, None).unwrap();
+        let inb = Inbound::new(p, None).unwrap();
         for _ in 0..3 {
             inb.open(&mut seal(&peer, &inner_v4(40))).unwrap();
         }
@@ -973,7 +1000,7 @@ mod tests {
         let mut p = params(1, EspEncryption::AesGcm16_128, None);
         p.lifetime.seconds = Some(100);
         let out = Outbound::new(p.clone()).unwrap();
-        let mut inb = Inbound::new(p, None).unwrap();
+        let inb = Inbound::new(p, None).unwrap();
         assert_eq!(out.check_age(Duration::from_secs(10)), Age::Fresh);
         let sealed = seal(&out, &inner_v4(40));
         assert_eq!(out.check_age(Duration::from_secs(95)), Age::Rekey);
@@ -1003,7 +1030,7 @@ mod tests {
             remote: p.traffic_selectors.local.clone(),
         };
         let peer_out = Outbound::new(peer).unwrap();
-        let mut inb = Inbound::new(p.clone(), None).unwrap();
+        let inb = Inbound::new(p.clone(), None).unwrap();
         let good = seal(&peer_out, &inner_v4(40));
         inb.open(&mut good.clone()).unwrap();
         // A sender with "any" selectors slips in 10.0.0.1 → 10.0.0.3: refused after decryption.
@@ -1045,7 +1072,7 @@ mod tests {
         let replica = Outbound::restore(back).unwrap();
         let p = seal(&replica, &inner_v4(40));
         assert_eq!(esp::Packet::new_checked(&p[..]).unwrap().sequence(), 2);
-        let mut inb = Inbound::new(
+        let inb = Inbound::new(
             params(
                 0xabcd,
                 EspEncryption::AesCbc256,
@@ -1059,7 +1086,6 @@ mod tests {
             serde_json::from_str(&serde_json::to_string(&inb.state()).unwrap()).unwrap(),
         )
         .unwrap();
-        let mut moved = moved;
         assert_eq!(
             moved.open(&mut p.clone()),
             Err(Refused::Replayed),
@@ -1075,7 +1101,7 @@ mod tests {
             Some(Integrity::HmacSha1_96),
         ))
         .unwrap();
-        let mut inb = Inbound::new(
+        let inb = Inbound::new(
             params(3, EspEncryption::AesCbc128, Some(Integrity::HmacSha1_96)),
             Some(64),
         )
@@ -1154,10 +1180,10 @@ mod tests {
     fn slots_share_an_sa(enc: EspEncryption, integ: Option<Integrity>, count: u8, rounds: u64) {
         let p = params(0x5000, enc, integ);
         let (mut senders, published) = replicas(&p, count);
-        let mut inb = Inbound::new(p.clone(), Some(1024)).unwrap();
+        let inb = Inbound::new(p.clone(), Some(1024)).unwrap();
         let mut ivs = HashSet::new();
         let mut now = EPOCH_MS * MS + 5 * MS;
-        let mut run = |senders: &[Outbound], now: &mut u64, ivs: &mut HashSet<Vec<u8>>| {
+        let run = |senders: &[Outbound], now: &mut u64, ivs: &mut HashSet<Vec<u8>>| {
             let mut last = vec![0u32; usize::from(count)];
             for _ in 0..rounds {
                 // `count` µs per round: the floor moves ≈ 1.2 · count per round, so each slot
@@ -1255,7 +1281,7 @@ mod tests {
         // window accepts B's packets right after A's.
         let p = params(0x5003, EspEncryption::AesGcm16_256, None);
         let (senders, _) = replicas(&p, 2);
-        let mut inb = Inbound::new(p, Some(64)).unwrap();
+        let inb = Inbound::new(p, Some(64)).unwrap();
         let mut now = EPOCH_MS * MS + 60_000 * MS; // one minute into the SA's life
         for _ in 0..5000 {
             now += 10_000;
