@@ -21,4 +21,5 @@ pub mod offload;
 pub mod run;
 pub mod sync;
 pub mod tun_offload;
+pub mod tun_queue;
 pub mod wire;

@@ -363,6 +363,8 @@ pub struct Metrics {
     pub keepalives_reflected: Counter,
     pub socket_errors: Counter,
     pub nat_keepalives_sent: Counter,
+    /// TUN queues, one egress worker each (`--queues`).
+    pub tun_queues: Gauge,
     pub ike: IkeMetrics,
     pub sync: SyncMetrics,
 }
@@ -437,6 +439,12 @@ impl Default for Metrics {
             "NAT keepalives (RFC 3948 §2.3) sent on the ESP port",
             nat_keepalives_sent.clone(),
         );
+        let tun_queues = Gauge::default();
+        registry.register(
+            "tun_queues",
+            "Queues of the TUN interface, each read by its own egress thread",
+            tun_queues.clone(),
+        );
         let ike = IkeMetrics::default();
         ike.register(&mut registry);
         let sync = SyncMetrics::default();
@@ -457,6 +465,7 @@ impl Default for Metrics {
             keepalives_reflected,
             socket_errors,
             nat_keepalives_sent,
+            tun_queues,
         };
         m.set_health(State::Unknown);
         m
