@@ -1495,6 +1495,148 @@ mod tests {
         assert_eq!((seqs.len(), ivs.len()), (8000, 8000));
         assert!(seqs.iter().all(|s| s % 2 == 0));
     }
+
+    // ---- Several threads on one SA (egress workers, the receive thread and the IKE task) ----
+
+    /// A deterministic Fisher–Yates shuffle of each `chunk`-long run of `v`: packets reordered,
+    /// but none moved further than `chunk` from its place.
+    fn shuffle_locally<T>(v: &mut [T], chunk: usize, mut seed: u64) {
+        for run in v.chunks_mut(chunk) {
+            for i in (1..run.len()).rev() {
+                seed = seed
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                run.swap(i, (seed >> 33) as usize % (i + 1));
+            }
+        }
+    }
+
+    /// Opens `stream` with `threads` threads taking packets in stream order from a shared index;
+    /// returns each packet's (sequence number, verdict).
+    fn open_concurrently(
+        inb: &Inbound,
+        stream: &[Vec<u8>],
+        threads: usize,
+    ) -> Vec<(u32, Result<(), Refused>)> {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            let hs: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut verdicts = Vec::new();
+                        while let Some(p) = stream.get(next.fetch_add(1, Ordering::Relaxed)) {
+                            let r = inb.open(&mut p.clone()).map(|_| ());
+                            verdicts.push((seq_of(p), r));
+                        }
+                        verdicts
+                    })
+                })
+                .collect();
+            hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        })
+    }
+
+    /// Egress workers sealing on one SA at once: every sequence number 1..=n used exactly once,
+    /// no wire IV twice, and an anti-replay receiver opens each packet once, in any order within
+    /// its window.
+    #[test]
+    fn concurrent_sealers_share_no_number_or_iv_and_each_packet_opens_once() {
+        const THREADS: usize = 4;
+        const EACH: usize = 3000;
+        for (enc, integ) in [
+            (EspEncryption::AesGcm16_256, None),
+            (EspEncryption::AesCbc256, Some(Integrity::HmacSha2_256_128)),
+        ] {
+            let out = &Outbound::new(params(0x6001, enc, integ)).unwrap();
+            let mut all: Vec<Vec<u8>> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..THREADS)
+                    .map(|_| s.spawn(|| (0..EACH).map(|_| seal(out, &inner_v4(60))).collect::<Vec<_>>()))
+                    .collect::<Vec<_>>();
+                hs.into_iter()
+                    .flat_map(|h| h.join().unwrap())
+                    .collect::<Vec<Vec<u8>>>()
+            });
+            let n = THREADS * EACH;
+            let seqs: HashSet<u32> = all.iter().map(|p| seq_of(p)).collect();
+            assert_eq!(seqs, (1..=n as u32).collect(), "{enc:?}");
+            let ivs: HashSet<Vec<u8>> = all.iter().map(|p| wire_iv(out, p)).collect();
+            assert_eq!(ivs.len(), n, "{enc:?}: a wire IV repeated");
+            assert_eq!(out.usage().1, n as u64);
+            // Wire order: roughly by number (the senders share one socket), reordered locally.
+            all.sort_by_key(|p| seq_of(p));
+            shuffle_locally(&mut all, 500, 7);
+            let inb = Inbound::new(params(0x6001, enc, integ), Some(1024)).unwrap();
+            for p in &all {
+                assert_eq!(inb.open(&mut p.clone()).map(|_| ()), Ok(()), "{enc:?}");
+            }
+            assert!(all.iter().all(|p| inb.open(&mut p.clone()).is_err()));
+            assert_eq!(inb.usage().1, n as u64);
+        }
+    }
+
+    /// Receivers opening one SA at once: the window is checked and updated under its lock, the
+    /// decryption runs outside it, so two copies of a number may be decrypted at the same time;
+    /// the accept's second check must still let exactly one through.
+    #[test]
+    fn concurrent_receivers_accept_each_number_exactly_once() {
+        const DISTINCT: u32 = 6000;
+        const WINDOW: u32 = 8192;
+        for (enc, integ) in [
+            (EspEncryption::AesGcm16_256, None),
+            (EspEncryption::AesCbc128, Some(Integrity::HmacSha1_96)),
+        ] {
+            let p = params(0x6002, enc, integ);
+            let out = Outbound::new(p.clone()).unwrap();
+            let sealed: Vec<Vec<u8>> = (0..DISTINCT).map(|_| seal(&out, &inner_v4(48))).collect();
+            // Each packet 1 to 4 times, the copies next to each other before the shuffle, so
+            // that they are often in flight at once.
+            let mut stream: Vec<Vec<u8>> = sealed
+                .iter()
+                .enumerate()
+                .flat_map(|(i, pkt)| std::iter::repeat_n(pkt.clone(), 1 + i * 7 % 4))
+                .collect();
+            shuffle_locally(&mut stream, 64, 11);
+            // A window wider than the whole stream: however the threads are scheduled, no
+            // first copy can fall behind it, so every verdict below is determined.
+            let inb = Inbound::new(p.clone(), Some(WINDOW)).unwrap();
+            let verdicts = open_concurrently(&inb, &stream, 4);
+            assert_eq!(verdicts.len(), stream.len());
+            let mut accepted = vec![0u32; DISTINCT as usize + 1];
+            for (seq, r) in &verdicts {
+                match r {
+                    Ok(()) => accepted[*seq as usize] += 1,
+                    Err(e) => assert_eq!(*e, Refused::Replayed, "{enc:?} seq {seq}"),
+                }
+            }
+            assert!(
+                accepted[1..].iter().all(|&a| a == 1),
+                "{enc:?}: accepted other than once: {:?}",
+                accepted
+                    .iter()
+                    .enumerate()
+                    .skip(1)
+                    .filter(|(_, a)| **a != 1)
+                    .take(5)
+                    .collect::<Vec<_>>()
+            );
+            assert_eq!(inb.usage().1, u64::from(DISTINCT));
+            // The right edge jumps a window ahead: every earlier number is now too old.
+            let ahead = Outbound::restore(OutboundState {
+                params: p.clone(),
+                seq: DISTINCT + WINDOW,
+                iv_base: 1 << 40,
+                shared: None,
+            })
+            .unwrap();
+            let mut jump = seal(&ahead, &inner_v4(48));
+            assert!(inb.open(&mut jump).is_ok());
+            let late = open_concurrently(&inb, &sealed, 4);
+            assert!(
+                late.iter().all(|(_, r)| *r == Err(Refused::TooOld)),
+                "{enc:?}"
+            );
+        }
+    }
 }
 
 #[cfg(test)]
