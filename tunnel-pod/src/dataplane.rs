@@ -1,5 +1,5 @@
-//! The data path: one blocking thread per direction around the sans-IO encapsulation in
-//! `encap` (GRE or ESP in UDP).
+//! The data path: blocking threads around the sans-IO encapsulation in `encap` (GRE or ESP in
+//! UDP), one for ingress and one per TUN queue for egress (see `run`).
 //!
 //! Threads rather than async tasks: each direction is a tight read → transform → write loop on
 //! one device pair, and blocking syscalls on a dedicated core cost less than readiness polling.
