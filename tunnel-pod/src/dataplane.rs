@@ -19,6 +19,7 @@ use crate::gre::HEADROOM;
 use crate::health::{self, ProbeSpec};
 use crate::io;
 use crate::metrics::Metrics;
+use crate::packet_tx::{GreTx, PacketTx};
 use crate::offload::{
     Coalescer, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6, VNET_HDR_LEN, VnetHdr,
     complete_checksum, segment,
@@ -66,6 +67,8 @@ pub struct Path {
     pub coalesce: bool,
     /// IKE messages that arrive on the ESP socket (port 4500) go here, to the IKE task.
     pub ike: Option<mpsc::Sender<IkeDatagram>>,
+    /// GRE with `--gre-tx packet`: the AF_PACKET ring TSO bursts go through when resolved.
+    pub gre_tx: Option<Arc<GreTx>>,
 }
 
 /// A datagram for the IKE task from the data path's socket: an IKE message, or ESP of an SPI
@@ -133,10 +136,15 @@ impl Path {
                             .dropped_n(DropReason::NoSa, frames.len() as u64);
                         continue;
                     };
-                    let refused = io::send_batch(&self.socket.load(), &mut headers, &frames, to);
-                    for _ in 0..refused {
-                        self.metrics.dropped(DropReason::SendError);
-                    }
+                    let refused = match self.gre_tx.as_ref().and_then(|t| t.ring().map(|r| (t, r))) {
+                        Some((tx, ring)) => self.send_on_ring(tx, &ring, &frames),
+                        None => {
+                            let refused =
+                                io::send_batch(&self.socket.load(), &mut headers, &frames, to);
+                            self.metrics.dropped_n(DropReason::SendError, refused as u64);
+                            refused
+                        }
+                    };
                     let sent = frames.len() - refused;
                     self.metrics.egress.packets.inc_by(sent as u64);
                     // Bytes are approximate when some were refused: the average size is used.
@@ -144,6 +152,26 @@ impl Path {
                     self.metrics.egress.bytes.inc_by(bytes as u64);
                 }
                 _ => self.metrics.dropped(DropReason::BadOffload),
+            }
+        }
+    }
+
+    /// GRE: one burst through the AF_PACKET ring; returns how many datagrams did not go. A
+    /// failed ring is given up (raw socket until `keep_resolved` opens a new one).
+    fn send_on_ring(&self, tx: &GreTx, ring: &PacketTx, frames: &[&[u8]]) -> usize {
+        match ring.send_batch(frames) {
+            Ok(done) => {
+                self.metrics
+                    .dropped_n(DropReason::TxRingFull, done.ring_full as u64);
+                self.metrics
+                    .dropped_n(DropReason::SendError, done.refused as u64);
+                frames.len() - done.sent
+            }
+            Err(e) => {
+                tx.failed(&e);
+                self.metrics
+                    .dropped_n(DropReason::SendError, frames.len() as u64);
+                frames.len()
             }
         }
     }

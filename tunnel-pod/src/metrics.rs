@@ -363,6 +363,8 @@ pub struct Metrics {
     pub keepalives_reflected: Counter,
     pub socket_errors: Counter,
     pub nat_keepalives_sent: Counter,
+    /// GRE: 1 while egress bursts go through the AF_PACKET ring, 0 on the raw socket.
+    pub gre_tx_packet: Gauge,
     pub ike: IkeMetrics,
     pub sync: SyncMetrics,
 }
@@ -437,6 +439,12 @@ impl Default for Metrics {
             "NAT keepalives (RFC 3948 §2.3) sent on the ESP port",
             nat_keepalives_sent.clone(),
         );
+        let gre_tx_packet = Gauge::default();
+        registry.register(
+            "gre_tx_packet",
+            "GRE egress: 1 through the AF_PACKET TX ring, 0 through the raw socket (unresolved link, or --gre-tx raw)",
+            gre_tx_packet.clone(),
+        );
         let ike = IkeMetrics::default();
         ike.register(&mut registry);
         let sync = SyncMetrics::default();
@@ -457,6 +465,7 @@ impl Default for Metrics {
             keepalives_reflected,
             socket_errors,
             nat_keepalives_sent,
+            gre_tx_packet,
         };
         m.set_health(State::Unknown);
         m
