@@ -54,10 +54,12 @@ pub enum DropReason {
     SelectorMismatch,
     /// IKE: a message arrived faster than the IKE task takes them (its queue was full).
     IkeBacklog,
+    /// GRE over AF_PACKET: every TX ring frame was still held by the kernel.
+    TxRingFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 25] = [
+    pub const ALL: [DropReason; 26] = [
         DropReason::Truncated,
         DropReason::BadVersion,
         DropReason::ReservedBits,
@@ -83,6 +85,7 @@ impl DropReason {
         DropReason::NoSa,
         DropReason::SelectorMismatch,
         DropReason::IkeBacklog,
+        DropReason::TxRingFull,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -112,6 +115,7 @@ impl DropReason {
             DropReason::NoSa => "no_sa",
             DropReason::SelectorMismatch => "selector_mismatch",
             DropReason::IkeBacklog => "ike_backlog",
+            DropReason::TxRingFull => "tx_ring_full",
         }
     }
 
