@@ -19,11 +19,11 @@ use crate::gre::HEADROOM;
 use crate::health::{self, ProbeSpec};
 use crate::io;
 use crate::metrics::Metrics;
-use crate::tun_queue::{Tun, TunQueue};
 use crate::offload::{
     Coalescer, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6, VNET_HDR_LEN, VnetHdr,
     complete_checksum, segment,
 };
+use crate::tun_queue::{Tun, TunQueue};
 use crate::wire::{gre::ETHERTYPE_IPV4, ipv4};
 
 /// Bytes read from the TUN device at once: a virtio header and a packet of up to 64 KiB.

@@ -3,8 +3,8 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 

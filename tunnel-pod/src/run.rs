@@ -17,9 +17,9 @@ use crate::gre::{Gre, HEADROOM};
 use crate::health::{self, ProbeSpec, Prober};
 use crate::http::{self, Status};
 use crate::io;
-use crate::tun_queue::Tun;
 use crate::metrics::Metrics;
 use crate::netlink::Netlink;
+use crate::tun_queue::Tun;
 use crate::wire::udp_encap::KEEPALIVE;
 
 /// IKE (RFC 7296 §2) and NAT traversal (RFC 3948: ESP in UDP, IKE behind the non-ESP marker).

@@ -21,9 +21,10 @@
 //!
 //! # Offload
 //!
-//! `IFF_VNET_HDR` (every packet preceded by a virtio-net header) is a device flag that every
-//! attach must repeat (`TUNSETIFF` sets the device's flags from each call); `TUNSETOFFLOAD`
-//! sets the device's features, so it is issued once, on the first queue.
+//! `IFF_VNET_HDR` (every packet preceded by a virtio-net header) is a device flag: the
+//! `TUNSETIFF` that creates the device sets it, later attaches must agree on `IFF_MULTI_QUEUE`
+//! and leave the flags alone, so every queue passes the same flags. `TUNSETOFFLOAD` sets the
+//! device's features (`set_offload(tun, …)`), so it is issued once, on the first queue.
 #![allow(unsafe_code)]
 
 use std::fs::{File, OpenOptions};
@@ -130,7 +131,10 @@ impl Tun {
     pub fn send(&self, frame: &[u8]) -> std::io::Result<usize> {
         let queue = match self.queues.len() {
             1 => self.first(),
-            n => self.queues.get(flow_queue(frame, n)).unwrap_or(self.first()),
+            n => self
+                .queues
+                .get(flow_queue(frame, n))
+                .unwrap_or(self.first()),
         };
         queue.send(frame)
     }
@@ -302,7 +306,8 @@ mod tests {
             p[0] = 0x60;
             p[6] = 6;
             p[8..24].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
-            p[24..40].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+            p[24..40]
+                .copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
             p[40..42].copy_from_slice(&sport.to_be_bytes());
             f
         };

@@ -832,8 +832,7 @@ mod tests {
     #[test]
     fn sequence_numbers_start_at_one_and_replays_are_dropped() {
         let out = Outbound::new(params(7, EspEncryption::AesGcm16_256, None)).unwrap();
-        let inb =
-            Inbound::new(params(7, EspEncryption::AesGcm16_256, None), Some(1024)).unwrap();
+        let inb = Inbound::new(params(7, EspEncryption::AesGcm16_256, None), Some(1024)).unwrap();
         let packets: Vec<Vec<u8>> = (0..2000).map(|_| seal(&out, &inner_v4(60))).collect();
         assert_eq!(
             esp::Packet::new_checked(&packets[0][..])
@@ -856,8 +855,7 @@ mod tests {
         assert_eq!(replayed + too_old, 2000);
         assert!(too_old >= 2000 - 1024);
         // With protection off the same replays are accepted.
-        let open_all =
-            Inbound::new(params(7, EspEncryption::AesGcm16_256, None), None).unwrap();
+        let open_all = Inbound::new(params(7, EspEncryption::AesGcm16_256, None), None).unwrap();
         for p in packets.iter().chain(packets.iter()) {
             open_all.open(&mut p.clone()).unwrap();
         }
@@ -1550,7 +1548,13 @@ mod tests {
             let out = &Outbound::new(params(0x6001, enc, integ)).unwrap();
             let mut all: Vec<Vec<u8>> = std::thread::scope(|s| {
                 let hs: Vec<_> = (0..THREADS)
-                    .map(|_| s.spawn(|| (0..EACH).map(|_| seal(out, &inner_v4(60))).collect::<Vec<_>>()))
+                    .map(|_| {
+                        s.spawn(|| {
+                            (0..EACH)
+                                .map(|_| seal(out, &inner_v4(60)))
+                                .collect::<Vec<_>>()
+                        })
+                    })
                     .collect::<Vec<_>>();
                 hs.into_iter()
                     .flat_map(|h| h.join().unwrap())
