@@ -21,9 +21,10 @@
 //!
 //! # Offload
 //!
-//! `IFF_VNET_HDR` (every packet preceded by a virtio-net header) is a device flag that every
-//! attach must repeat (`TUNSETIFF` sets the device's flags from each call); `TUNSETOFFLOAD`
-//! sets the device's features, so it is issued once, on the first queue.
+//! `IFF_VNET_HDR` (every packet preceded by a virtio-net header) is a device flag: the
+//! `TUNSETIFF` that creates the device sets it, later attaches must agree on `IFF_MULTI_QUEUE`
+//! and leave the flags alone, so every queue passes the same flags. `TUNSETOFFLOAD` sets the
+//! device's features (`set_offload(tun, …)`), so it is issued once, on the first queue.
 #![allow(unsafe_code)]
 
 use std::fs::{File, OpenOptions};
