@@ -117,9 +117,14 @@ fn gre_encapsulation_agrees() {
                 buf[range.clone()].copy_from_slice(inner);
                 let out = g.encap_at(&mut buf, range).unwrap();
                 check_gre_datagram(&buf[out.clone()], &g, inner);
-                // And our decap finds the same inner packet.
+                // And the peer's decap finds the same inner packet.
+                let peer = Gre {
+                    local: g.customer,
+                    customer: g.local,
+                    ..g
+                };
                 let mut dgram = buf[out].to_vec();
-                let got = g.decap(&mut dgram).unwrap();
+                let got = peer.decap(&mut dgram).unwrap();
                 assert_eq!(&dgram[got.range], &inner[..]);
             }
         }
@@ -288,9 +293,11 @@ fn tso_segments_ipv6_agree() {
 fn complete_partial(packet: &mut [u8], h: &VnetHdr) {
     let start = usize::from(h.csum_start);
     let field = start + usize::from(h.csum_offset);
+    // etherparse sums native-endian words: `.to_be()` turns the result into the field's value.
     let c = Sum16BitWords::new()
         .add_slice(&packet[start..])
-        .ones_complement();
+        .ones_complement()
+        .to_be();
     packet[field..field + 2].copy_from_slice(&c.to_be_bytes());
 }
 
