@@ -6,6 +6,9 @@
 //! header is checked field by field against RFC 2784/2890 and etherparse parses the IPv4 outer
 //! header and the inner packet after it.
 
+// Tests may unwrap: a panic there is a failed test, which is the point (as in the lib's tests).
+#![allow(clippy::unwrap_used)]
+
 use std::net::Ipv4Addr;
 
 use etherparse::checksum::Sum16BitWords;
@@ -56,7 +59,11 @@ fn check_gre_datagram(dgram: &[u8], g: &Gre, inner: &[u8]) {
     let outer = Ipv4HeaderSlice::from_slice(dgram).expect("etherparse: outer IPv4");
     assert_eq!(outer.version(), 4);
     assert_eq!(outer.ihl(), 5);
-    assert_eq!(usize::from(outer.total_len()), dgram.len(), "outer total length");
+    assert_eq!(
+        usize::from(outer.total_len()),
+        dgram.len(),
+        "outer total length"
+    );
     assert_eq!(outer.ttl(), g.ttl);
     assert!(!outer.dont_fragment(), "DF is clear (wire/ipv4 Repr::emit)");
     assert!(!outer.more_fragments());
@@ -272,7 +279,11 @@ fn tso_segments_ipv6_agree() {
     let mut carried = Vec::new();
     for (i, s) in segs.iter().enumerate() {
         let ip = Ipv6HeaderSlice::from_slice(s).expect("etherparse: IPv6");
-        assert_eq!(usize::from(ip.payload_length()) + 40, s.len(), "IPv6 payload length");
+        assert_eq!(
+            usize::from(ip.payload_length()) + 40,
+            s.len(),
+            "IPv6 payload length"
+        );
         assert_eq!(ip.next_header(), IpNumber::TCP);
         assert_eq!(ip.hop_limit(), 60);
         let tcp = TcpSlice::from_slice(&s[40..]).expect("etherparse: TCP");
@@ -407,7 +418,11 @@ fn mss_clamp_agrees() {
             } else {
                 tcp.calc_checksum_ipv4(SRC4, DST4).unwrap()
             };
-            assert_eq!(tcp.checksum(), want, "TCP checksum after clamping ({options:?})");
+            assert_eq!(
+                tcp.checksum(),
+                want,
+                "TCP checksum after clamping ({options:?})"
+            );
             // The other options are untouched.
             let others = |t: &TcpSlice<'_>| {
                 t.options_iterator()
