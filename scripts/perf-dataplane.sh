@@ -10,7 +10,7 @@
 # taken only while a tunnel-pod thread runs, so kernel work it causes elsewhere (the veth peer's
 # softirq when it runs in iperf3's context, for one) is not in the profile; PERF_ALL=1 records the
 # whole machine (perf record -a) instead. The lab, the configs and TUNNEL_POD_ARGS are those of
-# scripts/bench-dataplane.sh, which this runs with ROWS="1:esp 1:gre" (MODES picks the modes, e.g.
+# scripts/bench-dataplane.sh, which this runs with ROWS="1:veth 1:esp 1:gre" (MODES picks the modes, e.g.
 # MODES="esp esp-cbc gre") and PERF_DIR; its table is printed too (perf's own overhead is in its
 # CPU column). The build is a release build with line tables (CARGO_PROFILE_RELEASE_DEBUG=
 # line-tables-only), so user symbols resolve; TUNNEL_POD=path skips it. TOP (default 25) sets the
@@ -36,12 +36,12 @@ fi
 OUT=${PERF_OUT:-$(mktemp -d "${TMPDIR:-/tmp}/mtperf.XXXXXX")}
 mkdir -p "$OUT"
 
-rows=""
+rows="1:veth"
 for mode in $MODES; do
     [[ $mode == strongswan || $mode == veth ]] && continue
     rows+=" 1:$mode"
 done
-[[ -n $rows ]] || { echo "$0: no tunnel-pod mode in MODES" >&2; exit 64; }
+[[ $rows != 1:veth ]] || { echo "$0: no tunnel-pod mode in MODES" >&2; exit 64; }
 
 ROWS="$rows" MODES="$MODES" PERF_DIR="$OUT" TUNNEL_POD="$TUNNEL_POD" \
     scripts/bench-dataplane.sh "$DURATION"
