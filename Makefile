@@ -84,10 +84,17 @@ bench: bench-dataplane
 	cargo bench -p magictunnel-operator --bench pure_path
 	cargo bench -p magictunnel-tunnel-pod --bench gre_path
 
-# iperf3 through two tunnel-pods (GRE, ESP) beside raw veth in one run; then strongSwan.
+# One table from one run: raw veth, GRE, ESP AES-256-GCM, ESP AES-256-CBC + HMAC-SHA2-256 (1 and 4
+# TCP streams) and strongSwan kernel-libipsec, with Gbit/s, / veth and tunnel-pod CPU-s/GB
+# (BENCHMARKS.md, issue #12). TUNNEL_POD_ARGS, MODES and ROWS pass through the environment.
 bench-dataplane:
 	scripts/bench-dataplane.sh
-	scripts/bench-strongswan.sh
+
+# perf record -e cpu-clock -g of both tunnel-pods during one ESP and one GRE stream: top symbols,
+# kernel / user split. Run it on an idle machine.
+.PHONY: perf-dataplane
+perf-dataplane:
+	scripts/perf-dataplane.sh
 
 # 1,000 IKE SAs against one tunnel-pod, and handshakes/s beside strongSwan (issue #10).
 .PHONY: bench-ike

@@ -1,32 +1,84 @@
 #!/usr/bin/env bash
-# Throughput of the userspace dataplane against the raw veth it runs on, in one invocation.
+# Throughput and CPU cost of the userspace dataplane against the raw veth it runs on and against
+# strongSwan, every row in one invocation and one table.
 #
-#   sudo scripts/bench-dataplane.sh [DURATION_SECONDS] [PARALLEL_STREAMS]     (defaults: 10 1)
+#   sudo scripts/bench-dataplane.sh [DURATION_SECONDS] [STREAMS]     (default: 10, every row)
 #
-# Builds tunnel-pod (release), makes two network namespaces joined by a veth pair, and measures
-# an iperf3 TCP transfer from A to B over the veth itself (baseline), then through two
-# tunnel-pods for each of MODES (default "gre esp"): GRE (MTU 1476) and ESP AES-256-GCM in UDP
-# 4500 with static SAs (MTU 1400); MSS clamp Auto, health checks at the default rate. Prints a
-# Markdown table. Everything it creates is removed on exit, also on Ctrl-C.
+# Builds tunnel-pod (release), makes two network namespaces joined by a veth pair and runs one
+# iperf3 TCP transfer from A to B per row, in this order (ROWS, "STREAMS:PATH" words):
 #
-# Environment: TUNNEL_POD=path skips the build and uses that binary; TUNNEL_POD_ARGS adds flags
-# to `tunnel-pod run` (e.g. --no-offload for the one-packet-per-syscall path); PYTHON picks the
-# interpreter that parses iperf3's JSON (stdlib only; default python3).
+#   1:veth 1:gre 1:esp 1:esp-cbc 4:gre 4:esp 4:veth 1:strongswan
+#
+#   veth        over the veth itself (the baseline of the "/ veth" column)
+#   gre         through two tunnel-pods, GRE, MTU 1476
+#   esp         through two tunnel-pods, ESP AES-256-GCM-16 in UDP 4500, static SAs, MTU 1400
+#   esp-cbc     the same with AES-256-CBC + HMAC-SHA2-256-128
+#   strongswan  through two charons (kernel-libipsec: userspace ESP AES-256-GCM-16 in UDP 4500,
+#               IKEv2 PSK; `aesni` loaded, see lib-netns.sh), the same setup as bench-strongswan.sh
+#
+# tunnel-pods get MSS clamp Auto and health checks at the default rate, and are started afresh for
+# every row (so one row's state cannot leak into the next). Columns: streams (iperf3 -P), path,
+# Gbit/s received, the ratio to the raw veth row with the same number of streams (else the first
+# veth row), TCP retransmits, and CPU-s/GB: utime + stime from /proc/PID/stat of both tunnel-pod
+# processes (both charons for strongSwan), read right before and right after the iperf3 client
+# runs, summed over both endpoints, divided by the GB (10^9 bytes) iperf3 received. On this VM
+# both endpoints, both TCP stacks and iperf3 share the same cores, so Gbit/s depends on the load;
+# CPU-s/GB is the figure that carries to separate hosts. The load average at start and end is
+# printed with the table. Everything it creates is removed on exit, also on Ctrl-C.
+#
+# Environment:
+#   TUNNEL_POD=path        skip the build and use that binary
+#   TUNNEL_POD_ARGS=...    flags added to `tunnel-pod run` (e.g. --no-offload, --no-udp-offload,
+#                          --queues N, --gre-tx raw), for every tunnel-pod row
+#   MODES="gre esp ..."    which non-veth paths of ROWS run (default: gre esp esp-cbc strongswan);
+#                          the veth rows always run
+#   ROWS="1:veth 1:esp"    replaces the row list
+#   PERF_DIR=dir           record `perf record -e cpu-clock -g` of both tunnel-pods during each
+#                          tunnel-pod row into dir/<row>.data (scripts/perf-dataplane.sh uses it;
+#                          perf's own cost then shows in the CPU column; PERF_ALL=1: perf -a)
+#   PYTHON                 the interpreter that parses iperf3's JSON (stdlib only; default python3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${1:-10}
-PARALLEL=${2:-1}
-MODES=${MODES:-gre esp}
+ONLY_STREAMS=${2:-}
+MODES=${MODES:-gre esp esp-cbc strongswan}
+ROWS=${ROWS:-1:veth 1:gre 1:esp 1:esp-cbc 4:gre 4:esp 4:veth 1:strongswan}
 PYTHON=${PYTHON:-python3}
-[[ $DURATION =~ ^[0-9]+$ && $PARALLEL =~ ^[0-9]+$ ]] || {
-    echo "usage: $0 [DURATION_SECONDS] [PARALLEL_STREAMS]" >&2
+[[ $DURATION =~ ^[0-9]+$ && $DURATION -gt 0 && $ONLY_STREAMS =~ ^[0-9]*$ && $# -le 2 ]] || {
+    echo "usage: $0 [DURATION_SECONDS] [STREAMS]" >&2
     exit 64
 }
 [[ $EUID -eq 0 ]] || { echo "$0: needs root (network namespaces)" >&2; exit 1; }
 for tool in ip iperf3 curl ss "$PYTHON"; do
     command -v "$tool" >/dev/null || { echo "$0: $tool not found" >&2; exit 1; }
 done
+
+# The rows that run: MODES filters the tunnel paths, STREAMS the stream counts.
+SELECTED=()
+for row in $ROWS; do
+    streams=${row%%:*} path=${row#*:}
+    [[ $streams =~ ^[0-9]+$ && $streams -gt 0 ]] || { echo "$0: bad row $row" >&2; exit 64; }
+    case $path in
+        veth | gre | esp | esp-cbc | strongswan) ;;
+        *) echo "$0: unknown path in row $row" >&2; exit 64 ;;
+    esac
+    [[ $path == veth || " $MODES " == *" $path "* ]] || continue
+    [[ -z $ONLY_STREAMS || $streams == "$ONLY_STREAMS" ]] || continue
+    SELECTED+=("$row")
+done
+((${#SELECTED[@]})) || { echo "$0: no row selected" >&2; exit 64; }
+
+# shellcheck source=scripts/lib-netns.sh
+. "$PWD/scripts/lib-netns.sh"
+SWAN_OK=0
+if [[ " ${SELECTED[*]} " == *":strongswan "* ]]; then
+    need_strongswan && SWAN_OK=1 || echo "$0: strongSwan rows skipped" >&2
+fi
+if [[ -n ${PERF_DIR:-} ]]; then
+    command -v perf >/dev/null || { echo "$0: PERF_DIR set but perf not found" >&2; exit 1; }
+    mkdir -p "$PERF_DIR"
+fi
 
 if [[ -z ${TUNNEL_POD:-} ]]; then
     cargo build --release -q -p magictunnel-tunnel-pod
@@ -37,21 +89,40 @@ fi
 ID="mtb$$"
 NS_A="${ID}a" NS_B="${ID}b" VETH_A="${ID}va" VETH_B="${ID}vb"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/$ID.XXXXXX")
+chmod 700 "$WORK"
 PIDS=()
 NAMESPACES=()
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# shellcheck source=scripts/lib-netns.sh
-. "$PWD/scripts/lib-netns.sh"
 cleanup() { reap_lab; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 make_link
+# strongSwan's traffic selectors: one address per side on lo.
+ip -n "$NS_A" addr add 10.98.0.1/32 dev lo
+ip -n "$NS_B" addr add 10.98.0.2/32 dev lo
 
-# ESP static SAs: A sends with SPI 4097, B with 8194; random AES-256-GCM keys + salts.
-KEY_AB=$(head -c 36 /dev/urandom | base64 -w0)
-KEY_BA=$(head -c 36 /dev/urandom | base64 -w0)
-sa() { echo "{spi: $1, encryption: AES-GCM-16-256, encryptionKey: \"$2\"}"; }
+# ESP static SAs: A sends with SPI 4097, B with 8194; random keys, never logged (files are 0600
+# in the 0700 work directory).
+umask 077
+KEY_GCM_AB=$(head -c 36 /dev/urandom | base64 -w0)
+KEY_GCM_BA=$(head -c 36 /dev/urandom | base64 -w0)
+KEY_CBC_AB=$(head -c 32 /dev/urandom | base64 -w0)
+KEY_CBC_BA=$(head -c 32 /dev/urandom | base64 -w0)
+KEY_HMAC_AB=$(head -c 32 /dev/urandom | base64 -w0)
+KEY_HMAC_BA=$(head -c 32 /dev/urandom | base64 -w0)
+# sa MODE SPI DIRECTION: the static SA for MODE (esp or esp-cbc) in DIRECTION (ab or ba).
+sa() {
+    local enc int
+    if [[ $1 == esp-cbc ]]; then
+        enc=KEY_CBC_${3^^} int=KEY_HMAC_${3^^}
+        echo "{spi: $2, encryption: AES-CBC-256, encryptionKey: \"${!enc}\", integrity: HMAC-SHA2-256-128, integrityKey: \"${!int}\"}"
+    else
+        enc=KEY_GCM_${3^^}
+        echo "{spi: $2, encryption: AES-GCM-16-256, encryptionKey: \"${!enc}\"}"
+    fi
+}
 
 # config MODE SIDE LOCAL CUSTOMER INTERFACE_ADDRESS OUT_SA IN_SA
 config() {
@@ -68,20 +139,24 @@ config() {
     } >"$WORK/$1-$2.yaml"
 }
 
-# start_pods MODE: a tunnel-pod in each namespace, waited for until both are ready.
+# start_pods MODE: a tunnel-pod in each namespace (POD_A, POD_B), waited for until both are ready.
 start_pods() {
-    config "$1" a 203.0.113.1 203.0.113.2 10.99.0.0/31 "$(sa 4097 "$KEY_AB")" "$(sa 8194 "$KEY_BA")"
-    config "$1" b 203.0.113.2 203.0.113.1 10.99.0.1/31 "$(sa 8194 "$KEY_BA")" "$(sa 4097 "$KEY_AB")"
+    config "$1" a 203.0.113.1 203.0.113.2 10.99.0.0/31 "$(sa "$1" 4097 ab)" "$(sa "$1" 8194 ba)"
+    config "$1" b 203.0.113.2 203.0.113.1 10.99.0.1/31 "$(sa "$1" 8194 ba)" "$(sa "$1" 4097 ab)"
+    # `ip netns exec` execs the command: $! is the tunnel-pod itself (its /proc/PID/stat below).
+    # shellcheck disable=SC2086 # TUNNEL_POD_ARGS is a list of flags
     ip netns exec "$NS_A" "$TUNNEL_POD" run --config "$WORK/$1-a.yaml" --interface "${ID}ta" \
         ${TUNNEL_POD_ARGS:-} >"$WORK/$1-a.log" 2>&1 &
     POD_A=$!
     PIDS+=("$POD_A")
+    # shellcheck disable=SC2086
     ip netns exec "$NS_B" "$TUNNEL_POD" run --config "$WORK/$1-b.yaml" --interface "${ID}tb" \
         ${TUNNEL_POD_ARGS:-} >"$WORK/$1-b.log" 2>&1 &
     POD_B=$!
     PIDS+=("$POD_B")
     for _ in $(seq 100); do
         if ready "$NS_A" && ready "$NS_B"; then return; fi
+        kill -0 "$POD_A" 2>/dev/null && kill -0 "$POD_B" 2>/dev/null || break
         sleep 0.2
     done
     echo "$0: $1 tunnel-pods not ready within 20 s" >&2
@@ -98,25 +173,64 @@ stop_pods() {
 
 ready() { [[ $(ip netns exec "$1" curl -s -o /dev/null -w '%{http_code}' --max-time 1 \
     http://127.0.0.1:9180/readyz) == 200 ]]; }
-# iperf3 LABEL SERVER_ADDRESS: TCP from A to SERVER_ADDRESS in B; writes $WORK/LABEL.json.
+
+# cpu_ticks PID…: utime + stime (clock ticks, all threads) of these processes, summed.
+cpu_ticks() {
+    local pid total=0 t
+    for pid in "$@"; do
+        # Fields after "pid (comm) ": state is the 1st, utime the 12th, stime the 13th.
+        t=$(sed 's/^.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')
+        total=$((total + t))
+    done
+    echo "$total"
+}
+
+# measure LABEL SERVER_ADDRESS STREAMS CLIENT_BIND CPU_PIDS…: iperf3 TCP from A to
+# SERVER_ADDRESS in B; writes $WORK/LABEL.json and the CPU ticks of CPU_PIDS spent while the
+# client ran to $WORK/LABEL.cpu ("-" without CPU_PIDS). CLIENT_BIND "" binds nothing.
 measure() {
-    ip netns exec "$NS_B" iperf3 -s -1 -B "$2" >"$WORK/$1-server.log" 2>&1 &
+    local label=$1 address=$2 streams=$3 bind=$4
+    shift 4
+    ip netns exec "$NS_B" iperf3 -s -1 -B "$address" >"$WORK/$label-server.log" 2>&1 &
     local server=$!
     PIDS+=("$server")
     for _ in $(seq 50); do
         [[ -n $(ip netns exec "$NS_B" ss -Hltn 'sport = :5201') ]] && break
         sleep 0.1
     done
+    local perf="" before=0
+    if [[ -n ${PERF_DIR:-} && $# -gt 0 && $label != strongswan* ]]; then
+        local pidlist
+        pidlist=$(IFS=,; echo "$*")
+        local target=(-p "$pidlist")
+        [[ ${PERF_ALL:-0} == 1 ]] && target=(-a)
+        perf record -q -e cpu-clock -g "${target[@]}" -o "$PERF_DIR/$label.data" \
+            >"$WORK/$label-perf.log" 2>&1 &
+        perf=$!
+        PIDS+=("$perf")
+        sleep 0.5
+    fi
+    (($#)) && before=$(cpu_ticks "$@")
     # In the background: `wait` returns at once on a signal, a foreground command would not.
-    ip netns exec "$NS_A" iperf3 -c "$2" -t "$DURATION" -P "$PARALLEL" -J \
-        >"$WORK/$1.json" &
+    ip netns exec "$NS_A" iperf3 -c "$address" ${bind:+-B "$bind"} -t "$DURATION" -P "$streams" \
+        -J >"$WORK/$label.json" &
     local client=$!
     PIDS+=("$client")
     wait "$client" || {
-        echo "$0: iperf3 to $2 failed:" >&2
-        cat "$WORK/$1.json" >&2
+        echo "$0: iperf3 to $address ($label) failed:" >&2
+        cat "$WORK/$label.json" >&2
         exit 1
     }
+    if (($#)); then
+        echo $(($(cpu_ticks "$@") - before)) >"$WORK/$label.cpu"
+    else
+        echo - >"$WORK/$label.cpu"
+    fi
+    if [[ -n $perf ]]; then
+        kill -INT "$perf" 2>/dev/null || true
+        wait "$perf" 2>/dev/null || true
+        forget "$perf"
+    fi
     wait "$server" 2>/dev/null || true
     forget "$client" "$server"
 }
@@ -127,29 +241,176 @@ forget() {
     for pid in "${PIDS[@]}"; do [[ " $* " == *" $pid "* ]] || kept+=("$pid"); done
     PIDS=("${kept[@]}")
 }
-measure veth 203.0.113.2
-for mode in $MODES; do
-    start_pods "$mode"
-    measure "$mode" 10.99.0.1
-    stop_pods
+
+# strongSwan: swanctl.conf for SIDE (a initiates), as in bench-strongswan.sh.
+SWAN_PSK=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+swan_peer() {
+    local dir="$WORK/swan-$1"
+    charon_conf "$dir"
+    cat >"$dir/swanctl.conf" <<EOF
+connections {
+    bench {
+        version = 2
+        local_addrs = $2
+        remote_addrs = $3
+        proposals = aes256-sha256-modp2048
+        rekey_time = 0
+        dpd_delay = 0
+        local {
+            auth = psk
+            id = $6
+        }
+        remote {
+            auth = psk
+            id = $7
+        }
+        children {
+            bench {
+                mode = tunnel
+                local_ts = $4/32
+                remote_ts = $5/32
+                esp_proposals = aes256gcm16
+                rekey_time = 0
+                start_action = none
+            }
+        }
+    }
+}
+secrets {
+    ike-bench {
+        id-a = a@bench.invalid
+        id-b = b@bench.invalid
+        secret = 0x$SWAN_PSK
+    }
+}
+EOF
+}
+
+# strongswan_row LABEL STREAMS: two charons, the CHILD_SA up, one measurement, charons stopped.
+# Returns 1 (reason on stderr) when the tunnel does not come up.
+strongswan_row() {
+    local label=$1 streams=$2 a="$WORK/swan-a" b="$WORK/swan-b"
+    swan_peer a 203.0.113.1 203.0.113.2 10.98.0.1 10.98.0.2 a@bench.invalid b@bench.invalid
+    swan_peer b 203.0.113.2 203.0.113.1 10.98.0.2 10.98.0.1 b@bench.invalid a@bench.invalid
+    start_charon "$a" "$NS_A" || return 1
+    CHARON_A=${PIDS[-1]}
+    start_charon "$b" "$NS_B" || return 1
+    CHARON_B=${PIDS[-1]}
+    swan "$a" --initiate --child bench --timeout 20 >"$a/initiate.out" 2>&1 ||
+        { cat "$a/initiate.out" >&2; return 1; }
+    for _ in $(seq 100); do
+        if charon_installed "$a" && charon_installed "$b"; then break; fi
+        sleep 0.1
+    done
+    { charon_installed "$a" && charon_installed "$b"; } ||
+        { echo "$0: strongSwan CHILD_SA not INSTALLED within 10 s" >&2; return 1; }
+    # The first implementation listed is the one used, e.g. "AES_GCM_16[aesni]".
+    swan "$a" --list-algs 2>/dev/null | grep -o -m1 'AES_GCM_16\[[a-z0-9-]*\]' >"$WORK/$label.impl" || true
+    for _ in $(seq 50); do
+        ip netns exec "$NS_A" ip route get 10.98.0.2 from 10.98.0.1 2>/dev/null | grep -q ipsec && break
+        sleep 0.1
+    done
+    ip netns exec "$NS_A" ping -c 1 -W 2 -I 10.98.0.1 10.98.0.2 >/dev/null ||
+        { echo "$0: no ping through the strongSwan tunnel" >&2; return 1; }
+    measure "$label" 10.98.0.2 "$streams" 10.98.0.1 "$CHARON_A" "$CHARON_B"
+    stop_charons
+}
+
+stop_charons() {
+    local pid
+    for pid in ${CHARON_A:-} ${CHARON_B:-}; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in ${CHARON_A:-} ${CHARON_B:-}; do wait "$pid" 2>/dev/null || true; done
+    forget ${CHARON_A:-} ${CHARON_B:-}
+    CHARON_A="" CHARON_B=""
+}
+
+DONE=()
+for row in "${SELECTED[@]}"; do
+    streams=${row%%:*} path=${row#*:}
+    label="$path-$streams"
+    echo "$0: $streams stream(s) over $path, ${DURATION} s" >&2
+    case $path in
+        veth) measure "$label" 203.0.113.2 "$streams" "" ;;
+        strongswan)
+            ((SWAN_OK)) || continue
+            strongswan_row "$label" "$streams" || {
+                stop_charons
+                for side in a b; do
+                    echo "--- charon $side (last 20 lines) ---" >&2
+                    tail -n 20 "$WORK/swan-$side/charon.log" >&2 2>/dev/null || true
+                done
+                echo "$0: strongSwan row skipped" >&2
+                continue
+            }
+            ;;
+        *)
+            start_pods "$path"
+            measure "$label" 10.99.0.1 "$streams" "" "$POD_A" "$POD_B"
+            stop_pods
+            ;;
+    esac
+    DONE+=("$label")
 done
 
-"$PYTHON" - "$WORK" "$DURATION" "$PARALLEL" veth $MODES <<'EOF'
+echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), kernel $(uname -r), $(nproc) CPUs"
+echo "# load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# ${DURATION} s per row; TUNNEL_POD_ARGS='${TUNNEL_POD_ARGS:-}'"
+echo
+"$PYTHON" - "$WORK" "$(getconf CLK_TCK)" "${DONE[@]}" <<'EOF'
 import json, sys
-work, duration, parallel, *names = sys.argv[1:]
-ends = {}
-for name in names:
-    report = json.load(open(f"{work}/{name}.json"))
-    if "error" in report or "sum_received" not in report.get("end", {}):
-        sys.exit(f"iperf3 over {name}: {report.get('error', 'no result')}")
-    ends[name] = report["end"]
-gbps = lambda end: end["sum_received"]["bits_per_second"] / 1e9
-label = {"veth": "raw veth", "gre": "GRE (tunnel-pod)",
-         "esp": "ESP AES-256-GCM in UDP (tunnel-pod)"}
-print("| streams | duration | path | Gbit/s | / veth | retransmits |")
+work, hz, *labels = sys.argv[1:]
+hz = int(hz)
+rows = []
+for label in labels:
+    path, streams = label.rsplit("-", 1)
+    report = json.load(open(f"{work}/{label}.json"))
+    end = report.get("end", {})
+    if "error" in report or "sum_received" not in end:
+        sys.exit(f"iperf3 over {label}: {report.get('error', 'no result')}")
+    ticks = open(f"{work}/{label}.cpu").read().strip()
+    received = end["sum_received"]
+    gb = received["bytes"] / 1e9
+    cpu = None if ticks == "-" or gb == 0 else int(ticks) / hz / gb
+    name = {
+        "veth": "raw veth",
+        "gre": "GRE (tunnel-pod)",
+        "esp": "ESP AES-256-GCM in UDP (tunnel-pod)",
+        "esp-cbc": "ESP AES-256-CBC + HMAC-SHA2-256-128 in UDP (tunnel-pod)",
+        "strongswan": "strongSwan kernel-libipsec, AES-256-GCM",
+    }[path]
+    if path == "strongswan":
+        try:
+            impl = open(f"{work}/{label}.impl").read().strip()
+        except OSError:
+            impl = ""
+        name += f" ({impl}, charon CPU)" if impl else " (charon CPU)"
+    rows.append(dict(label=label, path=path, streams=int(streams), name=name,
+                     gbps=received["bits_per_second"] / 1e9, cpu=cpu,
+                     retransmits=end.get("sum_sent", {}).get("retransmits", "n/a")))
+
+def veth(streams):
+    same = [r for r in rows if r["path"] == "veth" and r["streams"] == streams]
+    return (same or [r for r in rows if r["path"] == "veth"] or [None])[0]
+
+print("| streams | path | Gbit/s | / veth | retransmits | CPU-s/GB |")
 print("|---|---|---|---|---|---|")
-for name in names:
-    end = ends[name]
-    print(f"| {parallel} | {duration} s | {label.get(name, name)} | {gbps(end):.2f} "
-          f"| {gbps(end) / gbps(ends['veth']):.1%} | {end['sum_sent'].get('retransmits', 'n/a')} |")
+for r in rows:
+    base = veth(r["streams"])
+    ratio = f"{r['gbps'] / base['gbps']:.1%}" if base and base["gbps"] else "n/a"
+    cpu = "—" if r["cpu"] is None else f"{r['cpu']:.2f}"
+    print(f"| {r['streams']} | {r['name']} | {r['gbps']:.2f} | {ratio} | {r['retransmits']} | {cpu} |")
+
+def find(path, streams=1):
+    return next((r for r in rows if r["path"] == path and r["streams"] == streams), None)
+
+esp, swan = find("esp"), find("strongswan")
+print()
+if esp and swan and swan["gbps"]:
+    line = f"tunnel-pod ESP AES-256-GCM / strongSwan, 1 stream: {esp['gbps'] / swan['gbps']:.1f}× the throughput"
+    if esp["cpu"] and swan["cpu"]:
+        line += f", {swan['cpu'] / esp['cpu']:.1f}× less CPU per GB"
+    print(line)
+else:
+    print("tunnel-pod ESP / strongSwan: n/a (a row is missing)")
+print("CPU-s/GB: utime + stime of both endpoint processes while iperf3 ran, per 10^9 bytes received.")
 EOF
