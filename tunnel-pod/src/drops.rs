@@ -54,10 +54,13 @@ pub enum DropReason {
     SelectorMismatch,
     /// IKE: a message arrived faster than the IKE task takes them (its queue was full).
     IkeBacklog,
+    /// IPv6 link-scope chatter from the host's own kernel on the TUN (router solicitation, MLD
+    /// report, DAD probe; see `chatter`): a point-to-point L3 tunnel never carries it.
+    LinkChatter,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 25] = [
+    pub const ALL: [DropReason; 26] = [
         DropReason::Truncated,
         DropReason::BadVersion,
         DropReason::ReservedBits,
@@ -83,6 +86,7 @@ impl DropReason {
         DropReason::NoSa,
         DropReason::SelectorMismatch,
         DropReason::IkeBacklog,
+        DropReason::LinkChatter,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -112,6 +116,7 @@ impl DropReason {
             DropReason::NoSa => "no_sa",
             DropReason::SelectorMismatch => "selector_mismatch",
             DropReason::IkeBacklog => "ike_backlog",
+            DropReason::LinkChatter => "link_chatter",
         }
     }
 
