@@ -472,11 +472,14 @@ fn esp_ipv6_inner_traffic_with_valid_checksums() {
 // ---------------------------------------------------------------------------------------------
 // 2c. Mixed packet sizes; 2d. no reordering visible to TCP.
 
-/// UDP loss allowed at a fixed rate, in percent. The rates used are a few percent of what one
-/// tunnel-pod carries here (about 250k packets/s): loss comes only from scheduling stalls on a
-/// shared 2-core VM, when a receiver (tunnel-pod's socket or iperf3's) is not run for longer
-/// than its buffer lasts (212 KB ≈ 8 ms at 200 Mbit/s). A tunnel that loses packets by itself
-/// (a burst it mis-splits, a coalescer that drops) loses far more than this.
+/// UDP loss in the tunnel allowed at a fixed rate, in percent (iperf3's loss less what iperf3's
+/// own receiving socket refused, counted by the kernel). The rates are at most a quarter of the packet
+/// rate the same lab carried just before (see `mixed_sizes`): a correct tunnel then loses
+/// datagrams only in scheduling stalls on this shared 2-core VM, when a receiver (tunnel-pod's
+/// socket or iperf3's) is not run for longer than its buffer lasts (the default 212 KB hold
+/// about 8 ms at 200 Mbit/s of 1200-byte datagrams, fewer for 100-byte ones, whose buffer
+/// cost is their ~1 KB truesize). A tunnel that loses packets by itself (a burst it mis-splits,
+/// a coalescer that drops a piece, a send error) loses far more than this.
 const UDP_LOSS_MAX_PERCENT: f64 = 2.0;
 
 /// Out-of-order segments allowed on the receiving TUN per transfer. The tunnel preserves order
@@ -486,12 +489,42 @@ const UDP_LOSS_MAX_PERCENT: f64 = 2.0;
 /// means the tunnel reorders.
 const OUT_OF_ORDER_MAX: usize = 3;
 
+/// `Udp: RcvbufErrors` of a namespace (/proc/net/snmp is per namespace): datagrams a full
+/// socket receive buffer refused, iperf3's and (ESP) tunnel-pod's.
+fn udp_rcvbuf_errors(lab: &Lab, side: Side) -> f64 {
+    let snmp = lab.exec_ok(side, "cat", &["/proc/net/snmp"]);
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        panic!("no Udp lines in /proc/net/snmp:\n{snmp}");
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or_else(|| panic!("no RcvbufErrors in /proc/net/snmp:\n{snmp}"))
+}
+
+/// The `drops` of the UDP sockets bound to local `port` in a namespace (/proc/net/udp): for
+/// tunnel-pod's port 4500 socket, its share of `RcvbufErrors`.
+fn udp_socket_drops(lab: &Lab, side: Side, port: u16) -> f64 {
+    let table = lab.exec_ok(side, "cat", &["/proc/net/udp"]);
+    let suffix = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| l.split_whitespace().nth(1).is_some_and(|a| a.ends_with(&suffix)))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn mixed_sizes(kind: Kind) {
     let label = kind.label();
     let mut lab = pair(kind);
     let dst = lab.node(Side::B).tunnel_addr.to_string();
     let tun_b = lab.node(Side::B).tun.clone();
     let mut summary = Vec::new();
+    let mut bulk_bps = f64::NAN;
     for (len, mss) in [
         ("100", None),
         ("500", None),
@@ -534,21 +567,49 @@ fn mixed_sizes(kind: Kind) {
             retransmits <= (approx_segments * 0.01).max(50.0),
             "{line}: too many retransmits"
         );
+        if len == "1400" && mss.is_none() {
+            bulk_bps = f64_at(&report, &["end", "sum_received", "bits_per_second"]);
+        }
         summary.push(line);
     }
-    for (len, rate) in [("1200", "200M"), ("100", "20M")] {
-        let report = iperf(&mut lab, Side::B, &dst, &["-u", "-b", rate, "-l", len, "-t", "2"]);
+    // Fixed rates below what this lab carried a moment ago (the bulk `-l 1400` run), so that
+    // loss points at the tunnel and not at a VM whose two cores other work is using: the
+    // nominal 200 Mbit/s (1200 B) and 20 Mbit/s (100 B), lowered to a quarter of the packet
+    // rate of that run when the machine is slower than that right now.
+    let capacity_pps = bulk_bps / (8.0 * 1448.0);
+    for (len, nominal) in [(1200u32, 200e6_f64), (100, 20e6)] {
+        let rate = nominal.min(0.25 * capacity_pps * f64::from(len) * 8.0);
+        let (rate_arg, len_arg) = ((rate as u64).to_string(), len.to_string());
+        let overflows_before = udp_rcvbuf_errors(&lab, Side::B);
+        let tunnel_drops_before = udp_socket_drops(&lab, Side::B, 4500);
+        let report = iperf(
+            &mut lab,
+            Side::B,
+            &dst,
+            &["-u", "-b", &rate_arg, "-l", &len_arg, "-t", "2"],
+        );
+        // What iperf3's own receiving socket refused (B's UDP overflows but tunnel-pod's):
+        // the receiving application starved, not the tunnel losing.
+        let overflows = udp_rcvbuf_errors(&lab, Side::B) - overflows_before;
+        let at_iperf = overflows - (udp_socket_drops(&lab, Side::B, 4500) - tunnel_drops_before);
         let sum = &report["end"]["sum"];
         let (lost, packets) = (f64_at(sum, &["lost_packets"]), f64_at(sum, &["packets"]));
         let percent = f64_at(sum, &["lost_percent"]);
+        let out_of_order: f64 = report["end"]["streams"]
+            .as_array()
+            .map(|s| s.iter().map(|s| f64_at(s, &["udp", "out_of_order"])).sum())
+            .unwrap_or(f64::NAN);
+        let in_tunnel = 100.0 * (lost - at_iperf).max(0.0) / packets.max(1.0);
         let line = format!(
-            "{label} UDP -l {len} -b {rate}: {lost} of {packets} datagrams lost ({percent:.3} %), \
-             {} out of order",
-            f64_at(sum, &["out_of_order"])
+            "{label} UDP -l {len} -b {:.1}M: {lost} of {packets} datagrams lost ({percent:.3} %), \
+             {at_iperf} of them at iperf3's full receive buffer, {in_tunnel:.3} % in the tunnel; \
+             {out_of_order} out of order",
+            rate / 1e6
         );
         eprintln!("{line}");
         assert!(packets > 1000.0, "{line}: too few datagrams");
-        assert!(percent <= UDP_LOSS_MAX_PERCENT, "{line}: loss above the bound");
+        assert!(in_tunnel <= UDP_LOSS_MAX_PERCENT, "{line}: loss above the bound");
+        assert!(out_of_order <= OUT_OF_ORDER_MAX as f64, "{line}: reordered");
         summary.push(line);
     }
     let b = lab.metrics(Side::B);
