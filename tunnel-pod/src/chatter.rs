@@ -126,7 +126,14 @@ mod tests {
 
     /// An MLD packet as Linux sends it: Hop-by-Hop with Router Alert, hop limit 1.
     fn mld(kind: u8, src: &str, dst: &str) -> Vec<u8> {
-        v6(src, dst, 1, NEXT_HOP_BY_HOP, &router_alert(), &icmp(kind, 24))
+        v6(
+            src,
+            dst,
+            1,
+            NEXT_HOP_BY_HOP,
+            &router_alert(),
+            &icmp(kind, 24),
+        )
     }
 
     #[test]
@@ -196,7 +203,14 @@ mod tests {
         let mut ext = router_alert();
         ext[1] = 1;
         ext.extend_from_slice(&[0x01, 0x06, 0, 0, 0, 0, 0, 0]);
-        let p = v6(UNSPECIFIED, "ff02::16", 1, NEXT_HOP_BY_HOP, &ext, &icmp(143, 24));
+        let p = v6(
+            UNSPECIFIED,
+            "ff02::16",
+            1,
+            NEXT_HOP_BY_HOP,
+            &ext,
+            &icmp(143, 24),
+        );
         assert_eq!(link_chatter(&p), Some(Chatter::ListenerReport));
     }
 
@@ -268,7 +282,14 @@ mod tests {
             ),
             (
                 "UDP to ff02::fb (mDNS: an application's, not the kernel's)",
-                v6(LINK_LOCAL, "ff02::fb", 255, 17, &[], &[0x14, 0xe9, 0x14, 0xe9]),
+                v6(
+                    LINK_LOCAL,
+                    "ff02::fb",
+                    255,
+                    17,
+                    &[],
+                    &[0x14, 0xe9, 0x14, 0xe9],
+                ),
             ),
             (
                 "ICMPv6 type 133 behind a fragment header",
@@ -281,10 +302,7 @@ mod tests {
                     &icmp(133, 4),
                 ),
             ),
-            (
-                "global TCP",
-                v6(GLOBAL_A, GLOBAL_B, 64, 6, &[], &[0; 20]),
-            ),
+            ("global TCP", v6(GLOBAL_A, GLOBAL_B, 64, 6, &[], &[0; 20])),
         ];
         for (what, packet) in cases {
             assert_eq!(link_chatter(&packet), None, "{what}");
@@ -294,7 +312,9 @@ mod tests {
     #[test]
     fn ipv4_passes() {
         // IGMPv2 report to 224.0.0.22 with TTL 1: the IPv4 analogue, out of scope.
-        let mut p = vec![0x46, 0, 0, 32, 0, 0, 0, 0, 1, 2, 0, 0, 10, 99, 0, 0, 224, 0, 0, 22];
+        let mut p = vec![
+            0x46, 0, 0, 32, 0, 0, 0, 0, 1, 2, 0, 0, 10, 99, 0, 0, 224, 0, 0, 22,
+        ];
         p.extend_from_slice(&[0x94, 0x04, 0, 0, 0x22, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(link_chatter(&p), None);
         assert_eq!(link_chatter(&[]), None);

@@ -106,7 +106,11 @@ impl Encap {
     ) -> Result<Range<usize>, DropReason> {
         // The host kernel's own IPv6 link chatter on the TUN (see `chatter`) never enters the
         // tunnel. One byte compared for IPv4, a few for other IPv6.
-        if buf.get(inner.clone()).and_then(chatter::link_chatter).is_some() {
+        if buf
+            .get(inner.clone())
+            .and_then(chatter::link_chatter)
+            .is_some()
+        {
             return Err(DropReason::LinkChatter);
         }
         match self {

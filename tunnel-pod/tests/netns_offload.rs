@@ -99,9 +99,7 @@ fn ipsec_block(side: Side, suite: Suite) -> String {
         Side::A => (a_to_b, b_to_a),
         Side::B => (b_to_a, a_to_b),
     };
-    format!(
-        "  replayProtection: true\n  staticSa:\n    outbound: {out}\n    inbound: {inb}"
-    )
+    format!("  replayProtection: true\n  staticSa:\n    outbound: {out}\n    inbound: {inb}")
 }
 
 /// Two tunnel-pods of this kind, ready, health checks off (their probes would only add
@@ -130,7 +128,11 @@ fn add_ipv6(lab: &Lab) {
     for (side, addr) in [(Side::A, V6_A), (Side::B, V6_B)] {
         let tun = lab.node(side).tun.clone();
         let cidr = format!("{addr}/64");
-        lab.exec_ok(side, "ip", &["-6", "addr", "add", &cidr, "dev", &tun, "nodad"]);
+        lab.exec_ok(
+            side,
+            "ip",
+            &["-6", "addr", "add", &cidr, "dev", &tun, "nodad"],
+        );
     }
     let reached = wait_for(Duration::from_secs(10), Duration::from_millis(200), || {
         lab.exec(Side::A, "ping", &["-6", "-c", "1", "-W", "1", "-n", V6_B])
@@ -427,9 +429,15 @@ fn checksums_on_the_wire(kind: Kind, v6: bool) {
     let check = scapy_check(kind, &pcap, 4000);
     eprintln!("{label}: scapy: {check}");
     assert_eq!(check["bad"], 0, "{label}: scapy recomputed other checksums");
-    assert_eq!(check["undecryptable"], 0, "{label}: scapy could not open ESP");
+    assert_eq!(
+        check["undecryptable"], 0,
+        "{label}: scapy could not open ESP"
+    );
     let payload = check["tcp_payload"].as_u64().unwrap_or(0);
-    assert!(payload >= 1000, "{label}: scapy checked only {payload} data segments");
+    assert!(
+        payload >= 1000,
+        "{label}: scapy checked only {payload} data segments"
+    );
     let family = if v6 { "inner_v6" } else { "inner_v4" };
     assert!(
         check[family].as_u64().unwrap_or(0) >= 1000,
@@ -438,7 +446,10 @@ fn checksums_on_the_wire(kind: Kind, v6: bool) {
     );
     // Every captured frame is one datagram as the peer receives it, not a GSO burst.
     let max_frame = check["max_frame"].as_u64().unwrap_or(u64::MAX);
-    assert!(max_frame <= 1514, "{label}: a {max_frame}-byte frame on the veth");
+    assert!(
+        max_frame <= 1514,
+        "{label}: a {max_frame}-byte frame on the veth"
+    );
 }
 
 #[test]
@@ -513,7 +524,11 @@ fn udp_socket_drops(lab: &Lab, side: Side, port: u16) -> f64 {
     table
         .lines()
         .skip(1)
-        .filter(|l| l.split_whitespace().nth(1).is_some_and(|a| a.ends_with(&suffix)))
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|a| a.ends_with(&suffix))
+        })
         .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
         .sum()
 }
@@ -608,12 +623,21 @@ fn mixed_sizes(kind: Kind) {
         );
         eprintln!("{line}");
         assert!(packets > 1000.0, "{line}: too few datagrams");
-        assert!(in_tunnel <= UDP_LOSS_MAX_PERCENT, "{line}: loss above the bound");
+        assert!(
+            in_tunnel <= UDP_LOSS_MAX_PERCENT,
+            "{line}: loss above the bound"
+        );
         assert!(out_of_order <= OUT_OF_ORDER_MAX as f64, "{line}: reordered");
         summary.push(line);
     }
     let b = lab.metrics(Side::B);
-    for reason in ["bad_offload", "truncated", "malformed_inner", "bad_icv", "replayed"] {
+    for reason in [
+        "bad_offload",
+        "truncated",
+        "malformed_inner",
+        "bad_icv",
+        "replayed",
+    ] {
         if let Ok(v) = b.try_get("magictunnel_tunnel_drops_total", &[("reason", reason)]) {
             assert_eq!(v, 0.0, "{label}: B dropped packets as {reason}");
         }
