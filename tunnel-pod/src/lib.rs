@@ -22,4 +22,5 @@ pub mod offload;
 pub mod run;
 pub mod sync;
 pub mod tun_offload;
+pub mod udp_offload;
 pub mod wire;

@@ -43,6 +43,10 @@ enum Command {
         /// for comparison in benchmarks.
         #[arg(long)]
         no_offload: bool,
+        /// Turn off UDP segmentation (GSO) on send and coalescing (GRO) on receive of ESP in
+        /// UDP: one datagram per message, for comparison in benchmarks.
+        #[arg(long)]
+        no_udp_offload: bool,
         /// At most this many IKE SAs in any state.
         #[arg(long, default_value_t = ike::core::Limits::default().max_sas)]
         ike_max_sas: usize,
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
             interface,
             loss_window,
             no_offload,
+            no_udp_offload,
             ike_max_sas,
             ike_max_half_open,
             ike_half_open_per_source,
@@ -122,6 +127,7 @@ fn main() -> ExitCode {
                 interface,
                 loss_window: Duration::from_secs(loss_window.max(1)),
                 offload: !no_offload,
+                udp_offload: !no_udp_offload,
                 ike_limits: ike::core::Limits {
                     max_sas: ike_max_sas,
                     max_half_open: ike_max_half_open,

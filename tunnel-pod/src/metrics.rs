@@ -363,6 +363,15 @@ pub struct Metrics {
     pub keepalives_reflected: Counter,
     pub socket_errors: Counter,
     pub nat_keepalives_sent: Counter,
+    /// ESP: 1 while UDP GSO (send) / GRO (receive) is on, 0 when off or refused by the kernel.
+    pub udp_offload_send: Gauge,
+    pub udp_offload_receive: Gauge,
+    /// Datagrams sent in GSO calls, and the calls; coalesced datagrams received, and what they
+    /// held: segments per syscall is the one over the other.
+    pub udp_gso_segments: Counter,
+    pub udp_gso_sends: Counter,
+    pub udp_gro_segments: Counter,
+    pub udp_gro_datagrams: Counter,
     pub ike: IkeMetrics,
     pub sync: SyncMetrics,
 }
@@ -437,6 +446,41 @@ impl Default for Metrics {
             "NAT keepalives (RFC 3948 §2.3) sent on the ESP port",
             nat_keepalives_sent.clone(),
         );
+        let udp_offload = Family::<DirectionLabel, Gauge>::default();
+        let udp_offload_send = udp_offload
+            .get_or_create(&DirectionLabel { direction: "send" })
+            .clone();
+        let udp_offload_receive = udp_offload
+            .get_or_create(&DirectionLabel {
+                direction: "receive",
+            })
+            .clone();
+        registry.register(
+            "udp_offload",
+            "ESP in UDP: 1 while UDP GSO (send) or GRO (receive) is on, 0 off or refused",
+            udp_offload,
+        );
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let udp_gso_segments = counter(
+            &mut registry,
+            "udp_gso_segments",
+            "ESP datagrams sent in UDP GSO calls",
+        );
+        let udp_gso_sends = counter(&mut registry, "udp_gso_sends", "UDP GSO send calls");
+        let udp_gro_segments = counter(
+            &mut registry,
+            "udp_gro_segments",
+            "ESP datagrams received coalesced by UDP GRO",
+        );
+        let udp_gro_datagrams = counter(
+            &mut registry,
+            "udp_gro_datagrams",
+            "Coalesced UDP GRO datagrams received (each holding several ESP datagrams)",
+        );
         let ike = IkeMetrics::default();
         ike.register(&mut registry);
         let sync = SyncMetrics::default();
@@ -457,6 +501,12 @@ impl Default for Metrics {
             keepalives_reflected,
             socket_errors,
             nat_keepalives_sent,
+            udp_offload_send,
+            udp_offload_receive,
+            udp_gso_segments,
+            udp_gso_sends,
+            udp_gro_segments,
+            udp_gro_datagrams,
         };
         m.set_health(State::Unknown);
         m

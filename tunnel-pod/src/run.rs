@@ -36,6 +36,8 @@ pub struct Options {
     pub loss_window: Duration,
     /// TUN segmentation/checksum offload and receive coalescing (on unless benchmarking).
     pub offload: bool,
+    /// ESP: UDP segmentation (GSO) on send and coalescing (GRO) on receive on the data socket.
+    pub udp_offload: bool,
     /// How many IKE SAs, half-open ones in all and per source address the IKE responder
     /// holds, and from how many half-open SAs on it asks for cookies (RFC 7296 §2.6).
     pub ike_limits: ike::core::Limits,
@@ -121,7 +123,13 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
         (TunnelType::Gre, Some(c)) => {
             io::open_gre_socket(config.local_endpoint, c, config.gre.and_then(|g| g.key))?
         }
-        _ => io::open_udp_socket(config.local_endpoint, IKE_NATT_PORT, data_peer)?,
+        _ => {
+            let (s, gro) =
+                io::open_data_socket(config.local_endpoint, data_peer, options.udp_offload)?;
+            metrics.udp_offload_send.set(i64::from(options.udp_offload));
+            metrics.udp_offload_receive.set(i64::from(gro));
+            s
+        }
     };
     let ike_sockets = match claim {
         Some((state, inbox)) => Some(crate::ikev2::sockets::Sockets::open(
@@ -171,6 +179,7 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
         probes,
         coalesce: options.offload,
         ike: ike.then_some(ike_tx),
+        udp_offload: options.udp_offload,
     });
     if let (Some(peer), TunnelType::Ipsec) = (data_peer, config.tunnel_type) {
         path.connected.set(peer);
