@@ -483,15 +483,20 @@ fn esp_ipv6_inner_traffic_with_valid_checksums() {
 // ---------------------------------------------------------------------------------------------
 // 2c. Mixed packet sizes; 2d. no reordering visible to TCP.
 
-/// UDP loss in the tunnel allowed at a fixed rate, in percent (iperf3's loss less what iperf3's
-/// own receiving socket refused, counted by the kernel). The rates are at most a quarter of the packet
-/// rate the same lab carried just before (see `mixed_sizes`): a correct tunnel then loses
-/// datagrams only in scheduling stalls on this shared 2-core VM, when a receiver (tunnel-pod's
-/// socket or iperf3's) is not run for longer than its buffer lasts (the default 212 KB hold
-/// about 8 ms at 200 Mbit/s of 1200-byte datagrams, fewer for 100-byte ones, whose buffer
-/// cost is their ~1 KB truesize). A tunnel that loses packets by itself (a burst it mis-splits,
-/// a coalescer that drops a piece, a send error) loses far more than this.
-const UDP_LOSS_MAX_PERCENT: f64 = 2.0;
+/// The tunnel's share of UDP loss allowed at a fixed rate, in percent: what iperf3 lost less
+/// what iperf3's own receiving socket refused (the receiving application starved). The rates
+/// are at most a quarter of the packet rate the same lab carried just before (see
+/// `mixed_sizes`), so a correct tunnel loses datagrams only in scheduling stalls on this shared
+/// 2-core VM, when tunnel-pod is not run for longer than a queue lasts (the TUN's 500 packets,
+/// a socket's default 212 KB: tens of ms at these rates). Other helpers' builds and benchmarks
+/// run beside these tests (load averages of 6–11 were seen), hence 5 %; idle, it is 0.
+const UDP_LOSS_MAX_PERCENT: f64 = 5.0;
+
+/// Loss where no queue overflowed (no kernel counter explains it), in percent: what a fault in
+/// the tunnel looks like (a burst mis-split, a datagram dropped in processing). iperf3's count
+/// is by sequence gaps, so nothing in flight at the end counts as lost; 0.2 % leaves room for
+/// a counter read a moment before the last overflow was counted.
+const UDP_UNEXPLAINED_MAX_PERCENT: f64 = 0.2;
 
 /// Out-of-order segments allowed on the receiving TUN per transfer. The tunnel preserves order
 /// by construction (one TUN queue per flow, one ingress thread per socket), so the expected
@@ -516,10 +521,60 @@ fn udp_rcvbuf_errors(lab: &Lab, side: Side) -> f64 {
         .unwrap_or_else(|| panic!("no RcvbufErrors in /proc/net/snmp:\n{snmp}"))
 }
 
-/// The `drops` of the UDP sockets bound to local `port` in a namespace (/proc/net/udp): for
+/// Where datagrams can be refused for want of room on the way A → B, in the two namespaces.
+#[derive(Debug, Default)]
+struct QueueDrops {
+    /// B's UDP `RcvbufErrors` less tunnel-pod's own socket: iperf3's receiving socket was full.
+    at_iperf: f64,
+    /// B's tunnel-pod data socket (UDP 4500 for ESP, raw protocol 47 for GRE) was full.
+    tunnel_socket: f64,
+    /// rx_dropped + tx_dropped of both TUNs and both veths (a TUN queue tunnel-pod did not
+    /// read in time, a backlog the receiving kernel did not drain).
+    interfaces: f64,
+}
+
+impl QueueDrops {
+    fn read(lab: &Lab, kind: Kind) -> QueueDrops {
+        let tunnel_socket = match kind {
+            Kind::Gre => socket_drops(lab, Side::B, "/proc/net/raw", 47),
+            Kind::Esp(_) => socket_drops(lab, Side::B, "/proc/net/udp", 4500),
+        };
+        let udp_tunnel = match kind {
+            Kind::Gre => 0.0,
+            Kind::Esp(_) => tunnel_socket,
+        };
+        let mut interfaces = 0.0;
+        for side in Side::BOTH {
+            let n = lab.node(side);
+            for dev in [&n.tun, &n.veth] {
+                for stat in ["rx_dropped", "tx_dropped"] {
+                    let path = format!("/sys/class/net/{dev}/statistics/{stat}");
+                    let v = lab.exec_ok(side, "cat", &[&path]);
+                    interfaces += v.trim().parse::<f64>().unwrap_or(0.0);
+                }
+            }
+        }
+        QueueDrops {
+            at_iperf: udp_rcvbuf_errors(lab, Side::B) - udp_tunnel,
+            tunnel_socket,
+            interfaces,
+        }
+    }
+
+    fn minus(&self, before: &QueueDrops) -> QueueDrops {
+        QueueDrops {
+            at_iperf: self.at_iperf - before.at_iperf,
+            tunnel_socket: self.tunnel_socket - before.tunnel_socket,
+            interfaces: self.interfaces - before.interfaces,
+        }
+    }
+}
+
+/// The `drops` of the sockets in `table` (/proc/net/udp or /proc/net/raw of a namespace) bound
+/// to local `port` (for raw sockets the protocol number). in a namespace (/proc/net/udp): for
 /// tunnel-pod's port 4500 socket, its share of `RcvbufErrors`.
-fn udp_socket_drops(lab: &Lab, side: Side, port: u16) -> f64 {
-    let table = lab.exec_ok(side, "cat", &["/proc/net/udp"]);
+fn socket_drops(lab: &Lab, side: Side, table: &str, port: u16) -> f64 {
+    let table = lab.exec_ok(side, "cat", &[table]);
     let suffix = format!(":{port:04X}");
     table
         .lines()
@@ -595,18 +650,14 @@ fn mixed_sizes(kind: Kind) {
     for (len, nominal) in [(1200u32, 200e6_f64), (100, 20e6)] {
         let rate = nominal.min(0.25 * capacity_pps * f64::from(len) * 8.0);
         let (rate_arg, len_arg) = ((rate as u64).to_string(), len.to_string());
-        let overflows_before = udp_rcvbuf_errors(&lab, Side::B);
-        let tunnel_drops_before = udp_socket_drops(&lab, Side::B, 4500);
+        let before = QueueDrops::read(&lab, kind);
         let report = iperf(
             &mut lab,
             Side::B,
             &dst,
             &["-u", "-b", &rate_arg, "-l", &len_arg, "-t", "2"],
         );
-        // What iperf3's own receiving socket refused (B's UDP overflows but tunnel-pod's):
-        // the receiving application starved, not the tunnel losing.
-        let overflows = udp_rcvbuf_errors(&lab, Side::B) - overflows_before;
-        let at_iperf = overflows - (udp_socket_drops(&lab, Side::B, 4500) - tunnel_drops_before);
+        let queues = QueueDrops::read(&lab, kind).minus(&before);
         let sum = &report["end"]["sum"];
         let (lost, packets) = (f64_at(sum, &["lost_packets"]), f64_at(sum, &["packets"]));
         let percent = f64_at(sum, &["lost_percent"]);
@@ -614,18 +665,27 @@ fn mixed_sizes(kind: Kind) {
             .as_array()
             .map(|s| s.iter().map(|s| f64_at(s, &["udp", "out_of_order"])).sum())
             .unwrap_or(f64::NAN);
-        let in_tunnel = 100.0 * (lost - at_iperf).max(0.0) / packets.max(1.0);
+        let share = |n: f64| 100.0 * n.max(0.0) / packets.max(1.0);
+        let at_tunnel = queues.tunnel_socket + queues.interfaces;
+        let unexplained = lost - queues.at_iperf - at_tunnel;
         let line = format!(
-            "{label} UDP -l {len} -b {:.1}M: {lost} of {packets} datagrams lost ({percent:.3} %), \
-             {at_iperf} of them at iperf3's full receive buffer, {in_tunnel:.3} % in the tunnel; \
-             {out_of_order} out of order",
-            rate / 1e6
+            "{label} UDP -l {len} -b {:.1}M: {lost} of {packets} datagrams lost ({percent:.3} %): \
+             {} at iperf3's full receive buffer, {} at tunnel-pod's socket, {} in TUN/veth \
+             queues, {unexplained} otherwise; {out_of_order} out of order",
+            rate / 1e6,
+            queues.at_iperf,
+            queues.tunnel_socket,
+            queues.interfaces,
         );
         eprintln!("{line}");
         assert!(packets > 1000.0, "{line}: too few datagrams");
         assert!(
-            in_tunnel <= UDP_LOSS_MAX_PERCENT,
-            "{line}: loss above the bound"
+            share(unexplained) <= UDP_UNEXPLAINED_MAX_PERCENT,
+            "{line}: datagrams lost where no queue overflowed"
+        );
+        assert!(
+            share(at_tunnel + unexplained) <= UDP_LOSS_MAX_PERCENT,
+            "{line}: the tunnel's share of the loss is above the bound"
         );
         assert!(out_of_order <= OUT_OF_ORDER_MAX as f64, "{line}: reordered");
         summary.push(line);
