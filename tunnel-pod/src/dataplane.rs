@@ -1,5 +1,5 @@
-//! The data path: one blocking thread per direction around the sans-IO encapsulation in
-//! `encap` (GRE or ESP in UDP).
+//! The data path: blocking threads around the sans-IO encapsulation in `encap` (GRE or ESP in
+//! UDP), one for ingress and one per TUN queue for egress (see `run`).
 //!
 //! Threads rather than async tasks: each direction is a tight read → transform → write loop on
 //! one device pair, and blocking syscalls on a dedicated core cost less than readiness polling.
@@ -24,6 +24,7 @@ use crate::offload::{
     Coalescer, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6, VNET_HDR_LEN, VnetHdr,
     complete_checksum, segment,
 };
+use crate::tun_queue::{Tun, TunQueue};
 use crate::udp_offload;
 use crate::wire::{gre::ETHERTYPE_IPV4, ipv4};
 
@@ -53,8 +54,9 @@ pub const MAX_DATAGRAM: usize = RX_SLOT - RX_OFFSET - 1;
 /// Everything both directions share.
 pub struct Path {
     pub encap: Encap,
-    /// Opened with `IFF_VNET_HDR`: every packet is preceded by a virtio-net header.
-    pub tun: tun::Device,
+    /// Opened with `IFF_VNET_HDR`: every packet is preceded by a virtio-net header. Writes
+    /// (`tun.send`) go on the queue of the packet's flow.
+    pub tun: Tun,
     /// GRE: raw, connected to the customer. ESP: UDP 4500 with `SO_REUSEPORT`, connected to
     /// the peer once known (`connected`), so the kernel hands this pod its peer's datagrams
     /// among the other tunnel-pods on the same endpoint (see `lobby`). Replaced whole when the
@@ -179,8 +181,8 @@ pub struct IkeDatagram {
 
 impl Path {
     /// TUN → GRE or ESP, until the TUN device fails. `queue` is the TUN queue this worker
-    /// reads (each egress worker has its own; the device's first queue is `self.tun`).
-    pub fn run_egress(&self, queue: &tun::Device) -> std::io::Error {
+    /// reads (each egress worker has its own, one of `self.tun.queues()`).
+    pub fn run_egress(&self, queue: &TunQueue) -> std::io::Error {
         // Read at an offset so that the virtio header plus this leaves HEADROOM before the packet.
         const AT: usize = HEADROOM - VNET_HDR_LEN;
         let mut buf = vec![0u8; AT + TUN_BUF_LEN + TAILROOM];

@@ -1,4 +1,5 @@
-//! The two devices the data path moves packets between: the TUN interface and the raw GRE socket.
+//! The sockets the data path sends and receives on: raw GRE, UDP (ESP, IKE) and raw ICMP; the
+//! TUN interface is in `tun_queue`.
 
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -7,25 +8,6 @@ use anyhow::{Context, Result};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::wire::ipv4::PROTO_GRE;
-
-/// Opens (creates) the TUN interface `name` without configuring it: netlink does that.
-/// The device always carries a virtio-net header (`IFF_VNET_HDR`); `offload` also turns on TSO
-/// and checksum offload, so the kernel may hand over (and accept) 64 KiB TCP packets.
-pub fn open_tun(name: &str, offload: bool) -> Result<tun::Device> {
-    let mut config = tun::Configuration::default();
-    config.tun_name(name);
-    config.platform_config(|p| {
-        p.vnet_hdr(true);
-    });
-    let device = tun::create(&config).with_context(|| {
-        format!("creating TUN interface {name} (is /dev/net/tun present and NET_ADMIN granted?)")
-    })?;
-    if offload && let Err(e) = crate::tun_offload::enable(&device) {
-        // Still correct without: the kernel then sends MTU-sized packets only.
-        tracing::warn!(error = %e, "TUN offload unavailable; one packet per read");
-    }
-    Ok(device)
-}
 
 /// A raw IPv4 socket for protocol 47 bound to our endpoint and connected to the customer's, so
 /// the kernel delivers only that peer's GRE packets to this process (many tunnels may share the

@@ -22,5 +22,6 @@ pub mod offload;
 pub mod run;
 pub mod sync;
 pub mod tun_offload;
+pub mod tun_queue;
 pub mod udp_offload;
 pub mod wire;

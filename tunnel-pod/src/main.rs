@@ -47,6 +47,12 @@ enum Command {
         /// UDP: one datagram per message, for comparison in benchmarks.
         #[arg(long)]
         no_udp_offload: bool,
+        /// TUN queues (`IFF_MULTI_QUEUE`), each read by its own egress thread; the kernel
+        /// keeps one flow on one queue.
+        #[arg(long, default_value_t = tunnel_pod::run::DEFAULT_QUEUES,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+                  .range(1..=tunnel_pod::tun_queue::MAX_QUEUES as u64))]
+        queues: usize,
         /// At most this many IKE SAs in any state.
         #[arg(long, default_value_t = ike::core::Limits::default().max_sas)]
         ike_max_sas: usize,
@@ -101,6 +107,7 @@ fn main() -> ExitCode {
             loss_window,
             no_offload,
             no_udp_offload,
+            queues,
             ike_max_sas,
             ike_max_half_open,
             ike_half_open_per_source,
@@ -128,6 +135,7 @@ fn main() -> ExitCode {
                 loss_window: Duration::from_secs(loss_window.max(1)),
                 offload: !no_offload,
                 udp_offload: !no_udp_offload,
+                queues,
                 ike_limits: ike::core::Limits {
                     max_sas: ike_max_sas,
                     max_half_open: ike_max_half_open,

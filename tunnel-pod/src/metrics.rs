@@ -372,6 +372,8 @@ pub struct Metrics {
     pub udp_gso_sends: Counter,
     pub udp_gro_segments: Counter,
     pub udp_gro_datagrams: Counter,
+    /// TUN queues, one egress worker each (`--queues`).
+    pub tun_queues: Gauge,
     pub ike: IkeMetrics,
     pub sync: SyncMetrics,
 }
@@ -481,6 +483,12 @@ impl Default for Metrics {
             "udp_gro_datagrams",
             "Coalesced UDP GRO datagrams received (each holding several ESP datagrams)",
         );
+        let tun_queues = Gauge::default();
+        registry.register(
+            "tun_queues",
+            "Queues of the TUN interface, each read by its own egress thread",
+            tun_queues.clone(),
+        );
         let ike = IkeMetrics::default();
         ike.register(&mut registry);
         let sync = SyncMetrics::default();
@@ -507,6 +515,7 @@ impl Default for Metrics {
             udp_gso_sends,
             udp_gro_segments,
             udp_gro_datagrams,
+            tun_queues,
         };
         m.set_health(State::Unknown);
         m

@@ -564,6 +564,41 @@ mod tests {
         }
     }
 
+    /// A kernel that refuses GSO on the socket (here: `SO_NO_CHECK`, with which Linux answers
+    /// `UDP_SEGMENT` with EINVAL): the first burst says so, is sent with `sendmmsg` whole, and
+    /// the sender stays on `sendmmsg`.
+    #[test]
+    fn refused_gso_falls_back_without_loss() {
+        let (tx, rx, to) = pair();
+        let one: libc::c_int = 1;
+        // SAFETY: SO_NO_CHECK takes an int; the pointer and length are those of `one`.
+        let r = unsafe {
+            libc::setsockopt(
+                tx.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_NO_CHECK,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0);
+        let (buf, frames) = burst(&[400, 400, 400, 100]);
+        let mut sender = Sender::new(8, true);
+        let sent = sender.send(&tx, &buf, &frames, Some(to));
+        assert_eq!(
+            sent.gso_refused.and_then(|e| e.raw_os_error()),
+            Some(libc::EINVAL)
+        );
+        assert_eq!((sent.refused, sent.gso_segments), (0, 0));
+        assert!(!sender.gso());
+        let sent = sender.send(&tx, &buf, &frames, Some(to));
+        assert!(sent.gso_refused.is_none() && sent.gso_calls == 0);
+        let mut b = [0u8; 1000];
+        for want in [400, 400, 400, 100, 400, 400, 400, 100] {
+            assert_eq!(rx.recv(&mut b).unwrap(), want);
+        }
+    }
+
     /// A connected socket sends without an address.
     #[test]
     fn connected_socket_sends_without_address() {
