@@ -16,7 +16,9 @@
 //! off on the sender's veth (`gso_max_segs 1`, so the kernel segments any UDP-GSO or packet-GSO
 //! burst in software before the veth and the capture sees each datagram as the peer gets it;
 //! ethtool is not installed here). With GSO on, tcpdump would see one super-datagram of several
-//! ESP packets, which no dissector can split (pcap keeps no gso_size).
+//! ESP packets, which no dissector can split (pcap keeps no gso_size). The mixed-size and
+//! reordering tests capture only the receiving TUN and leave the veths alone, so there a UDP-GSO
+//! burst reaches B's socket whole and B's GRO split is what runs.
 //!
 //! Root only: `cargo test -p magictunnel-tunnel-pod --test netns_offload -- --ignored
 //! --test-threads=1`. Needs `ip`, `tcpdump`, `tshark`, `iperf3`, `curl`, Debian's python3 with
@@ -103,8 +105,11 @@ fn ipsec_block(side: Side, suite: Suite) -> String {
 }
 
 /// Two tunnel-pods of this kind, ready, health checks off (their probes would only add
-/// packets to the captures), GSO off on both veths (see the module docs).
-fn pair(kind: Kind) -> Lab {
+/// packets to the captures). `wire_capture`: GSO off on both veths, for a capture of the
+/// encapsulated traffic (see the module docs); without it UDP-GSO bursts cross the veth whole
+/// and reach B's socket as one coalesced datagram (UDP_GRO), the path a real NIC with USO and
+/// GRO gives.
+fn pair(kind: Kind, wire_capture: bool) -> Lab {
     let mut lab = Lab::new(LabOptions::default());
     lab.start_both(
         |side, c| {
@@ -116,11 +121,27 @@ fn pair(kind: Kind) -> Lab {
         &[],
     );
     lab.wait_ready(&Side::BOTH);
-    for side in Side::BOTH {
+    for side in Side::BOTH.into_iter().filter(|_| wire_capture) {
         let veth = lab.node(side).veth.clone();
         lab.exec_ok(side, "ip", &["link", "set", &veth, "gso_max_segs", "1"]);
     }
     lab
+}
+
+/// UDP offload counters of H1's ESP path as `/metrics` shows them (absent before it).
+fn udp_offload_summary(lab: &Lab, side: Side) -> String {
+    let m = lab.metrics(side);
+    [
+        "magictunnel_udp_gso_segments_total",
+        "magictunnel_udp_gro_segments_total",
+    ]
+    .iter()
+    .map(|name| match m.try_get(name, &[]) {
+        Ok(v) => format!("{name} {v}"),
+        Err(_) => format!("{name} absent"),
+    })
+    .collect::<Vec<_>>()
+    .join(", ")
 }
 
 /// Adds the inner IPv6 addresses to both TUNs and waits until A reaches B over them.
@@ -386,7 +407,7 @@ fn no_ipv6_chatter_from_the_tun_at_start_or_when_a_link_local_address_appears() 
 /// every inner checksum. Returns (tshark-good segments, scapy-checked segments).
 fn checksums_on_the_wire(kind: Kind, v6: bool) {
     let label = format!("{} IPv{}", kind.label(), if v6 { 6 } else { 4 });
-    let mut lab = pair(kind);
+    let mut lab = pair(kind, true);
     let dst = if v6 {
         add_ipv6(&lab);
         V6_B.to_string()
@@ -425,6 +446,9 @@ fn checksums_on_the_wire(kind: Kind, v6: bool) {
         eprintln!("{label}: tshark: {good} data segments with a good TCP checksum, {bad} bad");
         assert_eq!(bad, 0, "{label}: tshark found bad checksums");
         assert!(good >= 1000, "{label}: only {good} segments validated");
+    }
+    if matches!(kind, Kind::Esp(_)) {
+        eprintln!("{label}: A: {}", udp_offload_summary(&lab, Side::A));
     }
     let check = scapy_check(kind, &pcap, 4000);
     eprintln!("{label}: scapy: {check}");
@@ -590,7 +614,7 @@ fn socket_drops(lab: &Lab, side: Side, table: &str, port: u16) -> f64 {
 
 fn mixed_sizes(kind: Kind) {
     let label = kind.label();
-    let mut lab = pair(kind);
+    let mut lab = pair(kind, false);
     let dst = lab.node(Side::B).tunnel_addr.to_string();
     let tun_b = lab.node(Side::B).tun.clone();
     let mut summary = Vec::new();
@@ -702,6 +726,9 @@ fn mixed_sizes(kind: Kind) {
             assert_eq!(v, 0.0, "{label}: B dropped packets as {reason}");
         }
     }
+    if matches!(kind, Kind::Esp(_)) {
+        eprintln!("{label}: B: {}", udp_offload_summary(&lab, Side::B));
+    }
     eprintln!("{label} summary:\n  {}", summary.join("\n  "));
 }
 
@@ -723,7 +750,7 @@ fn esp_mixed_sizes_complete_in_order() {
 #[ignore = "needs root and network namespaces; run by make netns-test"]
 fn no_reordering_visible_to_tcp() {
     for kind in [Kind::Gre, Kind::Esp(GCM256)] {
-        let mut lab = pair(kind);
+        let mut lab = pair(kind, false);
         add_ipv6(&lab);
         let tun_b = lab.node(Side::B).tun.clone();
         for v6 in [false, true] {
@@ -750,7 +777,9 @@ fn no_reordering_visible_to_tcp() {
                 f64_at(&report, &["end", "sum_received", "bits_per_second"]) / 1e9
             );
             eprintln!("{line}");
-            assert!(segments > 1000, "{line}: capture too small");
+            // B's tunnel-pod coalesces IPv4 segments before it writes them to the TUN: fewer,
+            // larger packets, a few hundred for the 2 s under load.
+            assert!(segments > 100, "{line}: capture too small");
             assert!(out_of_order <= OUT_OF_ORDER_MAX, "{line}");
         }
     }
