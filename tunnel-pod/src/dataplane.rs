@@ -24,6 +24,7 @@ use crate::offload::{
     Coalescer, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6, VNET_HDR_LEN, VnetHdr,
     complete_checksum, segment,
 };
+use crate::packet_tx::{GreTx, PacketTx};
 use crate::tun_queue::{Tun, TunQueue};
 use crate::udp_offload;
 use crate::wire::{gre::ETHERTYPE_IPV4, ipv4};
@@ -76,6 +77,8 @@ pub struct Path {
     pub ike: Option<mpsc::Sender<IkeDatagram>>,
     /// ESP: send with UDP GSO and receive with UDP GRO (`--no-udp-offload` turns it off).
     pub udp_offload: bool,
+    /// GRE with `--gre-tx packet`: the AF_PACKET ring TSO bursts go through when resolved.
+    pub gre_tx: Option<Arc<GreTx>>,
 }
 
 /// One egress worker's buffers for a TSO packet from the TUN device: its segments, each
@@ -85,6 +88,7 @@ pub struct Burst {
     segments: Vec<u8>,
     lens: Vec<usize>,
     frames: Vec<Range<usize>>,
+    inner_bytes: usize,
     sender: udp_offload::Sender,
 }
 
@@ -95,31 +99,28 @@ impl Burst {
             segments: vec![0; MAX_SEGMENTS * SLOT],
             lens: Vec::with_capacity(MAX_SEGMENTS),
             frames: Vec::with_capacity(MAX_SEGMENTS),
+            inner_bytes: 0,
             sender: udp_offload::Sender::new(MAX_SEGMENTS, gso),
         }
     }
 
-    /// Cuts the TSO `packet` into segments of `gso_size` payload bytes, encapsulates each and
-    /// sends them to `to` on `socket`, counting what went and what was dropped in `metrics`.
-    /// Returns the error when this burst found that the kernel refuses UDP GSO (the datagrams
-    /// were then sent one per message, as every later burst will be).
+    /// Cuts the TSO `packet` into segments of `gso_size` payload bytes and encapsulates each
+    /// in its slot, counting what was dropped in `metrics`; false when the packet cannot be cut.
     ///
-    /// No padding beyond RFC 4303 §2.4's is needed for GSO: the segments of one TSO packet all
-    /// carry `gso_size` bytes but the last, which carries fewer, and an ESP packet's length is
-    /// a non-decreasing function of its inner length alone (padding to the cipher's block or
-    /// 4-byte alignment: 4 for GCM, 16 for CBC; fixed IV and ICV lengths). So the datagrams
-    /// are equal but the last, which is no longer, and a UDP GSO call takes a shorter last
-    /// segment. Where they differ otherwise (an SA with another suite for some packets),
-    /// `udp_offload::gso_run` starts a new call.
-    pub fn send(
+    /// No padding beyond RFC 4303 §2.4's is needed for UDP GSO: the segments of one TSO packet
+    /// all carry `gso_size` bytes but the last, which carries fewer, and an ESP packet's length
+    /// is a non-decreasing function of its inner length alone (padding to the cipher's block or
+    /// 4-byte alignment: 4 for GCM, 16 for CBC; fixed IV and ICV lengths; no TFC padding is
+    /// added). So the datagrams are equal but the last, which is no longer, and a GSO call
+    /// takes a shorter last segment. Where they differ otherwise (an SA with another suite for
+    /// some packets), `udp_offload::gso_run` starts a new call.
+    pub fn seal(
         &mut self,
         encap: &Encap,
-        socket: &Socket,
         packet: &[u8],
         gso_size: usize,
-        to: Result<Option<SocketAddrV4>, DropReason>,
         metrics: &Metrics,
-    ) -> Option<std::io::Error> {
+    ) -> bool {
         let segmented = segment(
             packet,
             gso_size,
@@ -128,12 +129,12 @@ impl Burst {
             HEADROOM,
             &mut self.lens,
         );
+        self.frames.clear();
+        self.inner_bytes = 0;
         if segmented.is_err() {
             metrics.dropped(DropReason::BadOffload);
-            return None;
+            return false;
         }
-        self.frames.clear();
-        let mut inner_bytes = 0;
         for (i, (slot, &len)) in self
             .segments
             .chunks_exact_mut(SLOT)
@@ -144,11 +145,30 @@ impl Burst {
                 Ok(range) => {
                     self.frames
                         .push(i * SLOT + range.start..i * SLOT + range.end);
-                    inner_bytes += len;
+                    self.inner_bytes += len;
                 }
                 Err(d) => metrics.dropped(d),
             }
         }
+        true
+    }
+
+    /// The datagrams `seal` made.
+    pub fn frames(&self) -> impl ExactSizeIterator<Item = &[u8]> {
+        self.frames
+            .iter()
+            .map(|r| self.segments.get(r.clone()).unwrap_or_default())
+    }
+
+    /// Sends what `seal` made to `to` on `socket`, counting what went and what was refused in
+    /// `metrics`. Returns the error when this burst found that the kernel refuses UDP GSO (the
+    /// datagrams were then sent one per message, as every later burst will be).
+    pub fn send(
+        &mut self,
+        socket: &Socket,
+        to: Result<Option<SocketAddrV4>, DropReason>,
+        metrics: &Metrics,
+    ) -> Option<std::io::Error> {
         let Ok(to) = to else {
             metrics.dropped_n(DropReason::NoSa, self.frames.len() as u64);
             return None;
@@ -157,13 +177,18 @@ impl Burst {
         metrics.dropped_n(DropReason::SendError, sent.refused as u64);
         metrics.udp_gso_segments.inc_by(sent.gso_segments as u64);
         metrics.udp_gso_sends.inc_by(sent.gso_calls as u64);
+        self.count_sent(sent.refused, metrics);
+        sent.gso_refused
+    }
+
+    /// Counts the burst as sent, but for `refused` datagrams (already counted as drops).
+    pub fn count_sent(&self, refused: usize, metrics: &Metrics) {
         let count = self.frames.len();
-        let delivered = count - sent.refused.min(count);
+        let delivered = count - refused.min(count);
         metrics.egress.packets.inc_by(delivered as u64);
         // Bytes are approximate when some were refused: the average size is used.
-        let bytes = inner_bytes * delivered / count.max(1);
+        let bytes = self.inner_bytes * delivered / count.max(1);
         metrics.egress.bytes.inc_by(bytes as u64);
-        sent.gso_refused
     }
 }
 
@@ -211,21 +236,48 @@ impl Path {
                 GSO_TCPV4 | GSO_TCPV6 => {
                     let packet = &buf[HEADROOM..AT + n];
                     let gso_size = usize::from(hdr.gso_size);
-                    let socket = self.socket.load();
-                    let refused = burst.send(
-                        &self.encap,
-                        &socket,
-                        packet,
-                        gso_size,
-                        self.destination(),
-                        &self.metrics,
-                    );
+                    if !burst.seal(&self.encap, packet, gso_size, &self.metrics) {
+                        continue;
+                    }
+                    let ring = self.gre_tx.as_ref().and_then(|t| t.ring().map(|r| (t, r)));
+                    if let Some((tx, ring)) = ring {
+                        let refused = self.send_on_ring(tx, &ring, burst.frames());
+                        burst.count_sent(refused, &self.metrics);
+                        continue;
+                    }
+                    let refused =
+                        burst.send(&self.socket.load(), self.destination(), &self.metrics);
                     if let Some(e) = refused {
                         self.metrics.udp_offload_send.set(0);
                         tracing::warn!(error = %e, "the kernel refuses UDP GSO; sending one datagram per message from now on");
                     }
                 }
                 _ => self.metrics.dropped(DropReason::BadOffload),
+            }
+        }
+    }
+
+    /// GRE: one burst through the AF_PACKET ring; returns how many datagrams did not go. A
+    /// failed ring is given up (raw socket until `keep_resolved` opens a new one).
+    fn send_on_ring<'a>(
+        &self,
+        tx: &GreTx,
+        ring: &PacketTx,
+        frames: impl ExactSizeIterator<Item = &'a [u8]>,
+    ) -> usize {
+        let count = frames.len();
+        match ring.send_batch(frames) {
+            Ok(done) => {
+                self.metrics
+                    .dropped_n(DropReason::TxRingFull, done.ring_full as u64);
+                self.metrics
+                    .dropped_n(DropReason::SendError, done.refused as u64);
+                count - done.sent
+            }
+            Err(e) => {
+                tx.failed(&e);
+                self.metrics.dropped_n(DropReason::SendError, count as u64);
+                count
             }
         }
     }

@@ -57,10 +57,12 @@ pub enum DropReason {
     /// IPv6 link-scope chatter from the host's own kernel on the TUN (router solicitation, MLD
     /// report, DAD probe; see `chatter`): a point-to-point L3 tunnel never carries it.
     LinkChatter,
+    /// GRE over AF_PACKET: every TX ring frame was still held by the kernel.
+    TxRingFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 26] = [
+    pub const ALL: [DropReason; 27] = [
         DropReason::Truncated,
         DropReason::BadVersion,
         DropReason::ReservedBits,
@@ -87,6 +89,7 @@ impl DropReason {
         DropReason::SelectorMismatch,
         DropReason::IkeBacklog,
         DropReason::LinkChatter,
+        DropReason::TxRingFull,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -117,6 +120,7 @@ impl DropReason {
             DropReason::SelectorMismatch => "selector_mismatch",
             DropReason::IkeBacklog => "ike_backlog",
             DropReason::LinkChatter => "link_chatter",
+            DropReason::TxRingFull => "tx_ring_full",
         }
     }
 

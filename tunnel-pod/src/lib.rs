@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod mss;
 pub mod netlink;
 pub mod offload;
+pub mod packet_tx;
 pub mod run;
 pub mod sync;
 pub mod tun_offload;

@@ -53,6 +53,11 @@ enum Command {
               value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
                   .range(1..=tunnel_pod::tun_queue::MAX_QUEUES as u64))]
         queues: usize,
+        /// GRE egress: `packet` sends TSO bursts through an AF_PACKET TX ring (qdisc bypass)
+        /// once the next hop's MAC is known, and through the raw socket until then; `raw`
+        /// always uses the raw socket.
+        #[arg(long, value_parser = ["packet", "raw"], default_value = "packet")]
+        gre_tx: String,
         /// At most this many IKE SAs in any state.
         #[arg(long, default_value_t = ike::core::Limits::default().max_sas)]
         ike_max_sas: usize,
@@ -108,6 +113,7 @@ fn main() -> ExitCode {
             no_offload,
             no_udp_offload,
             queues,
+            gre_tx,
             ike_max_sas,
             ike_max_half_open,
             ike_half_open_per_source,
@@ -136,6 +142,7 @@ fn main() -> ExitCode {
                 offload: !no_offload,
                 udp_offload: !no_udp_offload,
                 queues,
+                gre_tx_packet: gre_tx == "packet",
                 ike_limits: ike::core::Limits {
                     max_sas: ike_max_sas,
                     max_half_open: ike_max_half_open,

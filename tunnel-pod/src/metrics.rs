@@ -374,6 +374,8 @@ pub struct Metrics {
     pub udp_gro_datagrams: Counter,
     /// TUN queues, one egress worker each (`--queues`).
     pub tun_queues: Gauge,
+    /// GRE: 1 while egress bursts go through the AF_PACKET ring, 0 on the raw socket.
+    pub gre_tx_packet: Gauge,
     pub ike: IkeMetrics,
     pub sync: SyncMetrics,
 }
@@ -489,6 +491,12 @@ impl Default for Metrics {
             "Queues of the TUN interface, each read by its own egress thread",
             tun_queues.clone(),
         );
+        let gre_tx_packet = Gauge::default();
+        registry.register(
+            "gre_tx_packet",
+            "GRE egress: 1 through the AF_PACKET TX ring, 0 through the raw socket (unresolved link, or --gre-tx raw)",
+            gre_tx_packet.clone(),
+        );
         let ike = IkeMetrics::default();
         ike.register(&mut registry);
         let sync = SyncMetrics::default();
@@ -516,6 +524,7 @@ impl Default for Metrics {
             udp_gro_segments,
             udp_gro_datagrams,
             tun_queues,
+            gre_tx_packet,
         };
         m.set_health(State::Unknown);
         m

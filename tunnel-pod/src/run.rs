@@ -43,6 +43,9 @@ pub struct Options {
     pub udp_offload: bool,
     /// TUN queues, one egress thread each (`--queues`, at least 1).
     pub queues: usize,
+    /// GRE: send TSO bursts through an AF_PACKET TX ring where the link resolves
+    /// (`--gre-tx packet`, the default), else always through the raw socket.
+    pub gre_tx_packet: bool,
     /// How many IKE SAs, half-open ones in all and per source address the IKE responder
     /// holds, and from how many half-open SAs on it asks for cookies (RFC 7296 §2.6).
     pub ike_limits: ike::core::Limits,
@@ -186,6 +189,8 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
         coalesce: options.offload,
         ike: ike.then_some(ike_tx),
         udp_offload: options.udp_offload,
+        gre_tx: (config.tunnel_type == TunnelType::Gre && options.gre_tx_packet)
+            .then(Default::default),
     });
     if let (Some(peer), TunnelType::Ipsec) = (data_peer, config.tunnel_type) {
         path.connected.set(peer);
@@ -219,6 +224,15 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
         p.run_ingress(returns_tx)
     })?;
     status.set_transport_open(true);
+    let gre_tx = match (&path.gre_tx, customer) {
+        (Some(tx), Some(c)) => Some(tokio::spawn(crate::packet_tx::keep_resolved(
+            tx.clone(),
+            config.local_endpoint,
+            c,
+            metrics.gre_tx_packet.clone(),
+        ))),
+        _ => None,
+    };
     let esp = matches!(path.encap, Encap::Esp(_));
     let keepalives = esp.then(|| tokio::spawn(nat_keepalives(path.clone())));
     let clock = static_sa
@@ -279,7 +293,7 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
         let grace = Duration::from_secs(if sync_mode { 5 } else { 2 });
         let _ = tokio::time::timeout(grace, task).await;
     }
-    for task in [prober, keepalives, clock].into_iter().flatten() {
+    for task in [prober, keepalives, clock, gre_tx].into_iter().flatten() {
         task.abort();
     }
     teardown(&netlink, index, &installed).await;

@@ -138,14 +138,11 @@ impl Rig {
 
     /// One TSO packet out, and every datagram it became back in and opened: how many opened.
     fn burst(&mut self) -> usize {
-        let refused = self.burst.send(
-            &self.encap,
-            &self.tx,
-            &self.packet,
-            MSS,
-            Ok(Some(self.to)),
-            &self.metrics,
+        assert!(
+            self.burst
+                .seal(&self.encap, &self.packet, MSS, &self.metrics)
         );
+        let refused = self.burst.send(&self.tx, Ok(Some(self.to)), &self.metrics);
         assert!(refused.is_none(), "{refused:?}");
         let mut opened = 0;
         let mut datagrams = 0;
