@@ -26,7 +26,8 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -545,6 +546,36 @@ fn udp_rcvbuf_errors(lab: &Lab, side: Side) -> f64 {
         .unwrap_or_else(|| panic!("no RcvbufErrors in /proc/net/snmp:\n{snmp}"))
 }
 
+/// A capture of the first 200 bytes of each TCP packet on `iface` (what tshark's sequence
+/// analysis needs; the TUN's coalesced 64 KB writes would otherwise make hundreds of MB).
+fn capture_headers(lab: &mut Lab, side: Side, iface: &str, count: u32) -> (common::Bg, PathBuf) {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let file = lab.dir.join(format!("{iface}-{n}-headers.pcap"));
+    let file_arg = file.to_string_lossy().into_owned();
+    let count = count.to_string();
+    let args = [
+        "-Z", "root", "-U", "-n", "-s", "200", "-i", iface, "-c", &count, "-w", &file_arg, "tcp",
+    ];
+    let bg = lab.spawn(side, "tcpdump-headers", "tcpdump", &args);
+    let listening = wait_for(Duration::from_secs(5), Duration::from_millis(50), || {
+        lab.bg_stderr(bg).contains("listening on").then_some(())
+    });
+    assert!(
+        listening.is_some(),
+        "tcpdump on {iface} did not start: {}",
+        lab.bg_stderr(bg)
+    );
+    (bg, file)
+}
+
+fn finish_headers(lab: &mut Lab, (bg, file): (common::Bg, PathBuf)) -> PathBuf {
+    if lab.wait_bg(bg, Duration::from_secs(2)).is_none() {
+        lab.stop_bg(bg);
+    }
+    file
+}
+
 /// Where datagrams can be refused for want of room on the way A → B, in the two namespaces.
 #[derive(Debug, Default)]
 struct QueueDrops {
@@ -628,13 +659,13 @@ fn mixed_sizes(kind: Kind) {
         ("100", Some("536")),
     ] {
         // The receiving TUN, to count what TCP would see out of order.
-        let capture = lab.capture(Side::B, &tun_b, 50_000, "tcp");
+        let capture = capture_headers(&mut lab, Side::B, &tun_b, 50_000);
         let mut args = vec!["-t", "1", "-l", len];
         if let Some(m) = mss {
             args.extend(["-M", m]);
         }
         let report = iperf(&mut lab, Side::B, &dst, &args);
-        let pcap = lab.finish_capture(capture, Duration::from_secs(5));
+        let pcap = finish_headers(&mut lab, capture);
         let received = f64_at(&report, &["end", "sum_received", "bytes"]);
         let sent = f64_at(&report, &["end", "sum_sent", "bytes"]);
         let retransmits = f64_at(&report, &["end", "sum_sent", "retransmits"]);
@@ -759,13 +790,13 @@ fn no_reordering_visible_to_tcp() {
             } else {
                 lab.node(Side::B).tunnel_addr.to_string()
             };
-            let capture = lab.capture(Side::B, &tun_b, 100_000, "tcp");
+            let capture = capture_headers(&mut lab, Side::B, &tun_b, 100_000);
             let mut args = vec!["-t", "2"];
             if v6 {
                 args.push("-6");
             }
             let report = iperf(&mut lab, Side::B, &dst, &args);
-            let pcap = lab.finish_capture(capture, Duration::from_secs(5));
+            let pcap = finish_headers(&mut lab, capture);
             let segments = tshark_count(&pcap, &[], "tcp.len > 0");
             let out_of_order = tshark_count(&pcap, &[], "tcp.analysis.out_of_order");
             let retransmits = f64_at(&report, &["end", "sum_sent", "retransmits"]);
