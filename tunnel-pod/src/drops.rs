@@ -54,12 +54,15 @@ pub enum DropReason {
     SelectorMismatch,
     /// IKE: a message arrived faster than the IKE task takes them (its queue was full).
     IkeBacklog,
+    /// IPv6 link-scope chatter from the host's own kernel on the TUN (router solicitation, MLD
+    /// report, DAD probe; see `chatter`): a point-to-point L3 tunnel never carries it.
+    LinkChatter,
     /// GRE over AF_PACKET: every TX ring frame was still held by the kernel.
     TxRingFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 26] = [
+    pub const ALL: [DropReason; 27] = [
         DropReason::Truncated,
         DropReason::BadVersion,
         DropReason::ReservedBits,
@@ -85,6 +88,7 @@ impl DropReason {
         DropReason::NoSa,
         DropReason::SelectorMismatch,
         DropReason::IkeBacklog,
+        DropReason::LinkChatter,
         DropReason::TxRingFull,
     ];
 
@@ -115,6 +119,7 @@ impl DropReason {
             DropReason::NoSa => "no_sa",
             DropReason::SelectorMismatch => "selector_mismatch",
             DropReason::IkeBacklog => "ike_backlog",
+            DropReason::LinkChatter => "link_chatter",
             DropReason::TxRingFull => "tx_ring_full",
         }
     }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 
+use crate::chatter;
 use crate::drops::DropReason;
 use crate::esp::sa::{Inbound, NEXT_IPV4, NEXT_IPV6, Outbound};
 use crate::gre::{Gre, Inner, after_headroom};
@@ -99,6 +100,15 @@ impl Encap {
         buf: &mut [u8],
         inner: Range<usize>,
     ) -> Result<Range<usize>, DropReason> {
+        // The host kernel's own IPv6 link chatter on the TUN (see `chatter`) never enters the
+        // tunnel. One byte compared for IPv4, a few for other IPv6.
+        if buf
+            .get(inner.clone())
+            .and_then(chatter::link_chatter)
+            .is_some()
+        {
+            return Err(DropReason::LinkChatter);
+        }
         match self {
             Encap::Gre(g) => g.encap_at(buf, inner),
             Encap::Esp(e) => e.encap_at(buf, inner),
@@ -294,5 +304,48 @@ mod tests {
             assert_eq!(unpack_peer(pack_peer(addr)), Some(addr));
         }
         assert_eq!(unpack_peer(0), None);
+    }
+
+    /// IPv6 with `ICMPv6 type` to `dst` at hop limit `hop`, after `HEADROOM`.
+    fn icmpv6(dst: [u8; 16], hop: u8, kind: u8) -> (Vec<u8>, Range<usize>) {
+        let mut p = vec![0x60, 0, 0, 0, 0, 8, 58, hop];
+        p.extend_from_slice(&[0; 16]);
+        p.extend_from_slice(&dst);
+        p.extend_from_slice(&[kind, 0, 0, 0, 0, 0, 0, 0]);
+        let mut buf = vec![0u8; crate::gre::HEADROOM];
+        buf.extend_from_slice(&p);
+        buf.resize(buf.len() + TAILROOM, 0);
+        let range = after_headroom(p.len()).unwrap();
+        (buf, range)
+    }
+
+    #[test]
+    fn link_chatter_is_dropped_before_either_encapsulation() {
+        let gre = Encap::Gre(Gre {
+            local: Ipv4Addr::new(192, 0, 2, 1),
+            customer: Ipv4Addr::new(198, 51, 100, 2),
+            ttl: 64,
+            key: None,
+            mtu: 1476,
+            mss: None,
+        });
+        // No SAs: anything that reached the ESP encapsulation would be `no_sa`.
+        let esp = Encap::Esp(Box::new(Esp::new(1400, None)));
+        let mut all_routers = [0u8; 16];
+        all_routers[..2].copy_from_slice(&[0xff, 0x02]);
+        all_routers[15] = 2;
+        let mut all_nodes = all_routers;
+        all_nodes[15] = 1;
+        for e in [&gre, &esp] {
+            let (mut buf, r) = icmpv6(all_routers, 255, 133);
+            assert_eq!(e.encap_at(&mut buf, r), Err(DropReason::LinkChatter));
+            // An echo request to ff02::1 is a user's, not the kernel's: it is carried.
+            let (mut buf, r) = icmpv6(all_nodes, 64, 128);
+            let carried = e.encap_at(&mut buf, r);
+            match e {
+                Encap::Gre(_) => assert!(carried.is_ok(), "{carried:?}"),
+                Encap::Esp(_) => assert_eq!(carried, Err(DropReason::NoSa)),
+            }
+        }
     }
 }

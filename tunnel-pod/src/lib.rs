@@ -2,6 +2,7 @@
 // Tests may unwrap: a panic there is a failed test, which is the point.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod chatter;
 pub mod config;
 pub mod dataplane;
 pub mod drops;

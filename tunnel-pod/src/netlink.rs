@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use anyhow::{Context, Result, anyhow};
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
+use rtnetlink::packet_route::link::{AfSpecInet6, AfSpecUnspec, In6AddrGenMode, LinkAttribute};
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
 use crate::config::Route;
@@ -43,8 +44,9 @@ impl Netlink {
         Ok(link.header.index)
     }
 
-    /// Sets the MTU, adds the interface address (which also installs the connected route to the
-    /// peer's half of the subnet) and brings the link up.
+    /// Sets the MTU, turns IPv6 address autoconfiguration off, adds the interface address
+    /// (which also installs the connected route to the peer's half of the subnet) and brings the
+    /// link up.
     pub async fn configure_interface(&self, index: u32, mtu: u16, address: Ipv4Net) -> Result<()> {
         self.handle
             .link()
@@ -56,6 +58,9 @@ impl Netlink {
             .execute()
             .await
             .context("setting the MTU")?;
+        // After the MTU (an MTU below 1280 removes IPv6 from the device), before the link goes
+        // up (the link-local address is made when it does).
+        self.no_ipv6_link_local(index).await;
         self.handle
             .address()
             .add(index, IpAddr::V4(address.addr()), address.prefix_len())
@@ -69,6 +74,37 @@ impl Netlink {
             .await
             .context("bringing the interface up")?;
         Ok(())
+    }
+
+    /// `IFLA_INET6_ADDR_GEN_MODE` = none (`ip link set DEV addrgenmode none`): the kernel makes
+    /// no link-local address when the link comes up, and so sends no router solicitation, no
+    /// DAD probe and no MLD report for it into the tunnel (see `chatter`, which drops what still
+    /// comes). A netlink attribute rather than the sysctl, since `/proc/sys` is read-only in a
+    /// pod. Nothing on a point-to-point L3 TUN needs a link-local address: routes name the
+    /// device, and the device resolves no neighbours (`NOARP`).
+    ///
+    /// Not fatal: without IPv6 on the device (IPv6 off in the kernel, or the MTU below 1280)
+    /// the kernel refuses the attribute with `EAFNOSUPPORT`, and there is then nothing to
+    /// silence; any other refusal leaves the dataplane's filter as the only line, said once.
+    async fn no_ipv6_link_local(&self, index: u32) {
+        let message = LinkUnspec::new_with_index(index)
+            .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+                vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+            )]))
+            .build();
+        match self.handle.link().set(message).execute().await {
+            Ok(()) => {}
+            Err(rtnetlink::Error::NetlinkError(e))
+                if e.raw_code() == -(nix::errno::Errno::EAFNOSUPPORT as i32) =>
+            {
+                tracing::debug!("no IPv6 on the interface: no link-local address to turn off");
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "cannot turn IPv6 address generation off on the interface; the dataplane drops \
+                 the kernel's link chatter instead"
+            ),
+        }
     }
 
     fn route_message(index: u32, route: &Route) -> rtnetlink::packet_route::route::RouteMessage {
