@@ -19,11 +19,11 @@ use crate::gre::HEADROOM;
 use crate::health::{self, ProbeSpec};
 use crate::io;
 use crate::metrics::Metrics;
-use crate::packet_tx::{GreTx, PacketTx};
 use crate::offload::{
     Coalescer, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6, VNET_HDR_LEN, VnetHdr,
     complete_checksum, segment,
 };
+use crate::packet_tx::{GreTx, PacketTx};
 use crate::wire::{gre::ETHERTYPE_IPV4, ipv4};
 
 /// Bytes read from the TUN device at once: a virtio header and a packet of up to 64 KiB.
@@ -136,12 +136,14 @@ impl Path {
                             .dropped_n(DropReason::NoSa, frames.len() as u64);
                         continue;
                     };
-                    let refused = match self.gre_tx.as_ref().and_then(|t| t.ring().map(|r| (t, r))) {
+                    let refused = match self.gre_tx.as_ref().and_then(|t| t.ring().map(|r| (t, r)))
+                    {
                         Some((tx, ring)) => self.send_on_ring(tx, &ring, &frames),
                         None => {
                             let refused =
                                 io::send_batch(&self.socket.load(), &mut headers, &frames, to);
-                            self.metrics.dropped_n(DropReason::SendError, refused as u64);
+                            self.metrics
+                                .dropped_n(DropReason::SendError, refused as u64);
                             refused
                         }
                     };

@@ -242,14 +242,8 @@ impl Ring {
     fn flush(&self) -> std::io::Result<()> {
         loop {
             // SAFETY: a send of no data: the kernel takes the frames from the ring.
-            let rc = unsafe {
-                libc::send(
-                    self.fd.as_raw_fd(),
-                    std::ptr::null(),
-                    0,
-                    libc::MSG_DONTWAIT,
-                )
-            };
+            let rc =
+                unsafe { libc::send(self.fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT) };
             if rc >= 0 {
                 return Ok(());
             }
@@ -283,7 +277,12 @@ impl Frame {
     }
 
     /// Copies the frame in and hands it to the kernel (status `SEND_REQUEST`, released last).
-    fn fill(&mut self, header: &[u8; ETH_HEADER_LEN], datagram: &[u8], id: u16) -> Result<(), DropReason> {
+    fn fill(
+        &mut self,
+        header: &[u8; ETH_HEADER_LEN],
+        datagram: &[u8],
+        id: u16,
+    ) -> Result<(), DropReason> {
         let len = ETH_HEADER_LEN + datagram.len();
         // SAFETY: DATA_OFFSET + len ≤ FRAME_SIZE (checked by the caller against MAX_DATAGRAM);
         // the kernel does not touch an available frame.
@@ -648,10 +647,7 @@ mod tests {
     /// ring holds, so the wrap-around and the status hand-back are exercised.
     #[test]
     fn ring_sends_more_than_it_holds() {
-        let tx = match PacketTx::open(Link {
-            ifindex: 1,
-            ..LINK
-        }) {
+        let tx = match PacketTx::open(Link { ifindex: 1, ..LINK }) {
             Ok(tx) => tx,
             Err(e) => {
                 eprintln!("skipped: cannot open AF_PACKET ({e})");
