@@ -131,7 +131,7 @@ fn esp(c: &mut Criterion) {
                 .seal(&mut f, head..head + size, NEXT_IPV4)
                 .expect("seal");
             let sealed = f[r].to_vec();
-            let mut inbound = Inbound::new(params(enc, integ), None).expect("sa");
+            let inbound = Inbound::new(params(enc, integ), None).expect("sa");
             let mut rx = sealed.clone();
             group.bench_function(BenchmarkId::new("open", size), |b| {
                 b.iter(|| {

@@ -1,11 +1,12 @@
-//! The data path: one blocking thread per direction around the sans-IO encapsulation in
-//! `encap` (GRE or ESP in UDP).
+//! The data path: blocking threads around the sans-IO encapsulation in `encap` (GRE or ESP in
+//! UDP), one for ingress and one per TUN queue for egress (see `run`).
 //!
 //! Threads rather than async tasks: each direction is a tight read → transform → write loop on
 //! one device pair, and blocking syscalls on a dedicated core cost less than readiness polling.
 
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -24,6 +25,8 @@ use crate::offload::{
     complete_checksum, segment,
 };
 use crate::packet_tx::{GreTx, PacketTx};
+use crate::tun_queue::{Tun, TunQueue};
+use crate::udp_offload;
 use crate::wire::{gre::ETHERTYPE_IPV4, ipv4};
 
 /// Bytes read from the TUN device at once: a virtio header and a packet of up to 64 KiB.
@@ -38,9 +41,13 @@ const RX_BATCH: usize = 64;
 /// Receive slot: larger than any datagram an MTU-sized inner packet makes; a datagram filling
 /// it whole is taken as truncated and dropped as oversized.
 const RX_SLOT: usize = 4096;
+/// With UDP GRO: datagrams per batch, each slot large enough for what the kernel coalesces
+/// (at most 64 KiB of UDP payload) after `RX_OFFSET`.
+pub const GRO_BATCH: usize = 8;
+pub const GRO_SLOT: usize = RX_OFFSET + 65_536;
 /// Datagrams are received this far into their slot, so that even an ESP packet with no IV
 /// leaves room for the virtio header before its inner packet.
-const RX_OFFSET: usize = 16;
+pub const RX_OFFSET: usize = 16;
 /// The longest datagram the data socket takes on port 4500; the IKE task holds datagrams for
 /// 4500 that reach it by other ways (lobby, handover) to the same limit.
 pub const MAX_DATAGRAM: usize = RX_SLOT - RX_OFFSET - 1;
@@ -48,8 +55,9 @@ pub const MAX_DATAGRAM: usize = RX_SLOT - RX_OFFSET - 1;
 /// Everything both directions share.
 pub struct Path {
     pub encap: Encap,
-    /// Opened with `IFF_VNET_HDR`: every packet is preceded by a virtio-net header.
-    pub tun: tun::Device,
+    /// Opened with `IFF_VNET_HDR`: every packet is preceded by a virtio-net header. Writes
+    /// (`tun.send`) go on the queue of the packet's flow.
+    pub tun: Tun,
     /// GRE: raw, connected to the customer. ESP: UDP 4500 with `SO_REUSEPORT`, connected to
     /// the peer once known (`connected`), so the kernel hands this pod its peer's datagrams
     /// among the other tunnel-pods on the same endpoint (see `lobby`). Replaced whole when the
@@ -67,8 +75,121 @@ pub struct Path {
     pub coalesce: bool,
     /// IKE messages that arrive on the ESP socket (port 4500) go here, to the IKE task.
     pub ike: Option<mpsc::Sender<IkeDatagram>>,
+    /// ESP: send with UDP GSO and receive with UDP GRO (`--no-udp-offload` turns it off).
+    pub udp_offload: bool,
     /// GRE with `--gre-tx packet`: the AF_PACKET ring TSO bursts go through when resolved.
     pub gre_tx: Option<Arc<GreTx>>,
+}
+
+/// One egress worker's buffers for a TSO packet from the TUN device: its segments, each
+/// encapsulated in a slot of its own, their ranges, and the sender's message headers. All are
+/// allocated once, so a burst allocates nothing.
+pub struct Burst {
+    segments: Vec<u8>,
+    lens: Vec<usize>,
+    frames: Vec<Range<usize>>,
+    inner_bytes: usize,
+    sender: udp_offload::Sender,
+}
+
+impl Burst {
+    /// `gso`: send with UDP GSO (ESP) while the kernel takes it; else `sendmmsg`.
+    pub fn new(gso: bool) -> Self {
+        Burst {
+            segments: vec![0; MAX_SEGMENTS * SLOT],
+            lens: Vec::with_capacity(MAX_SEGMENTS),
+            frames: Vec::with_capacity(MAX_SEGMENTS),
+            inner_bytes: 0,
+            sender: udp_offload::Sender::new(MAX_SEGMENTS, gso),
+        }
+    }
+
+    /// Cuts the TSO `packet` into segments of `gso_size` payload bytes and encapsulates each
+    /// in its slot, counting what was dropped in `metrics`; false when the packet cannot be cut.
+    ///
+    /// No padding beyond RFC 4303 §2.4's is needed for UDP GSO: the segments of one TSO packet
+    /// all carry `gso_size` bytes but the last, which carries fewer, and an ESP packet's length
+    /// is a non-decreasing function of its inner length alone (padding to the cipher's block or
+    /// 4-byte alignment: 4 for GCM, 16 for CBC; fixed IV and ICV lengths; no TFC padding is
+    /// added). So the datagrams are equal but the last, which is no longer, and a GSO call
+    /// takes a shorter last segment. Where they differ otherwise (an SA with another suite for
+    /// some packets), `udp_offload::gso_run` starts a new call.
+    pub fn seal(
+        &mut self,
+        encap: &Encap,
+        packet: &[u8],
+        gso_size: usize,
+        metrics: &Metrics,
+    ) -> bool {
+        let segmented = segment(
+            packet,
+            gso_size,
+            &mut self.segments,
+            SLOT,
+            HEADROOM,
+            &mut self.lens,
+        );
+        self.frames.clear();
+        self.inner_bytes = 0;
+        if segmented.is_err() {
+            metrics.dropped(DropReason::BadOffload);
+            return false;
+        }
+        for (i, (slot, &len)) in self
+            .segments
+            .chunks_exact_mut(SLOT)
+            .zip(&self.lens)
+            .enumerate()
+        {
+            match encap.encap(slot, len) {
+                Ok(range) => {
+                    self.frames
+                        .push(i * SLOT + range.start..i * SLOT + range.end);
+                    self.inner_bytes += len;
+                }
+                Err(d) => metrics.dropped(d),
+            }
+        }
+        true
+    }
+
+    /// The datagrams `seal` made.
+    pub fn frames(&self) -> impl ExactSizeIterator<Item = &[u8]> {
+        self.frames
+            .iter()
+            .map(|r| self.segments.get(r.clone()).unwrap_or_default())
+    }
+
+    /// Sends what `seal` made to `to` on `socket`, counting what went and what was refused in
+    /// `metrics`. Returns the error when this burst found that the kernel refuses UDP GSO (the
+    /// datagrams were then sent one per message, as every later burst will be).
+    pub fn send(
+        &mut self,
+        socket: &Socket,
+        to: Result<Option<SocketAddrV4>, DropReason>,
+        metrics: &Metrics,
+    ) -> Option<std::io::Error> {
+        let Ok(to) = to else {
+            metrics.dropped_n(DropReason::NoSa, self.frames.len() as u64);
+            return None;
+        };
+        let sent = self.sender.send(socket, &self.segments, &self.frames, to);
+        metrics.dropped_n(DropReason::SendError, sent.refused as u64);
+        metrics.udp_gso_segments.inc_by(sent.gso_segments as u64);
+        metrics.udp_gso_sends.inc_by(sent.gso_calls as u64);
+        self.count_sent(sent.refused, metrics);
+        sent.gso_refused
+    }
+
+    /// Counts the burst as sent, but for `refused` datagrams (already counted as drops).
+    pub fn count_sent(&self, refused: usize, metrics: &Metrics) {
+        let count = self.frames.len();
+        let delivered = count - refused.min(count);
+        metrics.egress.packets.inc_by(delivered as u64);
+        // Bytes are approximate when some were refused: the average size is used.
+        let bytes = self.inner_bytes * delivered / count.max(1);
+        metrics.egress.bytes.inc_by(bytes as u64);
+    }
 }
 
 /// A datagram for the IKE task from the data path's socket: an IKE message, or ESP of an SPI
@@ -85,14 +206,13 @@ pub struct IkeDatagram {
 
 impl Path {
     /// TUN → GRE or ESP, until the TUN device fails. `queue` is the TUN queue this worker
-    /// reads (each egress worker has its own; the device's first queue is `self.tun`).
-    pub fn run_egress(&self, queue: &tun::Device) -> std::io::Error {
+    /// reads (each egress worker has its own, one of `self.tun.queues()`).
+    pub fn run_egress(&self, queue: &TunQueue) -> std::io::Error {
         // Read at an offset so that the virtio header plus this leaves HEADROOM before the packet.
         const AT: usize = HEADROOM - VNET_HDR_LEN;
         let mut buf = vec![0u8; AT + TUN_BUF_LEN + TAILROOM];
-        let mut segments = vec![0u8; MAX_SEGMENTS * SLOT];
-        let mut lens = Vec::with_capacity(MAX_SEGMENTS);
-        let mut headers = nix::sys::socket::MultiHeaders::preallocate(MAX_SEGMENTS, None);
+        let gso = self.udp_offload && self.encap.as_esp().is_some();
+        let mut burst = Burst::new(gso);
         loop {
             let n = match queue.recv(&mut buf[AT..]) {
                 Ok(n) => n,
@@ -115,43 +235,22 @@ impl Path {
                 }
                 GSO_TCPV4 | GSO_TCPV6 => {
                     let packet = &buf[HEADROOM..AT + n];
-                    let gso = usize::from(hdr.gso_size);
-                    if segment(packet, gso, &mut segments, SLOT, HEADROOM, &mut lens).is_err() {
-                        self.metrics.dropped(DropReason::BadOffload);
+                    let gso_size = usize::from(hdr.gso_size);
+                    if !burst.seal(&self.encap, packet, gso_size, &self.metrics) {
                         continue;
                     }
-                    let mut frames: Vec<&[u8]> = Vec::with_capacity(lens.len());
-                    let mut inner_bytes = 0;
-                    for (slot, &len) in segments.chunks_exact_mut(SLOT).zip(lens.iter()) {
-                        match self.encap.encap(slot, len) {
-                            Ok(range) => {
-                                frames.push(&slot[range]);
-                                inner_bytes += len;
-                            }
-                            Err(d) => self.metrics.dropped(d),
-                        }
-                    }
-                    let Ok(to) = self.destination() else {
-                        self.metrics
-                            .dropped_n(DropReason::NoSa, frames.len() as u64);
+                    let ring = self.gre_tx.as_ref().and_then(|t| t.ring().map(|r| (t, r)));
+                    if let Some((tx, ring)) = ring {
+                        let refused = self.send_on_ring(tx, &ring, burst.frames());
+                        burst.count_sent(refused, &self.metrics);
                         continue;
-                    };
-                    let refused = match self.gre_tx.as_ref().and_then(|t| t.ring().map(|r| (t, r)))
-                    {
-                        Some((tx, ring)) => self.send_on_ring(tx, &ring, &frames),
-                        None => {
-                            let refused =
-                                io::send_batch(&self.socket.load(), &mut headers, &frames, to);
-                            self.metrics
-                                .dropped_n(DropReason::SendError, refused as u64);
-                            refused
-                        }
-                    };
-                    let sent = frames.len() - refused;
-                    self.metrics.egress.packets.inc_by(sent as u64);
-                    // Bytes are approximate when some were refused: the average size is used.
-                    let bytes = inner_bytes * sent / frames.len().max(1);
-                    self.metrics.egress.bytes.inc_by(bytes as u64);
+                    }
+                    let refused =
+                        burst.send(&self.socket.load(), self.destination(), &self.metrics);
+                    if let Some(e) = refused {
+                        self.metrics.udp_offload_send.set(0);
+                        tracing::warn!(error = %e, "the kernel refuses UDP GSO; sending one datagram per message from now on");
+                    }
                 }
                 _ => self.metrics.dropped(DropReason::BadOffload),
             }
@@ -160,20 +259,25 @@ impl Path {
 
     /// GRE: one burst through the AF_PACKET ring; returns how many datagrams did not go. A
     /// failed ring is given up (raw socket until `keep_resolved` opens a new one).
-    fn send_on_ring(&self, tx: &GreTx, ring: &PacketTx, frames: &[&[u8]]) -> usize {
+    fn send_on_ring<'a>(
+        &self,
+        tx: &GreTx,
+        ring: &PacketTx,
+        frames: impl ExactSizeIterator<Item = &'a [u8]>,
+    ) -> usize {
+        let count = frames.len();
         match ring.send_batch(frames) {
             Ok(done) => {
                 self.metrics
                     .dropped_n(DropReason::TxRingFull, done.ring_full as u64);
                 self.metrics
                     .dropped_n(DropReason::SendError, done.refused as u64);
-                frames.len() - done.sent
+                count - done.sent
             }
             Err(e) => {
                 tx.failed(&e);
-                self.metrics
-                    .dropped_n(DropReason::SendError, frames.len() as u64);
-                frames.len()
+                self.metrics.dropped_n(DropReason::SendError, count as u64);
+                count
             }
         }
     }
@@ -185,12 +289,18 @@ impl Path {
         }
     }
 
-    /// GRE → TUN, until the socket fails. Returns of our own probes go to `returns`.
+    /// GRE or ESP → TUN, until the socket fails. Returns of our own probes go to `returns`.
     pub fn run_ingress(&self, returns: mpsc::Sender<(u16, Instant)>) -> std::io::Error {
-        let mut slots = vec![0u8; RX_BATCH * RX_SLOT];
-        let mut lens = [0usize; RX_BATCH];
-        let mut from = [None; RX_BATCH];
-        let mut headers = nix::sys::socket::MultiHeaders::preallocate(RX_BATCH, None);
+        // With GRO a slot takes what the kernel coalesced (up to 64 KiB), else one datagram.
+        let (batch, slot) = if self.udp_offload && self.encap.as_esp().is_some() {
+            (GRO_BATCH, GRO_SLOT)
+        } else {
+            (RX_BATCH, RX_SLOT)
+        };
+        let mut slots = vec![0u8; batch * slot];
+        let mut received = [udp_offload::Received::default(); RX_BATCH];
+        let received = &mut received[..batch];
+        let mut receiver = udp_offload::Receiver::new(batch);
         let mut gro = Coalescer::default();
         let mut socket = self.socket.load_full();
         loop {
@@ -198,18 +308,13 @@ impl Path {
             // down, which ends a wait on it. Datagrams already queued on it are read before
             // this thread moves to the new one (a shut-down socket answers at once: its queue,
             // then an empty read), else a request that arrived just before the switch would be
-            // lost and cost the peer a retransmission.
+            // lost and cost the peer a retransmission. (The end-of-file leaves its header's
+            // msg_namelen at 0: `Receiver` resets it before every call, else the next datagram
+            // in that slot would carry the previous one's source, a new peer's first IKE
+            // message seen as from the old peer.)
             let stale = !Arc::ptr_eq(&socket, &self.socket.load());
             // Block for the first datagram, then take what is already queued: one syscall.
-            let count = match io::recv_batch(
-                &socket,
-                &mut headers,
-                &mut slots,
-                RX_SLOT,
-                RX_OFFSET,
-                &mut lens,
-                &mut from,
-            ) {
+            let count = match receiver.recv(&*socket, &mut slots, slot, RX_OFFSET, received) {
                 Ok(count) => count,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) if io::is_transient(&e) => {
@@ -222,31 +327,54 @@ impl Path {
             };
             let replaced = stale || !Arc::ptr_eq(&socket, &self.socket.load());
             let mut drained = count == 0;
-            for (i, (&n, &src)) in lens.iter().zip(from.iter()).enumerate().take(count) {
-                if replaced && n == 0 {
+            for (i, r) in received.iter().enumerate().take(count) {
+                if replaced && r.len == 0 {
                     // The end-of-file of the shut-down socket, not a datagram.
                     drained = true;
                     continue;
                 }
-                let slot = &mut slots[i * RX_SLOT..(i + 1) * RX_SLOT];
-                self.receive(slot, n, src, &mut gro, &returns);
+                if r.truncated {
+                    self.metrics.dropped(DropReason::Oversized);
+                    continue;
+                }
+                let message = &mut slots[i * slot..(i + 1) * slot];
+                if let Some(size) = r.gso_size {
+                    self.metrics
+                        .udp_gro_segments
+                        .inc_by(r.len.div_ceil(usize::from(size)) as u64);
+                    self.metrics.udp_gro_datagrams.inc();
+                }
+                for piece in udp_offload::split(r.len, r.gso_size) {
+                    // Each piece in place, with the RX_OFFSET bytes before it as its room in
+                    // front (for a piece after the first: the end of the previous one, already
+                    // handled; the coalescer copies what it keeps). A piece in the middle ends
+                    // where the next begins; the last keeps the rest of the slot.
+                    let end = if piece.end == r.len {
+                        message.len()
+                    } else {
+                        RX_OFFSET + piece.end
+                    };
+                    let n = piece.len();
+                    if n > MAX_DATAGRAM {
+                        self.metrics.dropped(DropReason::Oversized);
+                        continue;
+                    }
+                    let Some(piece_slot) = message.get_mut(piece.start..end) else {
+                        continue;
+                    };
+                    self.receive(piece_slot, n, r.from, &mut gro, &returns);
+                }
             }
             self.flush(&mut gro);
-            if drained {
-                // The end-of-file left its header's msg_namelen at 0, and nix does not reset it
-                // before the next call: the kernel would then copy no source address and the
-                // next datagram in that slot would carry the previous one's (a new peer's first
-                // IKE message seen as from the old peer: the core then followed it back).
-                headers = nix::sys::socket::MultiHeaders::preallocate(RX_BATCH, None);
-            }
             if stale && drained {
                 socket = self.socket.load_full();
             }
         }
     }
 
-    /// Decapsulates one datagram and passes its inner packet on: to the prober, back into the
-    /// tunnel, into the coalescer, or straight to the TUN device.
+    /// Decapsulates one datagram, `n` bytes at `slot[RX_OFFSET..]` (at most `MAX_DATAGRAM`),
+    /// and passes its inner packet on: to the prober, back into the tunnel, into the
+    /// coalescer, or straight to the TUN device.
     fn receive(
         &self,
         slot: &mut [u8],
@@ -255,10 +383,6 @@ impl Path {
         gro: &mut Coalescer,
         returns: &mpsc::Sender<(u16, Instant)>,
     ) {
-        if n >= slot.len() - RX_OFFSET {
-            self.metrics.dropped(DropReason::Oversized);
-            return;
-        }
         let Some(datagram) = slot.get_mut(RX_OFFSET..RX_OFFSET + n) else {
             self.metrics.dropped(DropReason::Oversized);
             return;
@@ -425,8 +549,9 @@ impl Path {
         if self.connected.get() == Some(peer) {
             return;
         }
-        match io::open_udp_socket(self.local_endpoint, crate::run::IKE_NATT_PORT, Some(peer)) {
-            Ok(new) => {
+        match io::open_data_socket(self.local_endpoint, Some(peer), self.udp_offload) {
+            Ok((new, gro)) => {
+                self.metrics.udp_offload_receive.set(i64::from(gro));
                 let old = self.socket.swap(Arc::new(new));
                 self.connected.set(peer);
                 let _ = old.shutdown(std::net::Shutdown::Read);

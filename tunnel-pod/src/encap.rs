@@ -3,8 +3,8 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::Range;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
@@ -30,20 +30,16 @@ pub struct Esp {
     /// thread that sends (egress, reflected probes, the prober): sequence numbers are atomic.
     outbound: ArcSwap<Vec<Arc<Outbound>>>,
     /// SPI → inbound SA. During a rekey the old and the new SA are both here, so no packet in
-    /// flight is lost. Only the receive thread opens packets: the locks are uncontended.
-    inbound: ArcSwap<Vec<Arc<InboundSlot>>>,
+    /// flight is lost. Opened by the receive thread and, for strays, the IKE task, at once if
+    /// need be: `Inbound::open` locks only its replay window, and only around the window's
+    /// check and update, not the decryption.
+    inbound: ArcSwap<Vec<Arc<Inbound>>>,
     /// Where ESP goes: the peer's address and port as IKE learned them (behind a NAT, not the
     /// configured customer endpoint); unset while unknown. `Path::set_peer` keeps the data
     /// socket connected to the same address.
     peer: PeerCell,
     pub mtu: u16,
     pub mss: Option<u16>,
-}
-
-#[derive(Debug)]
-struct InboundSlot {
-    spi: u32,
-    sa: Mutex<Inbound>,
 }
 
 /// An IPv4 socket address that threads read and replace without a lock (the ESP peer, the
@@ -165,13 +161,10 @@ impl Esp {
 
     /// Adds an inbound SA (replacing one with the same SPI).
     pub fn install_inbound(&self, sa: Inbound) {
-        let slot = Arc::new(InboundSlot {
-            spi: sa.spi(),
-            sa: Mutex::new(sa),
-        });
+        let sa = Arc::new(sa);
         self.inbound.rcu(|t| {
-            let mut t: Vec<_> = t.iter().filter(|s| s.spi != slot.spi).cloned().collect();
-            t.push(slot.clone());
+            let mut t: Vec<_> = t.iter().filter(|s| s.spi() != sa.spi()).cloned().collect();
+            t.push(sa.clone());
             t
         });
     }
@@ -199,7 +192,7 @@ impl Esp {
     pub fn retire(&self, inbound_spi: u32, outbound_spi: u32) {
         self.inbound.rcu(|t| {
             t.iter()
-                .filter(|s| s.spi != inbound_spi)
+                .filter(|s| s.spi() != inbound_spi)
                 .cloned()
                 .collect::<Vec<_>>()
         });
@@ -217,11 +210,8 @@ impl Esp {
     }
 
     /// Runs `f` on each inbound SA (the SA clock's age checks).
-    pub fn for_each_inbound(&self, mut f: impl FnMut(&mut Inbound)) {
-        for slot in self.inbound.load().iter() {
-            let mut sa = slot.sa.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut sa);
-        }
+    pub fn for_each_inbound(&self, f: impl FnMut(&Inbound)) {
+        self.inbound.load().iter().map(|sa| &**sa).for_each(f);
     }
 
     pub fn has_sas(&self) -> bool {
@@ -266,16 +256,12 @@ impl Esp {
             .map_err(|_| DropReason::Truncated)?
             .spi();
         let table = self.inbound.load();
-        let slot = table
+        let sa = table
             .iter()
-            .find(|s| s.spi == spi)
+            .find(|s| s.spi() == spi)
             .ok_or(DropReason::UnknownSpi)?;
         let packet = datagram.get_mut(..esp_len).ok_or(DropReason::Truncated)?;
-        let opened = slot
-            .sa
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .open(packet)?;
+        let opened = sa.open(packet)?;
         drop(table);
         if opened.inner.len() > usize::from(self.mtu) {
             return Err(DropReason::Oversized);

@@ -1,4 +1,5 @@
-//! The two devices the data path moves packets between: the TUN interface and the raw GRE socket.
+//! The sockets the data path sends and receives on: raw GRE, UDP (ESP, IKE) and raw ICMP; the
+//! TUN interface is in `tun_queue`.
 
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -7,25 +8,6 @@ use anyhow::{Context, Result};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::wire::ipv4::PROTO_GRE;
-
-/// Opens (creates) the TUN interface `name` without configuring it: netlink does that.
-/// The device always carries a virtio-net header (`IFF_VNET_HDR`); `offload` also turns on TSO
-/// and checksum offload, so the kernel may hand over (and accept) 64 KiB TCP packets.
-pub fn open_tun(name: &str, offload: bool) -> Result<tun::Device> {
-    let mut config = tun::Configuration::default();
-    config.tun_name(name);
-    config.platform_config(|p| {
-        p.vnet_hdr(true);
-    });
-    let device = tun::create(&config).with_context(|| {
-        format!("creating TUN interface {name} (is /dev/net/tun present and NET_ADMIN granted?)")
-    })?;
-    if offload && let Err(e) = crate::tun_offload::enable(&device) {
-        // Still correct without: the kernel then sends MTU-sized packets only.
-        tracing::warn!(error = %e, "TUN offload unavailable; one packet per read");
-    }
-    Ok(device)
-}
 
 /// A raw IPv4 socket for protocol 47 bound to our endpoint and connected to the customer's, so
 /// the kernel delivers only that peer's GRE packets to this process (many tunnels may share the
@@ -67,58 +49,6 @@ pub fn recv(socket: &Socket, buf: &mut [u8]) -> std::io::Result<usize> {
 pub fn is_transient(e: &std::io::Error) -> bool {
     // EBADF, EFAULT, EINVAL, ENOTSOCK, ENOMEM
     !matches!(e.raw_os_error(), Some(9 | 14 | 22 | 88 | 12) | None)
-}
-
-/// Sends datagrams with as few `sendmmsg` calls as the kernel allows. Returns how many the
-/// socket refused (each refused one is skipped, the rest still go).
-pub fn send_batch(
-    socket: &Socket,
-    headers: &mut nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrIn>,
-    frames: &[&[u8]],
-    to: Option<SocketAddrV4>,
-) -> usize {
-    use nix::sys::socket::{MsgFlags, SockaddrIn, sendmmsg};
-    use std::io::IoSlice;
-    use std::os::fd::AsRawFd;
-    let mut refused = 0;
-    let mut next = 0;
-    let mut retried = false;
-    while next < frames.len() {
-        let rest = frames.get(next..).unwrap_or_default();
-        let iovs: Vec<[IoSlice<'_>; 1]> = rest.iter().map(|f| [IoSlice::new(f)]).collect();
-        // A connected socket (GRE) takes no per-message address.
-        let addrs: Vec<Option<SockaddrIn>> = vec![to.map(SockaddrIn::from); iovs.len()];
-        match sendmmsg(
-            socket.as_raw_fd(),
-            headers,
-            &iovs,
-            &addrs,
-            [],
-            MsgFlags::empty(),
-        ) {
-            Ok(results) => {
-                let sent = results.count();
-                next += sent.max(1);
-                retried = false;
-                if sent == 0 {
-                    refused += 1;
-                }
-            }
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) if !retried && is_transient(&std::io::Error::from(e)) => {
-                // An ICMP error from earlier traffic was pending on the socket and consumed
-                // by this call; the message itself was not tried. Once more.
-                retried = true;
-            }
-            Err(_) => {
-                // The first message of the call failed; skip it and carry on with the rest.
-                refused += 1;
-                next += 1;
-                retried = false;
-            }
-        }
-    }
-    refused
 }
 
 /// Sends one datagram. A connected socket reports an ICMP error that arrived for earlier traffic
@@ -181,49 +111,6 @@ pub fn receive_probe_returns(
     }
 }
 
-/// Receives up to `lens.len()` datagrams into consecutive `slot`-sized pieces of `slots` with one
-/// `recvmmsg`, blocking only until the first arrives, each `offset` bytes into its slot. A
-/// truncated datagram gets the length `slot` (the caller drops it as oversized).
-pub fn recv_batch(
-    socket: &Socket,
-    headers: &mut nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrIn>,
-    slots: &mut [u8],
-    slot: usize,
-    offset: usize,
-    lens: &mut [usize],
-    from: &mut [Option<SocketAddrV4>],
-) -> std::io::Result<usize> {
-    use nix::sys::socket::{MsgFlags, recvmmsg};
-    use std::io::IoSliceMut;
-    use std::os::fd::AsRawFd;
-    let mut iovs: Vec<[IoSliceMut<'_>; 1]> = slots
-        .chunks_exact_mut(slot)
-        .take(lens.len())
-        .map(|c| [IoSliceMut::new(c.get_mut(offset..).unwrap_or_default())])
-        .collect();
-    let results = recvmmsg(
-        socket.as_raw_fd(),
-        headers,
-        iovs.iter_mut(),
-        MsgFlags::MSG_WAITFORONE,
-        None,
-    )
-    .map_err(std::io::Error::from)?;
-    let mut count = 0;
-    for ((msg, len), src) in results.zip(lens.iter_mut()).zip(from.iter_mut()) {
-        *len = if msg.flags.contains(MsgFlags::MSG_TRUNC) {
-            slot
-        } else {
-            msg.bytes
-        };
-        *src = msg
-            .address
-            .map(|a: nix::sys::socket::SockaddrIn| SocketAddrV4::new(a.ip(), a.port()));
-        count += 1;
-    }
-    Ok(count)
-}
-
 /// A UDP socket on our endpoint's `port` (4500: ESP in UDP and IKE behind the non-ESP marker,
 /// RFC 3948, from the start as Magic WAN does; 500: IKE), with `SO_REUSEPORT`: every IPsec
 /// tunnel-pod of the node binds the same address and port (see `lobby`). With `peer` it is
@@ -247,6 +134,20 @@ pub fn open_udp_socket(local: Ipv4Addr, port: u16, peer: Option<SocketAddrV4>) -
     let _ = s.set_recv_buffer_size(4 << 20);
     let _ = s.set_send_buffer_size(4 << 20);
     Ok(s)
+}
+
+/// The ESP data socket: [`open_udp_socket`] on port 4500, with receive coalescing (`UDP_GRO`)
+/// when `gro` (only the data path's receive thread reads it, and it splits what the kernel
+/// coalesced; the IKE task's sockets stay without). Returns whether GRO is on: a kernel that
+/// refuses it leaves a working socket.
+pub fn open_data_socket(
+    local: Ipv4Addr,
+    peer: Option<SocketAddrV4>,
+    gro: bool,
+) -> Result<(Socket, bool)> {
+    let s = open_udp_socket(local, crate::run::IKE_NATT_PORT, peer)?;
+    let gro = gro && crate::udp_offload::enable_gro(&s).is_ok();
+    Ok((s, gro))
 }
 
 /// Connects a UDP socket to `peer`: from now on it receives only that peer's datagrams, and a

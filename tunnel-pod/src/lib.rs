@@ -22,4 +22,6 @@ pub mod packet_tx;
 pub mod run;
 pub mod sync;
 pub mod tun_offload;
+pub mod tun_queue;
+pub mod udp_offload;
 pub mod wire;

@@ -43,6 +43,16 @@ enum Command {
         /// for comparison in benchmarks.
         #[arg(long)]
         no_offload: bool,
+        /// Turn off UDP segmentation (GSO) on send and coalescing (GRO) on receive of ESP in
+        /// UDP: one datagram per message, for comparison in benchmarks.
+        #[arg(long)]
+        no_udp_offload: bool,
+        /// TUN queues (`IFF_MULTI_QUEUE`), each read by its own egress thread; the kernel
+        /// keeps one flow on one queue.
+        #[arg(long, default_value_t = tunnel_pod::run::DEFAULT_QUEUES,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+                  .range(1..=tunnel_pod::tun_queue::MAX_QUEUES as u64))]
+        queues: usize,
         /// GRE egress: `packet` sends TSO bursts through an AF_PACKET TX ring (qdisc bypass)
         /// once the next hop's MAC is known, and through the raw socket until then; `raw`
         /// always uses the raw socket.
@@ -101,6 +111,8 @@ fn main() -> ExitCode {
             interface,
             loss_window,
             no_offload,
+            no_udp_offload,
+            queues,
             gre_tx,
             ike_max_sas,
             ike_max_half_open,
@@ -128,6 +140,8 @@ fn main() -> ExitCode {
                 interface,
                 loss_window: Duration::from_secs(loss_window.max(1)),
                 offload: !no_offload,
+                udp_offload: !no_udp_offload,
+                queues,
                 gre_tx_packet: gre_tx == "packet",
                 ike_limits: ike::core::Limits {
                     max_sas: ike_max_sas,

@@ -363,6 +363,17 @@ pub struct Metrics {
     pub keepalives_reflected: Counter,
     pub socket_errors: Counter,
     pub nat_keepalives_sent: Counter,
+    /// ESP: 1 while UDP GSO (send) / GRO (receive) is on, 0 when off or refused by the kernel.
+    pub udp_offload_send: Gauge,
+    pub udp_offload_receive: Gauge,
+    /// Datagrams sent in GSO calls, and the calls; coalesced datagrams received, and what they
+    /// held: segments per syscall is the one over the other.
+    pub udp_gso_segments: Counter,
+    pub udp_gso_sends: Counter,
+    pub udp_gro_segments: Counter,
+    pub udp_gro_datagrams: Counter,
+    /// TUN queues, one egress worker each (`--queues`).
+    pub tun_queues: Gauge,
     /// GRE: 1 while egress bursts go through the AF_PACKET ring, 0 on the raw socket.
     pub gre_tx_packet: Gauge,
     pub ike: IkeMetrics,
@@ -439,6 +450,47 @@ impl Default for Metrics {
             "NAT keepalives (RFC 3948 §2.3) sent on the ESP port",
             nat_keepalives_sent.clone(),
         );
+        let udp_offload = Family::<DirectionLabel, Gauge>::default();
+        let udp_offload_send = udp_offload
+            .get_or_create(&DirectionLabel { direction: "send" })
+            .clone();
+        let udp_offload_receive = udp_offload
+            .get_or_create(&DirectionLabel {
+                direction: "receive",
+            })
+            .clone();
+        registry.register(
+            "udp_offload",
+            "ESP in UDP: 1 while UDP GSO (send) or GRO (receive) is on, 0 off or refused",
+            udp_offload,
+        );
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let udp_gso_segments = counter(
+            &mut registry,
+            "udp_gso_segments",
+            "ESP datagrams sent in UDP GSO calls",
+        );
+        let udp_gso_sends = counter(&mut registry, "udp_gso_sends", "UDP GSO send calls");
+        let udp_gro_segments = counter(
+            &mut registry,
+            "udp_gro_segments",
+            "ESP datagrams received coalesced by UDP GRO",
+        );
+        let udp_gro_datagrams = counter(
+            &mut registry,
+            "udp_gro_datagrams",
+            "Coalesced UDP GRO datagrams received (each holding several ESP datagrams)",
+        );
+        let tun_queues = Gauge::default();
+        registry.register(
+            "tun_queues",
+            "Queues of the TUN interface, each read by its own egress thread",
+            tun_queues.clone(),
+        );
         let gre_tx_packet = Gauge::default();
         registry.register(
             "gre_tx_packet",
@@ -465,6 +517,13 @@ impl Default for Metrics {
             keepalives_reflected,
             socket_errors,
             nat_keepalives_sent,
+            udp_offload_send,
+            udp_offload_receive,
+            udp_gso_segments,
+            udp_gso_sends,
+            udp_gro_segments,
+            udp_gro_datagrams,
+            tun_queues,
             gre_tx_packet,
         };
         m.set_health(State::Unknown);

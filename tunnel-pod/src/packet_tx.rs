@@ -196,11 +196,15 @@ impl PacketTx {
     /// Sends outer IPv4 datagrams (as `gre` builds them for the raw socket) with one `send()`.
     /// An error means the socket is unusable (interface gone or down): the caller falls back
     /// to the raw socket and has the link resolved again; the datagrams are then lost.
-    pub fn send_batch(&self, datagrams: &[&[u8]]) -> std::io::Result<Sent> {
+    pub fn send_batch<D: AsRef<[u8]>>(
+        &self,
+        datagrams: impl IntoIterator<Item = D>,
+    ) -> std::io::Result<Sent> {
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         let mut done = Sent::default();
         let mut queued = 0;
         for datagram in datagrams {
+            let datagram = datagram.as_ref();
             if datagram.len() > MAX_DATAGRAM {
                 done.refused += 1;
                 continue;
@@ -667,6 +671,6 @@ mod tests {
         }
         assert!(sent > FRAMES, "only {sent} sent through a ring of {FRAMES}");
         let big = vec![0u8; MAX_DATAGRAM + 1];
-        assert_eq!(tx.send_batch(&[&big[..]]).unwrap().refused, 1);
+        assert_eq!(tx.send_batch([&big[..]]).unwrap().refused, 1);
     }
 }

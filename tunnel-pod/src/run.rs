@@ -19,6 +19,7 @@ use crate::http::{self, Status};
 use crate::io;
 use crate::metrics::Metrics;
 use crate::netlink::Netlink;
+use crate::tun_queue::Tun;
 use crate::wire::udp_encap::KEEPALIVE;
 
 /// IKE (RFC 7296 §2) and NAT traversal (RFC 3948: ESP in UDP, IKE behind the non-ESP marker).
@@ -26,6 +27,8 @@ pub const IKE_PORT: u16 = 500;
 pub const IKE_NATT_PORT: u16 = 4500;
 /// IKE messages the data path may queue for the IKE task before it drops them (`ike_backlog`).
 const IKE_QUEUE: usize = 256;
+/// TUN queues (egress workers) unless `--queues` says otherwise.
+pub const DEFAULT_QUEUES: usize = 1;
 
 /// Knobs that are not part of the tunnel's definition.
 #[derive(Debug, Clone)]
@@ -36,6 +39,10 @@ pub struct Options {
     pub loss_window: Duration,
     /// TUN segmentation/checksum offload and receive coalescing (on unless benchmarking).
     pub offload: bool,
+    /// ESP: UDP segmentation (GSO) on send and coalescing (GRO) on receive on the data socket.
+    pub udp_offload: bool,
+    /// TUN queues, one egress thread each (`--queues`, at least 1).
+    pub queues: usize,
     /// GRE: send TSO bursts through an AF_PACKET TX ring where the link resolves
     /// (`--gre-tx packet`, the default), else always through the raw socket.
     pub gre_tx_packet: bool,
@@ -124,7 +131,13 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
         (TunnelType::Gre, Some(c)) => {
             io::open_gre_socket(config.local_endpoint, c, config.gre.and_then(|g| g.key))?
         }
-        _ => io::open_udp_socket(config.local_endpoint, IKE_NATT_PORT, data_peer)?,
+        _ => {
+            let (s, gro) =
+                io::open_data_socket(config.local_endpoint, data_peer, options.udp_offload)?;
+            metrics.udp_offload_send.set(i64::from(options.udp_offload));
+            metrics.udp_offload_receive.set(i64::from(gro));
+            s
+        }
     };
     let ike_sockets = match claim {
         Some((state, inbox)) => Some(crate::ikev2::sockets::Sockets::open(
@@ -135,7 +148,8 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
         )?),
         None => None,
     };
-    let tun = io::open_tun(&name, options.offload)?;
+    let tun = Tun::open(&name, options.queues, options.offload)?;
+    metrics.tun_queues.set(tun.queues().len() as i64);
     let netlink = Netlink::connect()?;
     let index = netlink.link_index(&name).await?;
     let mtu = config.mtu();
@@ -174,6 +188,7 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
         probes,
         coalesce: options.offload,
         ike: ike.then_some(ike_tx),
+        udp_offload: options.udp_offload,
         gre_tx: (config.tunnel_type == TunnelType::Gre && options.gre_tx_packet)
             .then(Default::default),
     });
@@ -193,10 +208,19 @@ pub async fn run(config: TunnelConfig, options: Options) -> Result<()> {
             .spawn(move || io::receive_probe_returns(&icmp, &spec, &returns))
             .context("starting the ICMP return thread")?;
     }
-    spawn_direction("egress", path.clone(), failed_tx.clone(), |p| {
-        p.run_egress(&p.tun)
-    })?;
-    spawn_direction("ingress", path.clone(), failed_tx, move |p| {
+    // One egress thread per TUN queue: the kernel puts a flow's packets on one queue (see
+    // `tun_queue`), so a TCP flow is sealed and sent by one thread, in order. One ingress
+    // thread per data socket, though: a connected UDP socket (or the raw GRE socket) is one
+    // receive queue, and several readers of it would take a flow's consecutive datagrams in
+    // parallel and could write them to the TUN out of order; separate raw GRE sockets would
+    // each get a copy of every packet. (Ingress spreads its writes over the queues by flow,
+    // which is what steers egress.)
+    for queue in 0..path.tun.queues().len() {
+        spawn_direction("egress", queue, path.clone(), failed_tx.clone(), move |p| {
+            p.run_egress(&p.tun.queues()[queue])
+        })?;
+    }
+    spawn_direction("ingress", 0, path.clone(), failed_tx, move |p| {
         p.run_ingress(returns_tx)
     })?;
     status.set_transport_open(true);
@@ -381,14 +405,16 @@ async fn nat_keepalives(path: Arc<Path>) {
     }
 }
 
+/// Starts a data path thread, `dp-<direction>-<index>`; its failure ends the process.
 fn spawn_direction(
     direction: &'static str,
+    index: usize,
     path: Arc<Path>,
     failed: mpsc::UnboundedSender<(&'static str, std::io::Error)>,
     body: impl FnOnce(&Path) -> std::io::Error + Send + 'static,
 ) -> Result<()> {
     std::thread::Builder::new()
-        .name(format!("dp-{direction}"))
+        .name(format!("dp-{direction}-{index}"))
         .spawn(move || {
             let e = body(&path);
             let _ = failed.send((direction, e));

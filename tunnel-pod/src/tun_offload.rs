@@ -1,4 +1,4 @@
-//! Turns on TUN offloads (`TUNSETOFFLOAD`): the one ioctl the `tun` crate does not offer.
+//! Turns on TUN offloads (`TUNSETOFFLOAD`) on a device `tun_queue` opened.
 #![allow(unsafe_code)]
 
 use std::os::fd::AsRawFd;

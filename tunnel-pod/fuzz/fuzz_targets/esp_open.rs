@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
         lifetime: SaLifetime::default(),
         traffic_selectors: Default::default(),
     };
-    let Ok(mut sa) = Inbound::new(params, Some(1024)) else { return };
+    let Ok(sa) = Inbound::new(params, Some(1024)) else { return };
     if let Datagram::Esp(esp) = classify(rest) {
         let mut packet = esp.to_vec();
         let _ = sa.open(&mut packet);

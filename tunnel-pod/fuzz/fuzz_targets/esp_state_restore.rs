@@ -78,7 +78,7 @@ fn outbound(state: OutboundState, slot: SenderSlot) {
         return;
     };
     // The peer's view: the same parameters inbound.
-    if let Ok(mut inb) = Inbound::new(params, None) {
+    if let Ok(inb) = Inbound::new(params, None) {
         let opened = inb.open(&mut packet);
         if any {
             let o = opened.expect("a sealed packet does not open with its own parameters");
@@ -99,7 +99,7 @@ fuzz_target!(|data: &[u8]| {
                 return;
             };
             let _ = format!("{c:?}");
-            if let Ok(mut inb) = Inbound::new(c.inbound.clone(), replay) {
+            if let Ok(inb) = Inbound::new(c.inbound.clone(), replay) {
                 let mut p = vec![0u8; 64];
                 p[..4].copy_from_slice(&c.spi_in().to_be_bytes());
                 p[7] = 1;
@@ -121,7 +121,7 @@ fuzz_target!(|data: &[u8]| {
                 return;
             };
             let params = s.params.clone();
-            let Ok(mut inb) = Inbound::restore(s) else {
+            let Ok(inb) = Inbound::restore(s) else {
                 return;
             };
             let _ = inb.state();

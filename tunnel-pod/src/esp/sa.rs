@@ -7,6 +7,7 @@
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::Ipv4Net;
@@ -557,15 +558,18 @@ pub struct Opened {
     pub next_header: u8,
 }
 
-/// The inbound half: verifies, replay-checks and opens ESP packets.
+/// The inbound half: verifies, replay-checks and opens ESP packets. Shared by every thread that
+/// receives on the SA (the data path's receive thread, the IKE task's strays): the keys are
+/// immutable after install, the counters atomic, and only the replay window is locked, never
+/// across the ICV check and decryption (see [`open`](Self::open)).
 #[derive(Debug)]
 pub struct Inbound {
     params: SaParams,
     transform: Transform,
-    window: ReplayWindow,
-    bytes: u64,
-    packets: u64,
-    expired: bool,
+    window: Mutex<ReplayWindow>,
+    bytes: AtomicU64,
+    packets: AtomicU64,
+    expired: AtomicBool,
 }
 
 /// Serialisable state of an inbound SA.
@@ -587,10 +591,10 @@ impl Inbound {
         Ok(Inbound {
             transform: transform(&params)?,
             params,
-            window,
-            bytes: 0,
-            packets: 0,
-            expired: false,
+            window: Mutex::new(window),
+            bytes: AtomicU64::new(0),
+            packets: AtomicU64::new(0),
+            expired: AtomicBool::new(false),
         })
     }
 
@@ -600,18 +604,24 @@ impl Inbound {
         Ok(Inbound {
             transform: transform(&state.params)?,
             params: state.params,
-            window,
-            bytes: 0,
-            packets: 0,
-            expired: false,
+            window: Mutex::new(window),
+            bytes: AtomicU64::new(0),
+            packets: AtomicU64::new(0),
+            expired: AtomicBool::new(false),
         })
     }
 
     pub fn state(&self) -> InboundState {
         InboundState {
             params: self.params.clone(),
-            replay: self.window.snapshot(),
+            replay: self.window().snapshot(),
         }
+    }
+
+    /// The replay window, locked. Its methods never panic (see `replay`), so a poisoned lock
+    /// still holds a consistent window.
+    fn window(&self) -> MutexGuard<'_, ReplayWindow> {
+        self.window.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn spi(&self) -> u32 {
@@ -624,35 +634,52 @@ impl Inbound {
 
     /// Bytes and packets opened so far.
     pub fn usage(&self) -> (u64, u64) {
-        (self.bytes, self.packets)
+        (
+            self.bytes.load(Ordering::Relaxed),
+            self.packets.load(Ordering::Relaxed),
+        )
     }
 
-    /// Opens the ESP packet `packet` (starting at the SPI) in place.
     /// Reports the SA's age; past its time lifetime it refuses every packet.
-    pub fn check_age(&mut self, age: std::time::Duration) -> Age {
+    pub fn check_age(&self, age: std::time::Duration) -> Age {
         let status = age_status(age, self.params.lifetime.seconds);
-        self.expired |= status == Age::Expired;
+        if status == Age::Expired {
+            self.expired.store(true, Ordering::Relaxed);
+        }
         status
     }
 
-    pub fn open(&mut self, packet: &mut [u8]) -> Result<Opened, Refused> {
+    /// Opens the ESP packet `packet` (starting at the SPI) in place. Safe to call from several
+    /// threads at once: each sequence number is accepted at most once.
+    ///
+    /// RFC 4303 §3.4.3: "If the preliminary check is successful, the receiver cannot yet modify
+    /// its local counter, because the integrity of the Sequence Number has not been verified at
+    /// this point." and "The receive window is updated only if the integrity verification
+    /// succeeds." So the window is locked twice: for the preliminary check, and after the ICV
+    /// verified for the accept, which checks again (another thread may have accepted the same
+    /// number in between: then this copy is the replay). The ICV check and decryption, the
+    /// packet's real cost, run unlocked.
+    pub fn open(&self, packet: &mut [u8]) -> Result<Opened, Refused> {
         let limit = self.params.lifetime;
-        let reached = |used: u64, l: Option<u64>| l.is_some_and(|l| used >= l);
-        if self.expired || reached(self.bytes, limit.bytes) || reached(self.packets, limit.packets)
+        // Concurrent opens may each pass this before either counts: a lifetime can be
+        // overrun by at most one packet per receiving thread.
+        let reached =
+            |used: &AtomicU64, l: Option<u64>| l.is_some_and(|l| used.load(Ordering::Relaxed) >= l);
+        if self.expired.load(Ordering::Relaxed)
+            || reached(&self.bytes, limit.bytes)
+            || reached(&self.packets, limit.packets)
         {
             return Err(Refused::Exhausted);
         }
         let seq = esp::Packet::new_checked(&*packet)
             .map_err(|_| Refused::Truncated)?
             .sequence();
-        // RFC 4303 §3.4.3: the cheap replay check comes before the ICV check, the window
-        // update after it.
-        self.window.check(seq).map_err(replay_drop)?;
+        self.window().check(seq).map_err(replay_drop)?;
         let body = self.transform.open(packet).map_err(|e| match e {
             OpenError::Truncated => Refused::Truncated,
             OpenError::BadIcv => Refused::BadIcv,
         })?;
-        self.window.accept(seq).map_err(replay_drop)?;
+        self.window().accept(seq).map_err(replay_drop)?;
         let plain = packet.get(body.clone()).ok_or(Refused::Truncated)?;
         let (Some(&next_header), Some(&pad)) = (
             plain.last(),
@@ -701,8 +728,8 @@ impl Inbound {
         {
             return Err(Refused::SelectorMismatch);
         }
-        self.bytes += inner_len as u64;
-        self.packets += 1;
+        self.bytes.fetch_add(inner_len as u64, Ordering::Relaxed);
+        self.packets.fetch_add(1, Ordering::Relaxed);
         Ok(Opened { inner, next_header })
     }
 }
@@ -787,7 +814,7 @@ mod tests {
     fn round_trip_every_suite_and_size() {
         for (enc, integ) in all_suites() {
             let out = Outbound::new(params(0x1000, enc, integ)).unwrap();
-            let mut inb = Inbound::new(params(0x1000, enc, integ), Some(1024)).unwrap();
+            let inb = Inbound::new(params(0x1000, enc, integ), Some(1024)).unwrap();
             for len in [20, 21, 64, 65, 512, 1399, 1400, 1401] {
                 let inner = inner_v4(len);
                 let mut p = seal(&out, &inner);
@@ -805,8 +832,7 @@ mod tests {
     #[test]
     fn sequence_numbers_start_at_one_and_replays_are_dropped() {
         let out = Outbound::new(params(7, EspEncryption::AesGcm16_256, None)).unwrap();
-        let mut inb =
-            Inbound::new(params(7, EspEncryption::AesGcm16_256, None), Some(1024)).unwrap();
+        let inb = Inbound::new(params(7, EspEncryption::AesGcm16_256, None), Some(1024)).unwrap();
         let packets: Vec<Vec<u8>> = (0..2000).map(|_| seal(&out, &inner_v4(60))).collect();
         assert_eq!(
             esp::Packet::new_checked(&packets[0][..])
@@ -829,8 +855,7 @@ mod tests {
         assert_eq!(replayed + too_old, 2000);
         assert!(too_old >= 2000 - 1024);
         // With protection off the same replays are accepted.
-        let mut open_all =
-            Inbound::new(params(7, EspEncryption::AesGcm16_256, None), None).unwrap();
+        let open_all = Inbound::new(params(7, EspEncryption::AesGcm16_256, None), None).unwrap();
         for p in packets.iter().chain(packets.iter()) {
             open_all.open(&mut p.clone()).unwrap();
         }
@@ -839,7 +864,7 @@ mod tests {
     #[test]
     fn forged_packet_does_not_move_the_window() {
         let out = Outbound::new(params(7, EspEncryption::AesGcm16_128, None)).unwrap();
-        let mut inb = Inbound::new(params(7, EspEncryption::AesGcm16_128, None), Some(64)).unwrap();
+        let inb = Inbound::new(params(7, EspEncryption::AesGcm16_128, None), Some(64)).unwrap();
         let good = seal(&out, &inner_v4(40));
         let mut forged = good.clone();
         forged[4..8].copy_from_slice(&1_000_000u32.to_be_bytes());
@@ -957,7 +982,7 @@ mod tests {
         let mut p = params(1, EspEncryption::AesGcm16_128, None);
         p.lifetime.packets = Some(3);
         let peer = Outbound::new(params(1, EspEncryption::AesGcm16_128, None)).unwrap();
-        let mut inb = Inbound::new(p, None).unwrap();
+        let inb = Inbound::new(p, None).unwrap();
         for _ in 0..3 {
             inb.open(&mut seal(&peer, &inner_v4(40))).unwrap();
         }
@@ -973,7 +998,7 @@ mod tests {
         let mut p = params(1, EspEncryption::AesGcm16_128, None);
         p.lifetime.seconds = Some(100);
         let out = Outbound::new(p.clone()).unwrap();
-        let mut inb = Inbound::new(p, None).unwrap();
+        let inb = Inbound::new(p, None).unwrap();
         assert_eq!(out.check_age(Duration::from_secs(10)), Age::Fresh);
         let sealed = seal(&out, &inner_v4(40));
         assert_eq!(out.check_age(Duration::from_secs(95)), Age::Rekey);
@@ -1003,7 +1028,7 @@ mod tests {
             remote: p.traffic_selectors.local.clone(),
         };
         let peer_out = Outbound::new(peer).unwrap();
-        let mut inb = Inbound::new(p.clone(), None).unwrap();
+        let inb = Inbound::new(p.clone(), None).unwrap();
         let good = seal(&peer_out, &inner_v4(40));
         inb.open(&mut good.clone()).unwrap();
         // A sender with "any" selectors slips in 10.0.0.1 → 10.0.0.3: refused after decryption.
@@ -1045,7 +1070,7 @@ mod tests {
         let replica = Outbound::restore(back).unwrap();
         let p = seal(&replica, &inner_v4(40));
         assert_eq!(esp::Packet::new_checked(&p[..]).unwrap().sequence(), 2);
-        let mut inb = Inbound::new(
+        let inb = Inbound::new(
             params(
                 0xabcd,
                 EspEncryption::AesCbc256,
@@ -1059,7 +1084,6 @@ mod tests {
             serde_json::from_str(&serde_json::to_string(&inb.state()).unwrap()).unwrap(),
         )
         .unwrap();
-        let mut moved = moved;
         assert_eq!(
             moved.open(&mut p.clone()),
             Err(Refused::Replayed),
@@ -1075,7 +1099,7 @@ mod tests {
             Some(Integrity::HmacSha1_96),
         ))
         .unwrap();
-        let mut inb = Inbound::new(
+        let inb = Inbound::new(
             params(3, EspEncryption::AesCbc128, Some(Integrity::HmacSha1_96)),
             Some(64),
         )
@@ -1154,10 +1178,10 @@ mod tests {
     fn slots_share_an_sa(enc: EspEncryption, integ: Option<Integrity>, count: u8, rounds: u64) {
         let p = params(0x5000, enc, integ);
         let (mut senders, published) = replicas(&p, count);
-        let mut inb = Inbound::new(p.clone(), Some(1024)).unwrap();
+        let inb = Inbound::new(p.clone(), Some(1024)).unwrap();
         let mut ivs = HashSet::new();
         let mut now = EPOCH_MS * MS + 5 * MS;
-        let mut run = |senders: &[Outbound], now: &mut u64, ivs: &mut HashSet<Vec<u8>>| {
+        let run = |senders: &[Outbound], now: &mut u64, ivs: &mut HashSet<Vec<u8>>| {
             let mut last = vec![0u32; usize::from(count)];
             for _ in 0..rounds {
                 // `count` µs per round: the floor moves ≈ 1.2 · count per round, so each slot
@@ -1255,7 +1279,7 @@ mod tests {
         // window accepts B's packets right after A's.
         let p = params(0x5003, EspEncryption::AesGcm16_256, None);
         let (senders, _) = replicas(&p, 2);
-        let mut inb = Inbound::new(p, Some(64)).unwrap();
+        let inb = Inbound::new(p, Some(64)).unwrap();
         let mut now = EPOCH_MS * MS + 60_000 * MS; // one minute into the SA's life
         for _ in 0..5000 {
             now += 10_000;
@@ -1468,6 +1492,154 @@ mod tests {
         let ivs: HashSet<&[u8]> = all.iter().map(|p| &p[8..16]).collect();
         assert_eq!((seqs.len(), ivs.len()), (8000, 8000));
         assert!(seqs.iter().all(|s| s % 2 == 0));
+    }
+
+    // ---- Several threads on one SA (egress workers, the receive thread and the IKE task) ----
+
+    /// A deterministic Fisher–Yates shuffle of each `chunk`-long run of `v`: packets reordered,
+    /// but none moved further than `chunk` from its place.
+    fn shuffle_locally<T>(v: &mut [T], chunk: usize, mut seed: u64) {
+        for run in v.chunks_mut(chunk) {
+            for i in (1..run.len()).rev() {
+                seed = seed
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                run.swap(i, (seed >> 33) as usize % (i + 1));
+            }
+        }
+    }
+
+    /// Opens `stream` with `threads` threads taking packets in stream order from a shared index;
+    /// returns each packet's (sequence number, verdict).
+    fn open_concurrently(
+        inb: &Inbound,
+        stream: &[Vec<u8>],
+        threads: usize,
+    ) -> Vec<(u32, Result<(), Refused>)> {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            let hs: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut verdicts = Vec::new();
+                        while let Some(p) = stream.get(next.fetch_add(1, Ordering::Relaxed)) {
+                            let r = inb.open(&mut p.clone()).map(|_| ());
+                            verdicts.push((seq_of(p), r));
+                        }
+                        verdicts
+                    })
+                })
+                .collect();
+            hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        })
+    }
+
+    /// Egress workers sealing on one SA at once: every sequence number 1..=n used exactly once,
+    /// no wire IV twice, and an anti-replay receiver opens each packet once, in any order within
+    /// its window.
+    #[test]
+    fn concurrent_sealers_share_no_number_or_iv_and_each_packet_opens_once() {
+        const THREADS: usize = 4;
+        const EACH: usize = 3000;
+        for (enc, integ) in [
+            (EspEncryption::AesGcm16_256, None),
+            (EspEncryption::AesCbc256, Some(Integrity::HmacSha2_256_128)),
+        ] {
+            let out = &Outbound::new(params(0x6001, enc, integ)).unwrap();
+            let mut all: Vec<Vec<u8>> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..THREADS)
+                    .map(|_| {
+                        s.spawn(|| {
+                            (0..EACH)
+                                .map(|_| seal(out, &inner_v4(60)))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect::<Vec<_>>();
+                hs.into_iter()
+                    .flat_map(|h| h.join().unwrap())
+                    .collect::<Vec<Vec<u8>>>()
+            });
+            let n = THREADS * EACH;
+            let seqs: HashSet<u32> = all.iter().map(|p| seq_of(p)).collect();
+            assert_eq!(seqs, (1..=n as u32).collect(), "{enc:?}");
+            let ivs: HashSet<Vec<u8>> = all.iter().map(|p| wire_iv(out, p)).collect();
+            assert_eq!(ivs.len(), n, "{enc:?}: a wire IV repeated");
+            assert_eq!(out.usage().1, n as u64);
+            // Wire order: roughly by number (the senders share one socket), reordered locally.
+            all.sort_by_key(|p| seq_of(p));
+            shuffle_locally(&mut all, 500, 7);
+            let inb = Inbound::new(params(0x6001, enc, integ), Some(1024)).unwrap();
+            for p in &all {
+                assert_eq!(inb.open(&mut p.clone()).map(|_| ()), Ok(()), "{enc:?}");
+            }
+            assert!(all.iter().all(|p| inb.open(&mut p.clone()).is_err()));
+            assert_eq!(inb.usage().1, n as u64);
+        }
+    }
+
+    /// Receivers opening one SA at once: the window is checked and updated under its lock, the
+    /// decryption runs outside it, so two copies of a number may be decrypted at the same time;
+    /// the accept's second check must still let exactly one through.
+    #[test]
+    fn concurrent_receivers_accept_each_number_exactly_once() {
+        const DISTINCT: u32 = 6000;
+        const WINDOW: u32 = 8192;
+        for (enc, integ) in [
+            (EspEncryption::AesGcm16_256, None),
+            (EspEncryption::AesCbc128, Some(Integrity::HmacSha1_96)),
+        ] {
+            let p = params(0x6002, enc, integ);
+            let out = Outbound::new(p.clone()).unwrap();
+            let sealed: Vec<Vec<u8>> = (0..DISTINCT).map(|_| seal(&out, &inner_v4(48))).collect();
+            // Each packet 1 to 4 times, the copies next to each other before the shuffle, so
+            // that they are often in flight at once.
+            let mut stream: Vec<Vec<u8>> = sealed
+                .iter()
+                .enumerate()
+                .flat_map(|(i, pkt)| std::iter::repeat_n(pkt.clone(), 1 + i * 7 % 4))
+                .collect();
+            shuffle_locally(&mut stream, 64, 11);
+            // A window wider than the whole stream: however the threads are scheduled, no
+            // first copy can fall behind it, so every verdict below is determined.
+            let inb = Inbound::new(p.clone(), Some(WINDOW)).unwrap();
+            let verdicts = open_concurrently(&inb, &stream, 4);
+            assert_eq!(verdicts.len(), stream.len());
+            let mut accepted = vec![0u32; DISTINCT as usize + 1];
+            for (seq, r) in &verdicts {
+                match r {
+                    Ok(()) => accepted[*seq as usize] += 1,
+                    Err(e) => assert_eq!(*e, Refused::Replayed, "{enc:?} seq {seq}"),
+                }
+            }
+            assert!(
+                accepted[1..].iter().all(|&a| a == 1),
+                "{enc:?}: accepted other than once: {:?}",
+                accepted
+                    .iter()
+                    .enumerate()
+                    .skip(1)
+                    .filter(|(_, a)| **a != 1)
+                    .take(5)
+                    .collect::<Vec<_>>()
+            );
+            assert_eq!(inb.usage().1, u64::from(DISTINCT));
+            // The right edge jumps a window ahead: every earlier number is now too old.
+            let ahead = Outbound::restore(OutboundState {
+                params: p.clone(),
+                seq: DISTINCT + WINDOW,
+                iv_base: 1 << 40,
+                shared: None,
+            })
+            .unwrap();
+            let mut jump = seal(&ahead, &inner_v4(48));
+            assert!(inb.open(&mut jump).is_ok());
+            let late = open_concurrently(&inb, &sealed, 4);
+            assert!(
+                late.iter().all(|(_, r)| *r == Err(Refused::TooOld)),
+                "{enc:?}"
+            );
+        }
     }
 }
 

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use tunnel_pod::config::TunnelConfig;
 
+pub mod esp;
 pub mod ike;
 pub mod proc;
 pub mod strongswan;
