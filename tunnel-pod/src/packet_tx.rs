@@ -20,6 +20,10 @@
 //! copies the data first, and a frame's status turns back to available only when the kernel is
 //! done with it. A frame still in use when its turn comes again is a full ring.
 //!
+//! What the bypass also skips, by design: netfilter OUTPUT/POSTROUTING, the qdisc, and the
+//! sender's packet taps (`dev_direct_xmit` does not call them), so `tcpdump` on this host's
+//! interface does not show these frames; capture at the next hop, or run `--gre-tx raw`.
+//!
 //! Unsafe: the ring is memory shared with the kernel (mmap), reached through raw pointers and
 //! an atomic status word per frame, and the socket options have no safe wrapper in nix.
 #![allow(unsafe_code)]
