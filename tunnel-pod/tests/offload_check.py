@@ -19,14 +19,8 @@ import json
 import struct
 import sys
 
-CRYPT = {
-    "AES-GCM-16-128": "AES-GCM",
-    "AES-GCM-16-256": "AES-GCM",
-    "AES-CBC-128": "AES-CBC",
-    "AES-CBC-256": "AES-CBC",
-    "NULL": "NULL",
-}
-AUTH = {None: None, "HMAC-SHA1-96": "HMAC-SHA1-96", "HMAC-SHA2-256-128": "SHA2-256-128"}
+# Our suite names to scapy's, as the ESP interop script maps them.
+from esp_scapy import AUTH, CRYPT  # noqa: E402  (same directory)
 
 
 def main():
