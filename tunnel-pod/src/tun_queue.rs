@@ -35,6 +35,7 @@ use anyhow::{Context, Result, bail};
 use nix::libc;
 
 use crate::offload::VNET_HDR_LEN;
+use crate::wire::ipv4;
 
 /// One queue of the TUN interface: an fd that reads what the kernel put on this queue and
 /// writes packets into the kernel. Several threads may use one queue; each call is one packet.
@@ -170,19 +171,27 @@ fn attach(name: &str, flags: libc::c_short) -> Result<TunQueue> {
 
 /// The queue for `frame` (virtio header, then an IPv4 or IPv6 packet) among `queues`: a hash of
 /// its addresses, protocol and (unless a fragment) TCP/UDP ports, scaled to the queue count.
-/// Anything else (too short, not IP) goes on queue 0.
+/// Anything else (not IP, or an IPv4 header `wire::ipv4` refuses) goes on queue 0.
 fn flow_queue(frame: &[u8], queues: usize) -> usize {
     let Some(packet) = frame.get(VNET_HDR_LEN..) else {
         return 0;
     };
     let hash = match packet.first() {
         Some(&b) if b >> 4 == 4 => {
-            let ihl = usize::from(b & 0x0F) * 4;
-            // Only the first fragment carries the ports; MF or an offset means "fragment".
-            let fragment = packet
-                .get(6..8)
-                .is_some_and(|f| u16::from_be_bytes([f[0], f[1]]) & 0x3FFF != 0);
-            flow_hash(packet.get(12..20), packet.get(9), packet, ihl, fragment)
+            let Ok(ip) = ipv4::Packet::new_checked(packet) else {
+                return 0;
+            };
+            let mut addresses = [0u8; 8];
+            addresses[..4].copy_from_slice(&ip.src_addr().octets());
+            addresses[4..].copy_from_slice(&ip.dst_addr().octets());
+            // Only the first fragment carries the ports.
+            flow_hash(
+                Some(&addresses),
+                Some(&ip.protocol()),
+                packet,
+                ip.header_len(),
+                ip.is_fragment(),
+            )
         }
         Some(&b) if b >> 4 == 6 => flow_hash(packet.get(8..40), packet.get(6), packet, 40, false),
         _ => return 0,
@@ -230,6 +239,7 @@ mod tests {
         let mut f = vec![0u8; VNET_HDR_LEN + 40];
         let p = &mut f[VNET_HDR_LEN..];
         p[0] = 0x45;
+        p[2..4].copy_from_slice(&40u16.to_be_bytes());
         p[9] = protocol;
         p[12..16].copy_from_slice(&src);
         p[16..20].copy_from_slice(&dst);
