@@ -29,6 +29,11 @@ impl Netlink {
         Ok(Netlink { handle, task })
     }
 
+    /// The connection's handle, for queries this module does not wrap (`packet_tx::resolve`).
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
     pub async fn link_index(&self, name: &str) -> Result<u32> {
         let mut links = self
             .handle

@@ -405,18 +405,17 @@ pub async fn keep_resolved(
     customer: Ipv4Addr,
     in_use: prometheus_client::metrics::gauge::Gauge,
 ) {
-    let (conn, handle, _) = match rtnetlink::new_connection() {
-        Ok(c) => c,
+    // Closed with this task (the caller aborts it at shutdown).
+    let netlink = match crate::netlink::Netlink::connect() {
+        Ok(n) => n,
         Err(e) => {
-            tracing::warn!(error = %e, "GRE: no rtnetlink for AF_PACKET; raw socket");
+            tracing::warn!(error = %format!("{e:#}"), "GRE: no rtnetlink for AF_PACKET; raw socket");
             return;
         }
     };
-    // Ends with this task (the caller aborts it at shutdown).
-    let _conn = AbortOnDrop(tokio::spawn(conn));
     let mut last: Option<Result<Link, Unresolved>> = None;
     loop {
-        let now = resolve(&handle, local, customer).await;
+        let now = resolve(netlink.handle(), local, customer).await;
         let changed = last.as_ref() != Some(&now);
         match &now {
             Ok(link) if tx.in_use() != Some(*link) => match PacketTx::open(*link) {
@@ -442,14 +441,6 @@ pub async fn keep_resolved(
         in_use.set(i64::from(tx.in_use().is_some()));
         last = Some(now);
         tokio::time::sleep(REFRESH).await;
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
