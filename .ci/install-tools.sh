@@ -23,6 +23,8 @@ command -v iperf3 >/dev/null || need_apt+=(iperf3)
 command -v tcpdump >/dev/null || need_apt+=(tcpdump)
 command -v ping >/dev/null || need_apt+=(iputils-ping)
 command -v ip >/dev/null || need_apt+=(iproute2)
+# netns_gre_gro and bench-dataplane's wire rows: a veth's GRO, TSO and checksum offload.
+command -v ethtool >/dev/null || need_apt+=(ethtool)
 # IKEv2 interop (netns_ike): strongSwan's charon with kernel-libipsec, and a NAT namespace.
 for pkg in strongswan-charon strongswan-swanctl libcharon-extra-plugins iptables; do
   [ "$(dpkg-query -W -f '${db:Status-Status}' "$pkg" 2>/dev/null)" = installed ] || need_apt+=("$pkg")

@@ -291,11 +291,13 @@ impl Path {
 
     /// GRE or ESP → TUN, until the socket fails. Returns of our own probes go to `returns`.
     pub fn run_ingress(&self, returns: mpsc::Sender<(u16, Instant)>) -> std::io::Error {
-        // With GRO a slot takes what the kernel coalesced (up to 64 KiB), else one datagram.
-        let (batch, slot) = if self.udp_offload && self.encap.as_esp().is_some() {
-            (GRO_BATCH, GRO_SLOT)
-        } else {
-            (RX_BATCH, RX_SLOT)
+        // A slot takes what the kernel coalesced (up to 64 KiB): ESP with UDP GRO, and GRE,
+        // which the host's GRO coalesces on its own (see `offload::kernel_coalesced`). Else
+        // (ESP without GRO) one datagram.
+        let (batch, slot, max_piece) = match (self.encap.as_esp(), self.udp_offload) {
+            (Some(_), true) => (GRO_BATCH, GRO_SLOT, MAX_DATAGRAM),
+            (Some(_), false) => (RX_BATCH, RX_SLOT, MAX_DATAGRAM),
+            (None, _) => (RX_BATCH, GRO_SLOT, GRO_SLOT - RX_OFFSET - 1),
         };
         let mut slots = vec![0u8; batch * slot];
         let mut received = [udp_offload::Received::default(); RX_BATCH];
@@ -355,7 +357,7 @@ impl Path {
                         RX_OFFSET + piece.end
                     };
                     let n = piece.len();
-                    if n > MAX_DATAGRAM {
+                    if n > max_piece {
                         self.metrics.dropped(DropReason::Oversized);
                         continue;
                     }
@@ -372,7 +374,7 @@ impl Path {
         }
     }
 
-    /// Decapsulates one datagram, `n` bytes at `slot[RX_OFFSET..]` (at most `MAX_DATAGRAM`),
+    /// Decapsulates one datagram, `n` bytes at `slot[RX_OFFSET..]` (ESP: at most `MAX_DATAGRAM`),
     /// and passes its inner packet on: to the prober, back into the tunnel, into the
     /// coalescer, or straight to the TUN device.
     fn receive(
@@ -410,6 +412,13 @@ impl Path {
         if inner.ethertype == ETHERTYPE_IPV4 && self.intercept(slot, inner.range.clone(), returns) {
             return;
         }
+        if let Some(hdr) = inner.coalesced {
+            // Already one TSO packet (the host's GRO): up as it is, after what came before it.
+            self.flush(gro);
+            self.metrics.gre_gro_packets.inc();
+            self.write_alone(slot, inner.range, hdr);
+            return;
+        }
         let packet = &slot[inner.range.clone()];
         if self.coalesce {
             if gro.push(packet) {
@@ -422,15 +431,22 @@ impl Path {
                 return;
             }
         }
-        // On its own, with an empty virtio header written into the room the outer headers
-        // leave (outer IPv4 + GRE ≥ 24 bytes).
-        let Some(start) = inner.range.start.checked_sub(VNET_HDR_LEN) else {
+        self.write_alone(slot, inner.range, VnetHdr::default());
+    }
+
+    /// Writes the packet at `slot[range]` to the TUN device on its own, with `hdr` written
+    /// into the room the outer headers leave (outer IPv4 + GRE ≥ 24 bytes, ESP more).
+    fn write_alone(&self, slot: &mut [u8], range: Range<usize>, hdr: VnetHdr) {
+        let Some(frame) = range
+            .start
+            .checked_sub(VNET_HDR_LEN)
+            .and_then(|start| slot.get_mut(start..range.end))
+        else {
             return;
         };
-        let frame = &mut slot[start..inner.range.end];
-        VnetHdr::default().emit(frame);
+        hdr.emit(frame);
         match self.tun.send(frame) {
-            Ok(_) => self.metrics.ingress.count(inner.range.len()),
+            Ok(_) => self.metrics.ingress.count(range.len()),
             Err(_) => self.metrics.dropped(DropReason::TunWriteError),
         }
     }

@@ -289,6 +289,8 @@ impl Esp {
         Ok(Received::Inner(Inner {
             range: opened.inner,
             ethertype,
+            // Encrypted, so never coalesced on the way.
+            coalesced: None,
         }))
     }
 }

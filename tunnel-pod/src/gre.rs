@@ -10,6 +10,7 @@ use std::ops::Range;
 
 use crate::drops::DropReason;
 use crate::mss;
+use crate::offload::{self, VnetHdr};
 use crate::wire::gre::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6, GreError};
 use crate::wire::{Error as WireError, ipv4};
 
@@ -35,6 +36,9 @@ pub struct Gre {
 pub struct Inner {
     pub range: Range<usize>,
     pub ethertype: u16,
+    /// GRE: the host's GRO coalesced it from several TCP segments (it may exceed the MTU); the
+    /// virtio header to write it to the TUN device with. See `offload::kernel_coalesced`.
+    pub coalesced: Option<VnetHdr>,
 }
 
 /// Where an inner packet of `len` bytes sits in a buffer laid out with `HEADROOM` in front.
@@ -128,15 +132,18 @@ impl Gre {
             ETHERTYPE_IPV6 => inner_ipv6_len(inner)?,
             _ => return Err(DropReason::UnknownProtocol),
         };
-        if len > usize::from(self.mtu) {
+        let packet = inner.get_mut(..len).ok_or(DropReason::Truncated)?;
+        let coalesced = offload::kernel_coalesced(packet, usize::from(self.mtu));
+        if len > usize::from(self.mtu) && coalesced.is_none() {
             return Err(DropReason::Oversized);
         }
         if let Some(m) = self.mss {
-            mss::clamp(inner.get_mut(..len).unwrap_or(&mut []), m);
+            mss::clamp(packet, m);
         }
         Ok(Inner {
             range: start..start + len,
             ethertype: repr.protocol,
+            coalesced,
         })
     }
 }

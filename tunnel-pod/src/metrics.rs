@@ -372,6 +372,8 @@ pub struct Metrics {
     pub udp_gso_sends: Counter,
     pub udp_gro_segments: Counter,
     pub udp_gro_datagrams: Counter,
+    /// GRE packets received already coalesced by the host's GRO.
+    pub gre_gro_packets: Counter,
     /// TUN queues, one egress worker each (`--queues`).
     pub tun_queues: Gauge,
     /// GRE: 1 while egress bursts go through the AF_PACKET ring, 0 on the raw socket.
@@ -485,6 +487,11 @@ impl Default for Metrics {
             "udp_gro_datagrams",
             "Coalesced UDP GRO datagrams received (each holding several ESP datagrams)",
         );
+        let gre_gro_packets = counter(
+            &mut registry,
+            "gre_gro_packets",
+            "GRE packets received already coalesced by the host's GRO, each written to the TUN interface as one TSO packet",
+        );
         let tun_queues = Gauge::default();
         registry.register(
             "tun_queues",
@@ -523,6 +530,7 @@ impl Default for Metrics {
             udp_gso_sends,
             udp_gro_segments,
             udp_gro_datagrams,
+            gre_gro_packets,
             tun_queues,
             gre_tx_packet,
         };

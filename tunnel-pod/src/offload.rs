@@ -120,6 +120,55 @@ fn pseudo_sum(ip: &[u8], v4: bool, len: usize) -> u32 {
     acc + u32::from(ipv4::PROTO_TCP) + (len as u32 & 0xffff) + ((len as u32) >> 16)
 }
 
+/// The checksum field of a TCP segment of `len` bytes left partial (`F_NEEDS_CSUM`,
+/// `CHECKSUM_PARTIAL`): the pseudo-header sum, folded and not complemented.
+fn partial_checksum(ip: &[u8], v4: bool, len: usize) -> u16 {
+    let mut folded = pseudo_sum(ip, v4, len);
+    while folded > 0xffff {
+        folded = (folded & 0xffff) + (folded >> 16);
+    }
+    folded as u16
+}
+
+/// A TCP packet that the receiving host's GRO built from several segments before a raw socket
+/// handed it to us (GRE: Linux's `gre_gro_receive` coalesces the TCP inside GRE on any NIC doing
+/// GRO, into packets of up to 64 KiB). `tcp4_gro_complete` / `tcp6_gro_complete` set the IP
+/// lengths and leave the TCP checksum partial, the pseudo-header sum, for whoever segments it
+/// later; that field is how such a packet is recognised, as a raw socket gives no `gso_size`.
+/// Returns the virtio header that hands the TUN device the same packet with the same promise:
+/// the kernel completes the checksum and, where it forwards the packet, cuts it into segments
+/// of at most `mtu` bytes (the tunnel MTU the peer's segments fitted in).
+///
+/// `p` is the inner packet, exactly its IP length. A single segment whose full checksum
+/// happens to equal its pseudo-header sum (one in 65,536) is taken for one too: completing it
+/// writes the same value back, so only a corrupted segment of that kind would go unnoticed.
+pub fn kernel_coalesced(p: &[u8], mtu: usize) -> Option<VnetHdr> {
+    // IPv6 with extension headers is not recognised (`tcp_headers`): passed on as it is.
+    let (ip_len, tcp_len, v4) = tcp_headers(p).ok()?;
+    if v4 && ipv4::Packet::new_unchecked(p).is_fragment() {
+        return None;
+    }
+    if be16(p, ip_len + 16) != partial_checksum(p, v4, p.len() - ip_len) {
+        return None;
+    }
+    let headers = ip_len + tcp_len;
+    let payload = p.len() - headers;
+    let mss = mtu.checked_sub(headers).filter(|&m| m > 0)?;
+    let gso = payload > mss;
+    Some(VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: match (gso, v4) {
+            (false, _) => GSO_NONE,
+            (true, true) => GSO_TCPV4,
+            (true, false) => GSO_TCPV6,
+        },
+        hdr_len: headers as u16,
+        gso_size: if gso { mss as u16 } else { 0 },
+        csum_start: ip_len as u16,
+        csum_offset: 16,
+    })
+}
+
 /// Cuts a TSO packet into segments of at most `gso_size` payload bytes. Each segment is written
 /// at `out[i * slot + headroom ..]`; returns the segment lengths in `lens`.
 pub fn segment(
@@ -328,13 +377,8 @@ impl Coalescer {
             put16(pkt, 2, len as u16);
             ipv4::Packet::new_unchecked(&mut pkt[..]).fill_checksum();
             // Partial checksum: the pseudo-header sum, not complemented; the kernel finishes it.
-            let tcp_total = len - first.ip_len;
-            let pseudo = pseudo_sum(pkt, true, tcp_total);
-            let mut folded = pseudo;
-            while folded > 0xffff {
-                folded = (folded & 0xffff) + (folded >> 16);
-            }
-            put16(pkt, first.ip_len + 16, folded as u16);
+            let partial = partial_checksum(pkt, true, len - first.ip_len);
+            put16(pkt, first.ip_len + 16, partial);
             hdr = VnetHdr {
                 flags: F_NEEDS_CSUM,
                 gso_type: GSO_TCPV4,
@@ -524,5 +568,92 @@ mod tests {
             c.push(&p);
             let _ = c.finish();
         }
+    }
+
+    /// What Linux's GRO leaves in a merged packet: IP lengths set, the TCP checksum partial.
+    fn as_gro_output(p: &mut [u8], v4: bool) {
+        let ip_len = if v4 { 20 } else { 40 };
+        let partial = partial_checksum(p, v4, p.len() - ip_len);
+        put16(p, ip_len + 16, partial);
+    }
+
+    #[test]
+    fn a_kernel_coalesced_packet_goes_up_as_one_tso_packet() {
+        let data: Vec<u8> = (0..20_000u32).map(|i| (i * 13) as u8).collect();
+        let mut big = tcp(5, TCP_ACK | TCP_PSH, &data);
+        assert_eq!(
+            kernel_coalesced(&big, 1476),
+            None,
+            "a full checksum: not coalesced"
+        );
+        as_gro_output(&mut big, true);
+        let h = kernel_coalesced(&big, 1476).expect("coalesced");
+        assert_eq!(
+            h,
+            VnetHdr {
+                flags: F_NEEDS_CSUM,
+                gso_type: GSO_TCPV4,
+                hdr_len: 52,
+                gso_size: 1476 - 52,
+                csum_start: 20,
+                csum_offset: 16,
+            }
+        );
+        // What the kernel does with it: complete the checksum, which then verifies.
+        complete_checksum(&mut big, &h).unwrap();
+        assert!(tcp_valid(&big));
+        // The kernel cuts it as it would our own TSO packets.
+        let (mut out, mut lens) = (vec![0u8; 20 * 2048], Vec::new());
+        segment(&big, usize::from(h.gso_size), &mut out, 2048, 0, &mut lens).unwrap();
+        assert_eq!(lens.len(), 20_000usize.div_ceil(1476 - 52));
+        assert!(lens.iter().all(|&l| l <= 1476));
+    }
+
+    #[test]
+    fn a_small_coalesced_packet_needs_its_checksum_but_no_segmentation() {
+        let mut p = tcp(5, TCP_ACK, &[7u8; 300]);
+        as_gro_output(&mut p, true);
+        let h = kernel_coalesced(&p, 1476).unwrap();
+        assert_eq!(
+            (h.flags, h.gso_type, h.gso_size),
+            (F_NEEDS_CSUM, GSO_NONE, 0)
+        );
+    }
+
+    #[test]
+    fn a_coalesced_ipv6_packet_is_tcpv6() {
+        let payload = 9000;
+        let mut p = vec![0u8; 40 + 20 + payload];
+        p[0] = 0x60;
+        put16(&mut p, 4, (20 + payload) as u16);
+        p[6] = ipv4::PROTO_TCP;
+        p[7] = 64;
+        p[8..24].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        p[24..40].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        p[52] = 5 << 4;
+        p[53] = TCP_ACK;
+        as_gro_output(&mut p, false);
+        let h = kernel_coalesced(&p, 1400).unwrap();
+        assert_eq!(
+            (h.gso_type, h.gso_size, h.csum_start),
+            (GSO_TCPV6, 1400 - 60, 40)
+        );
+        // Any other checksum: a packet of its own.
+        p[57] ^= 1;
+        assert_eq!(kernel_coalesced(&p, 1400), None);
+    }
+
+    #[test]
+    fn fragments_and_other_protocols_are_never_taken_for_coalesced() {
+        let mut p = tcp(5, TCP_ACK, &[1u8; 3000]);
+        as_gro_output(&mut p, true);
+        let mut frag = p.clone();
+        frag[6] |= 0x20; // MF
+        assert_eq!(kernel_coalesced(&frag, 1476), None);
+        let mut udp = p.clone();
+        udp[9] = 17;
+        assert_eq!(kernel_coalesced(&udp, 1476), None);
+        assert_eq!(kernel_coalesced(&p[..30], 1476), None, "truncated");
+        assert_eq!(kernel_coalesced(&p, 40), None, "no room for a segment");
     }
 }

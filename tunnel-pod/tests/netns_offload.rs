@@ -15,8 +15,8 @@
 //! Captures of the encapsulated traffic are taken on the *receiving* side's veth (B), with GSO
 //! off on the sender's veth (`gso_max_segs 1`, so the kernel segments any UDP-GSO or packet-GSO
 //! burst in software before the veth and the capture sees each datagram as the peer gets it;
-//! iproute2 alone, since ethtool is not among the tools .ci installs). With GSO on, tcpdump would see one super-datagram of several
-//! ESP packets, which no dissector can split (pcap keeps no gso_size). The mixed-size and
+//! iproute2 alone, no ethtool needed). With GSO on, tcpdump would see one super-datagram of
+//! several ESP packets, which no dissector can split (pcap keeps no gso_size). The mixed-size and
 //! reordering tests capture only the receiving TUN and leave the veths alone, so there a UDP-GSO
 //! burst reaches B's socket whole and B's GRO split is what runs.
 //!

@@ -312,6 +312,15 @@ impl Lab {
         lab
     }
 
+    /// One more namespace, `<lab>` + `suffix`, with lo up; deleted with the lab.
+    pub fn add_namespace(&mut self, suffix: &str) -> String {
+        let ns = format!("{}{suffix}", self.name);
+        run_ok(&mut cmd("ip", &["netns", "add", &ns]));
+        self.namespaces.push(ns.clone());
+        run_ok(&mut cmd("ip", &["-n", &ns, "link", "set", "lo", "up"]));
+        ns
+    }
+
     pub fn node(&self, side: Side) -> &Node {
         &self.nodes[side.index()]
     }
