@@ -7,7 +7,7 @@
 # Builds tunnel-pod (release), makes two network namespaces joined by a veth pair and runs one
 # iperf3 TCP transfer from A to B per row, in this order (ROWS, "STREAMS:PATH" words):
 #
-#   1:veth 1:gre 1:esp 1:esp-cbc 4:gre 4:esp 4:veth 1:strongswan
+#   1:veth 1:gre 1:esp 1:esp-cbc 4:gre 4:esp 4:veth 1:strongswan 1:veth/wire 1:gre/wire 1:esp/wire
 #
 #   veth        over the veth itself (the baseline of the "/ veth" column)
 #   gre         through two tunnel-pods, GRE, MTU 1476
@@ -15,11 +15,14 @@
 #   esp-cbc     the same with AES-256-CBC + HMAC-SHA2-256-128
 #   strongswan  through two charons (kernel-libipsec: userspace ESP AES-256-GCM-16 in UDP 4500,
 #               IKEv2 PSK; `aesni` loaded, see lib-netns.sh), the same setup as bench-strongswan.sh
+#   PATH/wire   PATH with the veth pair made to behave as a wire between two hosts' NICs (see
+#               wire_mode below: bursts cut to MTU-sized frames before the veth, GRO after it);
+#               its "/ veth" ratio is to the veth/wire row
 #
 # tunnel-pods get MSS clamp Auto and health checks at the default rate, and are started afresh for
 # every row (so one row's state cannot leak into the next). Columns: streams (iperf3 -P), path,
-# Gbit/s received, the ratio to the raw veth row with the same number of streams (else the first
-# veth row), TCP retransmits, and CPU-s/GB: utime + stime from /proc/PID/stat of both tunnel-pod
+# Gbit/s received, the ratio to the raw veth row of the same mode (wire or not) with the same number
+# of streams (else the first of that mode), TCP retransmits, and CPU-s/GB: utime + stime from /proc/PID/stat of both tunnel-pod
 # processes (both charons for strongSwan), read right before and right after the iperf3 client
 # runs, summed over both endpoints, divided by the GB (10^9 bytes) iperf3 received. On this VM
 # both endpoints, both TCP stacks and iperf3 share the same cores, so Gbit/s depends on the load;
@@ -36,6 +39,10 @@
 #   PERF_DIR=dir           record `perf record -e cpu-clock -g` of both tunnel-pods during each
 #                          tunnel-pod row into dir/<row>.data (scripts/perf-dataplane.sh uses it;
 #                          perf's own cost then shows in the CPU column; PERF_ALL=1: perf -a)
+#   REPEAT=N               N rounds, each running every row once in order; the table shows each
+#                          row's median Gbit/s (with the range), retransmits and CPU-s/GB
+#   TUNNEL_POD_BEFORE=path another tunnel-pod binary (an earlier commit's): every tunnel-pod row
+#                          also runs with it, right after, and the CPU-s/GB ratios are printed
 #   PYTHON                 the interpreter that parses iperf3's JSON (stdlib only; default python3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,14 +50,16 @@ cd "$(dirname "$0")/.."
 DURATION=${1:-10}
 ONLY_STREAMS=${2:-}
 MODES=${MODES:-gre esp esp-cbc strongswan}
-ROWS=${ROWS:-1:veth 1:gre 1:esp 1:esp-cbc 4:gre 4:esp 4:veth 1:strongswan}
+ROWS=${ROWS:-1:veth 1:gre 1:esp 1:esp-cbc 4:gre 4:esp 4:veth 1:strongswan 1:veth/wire 1:gre/wire 1:esp/wire}
 PYTHON=${PYTHON:-python3}
-[[ $DURATION =~ ^[0-9]+$ && $DURATION -gt 0 && $ONLY_STREAMS =~ ^[0-9]*$ && $# -le 2 ]] || {
+REPEAT=${REPEAT:-1}
+[[ $DURATION =~ ^[0-9]+$ && $DURATION -gt 0 && $ONLY_STREAMS =~ ^[0-9]*$ && $# -le 2 &&
+    $REPEAT =~ ^[0-9]+$ && $REPEAT -gt 0 ]] || {
     echo "usage: $0 [DURATION_SECONDS] [STREAMS]" >&2
     exit 64
 }
 [[ $EUID -eq 0 ]] || { echo "$0: needs root (network namespaces)" >&2; exit 1; }
-for tool in ip iperf3 curl ss "$PYTHON"; do
+for tool in ip iperf3 curl ss ethtool "$PYTHON"; do
     command -v "$tool" >/dev/null || { echo "$0: $tool not found" >&2; exit 1; }
 done
 
@@ -59,11 +68,11 @@ SELECTED=()
 for row in $ROWS; do
     streams=${row%%:*} path=${row#*:}
     [[ $streams =~ ^[0-9]+$ && $streams -gt 0 ]] || { echo "$0: bad row $row" >&2; exit 64; }
-    case $path in
+    case ${path%/wire} in
         veth | gre | esp | esp-cbc | strongswan) ;;
         *) echo "$0: unknown path in row $row" >&2; exit 64 ;;
     esac
-    [[ $path == veth || " $MODES " == *" $path "* ]] || continue
+    [[ ${path%/wire} == veth || " $MODES " == *" ${path%/wire} "* ]] || continue
     [[ -z $ONLY_STREAMS || $streams == "$ONLY_STREAMS" ]] || continue
     SELECTED+=("$row")
 done
@@ -84,7 +93,8 @@ if [[ -z ${TUNNEL_POD:-} ]]; then
     cargo build --release -q -p magictunnel-tunnel-pod
     TUNNEL_POD="${CARGO_TARGET_DIR:-target}/release/tunnel-pod"
 fi
-[[ -x $TUNNEL_POD ]] || { echo "$0: $TUNNEL_POD is not executable" >&2; exit 1; }
+[[ -x $TUNNEL_POD && ( -z ${TUNNEL_POD_BEFORE:-} || -x $TUNNEL_POD_BEFORE ) ]] ||
+    { echo "$0: $TUNNEL_POD or $TUNNEL_POD_BEFORE is not executable" >&2; exit 1; }
 
 ID="mtb$$"
 NS_A="${ID}a" NS_B="${ID}b" VETH_A="${ID}va" VETH_B="${ID}vb"
@@ -324,15 +334,44 @@ stop_charons() {
     CHARON_A="" CHARON_B=""
 }
 
-DONE=()
-for row in "${SELECTED[@]}"; do
+# wire_mode on|off: the veth pair as a wire between two hosts with NICs, or as created. A veth
+# hands a TSO or UDP-GSO burst to its peer whole, and without NAPI it does no GRO: between two
+# hosts a burst leaves as MTU-sized frames (TSO/USO in the NIC) and the receiving NIC's GRO
+# coalesces them again. On: TSO and UDP segmentation off on both ends (the kernel cuts bursts in
+# software before the veth, on the sender's CPU), NAPI GRO on, and polls deferred by up to 50 µs
+# (gro_flush_timeout, napi_defer_hard_irqs) as a NIC's interrupt moderation defers them, or the
+# sender's transmit runs every poll for a single frame and nothing is coalesced. The raw veth
+# baseline of such rows runs the same way.
+wire_mode() {
+    local timeout=0 defer=0 offload=on pair ns dev
+    [[ $1 == on ]] && timeout=50000 defer=2 offload=off
+    for pair in "$NS_A:$VETH_A" "$NS_B:$VETH_B"; do
+        ns=${pair%%:*} dev=${pair#*:}
+        ip netns exec "$ns" ethtool -K "$dev" gro "$1" tso "$offload" tx-udp-segmentation "$offload"
+        ip netns exec "$ns" sh -c "echo $timeout >/sys/class/net/$dev/gro_flush_timeout &&
+            echo $defer >/sys/class/net/$dev/napi_defer_hard_irqs"
+    done
+}
+
+# run_row ROW ROUND BINARY TAG: one measurement of ROW; its label (recorded in DONE) is
+# PATH[+wire]-STREAMS[~TAG]@ROUND.
+run_row() {
+    local row=$1 round=$2 bin=$3 tag=$4 streams path label
     streams=${row%%:*} path=${row#*:}
-    label="$path-$streams"
-    echo "$0: $streams stream(s) over $path, ${DURATION} s" >&2
+    echo "$0: $streams stream(s) over $path${tag:+ ($tag)}, ${DURATION} s, round $round" >&2
+    if [[ $path == */wire ]]; then
+        path=${path%/wire}
+        label="$path+wire-$streams"
+        wire_mode on
+    else
+        label="$path-$streams"
+        wire_mode off
+    fi
+    label+="${tag:+~$tag}@$round"
     case $path in
         veth) measure "$label" 203.0.113.2 "$streams" "" ;;
         strongswan)
-            ((SWAN_OK)) || continue
+            ((SWAN_OK)) || return 0
             strongswan_row "$label" "$streams" || {
                 stop_charons
                 for side in a b; do
@@ -340,16 +379,28 @@ for row in "${SELECTED[@]}"; do
                     tail -n 20 "$WORK/swan-$side/charon.log" >&2 2>/dev/null || true
                 done
                 echo "$0: strongSwan row skipped" >&2
-                continue
+                return 0
             }
             ;;
         *)
-            start_pods "$path"
+            TUNNEL_POD=$bin start_pods "$path"
             measure "$label" 10.99.0.1 "$streams" "" "$POD_A" "$POD_B"
             stop_pods
             ;;
     esac
     DONE+=("$label")
+}
+
+# Rounds interleave the rows, so that a change of load over the run touches every row alike.
+DONE=()
+for round in $(seq "$REPEAT"); do
+    for row in "${SELECTED[@]}"; do
+        run_row "$row" "$round" "$TUNNEL_POD" ""
+        path=${row#*:}
+        if [[ -n ${TUNNEL_POD_BEFORE:-} && ${path%/wire} != veth && ${path%/wire} != strongswan ]]; then
+            run_row "$row" "$round" "$TUNNEL_POD_BEFORE" before
+        fi
+    done
 done
 
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), kernel $(uname -r), $(nproc) CPUs"
@@ -357,12 +408,15 @@ echo "# load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/load
 echo "# ${DURATION} s per row; TUNNEL_POD_ARGS='${TUNNEL_POD_ARGS:-}'"
 echo
 "$PYTHON" - "$WORK" "$(getconf CLK_TCK)" "${DONE[@]}" <<'EOF'
-import json, sys
+import json, statistics, sys
 work, hz, *labels = sys.argv[1:]
 hz = int(hz)
-rows = []
+runs = {}
 for label in labels:
-    path, streams = label.rsplit("-", 1)
+    key, _round = label.rsplit("@", 1)
+    key, _, tag = key.partition("~")
+    path, streams = key.rsplit("-", 1)
+    path, wire = path.removesuffix("+wire"), path.endswith("+wire")
     report = json.load(open(f"{work}/{label}.json"))
     end = report.get("end", {})
     if "error" in report or "sum_received" not in end:
@@ -384,24 +438,56 @@ for label in labels:
         except OSError:
             impl = ""
         name += f" ({impl}, charon CPU)" if impl else " (charon CPU)"
-    rows.append(dict(label=label, path=path, streams=int(streams), name=name,
-                     gbps=received["bits_per_second"] / 1e9, cpu=cpu,
-                     retransmits=end.get("sum_sent", {}).get("retransmits", "n/a")))
+    if wire:
+        name += ", wire mode"
+    if tag:
+        name += ", before (TUNNEL_POD_BEFORE)"
+    run = runs.setdefault((key, tag), dict(path=path, wire=wire, before=bool(tag),
+                                           streams=int(streams), name=name, samples=[]))
+    run["samples"].append(dict(gbps=received["bits_per_second"] / 1e9, cpu=cpu,
+                               retransmits=end.get("sum_sent", {}).get("retransmits")))
 
-def veth(streams):
-    same = [r for r in rows if r["path"] == "veth" and r["streams"] == streams]
-    return (same or [r for r in rows if r["path"] == "veth"] or [None])[0]
+# With several rounds each row shows the median of its runs (and, for Gbit/s, the range).
+rows = []
+for run in runs.values():
+    s = run.pop("samples")
+    g = sorted(x["gbps"] for x in s)
+    cpus = [x["cpu"] for x in s if x["cpu"] is not None]
+    rts = [x["retransmits"] for x in s if x["retransmits"] is not None]
+    run.update(gbps=statistics.median(g), low=g[0], high=g[-1], n=len(s),
+               cpu=statistics.median(cpus) if cpus else None,
+               retransmits=int(statistics.median(rts)) if rts else "n/a")
+    rows.append(run)
 
-print("| streams | path | Gbit/s | / veth | retransmits | CPU-s/GB |")
+def veth(streams, wire):
+    vs = [r for r in rows if r["path"] == "veth"]
+    mode = [r for r in vs if r["wire"] == wire]
+    same = [r for r in mode if r["streams"] == streams]
+    return (same or mode or [None])[0]
+
+several = any(r["n"] > 1 for r in rows)
+print("| streams | path | Gbit/s" + (" (median, range)" if several else "")
+      + " | / veth | retransmits | CPU-s/GB |")
 print("|---|---|---|---|---|---|")
 for r in rows:
-    base = veth(r["streams"])
+    base = veth(r["streams"], r["wire"])
     ratio = f"{r['gbps'] / base['gbps']:.1%}" if base and base["gbps"] else "n/a"
     cpu = "—" if r["cpu"] is None else f"{r['cpu']:.2f}"
-    print(f"| {r['streams']} | {r['name']} | {r['gbps']:.2f} | {ratio} | {r['retransmits']} | {cpu} |")
+    gbps = f"{r['gbps']:.2f}" + (f" ({r['low']:.2f}–{r['high']:.2f})" if r["n"] > 1 else "")
+    print(f"| {r['streams']} | {r['name']} | {gbps} | {ratio} | {r['retransmits']} | {cpu} |")
 
-def find(path, streams=1):
-    return next((r for r in rows if r["path"] == path and r["streams"] == streams), None)
+def find(path, streams=1, wire=False, before=False):
+    return next((r for r in rows if r["path"] == path and r["streams"] == streams
+                 and r["wire"] == wire and r["before"] == before), None)
+
+befores = [r for r in rows if r["before"]]
+if befores:
+    print()
+    print("CPU-s/GB against TUNNEL_POD_BEFORE, same rounds:")
+    for b in befores:
+        a = find(b["path"], b["streams"], b["wire"])
+        if a and a["cpu"] and b["cpu"]:
+            print(f"- {a['name']}: {a['cpu']:.2f} / {b['cpu']:.2f} = {a['cpu'] / b['cpu']:.2f}")
 
 esp, swan = find("esp"), find("strongswan")
 print()
