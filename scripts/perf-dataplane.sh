@@ -11,7 +11,7 @@
 # softirq when it runs in iperf3's context, for one) is not in the profile; PERF_ALL=1 records the
 # whole machine (perf record -a) instead. The lab, the configs and TUNNEL_POD_ARGS are those of
 # scripts/bench-dataplane.sh, which this runs with ROWS="1:veth 1:esp 1:gre" (MODES picks the modes, e.g.
-# MODES="esp esp-cbc gre") and PERF_DIR; its table is printed too (perf's own overhead is in its
+# MODES="esp esp-cbc gre gre/wire") and PERF_DIR; its table is printed too (perf's own overhead is in its
 # CPU column). The build is a release build with line tables (CARGO_PROFILE_RELEASE_DEBUG=
 # line-tables-only), so user symbols resolve; TUNNEL_POD=path skips it. TOP (default 25) sets the
 # number of symbols shown; the perf.data files stay in PERF_OUT (default: a new /tmp directory).
@@ -36,26 +36,30 @@ fi
 OUT=${PERF_OUT:-$(mktemp -d "${TMPDIR:-/tmp}/mtperf.XXXXXX")}
 mkdir -p "$OUT"
 
-rows="1:veth"
+# A mode with /wire (e.g. gre/wire) runs on the veth pair in wire mode, with its own veth row.
+rows="1:veth" paths=""
 for mode in $MODES; do
-    [[ $mode == strongswan || $mode == veth ]] && continue
-    rows+=" 1:$mode"
+    [[ ${mode%/wire} == strongswan || ${mode%/wire} == veth ]] && continue
+    [[ $mode == */wire && " $rows " != *" 1:veth/wire "* ]] && rows+=" 1:veth/wire"
+    rows+=" 1:$mode" paths+=" ${mode%/wire}"
 done
-[[ $rows != 1:veth ]] || { echo "$0: no tunnel-pod mode in MODES" >&2; exit 64; }
+[[ -n $paths ]] || { echo "$0: no tunnel-pod mode in MODES" >&2; exit 64; }
 
-ROWS="$rows" MODES="$MODES" PERF_DIR="$OUT" TUNNEL_POD="$TUNNEL_POD" \
+ROWS="$rows" MODES="$paths" PERF_DIR="$OUT" TUNNEL_POD="$TUNNEL_POD" \
     scripts/bench-dataplane.sh "$DURATION"
 
 for mode in $MODES; do
-    data="$OUT/$mode-1.data"
+    # bench-dataplane's label of the row's first round.
+    name=${mode/\/wire/+wire}
+    data="$OUT/$name-1@1.data"
     [[ -s $data ]] || continue
     perf report -i "$data" --no-children -g none --sort dso,sym --stdio -q --percent-limit 0 \
-        2>/dev/null >"$OUT/$mode-symbols.txt" || true
+        2>/dev/null >"$OUT/$name-symbols.txt" || true
     perf report -i "$data" --no-children -g none --sort comm --stdio -q --percent-limit 0 \
-        2>/dev/null >"$OUT/$mode-threads.txt" || true
+        2>/dev/null >"$OUT/$name-threads.txt" || true
     echo
     echo "## perf: $mode, one TCP stream, both tunnel-pods ($data)"
-    "$PYTHON" - "$OUT/$mode-symbols.txt" "$OUT/$mode-threads.txt" "$TOP" <<'EOF'
+    "$PYTHON" - "$OUT/$name-symbols.txt" "$OUT/$name-threads.txt" "$TOP" <<'EOF'
 import re, sys
 symbols, threads, top = sys.argv[1], sys.argv[2], int(sys.argv[3])
 row = re.compile(r"^\s*([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(.*?)\s*$")
