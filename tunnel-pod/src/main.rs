@@ -53,10 +53,10 @@ enum Command {
               value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
                   .range(1..=tunnel_pod::tun_queue::MAX_QUEUES as u64))]
         queues: usize,
-        /// GRE egress: `packet` sends TSO bursts through an AF_PACKET TX ring (qdisc bypass)
-        /// once the next hop's MAC is known, and through the raw socket until then; `raw`
-        /// always uses the raw socket.
-        #[arg(long, value_parser = ["packet", "raw"], default_value = "packet")]
+        /// GRE egress: `raw` (the default) sends through the raw socket, the host's normal
+        /// output path; `packet` sends TSO bursts through an AF_PACKET TX ring (qdisc,
+        /// netfilter and egress taps bypassed) once the next hop's MAC is known.
+        #[arg(long, value_parser = ["packet", "raw"], default_value = "raw")]
         gre_tx: String,
         /// At most this many IKE SAs in any state.
         #[arg(long, default_value_t = ike::core::Limits::default().max_sas)]

@@ -44,7 +44,7 @@ pub struct Options {
     /// TUN queues, one egress thread each (`--queues`, at least 1).
     pub queues: usize,
     /// GRE: send TSO bursts through an AF_PACKET TX ring where the link resolves
-    /// (`--gre-tx packet`, the default), else always through the raw socket.
+    /// (`--gre-tx packet`), else (the default) always through the raw socket.
     pub gre_tx_packet: bool,
     /// How many IKE SAs, half-open ones in all and per source address the IKE responder
     /// holds, and from how many half-open SAs on it asks for cookies (RFC 7296 §2.6).

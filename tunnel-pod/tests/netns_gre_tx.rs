@@ -1,5 +1,5 @@
-//! GRE egress through the AF_PACKET TX ring (`--gre-tx packet`, the default) against the raw
-//! socket (`--gre-tx raw`): the same frames on the wire, and the fallback to the raw socket
+//! GRE egress through the AF_PACKET TX ring (`--gre-tx packet`) against the raw socket
+//! (`--gre-tx raw`, the default): the same frames on the wire, and the fallback to the raw socket
 //! while the next hop's MAC is unknown. Needs root, `ip`, `tcpdump`, `iperf3`; run with
 //!
 //! ```text
@@ -137,7 +137,7 @@ fn ring_and_raw_socket_put_the_same_frames_on_the_wire() {
 #[ignore = "needs root and network namespaces"]
 fn falls_back_to_the_raw_socket_while_the_next_hop_is_unresolved() {
     // No probes: their sends through the raw socket would resolve the next hop again at once.
-    let mut lab = started_pair(&[], false);
+    let mut lab = started_pair(&["--gre-tx", "packet"], false);
     assert!(
         wait_for(Duration::from_secs(10), Duration::ZERO, || {
             let _ = lab.ping_through(Side::A, 1);
