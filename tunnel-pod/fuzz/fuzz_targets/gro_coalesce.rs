@@ -6,11 +6,16 @@
 //! Checked, besides not panicking: a coalesced packet carries exactly the payloads that were
 //! accepted, in order; cutting it again with its own `gso_size` gives back those payloads with
 //! their sequence numbers and valid checksums; TSO segments of any packet are at most
-//! `gso_size` long, carry the packet's payload in order, and have valid checksums.
+//! `gso_size` long, carry the packet's payload in order, and have valid checksums; a packet
+//! `kernel_coalesced` takes for the host's GRO output gets a header within the packet, segments
+//! that fit the MTU, and a checksum that verifies once completed.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tunnel_pod::offload::{Coalescer, GSO_TCPV4, VNET_HDR_LEN, VnetHdr, segment};
+use tunnel_pod::offload::{
+    Coalescer, GSO_NONE, GSO_TCPV4, VNET_HDR_LEN, VnetHdr, complete_checksum, kernel_coalesced,
+    segment,
+};
 
 const SLOT: usize = 2048;
 const HEADROOM: usize = 28;
@@ -225,6 +230,26 @@ fn tso_packet(packet: &[u8], gso: usize, tso: &mut [u8], lens: &mut Vec<usize>) 
     assert_eq!(&carried[..], &packet[hl..], "TSO segments do not carry the payload in order");
 }
 
+/// `packet` as if a raw socket had received it inside GRE, with tunnel MTU `mtu`.
+fn host_coalesced(packet: &[u8], mtu: usize) {
+    let Some(h) = kernel_coalesced(packet, mtu) else { return };
+    let (start, hl) = (usize::from(h.csum_start), usize::from(h.hdr_len));
+    assert!(start + 18 <= hl && hl <= packet.len(), "header {h:?} outside {} bytes", packet.len());
+    if h.gso_type == GSO_NONE {
+        assert_eq!(h.gso_size, 0);
+        assert!(packet.len() <= mtu, "{} bytes not cut for MTU {mtu}", packet.len());
+    } else {
+        assert!(h.gso_size > 0 && hl + usize::from(h.gso_size) <= mtu, "{h:?} for MTU {mtu}");
+    }
+    let mut p = packet.to_vec();
+    complete_checksum(&mut p, &h).expect("the header's checksum field is inside the packet");
+    if p[0] >> 4 == 4 && usize::from(u16::from_be_bytes([p[2], p[3]])) == p.len() {
+        let ihl = usize::from(p[0] & 0x0f) * 4;
+        let pseudo = sum(&p[12..20], 0) + 6 + (p.len() - ihl) as u32;
+        assert_eq!(fold(sum(&p[ihl..], pseudo)), 0, "completed TCP checksum does not verify");
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut tso = vec![0u8; MAX_SEGMENTS * SLOT];
     let mut lens = Vec::new();
@@ -235,5 +260,6 @@ fuzz_target!(|data: &[u8]| {
         let mut input = Input(rest);
         let gso = usize::from(input.u16());
         tso_packet(input.0, gso, &mut tso, &mut lens);
+        host_coalesced(input.0, gso);
     }
 });
