@@ -486,7 +486,9 @@ if befores:
     print("CPU-s/GB against TUNNEL_POD_BEFORE, same rounds:")
     for b in befores:
         a = find(b["path"], b["streams"], b["wire"])
-        if a and a["cpu"] and b["cpu"]:
+        if a and b["gbps"] < 0.01:
+            print(f"- {a['name']}: {a['cpu']:.2f}; before: carried nothing")
+        elif a and a["cpu"] and b["cpu"]:
             print(f"- {a['name']}: {a['cpu']:.2f} / {b['cpu']:.2f} = {a['cpu'] / b['cpu']:.2f}")
 
 esp, swan = find("esp"), find("strongswan")
