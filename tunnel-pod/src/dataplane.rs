@@ -414,9 +414,16 @@ impl Path {
         }
         if let Some(hdr) = inner.coalesced {
             // Already one TSO packet (the host's GRO): up as it is, after what came before it.
+            // Counted as the MTU-sized segments it stands for (the sender's own are unknown).
             self.flush(gro);
             self.metrics.gre_gro_packets.inc();
-            self.write_alone(slot, inner.range, hdr);
+            let len = inner.range.len();
+            let payload = len.saturating_sub(usize::from(hdr.hdr_len));
+            let segments = payload.div_ceil(usize::from(hdr.gso_size).max(1)).max(1);
+            if self.write_alone(slot, inner.range, hdr) {
+                self.metrics.ingress.packets.inc_by(segments as u64);
+                self.metrics.ingress.bytes.inc_by(len as u64);
+            }
             return;
         }
         let packet = &slot[inner.range.clone()];
@@ -431,24 +438,29 @@ impl Path {
                 return;
             }
         }
-        self.write_alone(slot, inner.range, VnetHdr::default());
+        let len = inner.range.len();
+        if self.write_alone(slot, inner.range, VnetHdr::default()) {
+            self.metrics.ingress.count(len);
+        }
     }
 
     /// Writes the packet at `slot[range]` to the TUN device on its own, with `hdr` written
-    /// into the room the outer headers leave (outer IPv4 + GRE ≥ 24 bytes, ESP more).
-    fn write_alone(&self, slot: &mut [u8], range: Range<usize>, hdr: VnetHdr) {
+    /// into the room the outer headers leave (outer IPv4 + GRE ≥ 24 bytes, ESP more); false
+    /// when it did not go (a refused write is counted as a drop).
+    fn write_alone(&self, slot: &mut [u8], range: Range<usize>, hdr: VnetHdr) -> bool {
         let Some(frame) = range
             .start
             .checked_sub(VNET_HDR_LEN)
             .and_then(|start| slot.get_mut(start..range.end))
         else {
-            return;
+            return false;
         };
         hdr.emit(frame);
-        match self.tun.send(frame) {
-            Ok(_) => self.metrics.ingress.count(range.len()),
-            Err(_) => self.metrics.dropped(DropReason::TunWriteError),
+        let written = self.tun.send(frame).is_ok();
+        if !written {
+            self.metrics.dropped(DropReason::TunWriteError);
         }
+        written
     }
 
     fn pass_to_ike(&self, payload: &[u8], src: Option<std::net::SocketAddrV4>) {

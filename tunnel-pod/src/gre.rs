@@ -133,12 +133,14 @@ impl Gre {
             _ => return Err(DropReason::UnknownProtocol),
         };
         let packet = inner.get_mut(..len).ok_or(DropReason::Truncated)?;
+        if let Some(m) = self.mss {
+            mss::clamp(packet, m);
+        }
+        // After the clamp, which rewrites a SYN's checksum: GRO never merges a SYN, and a SYN
+        // whose clamped checksum happens to look partial is then completed to that same value.
         let coalesced = offload::kernel_coalesced(packet, usize::from(self.mtu));
         if len > usize::from(self.mtu) && coalesced.is_none() {
             return Err(DropReason::Oversized);
-        }
-        if let Some(m) = self.mss {
-            mss::clamp(packet, m);
         }
         Ok(Inner {
             range: start..start + len,
@@ -176,6 +178,7 @@ fn inner_ipv6_len(b: &[u8]) -> Result<usize, DropReason> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::checksum;
 
     const LOCAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
     const CUSTOMER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
@@ -297,6 +300,45 @@ mod tests {
         assert_eq!(
             case(CUSTOMER, &encap(&huge, &inner_v4(1500))),
             DropReason::Oversized
+        );
+    }
+
+    /// What a raw socket gets from the host's GRO: one GRE packet whose inner TCP is larger
+    /// than the MTU, its checksum left partial (`offload::kernel_coalesced`). Taken whole, with
+    /// the virtio header for the TUN; with a complete checksum it is still oversized.
+    #[test]
+    fn a_packet_the_hosts_gro_coalesced_is_taken_whole() {
+        let g = gre(Some(7));
+        let payload = 20_000;
+        let mut tcp = vec![0u8; 40 + payload];
+        let (src, dst) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+        ipv4::Repr {
+            src: src.into(),
+            dst: dst.into(),
+            protocol: ipv4::PROTO_TCP,
+            ttl: 64,
+            payload_len: 20 + payload,
+        }
+        .emit(&mut tcp)
+        .unwrap();
+        tcp[32] = 5 << 4;
+        tcp[33] = 0x10; // ACK
+        let mut partial = checksum::pseudo_header_v4(src, dst, 6, (20 + payload) as u16);
+        while partial > 0xffff {
+            partial = (partial & 0xffff) + (partial >> 16);
+        }
+        tcp[36..38].copy_from_slice(&(partial as u16).to_be_bytes());
+        // Encapsulated as the peer's segments were, then merged: only the MTU differs.
+        let wire = encap(&Gre { mtu: 60_000, ..g }, &tcp);
+        let inner = g.decap(&mut outer(CUSTOMER, &wire)).expect("taken");
+        assert_eq!(inner.range.len(), tcp.len());
+        let h = inner.coalesced.expect("recognised as coalesced");
+        assert_eq!((h.gso_type, h.gso_size), (offload::GSO_TCPV4, 1476 - 40));
+        tcp[37] ^= 1;
+        let wire = encap(&Gre { mtu: 60_000, ..g }, &tcp);
+        assert_eq!(
+            g.decap(&mut outer(CUSTOMER, &wire)),
+            Err(DropReason::Oversized)
         );
     }
 
