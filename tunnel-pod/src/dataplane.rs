@@ -419,7 +419,10 @@ impl Path {
             self.metrics.gre_gro_packets.inc();
             let len = inner.range.len();
             let payload = len.saturating_sub(usize::from(hdr.hdr_len));
-            let segments = payload.div_ceil(usize::from(hdr.gso_size).max(1)).max(1);
+            let segments = match usize::from(hdr.gso_size) {
+                0 => 1,
+                size => payload.div_ceil(size),
+            };
             if self.write_alone(slot, inner.range, hdr) {
                 self.metrics.ingress.packets.inc_by(segments as u64);
                 self.metrics.ingress.bytes.inc_by(len as u64);

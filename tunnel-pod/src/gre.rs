@@ -114,12 +114,20 @@ impl Gre {
         let gre_start = outer.header_len();
         let gre_end = usize::from(outer.total_len());
         let g = gre::Packet::new_unchecked(datagram.get(gre_start..gre_end).unwrap_or(&[]));
-        let repr = gre::Repr::parse(&g).map_err(|e| match e {
+        let reason = |e| match e {
             GreError::Truncated => DropReason::Truncated,
             GreError::BadVersion => DropReason::BadVersion,
             GreError::ReservedBits => DropReason::ReservedBits,
             GreError::BadChecksum => DropReason::BadChecksum,
-        })?;
+        };
+        // The host's GRO merges GRE packets with checksums too, each verified first, and leaves
+        // the first one's checksum (`gre_gro_complete`): such a packet is taken if its inner
+        // packet is one GRO made, and dropped as a bad checksum otherwise.
+        let (repr, checksum_failed) = match gre::Repr::parse(&g) {
+            Ok(r) => (r, false),
+            Err(GreError::BadChecksum) => (gre::Repr::parse_unverified(&g).map_err(reason)?, true),
+            Err(e) => return Err(reason(e)),
+        };
         if repr.key != self.key {
             return Err(DropReason::KeyMismatch);
         }
@@ -138,7 +146,10 @@ impl Gre {
         }
         // After the clamp, which rewrites a SYN's checksum: GRO never merges a SYN, and a SYN
         // whose clamped checksum happens to look partial is then completed to that same value.
-        let coalesced = offload::kernel_coalesced(packet, usize::from(self.mtu));
+        let coalesced = offload::kernel_coalesced(packet, usize::from(self.mtu), self.mss);
+        if checksum_failed && coalesced.is_none() {
+            return Err(DropReason::BadChecksum);
+        }
         if len > usize::from(self.mtu) && coalesced.is_none() {
             return Err(DropReason::Oversized);
         }
@@ -334,11 +345,32 @@ mod tests {
         assert_eq!(inner.range.len(), tcp.len());
         let h = inner.coalesced.expect("recognised as coalesced");
         assert_eq!((h.gso_type, h.gso_size), (offload::GSO_TCPV4, 1476 - 40));
+        // With a GRE checksum (RFC 2784) that GRO left covering the first segment only.
+        let mut with_sum = vec![0u8; 8 + tcp.len()];
+        with_sum[8..].copy_from_slice(&tcp);
+        gre::Repr {
+            protocol: ETHERTYPE_IPV4,
+            key: None,
+            sequence: None,
+            checksum: true,
+        }
+        .emit(&mut with_sum)
+        .unwrap();
+        with_sum[4] ^= 0xff;
+        let plain = Gre { key: None, ..g };
+        let inner = plain.decap(&mut outer(CUSTOMER, &with_sum)).expect("taken");
+        assert!(inner.coalesced.is_some());
         tcp[37] ^= 1;
         let wire = encap(&Gre { mtu: 60_000, ..g }, &tcp);
         assert_eq!(
             g.decap(&mut outer(CUSTOMER, &wire)),
             Err(DropReason::Oversized)
+        );
+        // A bad GRE checksum on anything else is still a bad checksum.
+        with_sum[8 + 37] ^= 1;
+        assert_eq!(
+            plain.decap(&mut outer(CUSTOMER, &with_sum)),
+            Err(DropReason::BadChecksum)
         );
     }
 

@@ -14,6 +14,8 @@ pub const F_NEEDS_CSUM: u8 = 1;
 pub const GSO_NONE: u8 = 0;
 pub const GSO_TCPV4: u8 = 1;
 pub const GSO_TCPV6: u8 = 4;
+/// `VIRTIO_NET_HDR_GSO_ECN`: the packet's CWR belongs on its first segment only.
+pub const GSO_ECN: u8 = 0x80;
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
@@ -137,13 +139,17 @@ fn partial_checksum(ip: &[u8], v4: bool, len: usize) -> u16 {
 /// later; that field is how such a packet is recognised, as a raw socket gives no `gso_size`.
 /// Returns the virtio header that hands the TUN device the same packet with the same promise:
 /// the kernel completes the checksum and, where it forwards the packet, cuts it into segments
-/// of at most `mtu` bytes (the tunnel MTU the peer's segments fitted in).
+/// of at most `mtu` bytes (the tunnel MTU the peer's segments fitted in), and of no more payload
+/// than the MSS clamp `mss` lets a segment carry (a clamp below the MTU's is there because the
+/// path behind the TUN is narrower). CWR on the merged packet is passed on as the ECN flag, as
+/// `tcp_gro_complete` does, so that only the first segment carries it.
 ///
 /// `p` is the inner packet, exactly its IP length. A single segment whose full checksum
 /// happens to equal its pseudo-header sum (one in 65,536) is taken for one too: completing it
 /// writes the same value back, so only a corrupted segment of that kind would go unnoticed.
-pub fn kernel_coalesced(p: &[u8], mtu: usize) -> Option<VnetHdr> {
-    // IPv6 with extension headers is not recognised (`tcp_headers`): passed on as it is.
+pub fn kernel_coalesced(p: &[u8], mtu: usize, mss: Option<u16>) -> Option<VnetHdr> {
+    // IPv6 with extension headers is not recognised (`tcp_headers`): larger than the MTU it
+    // is then dropped as oversized.
     let (ip_len, tcp_len, v4) = tcp_headers(p).ok()?;
     if v4 && ipv4::Packet::new_unchecked(p).is_fragment() {
         return None;
@@ -153,17 +159,28 @@ pub fn kernel_coalesced(p: &[u8], mtu: usize) -> Option<VnetHdr> {
     }
     let headers = ip_len + tcp_len;
     let payload = p.len() - headers;
-    let mss = mtu.checked_sub(headers).filter(|&m| m > 0)?;
-    let gso = payload > mss;
+    // A sender takes its TCP options out of the MSS (RFC 6691 §2).
+    let by_mss = mss.map_or(usize::MAX, |m| usize::from(m).saturating_sub(tcp_len - 20));
+    let size = mtu.checked_sub(headers)?.min(by_mss);
+    if size == 0 {
+        return None;
+    }
+    let gso = payload > size;
+    let ecn = if gso && p.get(ip_len + 13).is_some_and(|f| f & TCP_CWR != 0) {
+        GSO_ECN
+    } else {
+        0
+    };
     Some(VnetHdr {
         flags: F_NEEDS_CSUM,
-        gso_type: match (gso, v4) {
-            (false, _) => GSO_NONE,
-            (true, true) => GSO_TCPV4,
-            (true, false) => GSO_TCPV6,
-        },
+        gso_type: ecn
+            | match (gso, v4) {
+                (false, _) => GSO_NONE,
+                (true, true) => GSO_TCPV4,
+                (true, false) => GSO_TCPV6,
+            },
         hdr_len: headers as u16,
-        gso_size: if gso { mss as u16 } else { 0 },
+        gso_size: if gso { size as u16 } else { 0 },
         csum_start: ip_len as u16,
         csum_offset: 16,
     })
@@ -582,12 +599,12 @@ mod tests {
         let data: Vec<u8> = (0..20_000u32).map(|i| (i * 13) as u8).collect();
         let mut big = tcp(5, TCP_ACK | TCP_PSH, &data);
         assert_eq!(
-            kernel_coalesced(&big, 1476),
+            kernel_coalesced(&big, 1476, None),
             None,
             "a full checksum: not coalesced"
         );
         as_gro_output(&mut big, true);
-        let h = kernel_coalesced(&big, 1476).expect("coalesced");
+        let h = kernel_coalesced(&big, 1476, None).expect("coalesced");
         assert_eq!(
             h,
             VnetHdr {
@@ -613,7 +630,7 @@ mod tests {
     fn a_small_coalesced_packet_needs_its_checksum_but_no_segmentation() {
         let mut p = tcp(5, TCP_ACK, &[7u8; 300]);
         as_gro_output(&mut p, true);
-        let h = kernel_coalesced(&p, 1476).unwrap();
+        let h = kernel_coalesced(&p, 1476, None).unwrap();
         assert_eq!(
             (h.flags, h.gso_type, h.gso_size),
             (F_NEEDS_CSUM, GSO_NONE, 0)
@@ -633,14 +650,14 @@ mod tests {
         p[52] = 5 << 4;
         p[53] = TCP_ACK;
         as_gro_output(&mut p, false);
-        let h = kernel_coalesced(&p, 1400).unwrap();
+        let h = kernel_coalesced(&p, 1400, None).unwrap();
         assert_eq!(
             (h.gso_type, h.gso_size, h.csum_start),
             (GSO_TCPV6, 1400 - 60, 40)
         );
         // Any other checksum: a packet of its own.
         p[57] ^= 1;
-        assert_eq!(kernel_coalesced(&p, 1400), None);
+        assert_eq!(kernel_coalesced(&p, 1400, None), None);
     }
 
     #[test]
@@ -649,11 +666,32 @@ mod tests {
         as_gro_output(&mut p, true);
         let mut frag = p.clone();
         frag[6] |= 0x20; // MF
-        assert_eq!(kernel_coalesced(&frag, 1476), None);
+        assert_eq!(kernel_coalesced(&frag, 1476, None), None);
         let mut udp = p.clone();
         udp[9] = 17;
-        assert_eq!(kernel_coalesced(&udp, 1476), None);
-        assert_eq!(kernel_coalesced(&p[..30], 1476), None, "truncated");
-        assert_eq!(kernel_coalesced(&p, 40), None, "no room for a segment");
+        assert_eq!(kernel_coalesced(&udp, 1476, None), None);
+        assert_eq!(kernel_coalesced(&p[..30], 1476, None), None, "truncated");
+        assert_eq!(
+            kernel_coalesced(&p, 40, None),
+            None,
+            "no room for a segment"
+        );
+    }
+
+    #[test]
+    fn a_fixed_mss_clamp_and_cwr_shape_the_segments() {
+        let mut p = tcp(5, TCP_ACK | TCP_CWR, &[3u8; 8000]);
+        as_gro_output(&mut p, true);
+        // A clamp of 1200 (12 bytes of timestamps taken out) beats the MTU's 1476 - 52.
+        let h = kernel_coalesced(&p, 1476, Some(1200)).unwrap();
+        assert_eq!(h.gso_size, 1200 - 12);
+        assert_eq!(
+            h.gso_type,
+            GSO_TCPV4 | GSO_ECN,
+            "CWR on the first segment only"
+        );
+        // Auto (MTU - 40) is the MTU's own limit.
+        let h = kernel_coalesced(&p, 1476, Some(1436)).unwrap();
+        assert_eq!(h.gso_size, 1476 - 52);
     }
 }

@@ -232,7 +232,7 @@ fn tso_packet(packet: &[u8], gso: usize, tso: &mut [u8], lens: &mut Vec<usize>) 
 
 /// `packet` as if a raw socket had received it inside GRE, with tunnel MTU `mtu`.
 fn host_coalesced(packet: &[u8], mtu: usize) {
-    let Some(h) = kernel_coalesced(packet, mtu) else { return };
+    let Some(h) = kernel_coalesced(packet, mtu, None) else { return };
     let (start, hl) = (usize::from(h.csum_start), usize::from(h.hdr_len));
     assert!(start + 18 <= hl && hl <= packet.len(), "header {h:?} outside {} bytes", packet.len());
     if h.gso_type == GSO_NONE {

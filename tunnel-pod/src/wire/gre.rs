@@ -145,10 +145,17 @@ pub struct Repr {
 
 impl Repr {
     pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>) -> core::result::Result<Repr, GreError> {
-        p.check()?;
+        let repr = Self::parse_unverified(p)?;
         if !p.verify_checksum() {
             return Err(GreError::BadChecksum);
         }
+        Ok(repr)
+    }
+
+    /// As `parse`, but the RFC 2784 checksum (when present) is not checked: for a packet the
+    /// host's GRO merged, whose checksum still covers only its first segment.
+    pub fn parse_unverified<T: AsRef<[u8]>>(p: &Packet<T>) -> core::result::Result<Repr, GreError> {
+        p.check()?;
         Ok(Repr {
             protocol: p.protocol(),
             key: p.key(),
