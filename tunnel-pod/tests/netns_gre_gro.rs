@@ -24,7 +24,7 @@ use common::{IPERF_PORT, Lab, LabOptions, Side, cmd, output, run_ok, wait_for};
 const KEY: u32 = 7;
 
 /// NAPI GRO on `iface` in `ns`, with polls deferred as a NIC's interrupt moderation would. (A
-/// veth takes the NAPI path only for frames from a peer without TSO: see `wire_from`.)
+/// veth takes the NAPI path only for frames from a peer without TSO, so the test turns A's off.)
 fn host_gro(ns: &str, iface: &str) {
     run_ok(&mut cmd(
         "ip",
