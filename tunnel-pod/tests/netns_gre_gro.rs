@@ -10,7 +10,7 @@
 //! set so. B forwards the inner traffic to a third namespace C over a veth whose MTU is the
 //! tunnel's and whose transmit checksumming is off, so B's kernel segments and checksums every
 //! coalesced packet in software: the capture in C shows exactly what our virtio header asked
-//! for, and tshark validates each TCP checksum.
+//! for, and tshark validates each TCP checksum. Once with IPv4 inside GRE, once with IPv6.
 //!
 //! Root only: `cargo test -p magictunnel-tunnel-pod --test netns_gre_gro -- --ignored
 //! --test-threads=1`. Needs `ip`, `ethtool`, `tcpdump`, `tshark`, `iperf3`.
@@ -43,9 +43,42 @@ fn in_ns(ns: &str, args: &[&str]) -> String {
     run_ok(&mut cmd("ip", &all))
 }
 
+/// The inner addresses of one IP version: C behind B, B's side of the B–C link, the tunnel
+/// addresses added for IPv6 (the config carries IPv4 only).
+struct Family {
+    v6: bool,
+    c: &'static str,
+    b_link: &'static str,
+    prefix: &'static str,
+}
+
+const V4: Family = Family {
+    v6: false,
+    c: "10.20.0.1",
+    b_link: "10.20.0.254",
+    prefix: "24",
+};
+
+const V6: Family = Family {
+    v6: true,
+    c: "2001:db8:20::1",
+    b_link: "2001:db8:20::254",
+    prefix: "64",
+};
+
 #[test]
 #[ignore = "needs root, network namespaces and ethtool"]
 fn host_coalesced_gre_reaches_the_tun_whole_and_leaves_in_mtu_sized_valid_segments() {
+    host_coalesced_gre(&V4);
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and ethtool"]
+fn host_coalesced_ipv6_in_gre_reaches_the_tun_whole_and_leaves_in_mtu_sized_valid_segments() {
+    host_coalesced_gre(&V6);
+}
+
+fn host_coalesced_gre(f: &Family) {
     let mut lab = Lab::new(LabOptions::default());
     // With a key: the socket's key filter and the inner offset see coalesced packets too.
     lab.start_both(
@@ -61,9 +94,16 @@ fn host_coalesced_gre_reaches_the_tun_whole_and_leaves_in_mtu_sized_valid_segmen
         usize::from(c.effective_mtu())
     };
     lab.wait_ready(&Side::BOTH);
-    let b = lab.node(Side::B).ns.clone();
-    let wire_b = lab.node(Side::B).veth.clone();
-    // C behind B: 10.20.0.0/24 is routed into the tunnel by A's config.
+    let (a, wire_a, tun_a) = {
+        let n = lab.node(Side::A);
+        (n.ns.clone(), n.veth.clone(), n.tun.clone())
+    };
+    let (b, wire_b, tun_b) = {
+        let n = lab.node(Side::B);
+        (n.ns.clone(), n.veth.clone(), n.tun.clone())
+    };
+    // C behind B. IPv4: 10.20.0.0/24 is routed into the tunnel by A's config; IPv6: tunnel
+    // addresses and a route are added here.
     let c = lab.add_namespace("c");
     let (to_c, in_c) = (format!("{}vbc", lab.name), format!("{}vc", lab.name));
     let mtu_arg = mtu.to_string();
@@ -74,39 +114,83 @@ fn host_coalesced_gre_reaches_the_tun_whole_and_leaves_in_mtu_sized_valid_segmen
             &in_c, "netns", &c, "mtu", &mtu_arg,
         ],
     ));
-    in_ns(&b, &["ip", "addr", "add", "10.20.0.254/24", "dev", &to_c]);
+    let ip = if f.v6 { "-6" } else { "-4" };
+    let b_link = format!("{}/{}", f.b_link, f.prefix);
+    let c_addr = format!("{}/{}", f.c, f.prefix);
+    // IPv6 without duplicate address detection, which would hold the address back a second.
+    let add = |ns: &str, addr: &str, dev: &str| {
+        let mut args = vec!["ip", ip, "addr", "add", addr, "dev", dev];
+        if f.v6 {
+            args.push("nodad");
+        }
+        in_ns(ns, &args);
+    };
+    add(&b, &b_link, &to_c);
     in_ns(&b, &["ip", "link", "set", &to_c, "up"]);
-    in_ns(&b, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    add(&c, &c_addr, &in_c);
+    in_ns(&c, &["ip", "link", "set", &in_c, "up"]);
+    in_ns(&c, &["ip", ip, "route", "add", "default", "via", f.b_link]);
+    if f.v6 {
+        in_ns(
+            &a,
+            &[
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                "2001:db8:99::1/64",
+                "dev",
+                &tun_a,
+                "nodad",
+            ],
+        );
+        in_ns(
+            &b,
+            &[
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                "2001:db8:99::2/64",
+                "dev",
+                &tun_b,
+                "nodad",
+            ],
+        );
+        in_ns(
+            &a,
+            &[
+                "ip",
+                "-6",
+                "route",
+                "add",
+                "2001:db8:20::/64",
+                "dev",
+                &tun_a,
+            ],
+        );
+        in_ns(&b, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    } else {
+        in_ns(&b, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    }
     // Software checksums on B's way out: the capture in C then holds what B's kernel computed
     // from our virtio header, not a partial checksum handed along.
     in_ns(&b, &["ethtool", "-K", &to_c, "tx", "off"]);
-    in_ns(&c, &["ip", "addr", "add", "10.20.0.1/24", "dev", &in_c]);
-    in_ns(&c, &["ip", "link", "set", &in_c, "up"]);
-    in_ns(&c, &["ip", "route", "add", "default", "via", "10.20.0.254"]);
     host_gro(&b, &wire_b);
     // The veth hands frames to its peer's NAPI (and so GRO) only while the sending end has no
     // TSO (`veth_skb_is_eligible_for_gro`), as between two NICs.
-    let (a, wire_a) = (lab.node(Side::A).ns.clone(), lab.node(Side::A).veth.clone());
     in_ns(&a, &["ethtool", "-K", &wire_a, "tso", "off"]);
+    let reached = wait_for(Duration::from_secs(10), Duration::from_millis(200), || {
+        output(&mut cmd(
+            "ip",
+            &["netns", "exec", &a, "ping", ip, "-c1", "-W1", f.c],
+        ))
+        .status
+        .success()
+        .then_some(())
+    });
     assert!(
-        wait_for(Duration::from_secs(10), Duration::from_millis(200), || {
-            output(&mut cmd(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    &lab.node(Side::A).ns,
-                    "ping",
-                    "-c1",
-                    "-W1",
-                    "10.20.0.1",
-                ],
-            ))
-            .status
-            .success()
-            .then_some(())
-        })
-        .is_some(),
+        reached.is_some(),
         "no ping from A to C through the tunnel{}",
         lab.logs()
     );
@@ -114,29 +198,12 @@ fn host_coalesced_gre_reaches_the_tun_whole_and_leaves_in_mtu_sized_valid_segmen
     let file = lab.dir.join("c.pcap");
     let file_arg = file.to_string_lossy().into_owned();
     let port = IPERF_PORT.to_string();
+    // Only A → C: C's own segments are captured before its veth checksums them.
     let mut tcpdump = cmd(
         "ip",
         &[
-            "netns",
-            "exec",
-            &c,
-            "tcpdump",
-            "-Z",
-            "root",
-            "-U",
-            "-n",
-            "-i",
-            &in_c,
-            "-c",
-            "20000",
-            "-w",
-            &file_arg,
-            "tcp",
-            "port",
-            &port,
-            "and",
-            "dst",
-            "10.20.0.1",
+            "netns", "exec", &c, "tcpdump", "-Z", "root", "-U", "-n", "-i", &in_c, "-c", "20000",
+            "-w", &file_arg, "tcp", "port", &port, "and", "dst", "host", f.c,
         ],
     );
     let mut tcpdump = tcpdump
@@ -147,16 +214,7 @@ fn host_coalesced_gre_reaches_the_tun_whole_and_leaves_in_mtu_sized_valid_segmen
     let mut server = cmd(
         "ip",
         &[
-            "netns",
-            "exec",
-            &c,
-            "iperf3",
-            "-s",
-            "-1",
-            "-B",
-            "10.20.0.1",
-            "-p",
-            &port,
+            "netns", "exec", &c, "iperf3", "-s", "-1", "-B", f.c, "-p", &port,
         ],
     );
     let mut server = server
@@ -169,10 +227,10 @@ fn host_coalesced_gre_reaches_the_tun_whole_and_leaves_in_mtu_sized_valid_segmen
         &[
             "netns",
             "exec",
-            &lab.node(Side::A).ns,
+            &a,
             "iperf3",
             "-c",
-            "10.20.0.1",
+            f.c,
             "-p",
             &port,
             "-t",
@@ -212,36 +270,40 @@ fn host_coalesced_gre_reaches_the_tun_whole_and_leaves_in_mtu_sized_valid_segmen
         report["end"]["sum_sent"]
     );
 
-    // Every data segment C received (C's own are captured before its veth checksums them, so
-    // only A → C is kept): no longer than the tunnel MTU, TCP and IPv4 checksums valid
-    // (tshark's status 1 is good).
-    let checked = run_ok(&mut cmd(
-        "tshark",
-        &[
-            "-r",
-            &file_arg,
-            "-o",
-            "tcp.check_checksum:TRUE",
-            "-o",
-            "ip.check_checksum:TRUE",
-            "-Y",
-            "tcp.len > 0",
-            "-T",
-            "fields",
-            "-e",
-            "ip.len",
-            "-e",
-            "tcp.checksum.status",
-            "-e",
-            "ip.checksum.status",
-        ],
-    ));
+    // Every data segment C received: no longer than the tunnel MTU, TCP (and IPv4) checksums
+    // valid (tshark's status 1 is good; IPv6 has no header checksum).
+    let mut fields = vec!["tcp.checksum.status"];
+    let (length, v6_header) = if f.v6 {
+        ("ipv6.plen", 40)
+    } else {
+        fields.push("ip.checksum.status");
+        ("ip.len", 0)
+    };
+    let mut args = vec![
+        "-r",
+        &file_arg,
+        "-o",
+        "tcp.check_checksum:TRUE",
+        "-o",
+        "ip.check_checksum:TRUE",
+        "-Y",
+        "tcp.len > 0",
+        "-T",
+        "fields",
+        "-e",
+        length,
+    ];
+    for field in &fields {
+        args.extend(["-e", field]);
+    }
+    let checked = run_ok(&mut cmd("tshark", &args));
+    let good = vec!["1"; fields.len()].join("/");
     let segments: Vec<(usize, String)> = checked
         .lines()
         .filter_map(|l| {
-            let mut f = l.split('\t');
-            let len = f.next()?.parse().ok()?;
-            Some((len, format!("{}/{}", f.next()?, f.next()?)))
+            let mut columns = l.split('\t');
+            let len = columns.next()?.parse::<usize>().ok()? + v6_header;
+            Some((len, columns.collect::<Vec<_>>().join("/")))
         })
         .collect();
     assert!(
@@ -254,10 +316,10 @@ fn host_coalesced_gre_reaches_the_tun_whole_and_leaves_in_mtu_sized_valid_segmen
         longest <= mtu,
         "a segment of {longest} bytes left B (MTU {mtu})"
     );
-    let bad: Vec<_> = segments.iter().filter(|s| s.1 != "1/1").collect();
+    let bad: Vec<_> = segments.iter().filter(|s| s.1 != good).collect();
     assert!(
         bad.is_empty(),
-        "{} of {} segments without good TCP/IPv4 checksums (tshark status 1/1): {:?}",
+        "{} of {} segments without good checksums (tshark status {good}): {:?}",
         bad.len(),
         segments.len(),
         &bad[..bad.len().min(5)]
