@@ -185,10 +185,9 @@ impl Burst {
     pub fn count_sent(&self, refused: usize, metrics: &Metrics) {
         let count = self.frames.len();
         let delivered = count - refused.min(count);
-        metrics.egress.packets.inc_by(delivered as u64);
         // Bytes are approximate when some were refused: the average size is used.
         let bytes = self.inner_bytes * delivered / count.max(1);
-        metrics.egress.bytes.inc_by(bytes as u64);
+        metrics.egress.count_n(delivered, bytes);
     }
 }
 
@@ -414,7 +413,7 @@ impl Path {
         }
         if let Some(hdr) = inner.coalesced {
             // Already one TSO packet (the host's GRO): up as it is, after what came before it.
-            // Counted as the MTU-sized segments it stands for (the sender's own are unknown).
+            // Counted as the `gso_size` segments it stands for (the sender's own are unknown).
             self.flush(gro);
             self.metrics.gre_gro_packets.inc();
             let len = inner.range.len();
@@ -424,8 +423,7 @@ impl Path {
                 size => payload.div_ceil(size),
             };
             if self.write_alone(slot, inner.range, hdr) {
-                self.metrics.ingress.packets.inc_by(segments as u64);
-                self.metrics.ingress.bytes.inc_by(len as u64);
+                self.metrics.ingress.count_n(segments, len);
             }
             return;
         }

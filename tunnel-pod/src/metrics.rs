@@ -342,7 +342,13 @@ pub struct Flow {
 impl Flow {
     #[inline]
     pub fn count(&self, bytes: usize) {
-        self.packets.inc();
+        self.count_n(1, bytes);
+    }
+
+    /// `packets` packets of `bytes` bytes in all (a burst, or a coalesced packet's segments).
+    #[inline]
+    pub fn count_n(&self, packets: usize, bytes: usize) {
+        self.packets.inc_by(packets as u64);
         self.bytes.inc_by(bytes as u64);
     }
 }

@@ -124,7 +124,7 @@ fn pseudo_sum(ip: &[u8], v4: bool, len: usize) -> u32 {
 
 /// The checksum field of a TCP segment of `len` bytes left partial (`F_NEEDS_CSUM`,
 /// `CHECKSUM_PARTIAL`): the pseudo-header sum, folded and not complemented.
-fn partial_checksum(ip: &[u8], v4: bool, len: usize) -> u16 {
+pub(crate) fn partial_checksum(ip: &[u8], v4: bool, len: usize) -> u16 {
     let mut folded = pseudo_sum(ip, v4, len);
     while folded > 0xffff {
         folded = (folded & 0xffff) + (folded >> 16);
