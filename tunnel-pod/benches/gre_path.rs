@@ -23,6 +23,7 @@ fn gre() -> Gre {
         key: Some(1001),
         mtu: 1500,
         mss: Some(1432),
+        idents: tunnel_pod::gre::Idents::random(),
     }
 }
 

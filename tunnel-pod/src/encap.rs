@@ -330,6 +330,7 @@ mod tests {
             key: None,
             mtu: 1476,
             mss: None,
+            idents: crate::gre::Idents::random(),
         });
         // No SAs: anything that reached the ESP encapsulation would be `no_sa`.
         let esp = Encap::Esp(Box::new(Esp::new(1400, None)));

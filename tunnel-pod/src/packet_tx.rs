@@ -7,8 +7,8 @@
 //! route lookup (`ip_route_output_flow`, a raw socket caches no route), netfilter, the
 //! neighbour output and the qdisc. The ring skips all of them; the price is that we build the
 //! link-layer header ourselves, so we need the egress interface, its MAC and the next hop's
-//! MAC (`resolve`, refreshed by the caller), and that we fill in the outer IPv4 ID (the
-//! kernel does it for `IP_HDRINCL`, see `stamp`).
+//! MAC (`resolve`, refreshed by the caller). The frames are sent as `gre` wrote them, outer
+//! IPv4 ID and header checksum included.
 //!
 //! Not `PACKET_VNET_HDR` with one 64 KiB GSO frame: the kernel can only GSO-segment a GRE
 //! packet it built itself (`SKB_GSO_GRE` is set by the GRE tunnel driver and refused from a
@@ -30,16 +30,13 @@
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 
 use nix::libc;
-
-use crate::drops::DropReason;
-use crate::wire::{checksum, ipv4};
 
 /// Ethernet header: destination MAC, source MAC, EtherType.
 pub const ETH_HEADER_LEN: usize = 14;
@@ -81,28 +78,10 @@ impl Link {
     }
 }
 
-/// Writes `id` into the IPv4 header at the start of `datagram` and recomputes its checksum.
-/// The raw socket leaves both to the kernel (ID 0 and no DF, as `gre` writes them: it picks
-/// one with `__ip_select_ident`); here we are the kernel.
-pub fn stamp(datagram: &mut [u8], id: u16) -> Result<(), DropReason> {
-    let header = datagram
-        .get_mut(..ipv4::HEADER_LEN)
-        .ok_or(DropReason::Truncated)?;
-    header[4..6].copy_from_slice(&id.to_be_bytes());
-    header[10..12].fill(0);
-    let c = checksum::checksum(header);
-    header[10..12].copy_from_slice(&c.to_be_bytes());
-    Ok(())
-}
-
 /// An `AF_PACKET` socket bound to one interface with its mapped TX ring.
 pub struct PacketTx {
     link: Link,
     header: [u8; ETH_HEADER_LEN],
-    /// Outer IPv4 IDs: a counter from a random start, so that IDs of one source, destination
-    /// and protocol do not repeat within 65,536 datagrams (RFC 791; these are not atomic
-    /// datagrams in RFC 6864's sense, since DF is clear).
-    next_id: AtomicU16,
     ring: Mutex<Ring>,
 }
 
@@ -187,7 +166,6 @@ impl PacketTx {
             Ok(PacketTx {
                 link,
                 header: link.ethernet_header(),
-                next_id: AtomicU16::new(random_u16()),
                 ring: Mutex::new(ring),
             })
         }
@@ -224,11 +202,7 @@ impl PacketTx {
                 done.ring_full += 1;
                 continue;
             }
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            if frame.fill(&self.header, datagram, id).is_err() {
-                done.refused += 1;
-                continue;
-            }
+            frame.fill(&self.header, datagram);
             ring.head = (ring.head + 1) % FRAMES;
             queued += 1;
             done.sent += 1;
@@ -285,24 +259,17 @@ impl Frame {
     }
 
     /// Copies the frame in and hands it to the kernel (status `SEND_REQUEST`, released last).
-    fn fill(
-        &mut self,
-        header: &[u8; ETH_HEADER_LEN],
-        datagram: &[u8],
-        id: u16,
-    ) -> Result<(), DropReason> {
+    fn fill(&mut self, header: &[u8; ETH_HEADER_LEN], datagram: &[u8]) {
         let len = ETH_HEADER_LEN + datagram.len();
         // SAFETY: DATA_OFFSET + len ≤ FRAME_SIZE (checked by the caller against MAX_DATAGRAM);
         // the kernel does not touch an available frame.
         let data = unsafe { std::slice::from_raw_parts_mut(self.0.add(DATA_OFFSET), len) };
         data[..ETH_HEADER_LEN].copy_from_slice(header);
         data[ETH_HEADER_LEN..].copy_from_slice(datagram);
-        stamp(&mut data[ETH_HEADER_LEN..], id)?;
         // SAFETY: tp_len is the second word of tpacket2_hdr.
         unsafe { self.0.add(4).cast::<u32>().write_volatile(len as u32) };
         self.status()
             .store(TP_STATUS_SEND_REQUEST, Ordering::Release);
-        Ok(())
     }
 }
 
@@ -326,13 +293,6 @@ fn setsockopt_raw<T>(fd: &OwnedFd, option: libc::c_int, value: &T) -> std::io::R
     } else {
         Ok(())
     }
-}
-
-fn random_u16() -> u16 {
-    use ring::rand::SecureRandom;
-    let mut b = [0u8; 2];
-    let _ = ring::rand::SystemRandom::new().fill(&mut b);
-    u16::from_be_bytes(b)
 }
 
 /// How often a burst goes through the raw socket even while the ring is in use: the kernel's
@@ -576,6 +536,7 @@ fn mac(bytes: &[u8]) -> Option<[u8; 6]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::ipv4;
 
     const LINK: Link = Link {
         ifindex: 7,
@@ -603,24 +564,6 @@ mod tests {
         .emit(&mut d)
         .unwrap();
         d
-    }
-
-    #[test]
-    fn stamp_sets_the_id_and_a_valid_checksum_and_nothing_else() {
-        let before = datagram();
-        for id in [0u16, 1, 0x1234, 0xffff] {
-            let mut d = before.clone();
-            stamp(&mut d, id).unwrap();
-            let p = ipv4::Packet::new_checked(&d[..]).unwrap();
-            assert!(p.verify_checksum(), "id {id:#x}");
-            assert_eq!(u16::from_be_bytes([d[4], d[5]]), id);
-            // Flags and fragment offset stay as `gre` wrote them (no DF), and so does the rest.
-            assert_eq!(&d[6..8], &before[6..8]);
-            assert_eq!(&d[..4], &before[..4]);
-            assert_eq!(&d[8..10], &before[8..10]);
-            assert_eq!(&d[12..], &before[12..]);
-        }
-        assert_eq!(stamp(&mut [0u8; 19], 1), Err(DropReason::Truncated));
     }
 
     #[test]

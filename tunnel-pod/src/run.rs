@@ -343,6 +343,7 @@ fn encapsulation(
             key: config.gre.as_ref().and_then(|g| g.key),
             mtu,
             mss,
+            idents: crate::gre::Idents::random(),
         }),
     })
 }

@@ -117,6 +117,7 @@ fn gre_encapsulation_agrees() {
                 key,
                 mtu: 1476,
                 mss: Some(1436),
+                idents: tunnel_pod::gre::Idents::random(),
             };
             for inner in [&inner_v4, &inner_v6] {
                 let mut buf = vec![0u8; HEADROOM + inner.len()];
@@ -128,7 +129,7 @@ fn gre_encapsulation_agrees() {
                 let peer = Gre {
                     local: g.customer,
                     customer: g.local,
-                    ..g
+                    ..g.clone()
                 };
                 let mut dgram = buf[out].to_vec();
                 let got = peer.decap(&mut dgram).unwrap();

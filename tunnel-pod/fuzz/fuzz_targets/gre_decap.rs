@@ -14,6 +14,7 @@ fuzz_target!(|data: &[u8]| {
         key: Some(1001),
         mtu: 1476,
         mss: Some(1436),
+        idents: tunnel_pod::gre::Idents::random(),
     };
     let mut datagram = data.to_vec();
     let _ = gre.decap(&mut datagram);

@@ -12,6 +12,7 @@ pub const PROTO_GRE: u8 = 47;
 mod field {
     pub const VER_IHL: usize = 0;
     pub const TOTAL_LEN: usize = 2;
+    pub const IDENT: usize = 4;
     pub const FLAGS_FRAG: usize = 6;
     pub const TTL: usize = 8;
     pub const PROTOCOL: usize = 9;
@@ -82,6 +83,10 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// More-fragments flag or a non-zero offset: this is a fragment.
     pub fn is_fragment(&self) -> bool {
         be16(self.buffer.as_ref(), field::FLAGS_FRAG) & 0x3fff != 0
+    }
+
+    pub fn ident(&self) -> u16 {
+        be16(self.buffer.as_ref(), field::IDENT)
     }
 
     pub fn ttl(&self) -> u8 {
@@ -174,13 +179,19 @@ impl Repr {
         HEADER_LEN + self.payload_len
     }
 
-    /// Writes a 20-byte header with DF clear and a valid checksum into `buf[..20]`.
+    /// Writes a 20-byte header with ID 0, DF clear and a valid checksum into `buf[..20]`.
     pub fn emit(&self, buf: &mut [u8]) -> Result<()> {
+        self.emit_with_ident(buf, 0)
+    }
+
+    /// `emit`, with `ident` as the identification field.
+    pub fn emit_with_ident(&self, buf: &mut [u8], ident: u16) -> Result<()> {
         let total = u16::try_from(self.buffer_len()).map_err(|_| Error::Malformed)?;
         let h = buf.get_mut(..HEADER_LEN).ok_or(Error::Truncated)?;
         h.fill(0);
         h[field::VER_IHL] = 0x45;
         h[field::TOTAL_LEN..field::TOTAL_LEN + 2].copy_from_slice(&total.to_be_bytes());
+        h[field::IDENT..field::IDENT + 2].copy_from_slice(&ident.to_be_bytes());
         h[field::TTL] = self.ttl;
         h[field::PROTOCOL] = self.protocol;
         h[field::SRC..field::SRC + 4].copy_from_slice(&self.src.octets());
