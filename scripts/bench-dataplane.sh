@@ -8,11 +8,14 @@
 # iperf3 TCP transfer from A to B per row, in this order (ROWS, "STREAMS:PATH" words):
 #
 #   1:veth 1:gre 1:esp 1:esp-cbc 4:gre 4:esp 4:veth 1:strongswan 1:veth/wire 1:gre/wire 1:esp/wire
+#   1:gre6 1:esp6
 #
 #   veth        over the veth itself (the baseline of the "/ veth" column)
 #   gre         through two tunnel-pods, GRE, MTU 1476
 #   esp         through two tunnel-pods, ESP AES-256-GCM-16 in UDP 4500, static SAs, MTU 1400
 #   esp-cbc     the same with AES-256-CBC + HMAC-SHA2-256-128
+#   gre6, esp6  gre and esp with IPv6 inside the tunnel (fd00:99::a → fd00:99::b on the TUNs;
+#               "/ veth" is still to the IPv4 veth row)
 #   strongswan  through two charons (kernel-libipsec: userspace ESP AES-256-GCM-16 in UDP 4500,
 #               IKEv2 PSK; `aesni` loaded, see lib-netns.sh), the same setup as bench-strongswan.sh
 #   PATH/wire   PATH with the veth pair made to behave as a wire between two hosts' NICs (see
@@ -49,8 +52,8 @@ cd "$(dirname "$0")/.."
 
 DURATION=${1:-10}
 ONLY_STREAMS=${2:-}
-MODES=${MODES:-gre esp esp-cbc strongswan}
-ROWS=${ROWS:-1:veth 1:gre 1:esp 1:esp-cbc 4:gre 4:esp 4:veth 1:strongswan 1:veth/wire 1:gre/wire 1:esp/wire}
+MODES=${MODES:-gre esp esp-cbc strongswan gre6 esp6}
+ROWS=${ROWS:-1:veth 1:gre 1:esp 1:esp-cbc 4:gre 4:esp 4:veth 1:strongswan 1:veth/wire 1:gre/wire 1:esp/wire 1:gre6 1:esp6}
 PYTHON=${PYTHON:-python3}
 REPEAT=${REPEAT:-1}
 [[ $DURATION =~ ^[0-9]+$ && $DURATION -gt 0 && $ONLY_STREAMS =~ ^[0-9]*$ && $# -le 2 &&
@@ -69,7 +72,7 @@ for row in $ROWS; do
     streams=${row%%:*} path=${row#*:}
     [[ $streams =~ ^[0-9]+$ && $streams -gt 0 ]] || { echo "$0: bad row $row" >&2; exit 64; }
     case ${path%/wire} in
-        veth | gre | esp | esp-cbc | strongswan) ;;
+        veth | gre | esp | esp-cbc | strongswan | gre6 | esp6) ;;
         *) echo "$0: unknown path in row $row" >&2; exit 64 ;;
     esac
     [[ ${path%/wire} == veth || " $MODES " == *" ${path%/wire} "* ]] || continue
@@ -172,6 +175,18 @@ start_pods() {
     echo "$0: $1 tunnel-pods not ready within 20 s" >&2
     echo "--- A ---" >&2; cat "$WORK/$1-a.log" >&2
     echo "--- B ---" >&2; cat "$WORK/$1-b.log" >&2
+    exit 1
+}
+
+# add_ipv6: IPv6 on both TUNs (no DAD: usable at once), then A must reach B over it.
+add_ipv6() {
+    ip -n "$NS_A" -6 addr add fd00:99::a/64 dev "${ID}ta" nodad
+    ip -n "$NS_B" -6 addr add fd00:99::b/64 dev "${ID}tb" nodad
+    for _ in $(seq 50); do
+        ip netns exec "$NS_A" ping -6 -c 1 -W 1 -n fd00:99::b >/dev/null 2>&1 && return
+        sleep 0.2
+    done
+    echo "$0: no ping6 through the tunnel" >&2
     exit 1
 }
 
@@ -382,6 +397,12 @@ run_row() {
                 return 0
             }
             ;;
+        gre6 | esp6)
+            TUNNEL_POD=$bin start_pods "${path%6}"
+            add_ipv6
+            measure "$label" fd00:99::b "$streams" "" "$POD_A" "$POD_B"
+            stop_pods
+            ;;
         *)
             TUNNEL_POD=$bin start_pods "$path"
             measure "$label" 10.99.0.1 "$streams" "" "$POD_A" "$POD_B"
@@ -430,6 +451,8 @@ for label in labels:
         "gre": "GRE (tunnel-pod)",
         "esp": "ESP AES-256-GCM in UDP (tunnel-pod)",
         "esp-cbc": "ESP AES-256-CBC + HMAC-SHA2-256-128 in UDP (tunnel-pod)",
+        "gre6": "GRE (tunnel-pod), IPv6 inside",
+        "esp6": "ESP AES-256-GCM in UDP (tunnel-pod), IPv6 inside",
         "strongswan": "strongSwan kernel-libipsec, AES-256-GCM",
     }[path]
     if path == "strongswan":

@@ -480,10 +480,13 @@ impl Path {
     }
 
     fn flush(&self, gro: &mut Coalescer) {
-        if let Some(frame) = gro.finish()
-            && self.tun.send(frame).is_err()
-        {
+        let segments = gro.segments();
+        let Some(frame) = gro.finish() else { return };
+        if self.tun.send(frame).is_err() {
             self.metrics.dropped(DropReason::TunWriteError);
+        } else if segments > 1 {
+            self.metrics.tun_gro_packets.inc();
+            self.metrics.tun_gro_segments.inc_by(segments as u64);
         }
     }
 

@@ -380,6 +380,10 @@ pub struct Metrics {
     pub udp_gro_datagrams: Counter,
     /// GRE packets received already coalesced by the host's GRO.
     pub gre_gro_packets: Counter,
+    /// Packets our coalescer wrote to the TUN glued from several received TCP segments, and
+    /// the segments they held.
+    pub tun_gro_packets: Counter,
+    pub tun_gro_segments: Counter,
     /// TUN queues, one egress worker each (`--queues`).
     pub tun_queues: Gauge,
     /// GRE: 1 while egress bursts go through the AF_PACKET ring, 0 on the raw socket.
@@ -498,6 +502,16 @@ impl Default for Metrics {
             "gre_gro_packets",
             "GRE packets received already coalesced by the host's GRO, each written to the TUN interface as one TSO packet",
         );
+        let tun_gro_packets = counter(
+            &mut registry,
+            "tun_gro_packets",
+            "TCP packets written to the TUN interface coalesced from several received segments (IPv4 or IPv6)",
+        );
+        let tun_gro_segments = counter(
+            &mut registry,
+            "tun_gro_segments",
+            "Received TCP segments written to the TUN interface inside coalesced packets",
+        );
         let tun_queues = Gauge::default();
         registry.register(
             "tun_queues",
@@ -537,6 +551,8 @@ impl Default for Metrics {
             udp_gro_segments,
             udp_gro_datagrams,
             gre_gro_packets,
+            tun_gro_packets,
+            tun_gro_segments,
             tun_queues,
             gre_tx_packet,
         };

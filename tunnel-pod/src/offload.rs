@@ -241,9 +241,10 @@ pub fn segment(
     Ok(())
 }
 
-/// A TCP/IPv4 flow segment that can join a coalesced packet.
+/// A TCP segment (IPv4 or IPv6) that can join a coalesced packet.
 #[derive(Debug, Clone, Copy)]
 struct Candidate {
+    v4: bool,
     ip_len: usize,
     tcp_len: usize,
     payload: usize,
@@ -251,12 +252,17 @@ struct Candidate {
     flags: u8,
 }
 
-/// The header fields that must match for two segments to be glued: addresses, ports, TOS, TTL,
-/// header lengths and TCP options (timestamps included), and the ACK number and window.
+/// The header fields that must match for two segments to be glued, as Linux's GRO checks them
+/// (`inet_gro_receive`/`ipv6_gro_receive`, then `tcp_gro_receive`): IPv4 TOS, DF, TTL,
+/// protocol and addresses, or IPv6 traffic class, flow label, next header, hop limit and
+/// addresses; then ports, the ACK number, header length, window and TCP options (timestamps
+/// included).
 fn same_flow(a: &[u8], b: &[u8], c: &Candidate) -> bool {
-    // TOS; DF (fragments never get here); TTL and protocol; addresses.
-    let ip_same =
-        a.get(1) == b.get(1) && a.get(6..10) == b.get(6..10) && a.get(12..20) == b.get(12..20);
+    let ip_same = if c.v4 {
+        a.get(1) == b.get(1) && a.get(6..10) == b.get(6..10) && a.get(12..20) == b.get(12..20)
+    } else {
+        a.get(..4) == b.get(..4) && a.get(6..40) == b.get(6..40)
+    };
     let t = c.ip_len;
     // Ports, ack, data offset, window; then the options.
     ip_same
@@ -266,19 +272,29 @@ fn same_flow(a: &[u8], b: &[u8], c: &Candidate) -> bool {
         && a.get(t + 20..t + c.tcp_len) == b.get(t + 20..t + c.tcp_len)
 }
 
-/// A plain IPv4 (no options, not fragmented) TCP data segment with only ACK/PSH set and a valid
-/// checksum: what GRO may merge. Anything else passes through on its own.
+/// A TCP data segment with only ACK/PSH set and a valid checksum, in plain IPv4 (no options,
+/// not fragmented) or IPv6 with TCP as the first next header: what GRO may merge. Anything
+/// else passes through on its own.
 fn candidate(p: &[u8]) -> Option<Candidate> {
-    let ip = ipv4::Packet::new_checked(p).ok()?;
-    // The merged packet gets a fresh IPv4 checksum: a damaged header must not be laundered.
-    if ip.header_len() != 20
-        || ip.protocol() != ipv4::PROTO_TCP
-        || ip.is_fragment()
-        || !ip.verify_checksum()
-    {
-        return None;
-    }
-    let total = usize::from(ip.total_len());
+    let (v4, total) = match p.first()? >> 4 {
+        4 => {
+            let ip = ipv4::Packet::new_checked(p).ok()?;
+            // The merged packet gets a fresh IPv4 checksum: a damaged header must not be
+            // laundered.
+            if ip.header_len() != 20
+                || ip.protocol() != ipv4::PROTO_TCP
+                || ip.is_fragment()
+                || !ip.verify_checksum()
+            {
+                return None;
+            }
+            (true, usize::from(ip.total_len()))
+        }
+        // No extension headers (a fragment header among them): next header TCP. IPv6 has no
+        // header checksum; its payload length counts everything after the 40 bytes.
+        6 if p.get(6) == Some(&ipv4::PROTO_TCP) => (false, 40 + usize::from(be16(p, 4))),
+        _ => return None,
+    };
     let (ip_len, tcp_len, _) = tcp_headers(p.get(..total)?).ok()?;
     let flags = *p.get(ip_len + 13)?;
     let payload = total - ip_len - tcp_len;
@@ -288,11 +304,12 @@ fn candidate(p: &[u8]) -> Option<Candidate> {
     }
     // Verify before merging: the merged packet goes up with a partial checksum the kernel
     // trusts, so a corrupted segment must not hide inside it.
-    let pseudo = pseudo_sum(p, true, total - ip_len);
+    let pseudo = pseudo_sum(p, v4, total - ip_len);
     if finish(sum(p.get(ip_len..total)?, pseudo)) != 0 {
         return None;
     }
     Some(Candidate {
+        v4,
         ip_len,
         tcp_len,
         payload,
@@ -312,7 +329,8 @@ pub struct Coalescer {
     closed: bool,
 }
 
-/// Most payload bytes in one coalesced packet: the IPv4 total length field limits it.
+/// Most bytes in one coalesced packet: the IPv4 total length field limits it (for IPv6 the
+/// payload length field, 40 bytes later; one limit keeps both within the 64 KiB buffer).
 const MAX_COALESCED: usize = 65_535;
 
 impl Default for Coalescer {
@@ -331,6 +349,11 @@ impl Default for Coalescer {
 impl Coalescer {
     pub fn is_empty(&self) -> bool {
         self.segments == 0
+    }
+
+    /// Segments in the packet being built.
+    pub fn segments(&self) -> usize {
+        self.segments
     }
 
     /// Adds `p` when it continues the packet being built (or starts one); false when the
@@ -356,6 +379,7 @@ impl Coalescer {
             || !fits
             || c.seq != self.next_seq
             || c.payload > first.payload
+            || c.v4 != first.v4
             || c.tcp_len != first.tcp_len
             || !same_flow(head, p, &first)
         {
@@ -391,14 +415,18 @@ impl Coalescer {
         let pkt = self.buf.get_mut(VNET_HDR_LEN..VNET_HDR_LEN + len)?;
         let mut hdr = VnetHdr::default();
         if segments > 1 {
-            put16(pkt, 2, len as u16);
-            ipv4::Packet::new_unchecked(&mut pkt[..]).fill_checksum();
+            if first.v4 {
+                put16(pkt, 2, len as u16);
+                ipv4::Packet::new_unchecked(&mut pkt[..]).fill_checksum();
+            } else {
+                put16(pkt, 4, (len - 40) as u16);
+            }
             // Partial checksum: the pseudo-header sum, not complemented; the kernel finishes it.
-            let partial = partial_checksum(pkt, true, len - first.ip_len);
+            let partial = partial_checksum(pkt, first.v4, len - first.ip_len);
             put16(pkt, first.ip_len + 16, partial);
             hdr = VnetHdr {
                 flags: F_NEEDS_CSUM,
-                gso_type: GSO_TCPV4,
+                gso_type: if first.v4 { GSO_TCPV4 } else { GSO_TCPV6 },
                 hdr_len: (first.ip_len + first.tcp_len) as u16,
                 gso_size: first.payload as u16,
                 csum_start: first.ip_len as u16,
@@ -440,6 +468,27 @@ mod tests {
         let (ip, t) = p.split_at_mut(20);
         tcp_checksum(ip, true, t);
         p
+    }
+
+    /// The same segment over IPv6, 2001:db8::1 → 2001:db8::2, flow label 0x12345.
+    fn tcp6(seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let v4 = tcp(seq, flags, payload);
+        let mut p = vec![0u8; 40];
+        p[..4].copy_from_slice(&[0x60, 0x01, 0x23, 0x45]);
+        put16(&mut p, 4, (v4.len() - 20) as u16);
+        p[6] = ipv4::PROTO_TCP;
+        p[7] = 64;
+        p[8..24].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        p[24..40].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        p.extend_from_slice(&v4[20..]);
+        let (ip, t) = p.split_at_mut(40);
+        tcp_checksum(ip, false, t);
+        p
+    }
+
+    fn tcp6_valid(p: &[u8]) -> bool {
+        let total = 40 + usize::from(be16(p, 4));
+        finish(sum(&p[40..total], pseudo_sum(p, false, total - 40))) == 0
     }
 
     fn tcp_valid(p: &[u8]) -> bool {
@@ -503,6 +552,64 @@ mod tests {
         complete_checksum(&mut done, &h).unwrap();
         assert!(tcp_valid(&done));
         assert!(c.is_empty());
+    }
+
+    /// IPv6 as for IPv4: the segments of a TSO packet glue back into one TCPv6 GSO packet
+    /// (payload length set, checksum partial); a segment of another flow label or hop limit,
+    /// an IPv4 one or a corrupted one does not join.
+    #[test]
+    fn ipv6_segments_coalesce_into_a_tcpv6_packet() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 13) as u8).collect();
+        let big = tcp6(5_000, TCP_ACK | TCP_PSH, &data);
+        let (slot, headroom) = (2048, 8);
+        let mut out = vec![0u8; 16 * slot];
+        let mut lens = Vec::new();
+        segment(&big, 1400, &mut out, slot, headroom, &mut lens).unwrap();
+        assert_eq!(lens.len(), 8);
+        let mut c = Coalescer::default();
+        for (i, len) in lens.iter().enumerate() {
+            let s = &out[i * slot + headroom..i * slot + headroom + len];
+            assert!(tcp6_valid(s), "TCP checksum of segment {i}");
+            assert!(c.push(s), "segment {i} joins");
+        }
+        let merged = c.finish().unwrap().to_vec();
+        let h = VnetHdr::parse(&merged).unwrap();
+        assert_eq!(
+            (h.gso_type, h.gso_size, h.hdr_len, h.csum_start, h.flags),
+            (GSO_TCPV6, 1400, 72, 40, F_NEEDS_CSUM)
+        );
+        let p = &merged[VNET_HDR_LEN..];
+        assert_eq!(usize::from(be16(p, 4)), p.len() - 40, "payload length");
+        assert_eq!(&p[..4], &big[..4], "traffic class and flow label kept");
+        assert_eq!(&p[72..], &data[..]);
+        let mut done = p.to_vec();
+        complete_checksum(&mut done, &h).unwrap();
+        assert!(tcp6_valid(&done));
+
+        let a = tcp6(1, TCP_ACK, &[1; 100]);
+        let next = |seq| tcp6(seq, TCP_ACK, &[2; 100]);
+        let mut other_label = next(101);
+        other_label[3] ^= 1;
+        let mut other_hops = next(101);
+        other_hops[7] = 63;
+        let mut corrupt = next(101);
+        corrupt[80] ^= 1;
+        let as_v4 = tcp(101, TCP_ACK, &[2; 100]);
+        for (what, p) in [
+            ("flow label", other_label),
+            ("hop limit", other_hops),
+            ("checksum", corrupt),
+            ("IPv4 after IPv6", as_v4),
+        ] {
+            let mut c = Coalescer::default();
+            assert!(c.push(&a));
+            assert!(!c.push(&p), "{what}");
+            assert!(c.push(&next(101)), "{what}: the right segment still joins");
+        }
+        // An extension header (here: hop-by-hop) first: on its own.
+        let mut hbh = next(1);
+        hbh[6] = 0;
+        assert!(!Coalescer::default().push(&hbh));
     }
 
     #[test]

@@ -43,7 +43,17 @@ fn timestamps() -> [TcpOptionElement; 3] {
 
 /// An IPv4 TCP data segment built by etherparse (valid checksums), ACK set.
 fn tcp4(seq: u32, psh: bool, data: &[u8]) -> Vec<u8> {
-    let b = PacketBuilder::ipv4(SRC4, DST4, 64)
+    tcp_segment(false, seq, psh, data)
+}
+
+/// `tcp4`, or the same over IPv6 (fd00::1 → fd00::2, hop limit 64).
+fn tcp_segment(v6: bool, seq: u32, psh: bool, data: &[u8]) -> Vec<u8> {
+    let ip = if v6 {
+        PacketBuilder::ipv6(SRC6, DST6, 64)
+    } else {
+        PacketBuilder::ipv4(SRC4, DST4, 64)
+    };
+    let b = ip
         .tcp(40000, 5201, seq, 502)
         .ack(77)
         .options(&timestamps())
@@ -318,34 +328,47 @@ fn coalescer_output_agrees() {
     let mss = 1348;
     let data = payload(mss * 5 + 100);
     let mut c = Coalescer::default();
-    let chunks: Vec<&[u8]> = data.chunks(mss).collect();
-    for (i, chunk) in chunks.iter().enumerate() {
-        let last = i + 1 == chunks.len();
-        let seg = tcp4(1_000_000 + (i * mss) as u32, last, chunk);
-        assert!(c.push(&seg), "segment {i} joins");
+    for v6 in [false, true] {
+        let family = if v6 { "IPv6" } else { "IPv4" };
+        let ip_len = if v6 { 40 } else { 20 };
+        let chunks: Vec<&[u8]> = data.chunks(mss).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let last = i + 1 == chunks.len();
+            let seg = tcp_segment(v6, 1_000_000 + (i * mss) as u32, last, chunk);
+            assert!(c.push(&seg), "{family}: segment {i} joins");
+        }
+        let out = c.finish().unwrap().to_vec();
+        let h = VnetHdr::parse(&out).unwrap();
+        let mut pkt = out[VNET_HDR_LEN..].to_vec();
+        let gso = if v6 { offload::GSO_TCPV6 } else { GSO_TCPV4 };
+        assert_eq!(h.gso_type, gso, "{family}");
+        assert_eq!(usize::from(h.gso_size), mss);
+        assert_eq!(usize::from(h.hdr_len), ip_len + 32);
+        assert_eq!((usize::from(h.csum_start), h.csum_offset), (ip_len, 16));
+        assert_eq!(pkt.len(), ip_len + 32 + data.len());
+        complete_partial(&mut pkt, &h);
+        let tcp = TcpSlice::from_slice(&pkt[ip_len..]).expect("etherparse: TCP");
+        let expected = if v6 {
+            let ip = Ipv6HeaderSlice::from_slice(&pkt).expect("etherparse: IPv6");
+            assert_eq!(usize::from(ip.payload_length()), pkt.len() - 40);
+            assert_eq!(ip.next_header(), IpNumber::TCP);
+            tcp.calc_checksum_ipv6(SRC6, DST6).unwrap()
+        } else {
+            let ip = Ipv4HeaderSlice::from_slice(&pkt).expect("etherparse: IPv4");
+            assert_eq!(usize::from(ip.total_len()), pkt.len());
+            assert_eq!(ip.header_checksum(), ip.to_header().calc_header_checksum());
+            tcp.calc_checksum_ipv4(SRC4, DST4).unwrap()
+        };
+        assert_eq!(
+            tcp.checksum(),
+            expected,
+            "{family}: the partial checksum completes to the right one"
+        );
+        assert_eq!(tcp.sequence_number(), 1_000_000);
+        assert!(tcp.ack() && tcp.psh(), "the last segment's PSH is kept");
+        assert_eq!(tcp.options(), &[1, 1, 8, 10, 1, 2, 3, 4, 5, 6, 7, 8][..]);
+        assert_eq!(tcp.payload(), &data[..]);
     }
-    let out = c.finish().unwrap().to_vec();
-    let h = VnetHdr::parse(&out).unwrap();
-    let mut pkt = out[VNET_HDR_LEN..].to_vec();
-    assert_eq!(h.gso_type, GSO_TCPV4);
-    assert_eq!(usize::from(h.gso_size), mss);
-    assert_eq!(usize::from(h.hdr_len), 20 + 32);
-    assert_eq!((h.csum_start, h.csum_offset), (20, 16));
-    let ip = Ipv4HeaderSlice::from_slice(&pkt).expect("etherparse: IPv4");
-    assert_eq!(usize::from(ip.total_len()), pkt.len());
-    assert_eq!(pkt.len(), 20 + 32 + data.len());
-    assert_eq!(ip.header_checksum(), ip.to_header().calc_header_checksum());
-    complete_partial(&mut pkt, &h);
-    let tcp = TcpSlice::from_slice(&pkt[20..]).expect("etherparse: TCP");
-    assert_eq!(
-        tcp.checksum(),
-        tcp.calc_checksum_ipv4(SRC4, DST4).unwrap(),
-        "the partial checksum completes to the right one"
-    );
-    assert_eq!(tcp.sequence_number(), 1_000_000);
-    assert!(tcp.ack() && tcp.psh(), "the last segment's PSH is kept");
-    assert_eq!(tcp.options(), &[1, 1, 8, 10, 1, 2, 3, 4, 5, 6, 7, 8][..]);
-    assert_eq!(tcp.payload(), &data[..]);
 
     // One segment alone goes up unchanged, with no GSO.
     let single = tcp4(9, true, &payload(200));

@@ -433,6 +433,16 @@ fn checksums_on_the_wire(kind: Kind, v6: bool) {
         f64_at(&report, &["end", "sum_received", "bits_per_second"]) / 1e9,
         f64_at(&report, &["end", "sum_sent", "retransmits"])
     );
+    // B's tunnel-pod glued the received segments into large packets for its TUN (IPv4 and
+    // IPv6 alike), as the kernel's GRO would have.
+    let m = lab.metrics(Side::B);
+    let glued = m.metric_or_zero("magictunnel_tun_gro_packets_total", &[]);
+    let segments = m.metric_or_zero("magictunnel_tun_gro_segments_total", &[]);
+    eprintln!("{label}: B coalesced {segments} segments into {glued} packets for its TUN");
+    assert!(
+        glued >= 10.0 && segments >= 4.0 * glued,
+        "{label}: B coalesced {segments} segments into {glued} packets"
+    );
     if kind == Kind::Gre {
         let good = tshark_count(
             &pcap,

@@ -1,7 +1,7 @@
-//! TUN offload on hostile input: the GRO `Coalescer` fed a sequence of TCP/IPv4 segments built
-//! from the fuzz bytes (valid checksums unless the fuzzer asks otherwise, so that segments get
-//! past the candidate check and merge), flushed as the dataplane does; and `segment` (TSO) on
-//! packets taken from the fuzz bytes.
+//! TUN offload on hostile input: the GRO `Coalescer` fed a sequence of TCP segments over IPv4
+//! and IPv6 built from the fuzz bytes (valid checksums unless the fuzzer asks otherwise, so that
+//! segments get past the candidate check and merge), flushed as the dataplane does; and
+//! `segment` (TSO) and the `Coalescer` on packets taken from the fuzz bytes as they are.
 //!
 //! Checked, besides not panicking: a coalesced packet carries exactly the payloads that were
 //! accepted, in order; cutting it again with its own `gso_size` gives back those payloads with
@@ -13,8 +13,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use tunnel_pod::offload::{
-    Coalescer, GSO_NONE, GSO_TCPV4, VNET_HDR_LEN, VnetHdr, complete_checksum, kernel_coalesced,
-    segment,
+    Coalescer, GSO_NONE, GSO_TCPV4, GSO_TCPV6, VNET_HDR_LEN, VnetHdr, complete_checksum,
+    kernel_coalesced, segment,
 };
 
 const SLOT: usize = 2048;
@@ -53,31 +53,60 @@ fn fold(mut acc: u32) -> u16 {
     !(acc as u16)
 }
 
-/// IPv4 header checksum and TCP checksum (pseudo-header included) both verify.
+/// The IP header's length (IPv4 IHL, or IPv6's fixed 40 bytes: no extension headers here).
+fn ip_len(p: &[u8]) -> usize {
+    if p[0] >> 4 == 6 {
+        40
+    } else {
+        usize::from(p[0] & 0x0f) * 4
+    }
+}
+
+/// The IP length field says `p.len()`, and the IPv4 header checksum (if any) and the TCP
+/// checksum (pseudo-header included) verify.
 fn checksums_ok(p: &[u8]) -> bool {
-    let ihl = usize::from(p[0] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
-    if fold(sum(&p[..ihl], 0)) != 0 || total != p.len() {
+    let ihl = ip_len(p);
+    let length = u16::from_be_bytes(if ihl == 40 {
+        [p[4], p[5]]
+    } else {
+        [p[2], p[3]]
+    });
+    let total = usize::from(length) + if ihl == 40 { 40 } else { 0 };
+    if total != p.len() || (ihl != 40 && fold(sum(&p[..ihl], 0)) != 0) {
         return false;
     }
-    let pseudo = sum(&p[12..20], 0) + 6 + (total - ihl) as u32;
+    let addresses = if ihl == 40 { &p[8..40] } else { &p[12..20] };
+    let pseudo = sum(addresses, 0) + 6 + (total - ihl) as u32;
     fold(sum(&p[ihl..], pseudo)) == 0
 }
 
-fn tcp_v4(f: &Flow, seq: u32, flags: u8, payload: &[u8], corrupt: bool) -> Vec<u8> {
+/// A TCP segment of flow `f`, over IPv4 or (`f.v6`) IPv6, its checksums valid unless `corrupt`.
+fn tcp_segment(f: &Flow, seq: u32, flags: u8, payload: &[u8], corrupt: bool) -> Vec<u8> {
     let tcp_len = if f.timestamps { 32 } else { 20 };
-    let total = 20 + tcp_len + payload.len();
+    let t = if f.v6 { 40 } else { 20 };
+    let total = t + tcp_len + payload.len();
     let mut p = vec![0u8; total];
-    p[0] = 0x45;
-    p[1] = f.tos;
-    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    p[4..6].copy_from_slice(&f.id.to_be_bytes());
-    p[6] = 0x40; // DF
-    p[8] = f.ttl;
-    p[9] = 6;
-    p[12..16].copy_from_slice(&[10, 0, 0, 1]);
-    p[16..20].copy_from_slice(&[10, 0, 0, f.dst]);
-    let t = 20;
+    if f.v6 {
+        // Traffic class from `tos`, flow label from `id` (both must match to merge).
+        p[0] = 0x60 | f.tos >> 4;
+        p[1] = f.tos << 4;
+        p[2..4].copy_from_slice(&f.id.to_be_bytes());
+        p[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
+        p[6] = 6;
+        p[7] = f.ttl;
+        p[8..24].copy_from_slice(&[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        p[24..40].copy_from_slice(&[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, f.dst]);
+    } else {
+        p[0] = 0x45;
+        p[1] = f.tos;
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p[4..6].copy_from_slice(&f.id.to_be_bytes());
+        p[6] = 0x40; // DF
+        p[8] = f.ttl;
+        p[9] = 6;
+        p[12..16].copy_from_slice(&[10, 0, 0, 1]);
+        p[16..20].copy_from_slice(&[10, 0, 0, f.dst]);
+    }
     p[t..t + 2].copy_from_slice(&f.sport.to_be_bytes());
     p[t + 2..t + 4].copy_from_slice(&4000u16.to_be_bytes());
     p[t + 4..t + 8].copy_from_slice(&seq.to_be_bytes());
@@ -91,10 +120,15 @@ fn tcp_v4(f: &Flow, seq: u32, flags: u8, payload: &[u8], corrupt: bool) -> Vec<u
         p[t + 24..t + 28].copy_from_slice(&f.tsval.to_be_bytes());
     }
     p[t + tcp_len..].copy_from_slice(payload);
-    let ip = fold(sum(&p[..20], 0));
-    p[10..12].copy_from_slice(&ip.to_be_bytes());
-    let pseudo = sum(&p[12..20], 0) + 6 + (total - 20) as u32;
-    let tcp = fold(sum(&p[20..], pseudo));
+    let addresses = if f.v6 {
+        &p[8..40]
+    } else {
+        let ip = fold(sum(&p[..20], 0));
+        p[10..12].copy_from_slice(&ip.to_be_bytes());
+        &p[12..20]
+    };
+    let pseudo = sum(addresses, 0) + 6 + (total - t) as u32;
+    let tcp = fold(sum(&p[t..], pseudo));
     p[t + 16..t + 18].copy_from_slice(&tcp.to_be_bytes());
     if corrupt {
         p[total - 1] ^= 0x5a;
@@ -113,6 +147,7 @@ struct Flow {
     window: u16,
     timestamps: bool,
     tsval: u32,
+    v6: bool,
 }
 
 /// Payload bytes and sequence number of each segment the coalescer took into its packet.
@@ -122,29 +157,58 @@ type Batch = Vec<(Vec<u8>, u32)>;
 fn check_finished(out: &[u8], batch: &Batch, tso: &mut [u8], lens: &mut Vec<usize>) {
     let hdr = VnetHdr::parse(&out[..VNET_HDR_LEN]).expect("virtio header");
     let p = &out[VNET_HDR_LEN..];
-    let tcp_len = usize::from(p[32] >> 4) * 4;
-    let payload = &p[20 + tcp_len..];
+    let (ihl, v6) = (ip_len(p), p[0] >> 4 == 6);
+    let tcp_len = usize::from(p[ihl + 12] >> 4) * 4;
+    let hl = ihl + tcp_len;
+    let payload = &p[hl..];
     let expected: Vec<u8> = batch.iter().flat_map(|(b, _)| b.iter().copied()).collect();
-    assert_eq!(payload, &expected[..], "coalesced payload differs from the segments pushed");
-    assert_eq!(usize::from(u16::from_be_bytes([p[2], p[3]])), p.len(), "IPv4 total length");
+    assert_eq!(
+        payload,
+        &expected[..],
+        "coalesced payload differs from the segments pushed"
+    );
+    let length = if v6 {
+        40 + usize::from(u16::from_be_bytes([p[4], p[5]]))
+    } else {
+        usize::from(u16::from_be_bytes([p[2], p[3]]))
+    };
+    assert_eq!(length, p.len(), "IP length field");
     if batch.len() == 1 {
-        assert!(checksums_ok(p), "a lone segment passes through with its checksums");
+        assert!(
+            checksums_ok(p),
+            "a lone segment passes through with its checksums"
+        );
         return;
     }
-    assert_eq!(hdr.gso_type, GSO_TCPV4);
+    assert_eq!(hdr.gso_type, if v6 { GSO_TCPV6 } else { GSO_TCPV4 });
+    assert_eq!(usize::from(hdr.csum_start), ihl);
     let gso = usize::from(hdr.gso_size);
-    assert_eq!(gso, batch[0].0.len(), "gso_size is the first segment's payload");
+    assert_eq!(
+        gso,
+        batch[0].0.len(),
+        "gso_size is the first segment's payload"
+    );
     segment(p, gso, tso, SLOT, HEADROOM, lens).expect("a coalesced packet must segment");
-    assert_eq!(lens.len(), batch.len(), "segments out differ from segments in");
+    assert_eq!(
+        lens.len(),
+        batch.len(),
+        "segments out differ from segments in"
+    );
     for (i, (&len, (payload, seq))) in lens.iter().zip(batch).enumerate() {
         let s = &tso[i * SLOT + HEADROOM..i * SLOT + HEADROOM + len];
-        assert_eq!(&s[20 + tcp_len..], &payload[..], "segment {i} payload");
-        assert_eq!(u32::from_be_bytes([s[24], s[25], s[26], s[27]]), *seq, "segment {i} seq");
+        assert_eq!(&s[hl..], &payload[..], "segment {i} payload");
+        assert_eq!(seq_of(s), *seq, "segment {i} seq");
         assert!(checksums_ok(s), "segment {i} checksums");
     }
 }
 
+fn seq_of(p: &[u8]) -> u32 {
+    let t = ip_len(p);
+    u32::from_be_bytes([p[t + 4], p[t + 5], p[t + 6], p[t + 7]])
+}
+
 fn coalesce(input: &mut Input, tso: &mut [u8], lens: &mut Vec<usize>) {
+    let options = input.u8();
     let mut flow = Flow {
         tos: 0,
         ttl: 64,
@@ -153,8 +217,9 @@ fn coalesce(input: &mut Input, tso: &mut [u8], lens: &mut Vec<usize>) {
         sport: 3000,
         ack: input.u32(),
         window: 512,
-        timestamps: input.u8() & 1 == 1,
+        timestamps: options & 1 == 1,
         tsval: 7,
+        v6: options & 2 == 2,
     };
     let mut seq = input.u32();
     let mut gro = Coalescer::default();
@@ -172,13 +237,19 @@ fn coalesce(input: &mut Input, tso: &mut [u8], lens: &mut Vec<usize>) {
             6 => flow.window = input.u16(),
             7 => flow.tsval = input.u32(),
             8 => flow.timestamps = !flow.timestamps,
+            9 => flow.v6 = !flow.v6,
+            // IPv6: a new flow label.
+            10 => flow.id = input.u16(),
             _ => {}
         }
-        flow.id = flow.id.wrapping_add(1);
+        // The IPv4 ID changes per datagram; in IPv6 the same field is the flow label.
+        if !flow.v6 {
+            flow.id = flow.id.wrapping_add(1);
+        }
         let flags = match control >> 4 & 0x3 {
-            0 => 0x10,        // ACK
-            1 => 0x18,        // ACK PSH
-            2 => input.u8(),  // anything
+            0 => 0x10,       // ACK
+            1 => 0x18,       // ACK PSH
+            2 => input.u8(), // anything
             _ => 0x10,
         };
         if control & 0x40 != 0 {
@@ -187,11 +258,11 @@ fn coalesce(input: &mut Input, tso: &mut [u8], lens: &mut Vec<usize>) {
         let len = usize::from(input.u16()) % 1500;
         let fill = input.u8();
         let payload: Vec<u8> = (0..len).map(|i| fill.wrapping_add(i as u8)).collect();
-        let p = tcp_v4(&flow, seq, flags, &payload, control & 0x80 != 0);
+        let p = tcp_segment(&flow, seq, flags, &payload, control & 0x80 != 0);
         seq = seq.wrapping_add(len as u32);
         // As the dataplane: push; when refused, flush and push again; else on its own.
         if gro.push(&p) {
-            batch.push((payload, u32::from_be_bytes([p[24], p[25], p[26], p[27]])));
+            batch.push((payload, seq_of(&p)));
             continue;
         }
         if let Some(out) = gro.finish() {
@@ -200,7 +271,7 @@ fn coalesce(input: &mut Input, tso: &mut [u8], lens: &mut Vec<usize>) {
         }
         batch.clear();
         if gro.push(&p) {
-            batch.push((payload, u32::from_be_bytes([p[24], p[25], p[26], p[27]])));
+            batch.push((payload, seq_of(&p)));
         }
     }
     if let Some(out) = gro.finish() {
@@ -216,44 +287,74 @@ fn tso_packet(packet: &[u8], gso: usize, tso: &mut [u8], lens: &mut Vec<usize>) 
         return;
     }
     let v4 = packet[0] >> 4 == 4;
-    let ip_len = if v4 { usize::from(packet[0] & 0x0f) * 4 } else { 40 };
+    let ip_len = if v4 {
+        usize::from(packet[0] & 0x0f) * 4
+    } else {
+        40
+    };
     let hl = ip_len + usize::from(packet[ip_len + 12] >> 4) * 4;
     let mut carried = Vec::new();
     for (i, &len) in lens.iter().enumerate() {
-        assert!(len >= hl && len - hl <= gso, "segment {i} of {len} bytes, gso_size {gso}");
+        assert!(
+            len >= hl && len - hl <= gso,
+            "segment {i} of {len} bytes, gso_size {gso}"
+        );
         let s = &tso[i * SLOT + HEADROOM..i * SLOT + HEADROOM + len];
         carried.extend_from_slice(&s[hl..]);
         if v4 {
             assert!(checksums_ok(s), "TSO segment {i} checksums");
         }
     }
-    assert_eq!(&carried[..], &packet[hl..], "TSO segments do not carry the payload in order");
+    assert_eq!(
+        &carried[..],
+        &packet[hl..],
+        "TSO segments do not carry the payload in order"
+    );
 }
 
 /// `packet` as if a raw socket had received it inside GRE, with tunnel MTU `mtu`.
 fn host_coalesced(packet: &[u8], mtu: usize) {
-    let Some(h) = kernel_coalesced(packet, mtu, None) else { return };
+    let Some(h) = kernel_coalesced(packet, mtu, None) else {
+        return;
+    };
     let (start, hl) = (usize::from(h.csum_start), usize::from(h.hdr_len));
-    assert!(start + 18 <= hl && hl <= packet.len(), "header {h:?} outside {} bytes", packet.len());
+    assert!(
+        start + 18 <= hl && hl <= packet.len(),
+        "header {h:?} outside {} bytes",
+        packet.len()
+    );
     if h.gso_type == GSO_NONE {
         assert_eq!(h.gso_size, 0);
-        assert!(packet.len() <= mtu, "{} bytes not cut for MTU {mtu}", packet.len());
+        assert!(
+            packet.len() <= mtu,
+            "{} bytes not cut for MTU {mtu}",
+            packet.len()
+        );
     } else {
-        assert!(h.gso_size > 0 && hl + usize::from(h.gso_size) <= mtu, "{h:?} for MTU {mtu}");
+        assert!(
+            h.gso_size > 0 && hl + usize::from(h.gso_size) <= mtu,
+            "{h:?} for MTU {mtu}"
+        );
     }
     let mut p = packet.to_vec();
     complete_checksum(&mut p, &h).expect("the header's checksum field is inside the packet");
     if p[0] >> 4 == 4 && usize::from(u16::from_be_bytes([p[2], p[3]])) == p.len() {
         let ihl = usize::from(p[0] & 0x0f) * 4;
         let pseudo = sum(&p[12..20], 0) + 6 + (p.len() - ihl) as u32;
-        assert_eq!(fold(sum(&p[ihl..], pseudo)), 0, "completed TCP checksum does not verify");
+        assert_eq!(
+            fold(sum(&p[ihl..], pseudo)),
+            0,
+            "completed TCP checksum does not verify"
+        );
     }
 }
 
 fuzz_target!(|data: &[u8]| {
     let mut tso = vec![0u8; MAX_SEGMENTS * SLOT];
     let mut lens = Vec::new();
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     if mode & 1 == 0 {
         coalesce(&mut Input(rest), &mut tso, &mut lens);
     } else {
@@ -261,5 +362,11 @@ fuzz_target!(|data: &[u8]| {
         let gso = usize::from(input.u16());
         tso_packet(input.0, gso, &mut tso, &mut lens);
         host_coalesced(input.0, gso);
+        // Raw bytes into the coalescer: whatever it takes goes out whole.
+        let mut gro = Coalescer::default();
+        if gro.push(input.0) {
+            let out = gro.finish().expect("a pushed segment").to_vec();
+            assert!(out.len() > VNET_HDR_LEN && input.0.starts_with(&out[VNET_HDR_LEN..]));
+        }
     }
 });
