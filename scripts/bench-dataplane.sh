@@ -36,7 +36,8 @@
 #   TUNNEL_POD=path        skip the build and use that binary
 #   TUNNEL_POD_ARGS=...    flags added to `tunnel-pod run` (e.g. --no-offload, --no-udp-offload,
 #                          --queues N, --gre-tx raw), for every tunnel-pod row
-#   MODES="gre esp ..."    which non-veth paths of ROWS run (default: gre esp esp-cbc strongswan);
+#   MODES="gre esp ..."    which non-veth paths of ROWS run (default: gre esp esp-cbc strongswan
+#                          gre6 esp6);
 #                          the veth rows always run
 #   ROWS="1:veth 1:esp"    replaces the row list
 #   PERF_DIR=dir           record `perf record -e cpu-clock -g` of both tunnel-pods during each

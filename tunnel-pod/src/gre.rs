@@ -1,7 +1,8 @@
 //! The GRE tunnel core, sans-IO: inner packets in, GRE datagrams out, and back.
 //!
 //! The raw socket (protocol 47) is opened with `IP_HDRINCL`: `encap` writes the outer IPv4
-//! header itself, ID included (the kernel recomputes only the header checksum), which spares
+//! header itself, ID included (the kernel rewrites only the total length, to the same value, and
+//! the header checksum), which spares
 //! the kernel's generic append path and its copy-with-checksum on every send. On receive the
 //! kernel hands over the whole outer datagram, IPv4 header included.
 
@@ -39,8 +40,9 @@ pub struct Gre {
 /// than the kernel's: for a raw socket's ID 0 it calls `__ip_select_ident` per datagram (a
 /// hash and an atomic on a shared table), 4.6 % of the GRE path's samples in
 /// `scripts/perf-dataplane.sh`; here it is one relaxed add, and the AF_PACKET ring sends the
-/// same header. (End to end the CPU per GB moved by 2 %, within the noise.) An ID that comes
-/// round to 0 is still filled in by the kernel, which is as good.
+/// same header. (End to end the CPU per GB did not move beyond the noise.) An ID that comes
+/// round to 0 is filled in by the kernel on the raw socket and leaves as 0 through the ring;
+/// either is as good.
 #[derive(Debug)]
 pub struct Idents(AtomicU16);
 

@@ -256,7 +256,8 @@ struct Candidate {
 /// (`inet_gro_receive`/`ipv6_gro_receive`, then `tcp_gro_receive`): IPv4 TOS, DF, TTL,
 /// protocol and addresses, or IPv6 traffic class, flow label, next header, hop limit and
 /// addresses; then ports, the ACK number, header length, window and TCP options (timestamps
-/// included).
+/// included). Not the IPv4 ID, whose increments Linux also checks for packets without DF:
+/// TCP does not look at it.
 fn same_flow(a: &[u8], b: &[u8], c: &Candidate) -> bool {
     let ip_same = if c.v4 {
         a.get(1) == b.get(1) && a.get(6..10) == b.get(6..10) && a.get(12..20) == b.get(12..20)

@@ -65,17 +65,14 @@ fn ip_len(p: &[u8]) -> usize {
 /// The IP length field says `p.len()`, and the IPv4 header checksum (if any) and the TCP
 /// checksum (pseudo-header included) verify.
 fn checksums_ok(p: &[u8]) -> bool {
-    let ihl = ip_len(p);
-    let length = u16::from_be_bytes(if ihl == 40 {
-        [p[4], p[5]]
-    } else {
-        [p[2], p[3]]
-    });
-    let total = usize::from(length) + if ihl == 40 { 40 } else { 0 };
-    if total != p.len() || (ihl != 40 && fold(sum(&p[..ihl], 0)) != 0) {
+    // By the version, not the header length: an IPv4 header with options can be 40 bytes too.
+    let (ihl, v6) = (ip_len(p), p[0] >> 4 == 6);
+    let length = u16::from_be_bytes(if v6 { [p[4], p[5]] } else { [p[2], p[3]] });
+    let total = usize::from(length) + if v6 { 40 } else { 0 };
+    if total != p.len() || (!v6 && fold(sum(&p[..ihl], 0)) != 0) {
         return false;
     }
-    let addresses = if ihl == 40 { &p[8..40] } else { &p[12..20] };
+    let addresses = if v6 { &p[8..40] } else { &p[12..20] };
     let pseudo = sum(addresses, 0) + 6 + (total - ihl) as u32;
     fold(sum(&p[ihl..], pseudo)) == 0
 }
