@@ -514,18 +514,27 @@ mod tests {
         assert_eq!(VnetHdr::parse(&b[..9]), None);
     }
 
+    /// `big` cut by `segment` into segments of 1400 payload bytes, each copied out of its slot.
+    fn segments_of(big: &[u8]) -> Vec<Vec<u8>> {
+        let (slot, headroom) = (2048, 8);
+        let mut out = vec![0u8; 16 * slot];
+        let mut lens = Vec::new();
+        segment(big, 1400, &mut out, slot, headroom, &mut lens).unwrap();
+        lens.iter()
+            .enumerate()
+            .map(|(i, len)| out[i * slot + headroom..i * slot + headroom + len].to_vec())
+            .collect()
+    }
+
     #[test]
     fn segmentation_then_coalescing_restores_the_stream() {
         let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
         let big = tcp(1_000_000, TCP_ACK | TCP_PSH, &data);
-        let (slot, headroom) = (2048, 8);
-        let mut out = vec![0u8; 16 * slot];
-        let mut lens = Vec::new();
-        segment(&big, 1400, &mut out, slot, headroom, &mut lens).unwrap();
-        assert_eq!(lens.len(), 8);
+        let segments = segments_of(&big);
+        assert_eq!(segments.len(), 8);
         let mut c = Coalescer::default();
-        for (i, len) in lens.iter().enumerate() {
-            let s = &out[i * slot + headroom..i * slot + headroom + len];
+        for (i, s) in segments.iter().enumerate() {
+            let s = &s[..];
             assert!(verify(&s[..20]), "IPv4 header checksum of segment {i}");
             assert!(tcp_valid(s), "TCP checksum of segment {i}");
             assert_eq!(be32(s, 24), 1_000_000 + 1400 * i as u32);
@@ -562,14 +571,11 @@ mod tests {
     fn ipv6_segments_coalesce_into_a_tcpv6_packet() {
         let data: Vec<u8> = (0..10_000u32).map(|i| (i * 13) as u8).collect();
         let big = tcp6(5_000, TCP_ACK | TCP_PSH, &data);
-        let (slot, headroom) = (2048, 8);
-        let mut out = vec![0u8; 16 * slot];
-        let mut lens = Vec::new();
-        segment(&big, 1400, &mut out, slot, headroom, &mut lens).unwrap();
-        assert_eq!(lens.len(), 8);
+        let segments = segments_of(&big);
+        assert_eq!(segments.len(), 8);
         let mut c = Coalescer::default();
-        for (i, len) in lens.iter().enumerate() {
-            let s = &out[i * slot + headroom..i * slot + headroom + len];
+        for (i, s) in segments.iter().enumerate() {
+            let s = &s[..];
             assert!(tcp6_valid(s), "TCP checksum of segment {i}");
             assert!(c.push(s), "segment {i} joins");
         }
