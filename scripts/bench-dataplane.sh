@@ -398,15 +398,15 @@ run_row() {
                 return 0
             }
             ;;
-        gre6 | esp6)
-            TUNNEL_POD=$bin start_pods "${path%6}"
-            add_ipv6
-            measure "$label" fd00:99::b "$streams" "" "$POD_A" "$POD_B"
-            stop_pods
-            ;;
         *)
-            TUNNEL_POD=$bin start_pods "$path"
-            measure "$label" 10.99.0.1 "$streams" "" "$POD_A" "$POD_B"
+            # gre6/esp6: the gre/esp pods, with IPv6 on their TUNs.
+            TUNNEL_POD=$bin start_pods "${path%6}"
+            local address=10.99.0.1
+            if [[ $path == *6 ]]; then
+                add_ipv6
+                address=fd00:99::b
+            fi
+            measure "$label" "$address" "$streams" "" "$POD_A" "$POD_B"
             stop_pods
             ;;
     esac

@@ -1,10 +1,10 @@
 //! The GRE tunnel core, sans-IO: inner packets in, GRE datagrams out, and back.
 //!
 //! The raw socket (protocol 47) is opened with `IP_HDRINCL`: `encap` writes the outer IPv4
-//! header itself, ID included (the kernel rewrites only the total length, to the same value, and
-//! the header checksum), which spares
-//! the kernel's generic append path and its copy-with-checksum on every send. On receive the
-//! kernel hands over the whole outer datagram, IPv4 header included.
+//! header itself, ID included (the kernel rewrites only the total length, to the same value,
+//! and the header checksum), which spares the kernel's generic append path and its
+//! copy-with-checksum on every send. On receive the kernel hands over the whole outer
+//! datagram, IPv4 header included.
 
 use std::net::Ipv4Addr;
 use std::ops::Range;
