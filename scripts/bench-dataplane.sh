@@ -426,6 +426,12 @@ for round in $(seq "$REPEAT"); do
 done
 
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), kernel $(uname -r), $(nproc) CPUs"
+# The kernel-bound rows (GRE above all) move with the CPU and its speculation mitigations: the
+# same code on the same kernel version halved its GRE rate from one VM to the next (BENCHMARKS.md,
+# fifth session). Name both, so that rows of two VMs are not compared unknowingly.
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+vuln=/sys/devices/system/cpu/vulnerabilities
+echo "# CPU: ${cpu:-unknown}; mitigations: spectre_v2: $(cat $vuln/spectre_v2 2>/dev/null || echo '?'); spec_rstack_overflow: $(cat $vuln/spec_rstack_overflow 2>/dev/null || echo '?'); retbleed: $(cat $vuln/retbleed 2>/dev/null || echo '?')"
 echo "# load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# ${DURATION} s per row; TUNNEL_POD_ARGS='${TUNNEL_POD_ARGS:-}'"
 echo
