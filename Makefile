@@ -90,6 +90,12 @@ bench: bench-dataplane
 bench-dataplane:
 	scripts/bench-dataplane.sh
 
+# The ESP rows beside a diagnostic build without AES-GCM, in the same rounds: how much of the cost
+# is the cipher (BENCHMARKS.md, issue #12, fifth session).
+.PHONY: bench-ceiling
+bench-ceiling:
+	scripts/bench-ceiling.sh
+
 # perf record -e cpu-clock -g of both tunnel-pods during one ESP and one GRE stream: top symbols,
 # kernel / user split. Run it on an idle machine.
 .PHONY: perf-dataplane
