@@ -430,8 +430,11 @@ echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>
 # same code on the same kernel version halved its GRE rate from one VM to the next (BENCHMARKS.md,
 # fifth session). Name both, so that rows of two VMs are not compared unknowingly.
 cpu=$(sed -n '/^model name/{s/^model name[[:space:]]*: //p;q}' /proc/cpuinfo)
-vuln=/sys/devices/system/cpu/vulnerabilities
-echo "# CPU: ${cpu:-unknown}; mitigations: spectre_v2: $(cat $vuln/spectre_v2 2>/dev/null || echo '?'); spec_rstack_overflow: $(cat $vuln/spec_rstack_overflow 2>/dev/null || echo '?'); retbleed: $(cat $vuln/retbleed 2>/dev/null || echo '?')"
+mitigations=""
+for m in spectre_v2 spec_rstack_overflow retbleed; do
+    mitigations+="${mitigations:+; }$m: $(cat "/sys/devices/system/cpu/vulnerabilities/$m" 2>/dev/null || echo '?')"
+done
+echo "# CPU: ${cpu:-unknown}; mitigations: $mitigations"
 echo "# load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# ${DURATION} s per row; TUNNEL_POD_ARGS='${TUNNEL_POD_ARGS:-}'"
 echo
