@@ -534,7 +534,6 @@ mod tests {
         assert_eq!(segments.len(), 8);
         let mut c = Coalescer::default();
         for (i, s) in segments.iter().enumerate() {
-            let s = &s[..];
             assert!(verify(&s[..20]), "IPv4 header checksum of segment {i}");
             assert!(tcp_valid(s), "TCP checksum of segment {i}");
             assert_eq!(be32(s, 24), 1_000_000 + 1400 * i as u32);
@@ -575,7 +574,6 @@ mod tests {
         assert_eq!(segments.len(), 8);
         let mut c = Coalescer::default();
         for (i, s) in segments.iter().enumerate() {
-            let s = &s[..];
             assert!(tcp6_valid(s), "TCP checksum of segment {i}");
             assert!(c.push(s), "segment {i} joins");
         }
