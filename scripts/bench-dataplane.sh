@@ -108,6 +108,21 @@ PIDS=()
 NAMESPACES=()
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
+# The machine's speed at this moment, to tell a slower day from slower code: one core's
+# AES-256-GCM on 16 KiB buffers (OpenSSL, 1 s), and the hypervisor's steal time over the run.
+# The same code on VMs of the same CPU model and mitigations carried ESP at 0.37-0.42 x veth one
+# day, 0.26-0.28 x the next (BENCHMARKS.md, sixth session); steal alone did not show it.
+aes_probe() {
+    command -v openssl >/dev/null || { echo "no openssl"; return; }
+    openssl speed -seconds 1 -evp aes-256-gcm -bytes 16384 2>/dev/null |
+        awk '$1 == "AES-256-GCM" { sub(/k$/, "", $2); printf "%.2f GB/s", $2 / 1e6; found = 1 }
+             END { if (!found) printf "?" }'
+}
+# Total and steal jiffies of all CPUs (/proc/stat: user nice system idle iowait irq softirq steal).
+cpu_jiffies() { awk '$1 == "cpu" { print $2+$3+$4+$5+$6+$7+$8+$9, $9; exit }' /proc/stat; }
+AES_START=$(aes_probe)
+read -r JIFFIES_START STEAL_START < <(cpu_jiffies)
+
 cleanup() { reap_lab; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -436,6 +451,10 @@ for m in spectre_v2 spec_rstack_overflow retbleed; do
 done
 echo "# CPU: ${cpu:-unknown}; mitigations: $mitigations"
 echo "# load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+read -r jiffies steal < <(cpu_jiffies)
+steal_pct=$(awk -v t=$((jiffies - JIFFIES_START)) -v s=$((steal - STEAL_START)) \
+    'BEGIN { printf "%.1f", (t > 0 ? 100 * s / t : 0) }')
+echo "# AES-256-GCM, one core (openssl speed, 16 KiB): $AES_START at start, $(aes_probe) at end; steal time ${steal_pct} % of the CPU time of the run"
 echo "# ${DURATION} s per row; TUNNEL_POD_ARGS='${TUNNEL_POD_ARGS:-}'"
 echo
 "$PYTHON" - "$WORK" "$(getconf CLK_TCK)" "${DONE[@]}" <<'EOF'
