@@ -29,7 +29,8 @@
 # processes (both charons for strongSwan), read right before and right after the iperf3 client
 # runs, summed over both endpoints, divided by the GB (10^9 bytes) iperf3 received. On this VM
 # both endpoints, both TCP stacks and iperf3 share the same cores, so Gbit/s depends on the load;
-# CPU-s/GB is the figure that carries to separate hosts. The load average at start and end is
+# CPU-s/GB is the figure that carries to separate hosts. The load average at start and end, the
+# CPU and its mitigations, one core's AES-GCM speed at start and end and the steal time are
 # printed with the table. Everything it creates is removed on exit, also on Ctrl-C.
 #
 # Environment:
