@@ -25,7 +25,8 @@
 # Prints JSON lines (one per run) on stdout and a summary on stderr. Environment: SAS (1000),
 # RATE (200), CONC (32), PER (20), ROUNDS (2), GROUP (ecp384), LOAD_THREADS (1), PIN (0), NO_BUILD=1
 # to use the binaries in CARGO_TARGET_DIR/release as they are, KEEP_LOGS=1 to keep the work
-# directory's logs on failure. Everything it creates is removed on exit.
+# directory's logs on failure (copied to a new directory under TMPDIR, named on stderr). Everything
+# else it creates is removed on exit.
 set -euo pipefail
 
 SAS=${SAS:-1000}
@@ -58,7 +59,11 @@ NAMESPACES=()
 OK=0
 cleanup() {
     if [[ $OK != 1 && ${KEEP_LOGS:-0} == 1 ]]; then
-        cp "$WORK"/*.log "$WORK"/*/charon.log . 2>/dev/null || true
+        # Outside the checkout: copied into the current directory, two such logs got committed.
+        local keep
+        keep=$(mktemp -d "${TMPDIR:-/tmp}/bench-ike-logs.XXXXXX")
+        cp "$WORK"/*.log "$WORK"/*/charon.log "$keep" 2>/dev/null || true
+        echo "$0: logs kept in $keep" >&2
     fi
     reap_lab
 }
