@@ -111,19 +111,27 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # The machine's speed at this moment, to tell a slower VM from slower code: one core's
 # AES-256-GCM on 16 KiB buffers (OpenSSL, 1 s), and the hypervisor's steal time over the run.
-# The same code carried ESP at 0.37-0.42 x veth on one VM and 0.26-0.28 x on the next, with
-# steal under 1 % (BENCHMARKS.md, sixth session). A failed probe prints "?"; it never stops the run.
+# The same code carried ESP at 0.37-0.42 x veth on one VM and 0.26-0.28 x on the next, whose
+# steal was 0.8 % (BENCHMARKS.md, sixth session). A failed probe prints "?"; it never stops the run.
 aes_probe() {
     command -v openssl >/dev/null || { echo "no openssl"; return 0; }
     { openssl speed -seconds 1 -evp aes-256-gcm -bytes 16384 2>/dev/null || true; } |
         awk 'toupper($1) == "AES-256-GCM" { sub(/k$/, "", $2); printf "%.2f GB/s", $2 / 1e6; found = 1 }
              END { if (!found) printf "?" }'
 }
-# Total and steal jiffies of all CPUs (/proc/stat: user nice system idle iowait irq softirq steal;
-# guest is already in user). %.0f: mawk prints integers above 2^31 in exponent form otherwise.
-cpu_jiffies() { awk '$1 == "cpu" { printf "%.0f %.0f\n", $2+$3+$4+$5+$6+$7+$8+$9, $9; exit }' /proc/stat; }
+# steal_pct [START]: with no argument the "total steal" jiffies of all CPUs now (/proc/stat: user
+# nice system idle iowait irq softirq steal; guest is already in user), with one such START the
+# steal share of the CPU time since. In awk alone: mawk prints integers above 2^31 in exponent
+# form, which bash arithmetic would refuse.
+steal_pct() {
+    awk -v start="${1:-}" '$1 == "cpu" {
+        total = $2+$3+$4+$5+$6+$7+$8+$9
+        if (start == "") { printf "%.0f %.0f", total, $9; exit }
+        split(start, a, " "); t = total - a[1]
+        printf "%.1f", (t > 0 ? 100 * ($9 - a[2]) / t : 0); exit }' /proc/stat
+}
 AES_START=$(aes_probe)
-read -r JIFFIES_START STEAL_START < <(cpu_jiffies) || true
+STEAL_START=$(steal_pct)
 
 cleanup() { reap_lab; }
 trap cleanup EXIT
@@ -453,10 +461,7 @@ for m in spectre_v2 spec_rstack_overflow retbleed; do
 done
 echo "# CPU: ${cpu:-unknown}; mitigations: $mitigations"
 echo "# load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-read -r jiffies steal < <(cpu_jiffies) || true
-steal_pct=$(awk -v t=$((${jiffies:-0} - ${JIFFIES_START:-0})) -v s=$((${steal:-0} - ${STEAL_START:-0})) \
-    'BEGIN { printf "%.1f", (t > 0 ? 100 * s / t : 0) }')
-echo "# AES-256-GCM, one core (openssl speed, 16 KiB): $AES_START at start, $(aes_probe) at end; steal time ${steal_pct} % of the CPU time of the run"
+echo "# AES-256-GCM, one core (openssl speed, 16 KiB): $AES_START at start, $(aes_probe) at end; steal time $(steal_pct "$STEAL_START") % of the CPU time of the run"
 echo "# ${DURATION} s per row; TUNNEL_POD_ARGS='${TUNNEL_POD_ARGS:-}'"
 echo
 "$PYTHON" - "$WORK" "$(getconf CLK_TCK)" "${DONE[@]}" <<'EOF'

@@ -60,10 +60,12 @@ OK=0
 cleanup() {
     if [[ $OK != 1 && ${KEEP_LOGS:-0} == 1 ]]; then
         # Outside the checkout: copied into the current directory, two such logs got committed.
+        # Never fatal here: reap_lab below must run.
         local keep
-        keep=$(mktemp -d "${TMPDIR:-/tmp}/bench-ike-logs.XXXXXX")
-        cp "$WORK"/*.log "$WORK"/*/charon.log "$keep" 2>/dev/null || true
-        echo "$0: logs kept in $keep" >&2
+        if keep=$(mktemp -d "${TMPDIR:-/tmp}/bench-ike-logs.XXXXXX"); then
+            cp "$WORK"/*.log "$WORK"/*/charon.log "$keep" 2>/dev/null || true
+            echo "$0: logs kept in $keep" >&2
+        fi
     fi
     reap_lab
 }
